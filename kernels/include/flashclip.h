@@ -1,0 +1,85 @@
+/* flashclip kernel launchers: the C ABI between kernels/*.cu and the Rust crate.
+ *
+ * Every launcher enqueues work on `stream` and returns a cudaError_t value as int (0 = success), taken from
+ * cudaGetLastError() right after the launch. Launchers do not validate shapes: the Rust side checks every shape,
+ * stride, dtype and alignment before calling. Strides and sizes are in elements, not bytes.
+ * No system headers are included so that bindgen needs nothing but libclang.
+ */
+#ifndef FLASHCLIP_H
+#define FLASHCLIP_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *cudaStream_t;
+
+typedef enum fc_dtype { FC_F16 = 0, FC_BF16 = 1, FC_F32 = 2 } fc_dtype;
+
+/* ---------------------------------------------------------------- attention */
+
+/* Q, K, V, O addressed as [batch, seq, heads, head_dim] through explicit strides (head_dim stride is 1).
+ * Query head h reads K/V head h / (heads_q / heads_kv) (GQA/MQA).
+ * Key j is visible to query i iff j < key_lens[b] (when key_lens != NULL) and, when causal, j <= i.
+ * A query row that sees no key writes zeros and lse = -inf.
+ * lse (optional, may be NULL): fp32 [batch, heads_q, seq_q], natural-log log-sum-exp of the scaled scores. */
+typedef struct fc_attention_params {
+    const void *q;
+    const void *k;
+    const void *v;
+    void *o;
+    float *lse;
+    const int *key_lens;
+    long long q_batch_stride, q_seq_stride, q_head_stride;
+    long long k_batch_stride, k_seq_stride, k_head_stride;
+    long long v_batch_stride, v_seq_stride, v_head_stride;
+    long long o_batch_stride, o_seq_stride, o_head_stride;
+    int batch;
+    int heads_q;
+    int heads_kv;
+    int seq_q;
+    int seq_k;
+    int head_dim;
+    float softmax_scale;
+    int causal;
+} fc_attention_params;
+
+/* v1: simple tiled online softmax, fp32 math on CUDA cores. f16/bf16/f32. head_dim % 8 == 0, <= 128. */
+int fc_attention_v1(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
+
+/* v2: FlashAttention-2 style, mma.sync tensor cores (sm_80+). f16/bf16. head_dim in {64,80,96,104,112,128}. */
+int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
+
+/* Reference path helper: masked row softmax of fp32 scores S [rows = batch*heads_q*seq_q, seq_k] (row stride
+ * s_row_stride) into P (dtype, row stride p_row_stride), scale applied before exp, same masking rules as above.
+ * Row r = ((b * heads_q) + h) * seq_q + i. lse optional as above. */
+int fc_attention_softmax(const float *s, long long s_row_stride, void *p, long long p_row_stride, float *lse,
+                         const int *key_lens, int batch, int heads_q, int seq_q, int seq_k, float softmax_scale,
+                         int causal, fc_dtype dtype, cudaStream_t stream);
+
+/* ---------------------------------------------------------------- bias + activation */
+
+typedef enum fc_activation { FC_QUICK_GELU = 0, FC_GELU_ERF = 1, FC_GELU_TANH = 2 } fc_activation;
+
+/* y[r, c] = act(x[r, c] + bias[c]) for a row-major [rows, cols] tensor (contiguous rows). bias may be NULL.
+ * y may equal x (in place). Math in fp32. */
+int fc_bias_activation(void *y, const void *x, const void *bias, long long rows, int cols, fc_activation act,
+                       fc_dtype dtype, cudaStream_t stream);
+
+/* ---------------------------------------------------------------- layernorm */
+
+/* s = residual + x + bias (written to sum, which may alias residual), y = (s - mean) / sqrt(var + eps) * gamma + beta.
+ * Row-major [rows, cols], contiguous rows. bias may be NULL. fp32 statistics. */
+int fc_bias_residual_layernorm(void *y, void *sum, const void *x, const void *residual, const void *bias,
+                               const void *gamma, const void *beta, long long rows, int cols, float eps,
+                               fc_dtype dtype, cudaStream_t stream);
+
+/* Plain LayerNorm: y = LN(x) * gamma + beta. x and y may have row strides (for the class-token rows of a batch). */
+int fc_layernorm(void *y, long long y_row_stride, const void *x, long long x_row_stride, const void *gamma,
+                 const void *beta, long long rows, int cols, float eps, fc_dtype dtype, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

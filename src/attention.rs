@@ -1,0 +1,485 @@
+//! Attention forward (kernels/attention*.cu).
+//!
+//! Q, K, V and O are `[batch, seq, heads, head_dim]` views with any strides whose innermost stride is 1, so the
+//! packed `[batch, seq, 3, heads, head_dim]` output of one QKV GEMM is read in place (`qkv.select(2, i)`) and O is
+//! written in the layout the out-projection GEMM consumes. K/V may have fewer heads than Q (GQA/MQA). Key `j` is
+//! visible to query `i` iff `j < key_lens[b]` (when given) and, when causal, `j <= i`; a query that sees no key
+//! outputs zeros (and lse = -inf).
+//!
+//! Versions ([`Version`]) are the rungs of the speed-up ladder; [`materialized_attention`] is the plain path
+//! (scores in memory through cuBLAS + a softmax kernel) they are measured against.
+
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+
+use crate::check;
+use crate::error::{check_launch, Error, Result};
+use crate::ffi;
+use crate::gemm::RawGemm;
+use crate::gpu::Gpu;
+use crate::tensor::{DType, Element, Layout, View, ViewMut};
+
+/// Flash attention kernel versions, simplest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// Tiled online softmax on CUDA cores, fp32 math (f16, bf16, f32).
+    V1,
+    /// FlashAttention-2 style on tensor cores (mma.sync, sm_80+; f16, bf16).
+    V2,
+}
+
+impl Version {
+    /// Every version, in ladder order.
+    pub const ALL: [Version; 2] = [Version::V1, Version::V2];
+
+    /// Short name used in benchmarks and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+
+    /// Head dims the version compiles kernels for.
+    pub fn head_dims(self) -> &'static [usize] {
+        match self {
+            Version::V1 => &[
+                8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128,
+            ],
+            Version::V2 => &[64, 80, 96, 104, 112, 128],
+        }
+    }
+
+    /// Element types the version takes.
+    pub fn dtypes(self) -> &'static [DType] {
+        match self {
+            Version::V1 => &[DType::F16, DType::BF16, DType::F32],
+            Version::V2 => &[DType::F16, DType::BF16],
+        }
+    }
+
+    /// Whether the version runs this dtype and head dim.
+    pub fn supports(self, dtype: DType, head_dim: usize) -> bool {
+        self.dtypes().contains(&dtype) && self.head_dims().contains(&head_dim)
+    }
+}
+
+/// Scale and masking.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Options {
+    /// Multiplies Q·Kᵀ before the softmax; `None` means `1 / sqrt(head_dim)`.
+    pub softmax_scale: Option<f32>,
+    /// Query `i` sees keys `j <= i` only (needs seq_q == seq_k).
+    pub causal: bool,
+}
+
+/// Sizes shared by Q, K, V and O, checked against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub batch: usize,
+    pub seq_q: usize,
+    pub seq_k: usize,
+    pub heads_q: usize,
+    pub heads_kv: usize,
+    pub head_dim: usize,
+}
+
+impl Shape {
+    /// Floating-point operations of the two matrix products, `4 * B * Hq * Nq * Nk * D`, halved when causal
+    /// (the usual convention for attention TFLOP/s).
+    pub fn flops(&self, causal: bool) -> f64 {
+        let full = 4.0
+            * (self.batch * self.heads_q) as f64
+            * self.seq_q as f64
+            * self.seq_k as f64
+            * self.head_dim as f64;
+        if causal {
+            full / 2.0
+        } else {
+            full
+        }
+    }
+
+    fn lse_len(&self) -> usize {
+        self.batch * self.heads_q * self.seq_q
+    }
+}
+
+fn rank4(what: &'static str, l: &Layout) -> Result<()> {
+    check::rank(what, &l.shape, 4)?;
+    check::nonempty(what, &l.shape)?;
+    if l.strides.len() != 4 || l.strides[3] != 1 {
+        return Err(Error::Layout {
+            what,
+            detail: format!("head_dim stride must be 1, got strides {:?}", l.strides),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the layouts of Q, K, V and O against each other and the options, and returns the sizes. Pure: needs
+/// no GPU (the launch functions call it first, then check pointers).
+pub fn check_shapes(
+    q: &Layout,
+    k: &Layout,
+    v: &Layout,
+    o: &Layout,
+    opts: &Options,
+) -> Result<Shape> {
+    rank4("q", q)?;
+    rank4("k", k)?;
+    rank4("v", v)?;
+    rank4("o", o)?;
+    let [batch, seq_q, heads_q, head_dim] = [q.shape[0], q.shape[1], q.shape[2], q.shape[3]];
+    let [seq_k, heads_kv] = [k.shape[1], k.shape[2]];
+    check::shape("k", &k.shape, &[batch, seq_k, heads_kv, head_dim])?;
+    check::shape("v", &v.shape, &k.shape)?;
+    check::shape("o", &o.shape, &q.shape)?;
+    if heads_q % heads_kv != 0 {
+        return Err(Error::InvalidArgument {
+            what: "heads",
+            detail: format!(
+                "query heads {heads_q} must be a multiple of key/value heads {heads_kv}"
+            ),
+        });
+    }
+    if opts.causal && seq_q != seq_k {
+        return Err(Error::InvalidArgument {
+            what: "causal",
+            detail: format!("causal attention needs seq_q == seq_k, got {seq_q} and {seq_k}"),
+        });
+    }
+    if let Some(s) = opts.softmax_scale {
+        check::finite("softmax_scale", s, false)?;
+    }
+    Ok(Shape {
+        batch,
+        seq_q,
+        seq_k,
+        heads_q,
+        heads_kv,
+        head_dim,
+    })
+}
+
+/// Everything [`flash_attention`] checks before touching the GPU: [`check_shapes`], the version's dtype and head
+/// dims, and strides that keep 16-byte vector loads aligned.
+pub fn check_flash(
+    version: Version,
+    dtype: DType,
+    q: &Layout,
+    k: &Layout,
+    v: &Layout,
+    o: &Layout,
+    opts: &Options,
+) -> Result<Shape> {
+    let shape = check_shapes(q, k, v, o, opts)?;
+    if !version.supports(dtype, shape.head_dim) {
+        return Err(Error::Unsupported(format!(
+            "attention {} does not support {} with head_dim {} (head dims {:?}, dtypes {:?})",
+            version.name(),
+            dtype,
+            shape.head_dim,
+            version.head_dims(),
+            version.dtypes()
+        )));
+    }
+    let elems = 16 / dtype.size();
+    for (what, l) in [("q", q), ("k", k), ("v", v), ("o", o)] {
+        if l.strides[..3]
+            .iter()
+            .chain([&l.offset])
+            .any(|s| s % elems != 0)
+        {
+            return Err(Error::Misaligned {
+                what,
+                detail: format!(
+                    "offset {} and strides {:?} must be multiples of {elems} elements (16 bytes)",
+                    l.offset, l.strides
+                ),
+            });
+        }
+    }
+    Ok(shape)
+}
+
+fn scale(opts: &Options, head_dim: usize) -> f32 {
+    opts.softmax_scale.unwrap_or(1.0 / (head_dim as f32).sqrt())
+}
+
+fn check_aux(
+    shape: &Shape,
+    key_lens: Option<&CudaSlice<i32>>,
+    lse: Option<&CudaSlice<f32>>,
+) -> Result<()> {
+    if let Some(kl) = key_lens {
+        check::shape("key_lens", &[kl.len()], &[shape.batch])?;
+    }
+    if let Some(l) = lse {
+        if l.len() < shape.lse_len() {
+            return Err(Error::Shape {
+                what: "lse",
+                expected: vec![shape.lse_len()],
+                got: vec![l.len()],
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Strides (batch, seq, head) as the kernel's 64-bit ints, after checking the base address is 16-byte aligned.
+fn strides3(what: &'static str, strides: &[usize], ptr: u64) -> Result<[i64; 3]> {
+    check::aligned(what, ptr, 16)?;
+    Ok([
+        check::fits_i64(what, strides[0])?,
+        check::fits_i64(what, strides[1])?,
+        check::fits_i64(what, strides[2])?,
+    ])
+}
+
+/// Flash attention forward: `o = softmax(scale * q kᵀ + mask) v`, optionally writing the row log-sum-exp
+/// (`lse`, fp32 `[batch, heads_q, seq_q]`).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention<T: Element>(
+    gpu: &Gpu,
+    version: Version,
+    q: &View<T>,
+    k: &View<T>,
+    v: &View<T>,
+    key_lens: Option<&CudaSlice<i32>>,
+    opts: &Options,
+    o: &mut ViewMut<T>,
+    lse: Option<&mut CudaSlice<f32>>,
+) -> Result<()> {
+    let shape = check_flash(
+        version,
+        T::DTYPE,
+        q.layout(),
+        k.layout(),
+        v.layout(),
+        o.layout(),
+        opts,
+    )?;
+    check_aux(&shape, key_lens, lse.as_deref())?;
+    let stream = gpu.stream();
+    let (qp, kp, vp, op) = (
+        q.device_ptr(stream),
+        k.device_ptr(stream),
+        v.device_ptr(stream),
+        o.device_ptr_mut(stream),
+    );
+    let [qb, qs, qh] = strides3("q", q.strides(), qp)?;
+    let [kb, ks, kh] = strides3("k", k.strides(), kp)?;
+    let [vb, vs, vh] = strides3("v", v.strides(), vp)?;
+    let [ob, os, oh] = strides3("o", o.strides(), op)?;
+    let params = ffi::fc_attention_params {
+        q: qp as *const _,
+        k: kp as *const _,
+        v: vp as *const _,
+        o: op as *mut _,
+        lse: lse.map_or(std::ptr::null_mut(), |l| {
+            l.device_ptr_mut(stream).0 as *mut f32
+        }),
+        key_lens: key_lens.map_or(std::ptr::null(), |kl| kl.device_ptr(stream).0 as *const i32),
+        q_batch_stride: qb,
+        q_seq_stride: qs,
+        q_head_stride: qh,
+        k_batch_stride: kb,
+        k_seq_stride: ks,
+        k_head_stride: kh,
+        v_batch_stride: vb,
+        v_seq_stride: vs,
+        v_head_stride: vh,
+        o_batch_stride: ob,
+        o_seq_stride: os,
+        o_head_stride: oh,
+        batch: check::fits_i32("batch", shape.batch)?,
+        heads_q: check::fits_i32("heads_q", shape.heads_q)?,
+        heads_kv: check::fits_i32("heads_kv", shape.heads_kv)?,
+        seq_q: check::fits_i32("seq_q", shape.seq_q)?,
+        seq_k: check::fits_i32("seq_k", shape.seq_k)?,
+        head_dim: check::fits_i32("head_dim", shape.head_dim)?,
+        softmax_scale: scale(opts, shape.head_dim),
+        causal: opts.causal as i32,
+    };
+    let s = ffi::stream(stream);
+    // SAFETY: check_shapes/check_aux/strides3 verified that Q, K, V, O are rank-4 views inside their buffers with
+    // matching sizes, unit head_dim stride, 16-byte aligned bases and strides, a supported dtype/head_dim for this
+    // version, key_lens of `batch` ints and lse of at least batch*heads_q*seq_q floats. O (and lse) are mutable
+    // borrows, so they alias no input. The launch is ordered on the gpu's stream.
+    let code = unsafe {
+        match version {
+            Version::V1 => ffi::fc_attention_v1(&params, T::DTYPE.ffi(), s),
+            Version::V2 => ffi::fc_attention_v2(&params, T::DTYPE.ffi(), s),
+        }
+    };
+    check_launch(version.name(), code)
+}
+
+/// Scratch for [`materialized_attention`]: the fp32 scores and the probabilities in `T`, `[batch, heads_q, seq_q,
+/// seq_k]` each. Allocate once per maximum shape and reuse.
+pub struct MaterializedWorkspace<T: Element> {
+    scores: CudaSlice<f32>,
+    probs: CudaSlice<T>,
+}
+
+impl<T: Element> MaterializedWorkspace<T> {
+    /// Room for attention up to these sizes.
+    pub fn new(
+        gpu: &Gpu,
+        batch: usize,
+        heads_q: usize,
+        seq_q: usize,
+        seq_k: usize,
+    ) -> Result<Self> {
+        let len = [batch, heads_q, seq_q, seq_k]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or(Error::TooLarge {
+                what: "attention workspace",
+            })?;
+        Ok(Self {
+            scores: gpu.zeros::<f32>(&[len])?.data().clone(),
+            probs: gpu.zeros::<T>(&[len])?.data().clone(),
+        })
+    }
+}
+
+/// The unfused path: `S = q kᵀ` (fp32, cuBLAS), masked softmax into `P` (in `T`), `o = P v` (cuBLAS).
+/// The baseline the flash kernels are measured against; fp32 inputs give an all-fp32 computation.
+#[allow(clippy::too_many_arguments)]
+pub fn materialized_attention<T: Element>(
+    gpu: &Gpu,
+    q: &View<T>,
+    k: &View<T>,
+    v: &View<T>,
+    key_lens: Option<&CudaSlice<i32>>,
+    opts: &Options,
+    o: &mut ViewMut<T>,
+    lse: Option<&mut CudaSlice<f32>>,
+    ws: &mut MaterializedWorkspace<T>,
+) -> Result<()> {
+    let sh = check_shapes(q.layout(), k.layout(), v.layout(), o.layout(), opts)?;
+    check_aux(&sh, key_lens, lse.as_deref())?;
+    let plane = sh.seq_q * sh.seq_k;
+    let needed = sh.batch * sh.heads_q * plane;
+    if ws.scores.len() < needed {
+        return Err(Error::Shape {
+            what: "attention workspace",
+            expected: vec![needed],
+            got: vec![ws.scores.len()],
+        });
+    }
+    let stream = gpu.stream();
+    let (qp, kp, vp, op) = (
+        q.device_ptr(stream),
+        k.device_ptr(stream),
+        v.device_ptr(stream),
+        o.device_ptr_mut(stream),
+    );
+    let sp = ws.scores.device_ptr_mut(stream).0;
+    let pp = ws.probs.device_ptr_mut(stream).0;
+    let (qs, ks, vs, os) = (q.strides(), k.strides(), v.strides(), o.strides());
+    let esize = std::mem::size_of::<T>() as u64;
+    let t = T::DTYPE.cublas();
+    let f32t = DType::F32.cublas();
+    let group = sh.heads_q / sh.heads_kv;
+    // MHA batches all heads of a sequence in one call; GQA batches the query heads sharing one K/V head (stride 0).
+    let (kv_heads_per_call, heads_per_call) = if group == 1 {
+        (sh.heads_kv, sh.heads_q)
+    } else {
+        (1, group)
+    };
+    for b in 0..sh.batch {
+        for hk in (0..sh.heads_kv).step_by(kv_heads_per_call) {
+            let h0 = hk * group;
+            let q0 = qp + ((b * qs[0] + h0 * qs[2]) as u64) * esize;
+            let k0 = kp + ((b * ks[0] + hk * ks[2]) as u64) * esize;
+            let s0 = sp + (((b * sh.heads_q + h0) * plane) as u64) * 4;
+            let kv_stride = |s: &[usize]| if group == 1 { s[2] } else { 0 };
+            let scores = RawGemm {
+                trans_a: true,
+                trans_b: false,
+                m: sh.seq_k,
+                n: sh.seq_q,
+                k: sh.head_dim,
+                a: k0,
+                a_type: t,
+                lda: ks[1],
+                stride_a: kv_stride(ks),
+                b: q0,
+                b_type: t,
+                ldb: qs[1],
+                stride_b: qs[2],
+                c: s0,
+                c_type: f32t,
+                ldc: sh.seq_k,
+                stride_c: plane,
+                batch: heads_per_call,
+                alpha: 1.0,
+                beta: 0.0,
+            };
+            // SAFETY: the views were checked to be inside their buffers with the shapes above, so every batch index
+            // addresses [seq_k, head_dim] K rows (row stride ks[1]) and [seq_q, head_dim] Q rows; the scores
+            // workspace holds batch*heads_q planes of seq_q*seq_k fp32.
+            unsafe { scores.run(gpu)? };
+        }
+    }
+    let s = ffi::stream(stream);
+    // SAFETY: scores and probs hold batch*heads_q*seq_q rows of seq_k elements (checked above); key_lens and lse
+    // were checked by check_aux.
+    let code = unsafe {
+        ffi::fc_attention_softmax(
+            sp as *const f32,
+            check::fits_i64("seq_k", sh.seq_k)?,
+            pp as *mut _,
+            check::fits_i64("seq_k", sh.seq_k)?,
+            lse.map_or(std::ptr::null_mut(), |l| {
+                l.device_ptr_mut(stream).0 as *mut f32
+            }),
+            key_lens.map_or(std::ptr::null(), |kl| kl.device_ptr(stream).0 as *const i32),
+            check::fits_i32("batch", sh.batch)?,
+            check::fits_i32("heads_q", sh.heads_q)?,
+            check::fits_i32("seq_q", sh.seq_q)?,
+            check::fits_i32("seq_k", sh.seq_k)?,
+            scale(opts, sh.head_dim),
+            opts.causal as i32,
+            T::DTYPE.ffi(),
+            s,
+        )
+    };
+    check_launch("attention_softmax", code)?;
+    for b in 0..sh.batch {
+        for hk in (0..sh.heads_kv).step_by(kv_heads_per_call) {
+            let h0 = hk * group;
+            let v0 = vp + ((b * vs[0] + hk * vs[2]) as u64) * esize;
+            let o0 = op + ((b * os[0] + h0 * os[2]) as u64) * esize;
+            let p0 = pp + (((b * sh.heads_q + h0) * plane) as u64) * esize;
+            let out = RawGemm {
+                trans_a: false,
+                trans_b: false,
+                m: sh.head_dim,
+                n: sh.seq_q,
+                k: sh.seq_k,
+                a: v0,
+                a_type: t,
+                lda: vs[1],
+                stride_a: if group == 1 { vs[2] } else { 0 },
+                b: p0,
+                b_type: t,
+                ldb: sh.seq_k,
+                stride_b: plane,
+                c: o0,
+                c_type: t,
+                ldc: os[1],
+                stride_c: os[2],
+                batch: heads_per_call,
+                alpha: 1.0,
+                beta: 0.0,
+            };
+            // SAFETY: as for the scores: V rows [seq_k, head_dim] per K/V head, P planes in the workspace, O rows
+            // [seq_q, head_dim] per query head, all inside their checked buffers; O is a distinct mutable borrow.
+            unsafe { out.run(gpu)? };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The GPU handle: one CUDA context, one stream, one cuBLAS handle.
+
+use std::sync::Arc;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DeviceRepr, ValidAsZeroBits};
+
+use crate::error::{Error, Result};
+use crate::tensor::{Element, Tensor};
+
+/// A CUDA device with the stream every flashclip op runs on and a cuBLAS handle bound to it.
+///
+/// All work is ordered on the one stream, so flashclip turns off cudarc's per-buffer event tracking
+/// (which exists to order work across streams) to keep launches free of extra event records.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    sm_count: usize,
+    compute_capability: (i32, i32),
+}
+
+impl Gpu {
+    /// Opens device `ordinal`. Fails with [`Error::NoDevice`] when there is no driver or no such device,
+    /// instead of panicking inside the dynamic loader.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only probes whether libcuda can be loaded; no CUDA call is made through it.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::NoDevice(
+                "the NVIDIA driver library (libcuda.so) was not found".into(),
+            ));
+        }
+        let count = CudaContext::device_count()?;
+        if count <= 0 {
+            return Err(Error::NoDevice("the driver reports no CUDA device".into()));
+        }
+        if ordinal >= count as usize {
+            return Err(Error::NoDevice(format!(
+                "device {ordinal} requested, {count} present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: every buffer this context allocates is used on `stream` only (see the type's doc), so
+        // cross-stream event tracking has nothing to order.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let blas = CudaBlas::new(stream.clone())?;
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+        let compute_capability = ctx.compute_capability()?;
+        Ok(Self {
+            ctx,
+            stream,
+            blas,
+            sm_count,
+            compute_capability,
+        })
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream all ops are enqueued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The cuBLAS handle bound to [`Gpu::stream`].
+    pub fn blas(&self) -> &CudaBlas {
+        &self.blas
+    }
+
+    /// Number of streaming multiprocessors.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+
+    /// Compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Device name as the driver reports it.
+    pub fn name(&self) -> Result<String> {
+        Ok(self.ctx.name()?)
+    }
+
+    /// Waits for all work on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// A new tensor with unspecified contents.
+    pub fn empty<T: Element>(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        let len = crate::tensor::numel(shape)?;
+        // SAFETY: the device memory is left uninitialized; every bit pattern is a valid f16/bf16/f32 and the host
+        // only sees it through explicit copies.
+        let data = unsafe { self.stream.alloc::<T>(len) }?;
+        Ok(Tensor::from_parts(data, shape.to_vec()))
+    }
+
+    /// A new tensor filled with zeros.
+    pub fn zeros<T: Element>(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        let len = crate::tensor::numel(shape)?;
+        Ok(Tensor::from_parts(
+            self.stream.alloc_zeros::<T>(len)?,
+            shape.to_vec(),
+        ))
+    }
+
+    /// Copies a host slice (row-major, `shape`) to a new device tensor.
+    pub fn upload<T: Element>(&self, host: &[T], shape: &[usize]) -> Result<Tensor<T>> {
+        let len = crate::tensor::numel(shape)?;
+        if host.len() != len {
+            return Err(Error::Shape {
+                what: "host data",
+                expected: vec![len],
+                got: vec![host.len()],
+            });
+        }
+        Ok(Tensor::from_parts(
+            self.stream.clone_htod(host)?,
+            shape.to_vec(),
+        ))
+    }
+
+    /// Copies plain values (e.g. i32 key lengths) to a new device buffer.
+    pub fn upload_slice<T: DeviceRepr>(&self, host: &[T]) -> Result<cudarc::driver::CudaSlice<T>> {
+        Ok(self.stream.clone_htod(host)?)
+    }
+
+    /// Copies a device slice of plain values to a new host vector (synchronizes the stream).
+    pub fn download<T: DeviceRepr + ValidAsZeroBits + Clone + Default>(
+        &self,
+        data: &cudarc::driver::CudaSlice<T>,
+    ) -> Result<Vec<T>> {
+        Ok(self.stream.clone_dtoh(data)?)
+    }
+
+    /// A timing event (CUDA events made by cudarc's default constructor cannot time).
+    pub fn timing_event(&self) -> Result<CudaEvent> {
+        Ok(self
+            .ctx
+            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+}

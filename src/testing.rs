@@ -1,0 +1,216 @@
+//! Helpers for flashclip's tests and benchmarks: GPU-or-skip, seeded random inputs, NaN poisoning,
+//! CUDA-event timing.
+//!
+//! GPU tests call [`gpu_or_skip`]. Without a GPU they return early and append their name to the file named by
+//! `FLASHCLIP_SKIP_LOG` (the test script counts those into one line); with `FLASHCLIP_REQUIRE_GPU=1` a missing
+//! GPU fails the test instead.
+
+use std::io::Write;
+
+use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+
+/// The GPU, or `None` after recording a skip. Panics (failing the test) when `FLASHCLIP_REQUIRE_GPU=1` and no GPU
+/// can be opened.
+pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => {
+            if std::env::var("FLASHCLIP_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: FLASHCLIP_REQUIRE_GPU=1 but no GPU: {e}");
+            }
+            if let Some(path) = std::env::var_os("FLASHCLIP_SKIP_LOG") {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    // A lost line only makes the skip count low; the test itself still skips.
+                    let _ = writeln!(f, "{test}\t{e}");
+                }
+            }
+            eprintln!("skipped {test}: {e}");
+            None
+        }
+    }
+}
+
+/// A seeded generator: the seed comes from `FLASHCLIP_SEED` when set, else from the clock, and is printed so a
+/// failure can be replayed.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("FLASHCLIP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("{test}: seed {seed} (FLASHCLIP_SEED={seed} replays)");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in `[-scale, scale)`.
+pub fn uniform(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Fills a device buffer with NaN (all-ones bytes are NaN in f16, bf16 and f32), so an element a kernel fails to
+/// write shows up in the comparison.
+pub fn poison<T: DeviceRepr>(gpu: &Gpu, buf: &mut CudaSlice<T>) -> Result<()> {
+    let bytes = buf.len() * std::mem::size_of::<T>();
+    let stream = gpu.stream().clone();
+    let (ptr, _sync) = buf.device_ptr_mut(&stream);
+    // SAFETY: ptr addresses `bytes` bytes of the buffer, mutably borrowed; the memset is ordered on the stream.
+    unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream())? };
+    Ok(())
+}
+
+/// Median device time per run, in microseconds, of `f`: see [`time_samples_us`].
+pub fn time_us(
+    gpu: &Gpu,
+    warmup: usize,
+    samples: usize,
+    f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    Ok(median(&time_samples_us(gpu, warmup, samples, 1, f)?))
+}
+
+/// Device time per run (microseconds) of `samples` groups of `inner` back-to-back runs of `f`, each group
+/// between two CUDA events, after `warmup` untimed runs. Nothing synchronizes until the end, so the queue stays
+/// full and launch latency does not enter the numbers.
+pub fn time_samples_us(
+    gpu: &Gpu,
+    warmup: usize,
+    samples: usize,
+    inner: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    let inner = inner.max(1);
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut events = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let (start, end) = (gpu.timing_event()?, gpu.timing_event()?);
+        start.record(gpu.stream())?;
+        for _ in 0..inner {
+            f()?;
+        }
+        end.record(gpu.stream())?;
+        events.push((start, end));
+    }
+    gpu.synchronize()?;
+    events
+        .iter()
+        .map(|(s, e)| Ok(s.elapsed_ms(e)? as f64 * 1e3 / inner as f64))
+        .collect()
+}
+
+/// Median of a non-empty sample (0 for an empty one).
+pub fn median(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Device time of `iters` back-to-back runs of `f` between two CUDA events (for criterion's `iter_custom`).
+pub fn time_iters(
+    gpu: &Gpu,
+    iters: u64,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<std::time::Duration> {
+    let (start, end) = (gpu.timing_event()?, gpu.timing_event()?);
+    start.record(gpu.stream())?;
+    for _ in 0..iters {
+        f()?;
+    }
+    end.record(gpu.stream())?;
+    end.synchronize()?;
+    Ok(std::time::Duration::from_secs_f64(
+        start.elapsed_ms(&end)? as f64 * 1e-3,
+    ))
+}
+
+/// Rows of a benchmark summary, printed as one markdown table at the end of a bench binary and appended to the
+/// file named by `FLASHCLIP_BENCH_OUT` when set (the record of a GPU run).
+#[derive(Default)]
+pub struct Summary {
+    title: String,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Summary {
+    /// A table with these column names.
+    pub fn new(title: &str, header: &[&str]) -> Self {
+        Self {
+            title: title.into(),
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (one cell per column).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "\n### {}\n\n| {} |\n|{}|\n",
+            self.title,
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        );
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | "));
+        }
+        s
+    }
+
+    /// Prints the table and appends it to `FLASHCLIP_BENCH_OUT` if set.
+    pub fn emit(&self) {
+        let md = self.markdown();
+        println!("{md}");
+        if let Some(path) = std::env::var_os("FLASHCLIP_BENCH_OUT") {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    if let Err(e) = f.write_all(md.as_bytes()) {
+                        eprintln!("could not append to {}: {e}", path.to_string_lossy());
+                    }
+                }
+                Err(e) => eprintln!("could not open {}: {e}", path.to_string_lossy()),
+            }
+        }
+    }
+}
+
+/// Median time (us) of a device-to-device copy of `bytes` bytes (read + write = 2 * bytes moved), measured in the
+/// caller's run as the bandwidth ceiling; returns (median us, GB/s counting bytes read plus written).
+pub fn copy_ceiling(gpu: &Gpu, bytes: usize) -> Result<(f64, f64)> {
+    let n = bytes.div_ceil(4);
+    let src = gpu.stream().clone_htod(&vec![1.0f32; n])?;
+    let mut dst = gpu.stream().alloc_zeros::<f32>(n)?;
+    let samples = time_samples_us(gpu, 5, 30, 5, || {
+        Ok(gpu.stream().memcpy_dtod(&src, &mut dst)?)
+    })?;
+    let us = median(&samples);
+    Ok((us, 2.0 * (n * 4) as f64 / us / 1e3))
+}
