@@ -1,4 +1,4 @@
-/* flashclip kernel launchers: the C ABI between kernels/*.cu and the Rust crate.
+/* flashclip kernel launchers: the C ABI between the kernels (kernels/ *.cu) and the Rust crate.
  *
  * Every launcher enqueues work on `stream` and returns a cudaError_t value as int (0 = success), taken from
  * cudaGetLastError() right after the launch. Launchers do not validate shapes: the Rust side checks every shape,
@@ -59,7 +59,7 @@ int fc_attention_softmax(const float *s, long long s_row_stride, void *p, long l
 
 /* ---------------------------------------------------------------- bias + activation */
 
-typedef enum fc_activation { FC_QUICK_GELU = 0, FC_GELU_ERF = 1, FC_GELU_TANH = 2 } fc_activation;
+typedef enum fc_activation { FC_QUICK_GELU = 0, FC_GELU_ERF = 1, FC_GELU_TANH = 2, FC_IDENTITY = 3 } fc_activation;
 
 /* y[r, c] = act(x[r, c] + bias[c]) for a row-major [rows, cols] tensor (contiguous rows). bias may be NULL.
  * y may equal x (in place). Math in fp32. */
@@ -77,6 +77,25 @@ int fc_bias_residual_layernorm(void *y, void *sum, const void *x, const void *re
 /* Plain LayerNorm: y = LN(x) * gamma + beta. x and y may have row strides (for the class-token rows of a batch). */
 int fc_layernorm(void *y, long long y_row_stride, const void *x, long long x_row_stride, const void *gamma,
                  const void *beta, long long rows, int cols, float eps, fc_dtype dtype, cudaStream_t stream);
+
+/* ---------------------------------------------------------------- embeddings (kernels/embedding.cu) */
+
+/* Unfolds fp32 images [batch, channels, size, size] into patch rows T [batch * grid * grid, channels * patch * patch]
+ * in the order of a conv weight [out, channels, patch, patch] (c, ky, kx), grid = size / patch. */
+int fc_patchify(void *patches, const float *pixels, int batch, int channels, int image_size, int patch, fc_dtype dtype,
+                cudaStream_t stream);
+
+/* x[b, 0, :] = cls + pos[0];  x[b, 1 + p, :] = patch_out[b * num_patches + p, :] + pos[1 + p].  x: [batch, 1 + num_patches, dim]. */
+int fc_vision_embed(void *x, const void *patch_out, const void *cls, const void *pos, int batch, int num_patches,
+                    int dim, fc_dtype dtype, cudaStream_t stream);
+
+/* x[b, i, :] = tok[ids[b * len + i], :] + pos[i, :] for ids in [0, vocab) (checked by the caller). */
+int fc_text_embed(void *x, const int *ids, const void *tok, const void *pos, int batch, int len, int dim,
+                  fc_dtype dtype, cudaStream_t stream);
+
+/* dst[i, :] = src[rows[i] * src_row_stride + :dim] for i < n (row gather, e.g. end-of-text pooling). */
+int fc_gather_rows(void *dst, const void *src, const int *rows, int n, int dim, long long src_row_stride, fc_dtype dtype,
+                   cudaStream_t stream);
 
 #ifdef __cplusplus
 }

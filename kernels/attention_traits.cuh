@@ -1,0 +1,199 @@
+/* Shared pieces of the attention kernels: element-type conversions, the visibility rule, and the kernel traits
+ * of the tensor-core kernel (fc_attention_v2).
+ *
+ * Element types: the kernels are templated on the storage type (__half, __nv_bfloat16, float). ElemOps<T> gathers
+ * what a kernel needs to move values between storage and fp32 math, so kernel bodies stay type-agnostic. The
+ * project may grow a common conversion header; these are kept here on purpose so the attention files build alone.
+ *
+ * Visibility: with key_lens and causal masking, the keys query row i may attend to always form a prefix
+ * [0, row_key_limit) of the key sequence. Every kernel masks by comparing a key index against that one number, so
+ * "has key_lens" and "causal" cost nothing in the inner loops and need no template parameters.
+ */
+#ifndef FLASHCLIP_ATTENTION_TRAITS_CUH
+#define FLASHCLIP_ATTENTION_TRAITS_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "flashclip.h"
+
+namespace flashclip_attention {
+
+/* ------------------------------------------------------------------ element types */
+
+template <typename T>
+struct ElemOps;
+
+template <>
+struct ElemOps<float> {
+    static __device__ __forceinline__ float from_float(float x) { return x; }
+    /* 8 consecutive elements starting at a 16-byte aligned address (two float4 loads). */
+    static __device__ __forceinline__ void load8(const float *src, float (&dst)[8]) {
+        const float4 lo = *reinterpret_cast<const float4 *>(src);
+        const float4 hi = *reinterpret_cast<const float4 *>(src + 4);
+        dst[0] = lo.x, dst[1] = lo.y, dst[2] = lo.z, dst[3] = lo.w;
+        dst[4] = hi.x, dst[5] = hi.y, dst[6] = hi.z, dst[7] = hi.w;
+    }
+};
+
+template <>
+struct ElemOps<__half> {
+    static __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
+    /* Two floats rounded into one 32-bit register, `lo` in the low half (the mma operand order). */
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        const __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t *>(&v);
+    }
+    /* 8 consecutive elements starting at a 16-byte aligned address. */
+    static __device__ __forceinline__ void load8(const __half *src, float (&dst)[8]) {
+        const uint4 raw = *reinterpret_cast<const uint4 *>(src);
+        const __half2 *pairs = reinterpret_cast<const __half2 *>(&raw);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __half22float2(pairs[i]);
+            dst[2 * i] = f.x, dst[2 * i + 1] = f.y;
+        }
+    }
+};
+
+template <>
+struct ElemOps<__nv_bfloat16> {
+    static __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ void load8(const __nv_bfloat16 *src, float (&dst)[8]) {
+        const uint4 raw = *reinterpret_cast<const uint4 *>(src);
+        const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __bfloat1622float2(pairs[i]);
+            dst[2 * i] = f.x, dst[2 * i + 1] = f.y;
+        }
+    }
+};
+
+/* ------------------------------------------------------------------ visibility */
+
+/* Keys of batch b that exist for every query: min(seq_k, key_lens[b]), never negative. */
+__device__ __forceinline__ int batch_key_limit(const int *key_lens, int b, int seq_k) {
+    if (key_lens == nullptr) return seq_k;
+    return max(0, min(seq_k, key_lens[b]));
+}
+
+/* Query row i sees keys [0, row_key_limit). Causal attention requires seq_q == seq_k, so key j <= i. */
+__device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool causal) {
+    return causal ? min(batch_limit, row + 1) : batch_limit;
+}
+
+/* ------------------------------------------------------------------ v2 kernel traits */
+
+/* Head dims the tensor-core kernel is built for (the launcher's switch rejects any other). */
+constexpr bool v2_supports_head_dim(int head_dim) {
+    return head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 104 || head_dim == 112 ||
+           head_dim == 128;
+}
+
+/* Everything about the shape of one fc_attention_v2 instantiation in one place.
+ *
+ * - Each warp owns kMTilesPerWarp * 16 query rows (m16 mma tiles) for the whole kernel: its Q fragments live in
+ *   registers and its softmax statistics never leave the warp, so no block-wide reductions are needed. Two m
+ *   tiles per warp let every K/V fragment read from shared memory feed two mmas, which halves the ldmatrix
+ *   traffic (the limiter with one tile); it costs registers, so it is used only where they allow (see below).
+ * - The head dim is padded to a multiple of 16 (the mma k depth); the padding columns are zero in shared memory
+ *   and are never written out.
+ * - Shared-memory rows are padded by 16 bytes: a row is then an odd number of 16-byte chunks, so the 8 row
+ *   addresses of every ldmatrix phase land in 8 different bank groups (conflict-free without a swizzle).
+ * - K and V tiles are double buffered: the cp.async copy of tile j+1 runs while tile j is being used. */
+template <typename Elem_, int kHeadDim_, int kWarps_, int kMTilesPerWarp_, int kBlockN_>
+struct FlashV2Traits {
+    using Elem = Elem_;
+    static_assert(sizeof(Elem) == 2, "tensor-core path is f16/bf16 only");
+    static_assert(v2_supports_head_dim(kHeadDim_), "unsupported head dim");
+
+    static constexpr int kHeadDim = kHeadDim_;                            // real columns, read and written
+    static constexpr int kHeadDimPadded = (kHeadDim + 15) / 16 * 16;      // columns the mma loops cover
+    static constexpr int kChunksPerRow = kHeadDim / 8;                    // 16-byte chunks actually copied
+    static constexpr int kPaddedChunksPerRow = kHeadDimPadded / 8;
+
+    static constexpr int kWarps = kWarps_;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kMTilesPerWarp = kMTilesPerWarp_;
+    static constexpr int kRowsPerWarp = 16 * kMTilesPerWarp;
+    static constexpr int kBlockM = kWarps * kRowsPerWarp;                 // query rows per block
+    static constexpr int kBlockN = kBlockN_;                              // keys per K/V tile
+    static constexpr int kStages = 2;
+
+    static constexpr int kSmemRowStride = kHeadDimPadded + 8;             // elements
+    static_assert((kSmemRowStride / 8) % 2 == 1, "row stride must be an odd number of 16-byte chunks");
+
+    static constexpr int kQTileElems = kBlockM * kSmemRowStride;
+    static constexpr int kKVTileElems = kBlockN * kSmemRowStride;
+    static constexpr size_t kSmemBytes = (size_t)(kQTileElems + 2 * kStages * kKVTileElems) * sizeof(Elem);
+
+    // mma tiling per warp: S = Q K^T is kRowsPerWarp x kBlockN, O = P V is kRowsPerWarp x kHeadDimPadded.
+    static constexpr int kQKSteps = kHeadDimPadded / 16;                  // k steps over the head dim
+    static constexpr int kSTiles = kBlockN / 8;                           // n8 tiles of S per m tile
+    static constexpr int kPVSteps = kBlockN / 16;                         // k steps over the keys
+    static constexpr int kOTiles = kHeadDimPadded / 8;                    // n8 tiles of O per m tile
+    static_assert(kSTiles % 2 == 0 && kOTiles % 2 == 0, "ldmatrix.x4 loads n8 tiles in pairs");
+};
+
+/* Tile configuration per head dim: FlashV2Traits<Elem, head dim, warps, m16 tiles per warp, keys per tile>.
+ * Per thread the kernel holds S (2 * mtiles * keys / 8 floats), O (mtiles * padded dim / 2 floats) and Q
+ * (mtiles * padded dim / 4 registers); every choice below compiles to <= 255 registers with 0 spills. Among the
+ * spill-free shapes, these measured fastest on an H100 for CLIP's shapes (batch 16, 12-16 heads, seq 77-577):
+ *  - 64: two m tiles per warp (128-row blocks) halve ldmatrix traffic per mma: +12% at seq 577. Short sequences
+ *    (the text tower's 77) prefer 64-row blocks: more blocks to spread over the SMs and less tail waste.
+ *  - 80: two m tiles fit only with 32-key tiles; two warps per block (64-row blocks) did best at 257 tokens.
+ *  - 96: two m tiles with 32-key tiles; only the 8-warp block compiles without spills, and it still beats one
+ *    m tile per warp by 5-20%.
+ *  - 104, 112: 32-key tiles (fewer accumulator registers, ~166 regs) beat 64-key ones by 5-13%.
+ *  - 128: one m tile and 64-key tiles; the accumulators alone leave no room for more.
+ * ShortSeqTraits is used when seq_q <= kShortSeqMax; where it is the same type, no extra kernel is built. */
+template <typename Elem, int kHeadDim>
+struct FlashV2Config;
+
+template <typename Elem>
+struct FlashV2Config<Elem, 64> {
+    using Traits = FlashV2Traits<Elem, 64, 4, 2, 64>;
+    using ShortSeqTraits = FlashV2Traits<Elem, 64, 4, 1, 64>;
+    static constexpr int kShortSeqMax = 320;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 80> {
+    using Traits = FlashV2Traits<Elem, 80, 2, 2, 32>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 96> {
+    using Traits = FlashV2Traits<Elem, 96, 8, 2, 32>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 104> {
+    using Traits = FlashV2Traits<Elem, 104, 4, 1, 32>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 112> {
+    using Traits = FlashV2Traits<Elem, 112, 4, 1, 32>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 128> {
+    using Traits = FlashV2Traits<Elem, 128, 4, 1, 64>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
+};
+
+}  // namespace flashclip_attention
+
+#endif
