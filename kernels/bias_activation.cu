@@ -1,4 +1,4 @@
-// Fused bias + activation: y = act(x + bias), bias broadcast over rows.
+// Fused bias + activation: y = act(x + bias), bias broadcast over rows (identity: a plain bias add).
 //
 // Memory-bound: each element is read once and written once, so the kernel is built for bandwidth: 16-byte
 // accesses, several independent loads in flight per thread before the first use, fp32 math. Rows whose width is
@@ -12,6 +12,8 @@ template <fc_activation ACT> __device__ __forceinline__ float activate(float h) 
         return h / (1.0f + __expf(-1.702f * h));
     } else if constexpr (ACT == FC_GELU_ERF) {
         return 0.5f * h * (1.0f + erff(h * 0.70710678118654752f));
+    } else if constexpr (ACT == FC_IDENTITY) {
+        return h;
     } else {
         const float inner = 0.7978845608028654f * (h + 0.044715f * h * h * h);
         return 0.5f * h * (1.0f + tanhf(inner));
@@ -83,7 +85,8 @@ void launch_vector_or_scalar(T *y, const T *x, const T *bias, long long rows, in
 extern "C" int fc_bias_activation(void *y, const void *x, const void *bias, long long rows, int cols,
                                   fc_activation act, fc_dtype dtype, cudaStream_t stream) {
     using namespace flashclip;
-    if (act != FC_QUICK_GELU && act != FC_GELU_ERF && act != FC_GELU_TANH) return (int)cudaErrorInvalidValue;
+    if (act != FC_QUICK_GELU && act != FC_GELU_ERF && act != FC_GELU_TANH && act != FC_IDENTITY)
+        return (int)cudaErrorInvalidValue;
     bool ok = dispatch_dtype(dtype, [&](auto tag) {
         using T = decltype(tag);
         T *yt = static_cast<T *>(y);
@@ -93,6 +96,7 @@ extern "C" int fc_bias_activation(void *y, const void *x, const void *bias, long
         case FC_QUICK_GELU: launch_vector_or_scalar<T, FC_QUICK_GELU>(yt, xt, bt, rows, cols, stream); break;
         case FC_GELU_ERF: launch_vector_or_scalar<T, FC_GELU_ERF>(yt, xt, bt, rows, cols, stream); break;
         case FC_GELU_TANH: launch_vector_or_scalar<T, FC_GELU_TANH>(yt, xt, bt, rows, cols, stream); break;
+        case FC_IDENTITY: launch_vector_or_scalar<T, FC_IDENTITY>(yt, xt, bt, rows, cols, stream); break;
         }
     });
     if (!ok) return (int)cudaErrorInvalidValue;

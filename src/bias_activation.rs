@@ -15,6 +15,8 @@ pub enum Activation {
     GeluErf,
     /// Tanh-approximated GELU.
     GeluTanh,
+    /// No activation: a plain bias add (e.g. the QKV projection's bias).
+    Identity,
 }
 
 impl Activation {
@@ -23,6 +25,7 @@ impl Activation {
             Activation::QuickGelu => ffi::fc_activation::FC_QUICK_GELU,
             Activation::GeluErf => ffi::fc_activation::FC_GELU_ERF,
             Activation::GeluTanh => ffi::fc_activation::FC_GELU_TANH,
+            Activation::Identity => ffi::fc_activation::FC_IDENTITY,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod bias_activation;
+pub mod embedding;
 mod check;
 pub mod error;
 mod ffi;

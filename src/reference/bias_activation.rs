@@ -9,6 +9,7 @@ pub fn activate(act: Activation, h: f64) -> f64 {
     match act {
         Activation::QuickGelu => h / (1.0 + (-1.702 * h).exp()),
         Activation::GeluErf => 0.5 * h * (1.0 + erf(h / std::f64::consts::SQRT_2)),
+        Activation::Identity => h,
         Activation::GeluTanh => {
             let inner = (2.0 / std::f64::consts::PI).sqrt() * (h + 0.044715 * h * h * h);
             0.5 * h * (1.0 + inner.tanh())
