@@ -1,0 +1,941 @@
+//! FLOP counts of a CLIP forward pass, in two conventions.
+//!
+//! [`count`] takes a model shape ([`FlopsInput`]), an image batch, a text batch and a text
+//! length, and returns a [`FlopsReport`]: the FLOPs of encoding the images and the texts,
+//! projecting both into the shared space and computing the image–text logits, broken down
+//! by part and counted two ways (see [`Convention`]).
+//!
+//! # The two conventions
+//!
+//! **Every op** ([`Convention::EveryOp`]) counts each floating-point add, subtract,
+//! multiply, divide, `exp`, `erf`, `tanh` and `sqrt` as one FLOP (a negation or a copy is
+//! free). A dot product of length `K` is `K` multiplies and `K - 1` adds, so a linear layer
+//! with a bias costs exactly `2K` per output and one without costs `2K - 1`. This is the
+//! convention of the reference calculator whose table reads ViT-L/14-336 = 50, ViT-H/14 = 48
+//! and EVA02-CLIP-E/14 = 295 TFLOPs (image and text batch 128, text length 64). Per token
+//! and layer of a tower of width `d`, MLP width `m`, `h` heads and `N` tokens it gives
+//!
+//! | piece | every-op FLOPs per token |
+//! |---|---|
+//! | Q, K, V, out projections (with bias) | `4 · 2d·d = 8d²` |
+//! | `q · scale` | `d` |
+//! | `Q·Kᵀ`: `h·N` dot products of length `d/h` | `N·(2d − h)` |
+//! | softmax (`exp`, `N − 1` adds, divide) per head | `h·(3N − 1)` |
+//! | `P·V`: `d` dot products of length `N` | `d·(2N − 1)` |
+//! | MLP fc1 + fc2 (with bias) | `4dm` |
+//! | activation | `5m` (QuickGELU `x·σ(1.702x)`: mul, exp, add, div, mul; GELU: div, erf, add, mul, mul), `9m` (tanh GELU) |
+//! | two LayerNorms | `2 · (8d + 2)` (mean `d`; variance `3d`; `x − μ` `d`; `+ε`, `sqrt`: 2; divide `d`; `·γ` `d`; `+β` `d`) |
+//! | two residual adds | `2d` |
+//!
+//! that is `8d² + 4dm + 5m + (4N + 18)d + 2Nh − h + 4`. Outside the layers: the patch
+//! embedding (`d` dot products of length `C·p²` per patch, no bias in CLIP), the position
+//! embedding add (`d` per token), CLIP's `ln_pre` and the final LayerNorm over every token
+//! (`8d + 2` each), the projections into the shared space (`P` dot products of length `d`,
+//! no bias), and the contrastive head: L2 normalisation (`3P` per embedding), the logits
+//! (`2P − 1` per image–text pair) and the logit scaling (`1` per pair).
+//!
+//! This reproduces every coefficient of the reference calculator's symbolic count for
+//! ViT-L/14-336 (batch 128, text length 64) that depends on a width, an MLP width or a
+//! layer count; its constant term, 32 244 224, is larger than ours by 6 373 376 = 128²·389
+//! (1.3·10⁻⁷ of the total), which is not architecture-dependent and which we do not
+//! reproduce: it fits `128 · 12 · 64²` (a causal-mask add over the text heads counted once
+//! rather than per layer) plus `5 · 128²` (loss bookkeeping), neither of which is part of
+//! computing features and logits. See [`REFERENCE_CONSTANT_EXCESS`].
+//!
+//! One deliberate quirk is kept from the reference for the sake of matching it: the vision
+//! tower's final LayerNorm is counted over all `N` tokens (as EVA-CLIP computes it), where
+//! Hugging Face's CLIP normalises only the pooled class token. The difference is
+//! `(N − 1)(8d + 2)` per image, under 10⁻⁵ of the total.
+//!
+//! **Two per multiply-accumulate** ([`Convention::MacTimes2`]) is the usual convention for
+//! model FLOPs utilisation: only matrix products count, at 2 FLOPs per multiply-add: the
+//! linear layers (`2·in·out` per token, biases ignored), the patch-embedding convolution,
+//! `Q·Kᵀ` and `P·V` (`2N·d` each per token; the causal text tower is counted as dense, as a
+//! dense kernel computes it) and the logits. LayerNorms, activations, softmax and
+//! elementwise adds are zero.
+//!
+//! # Model shapes
+//!
+//! A [`FlopsInput`] holds plain numbers, so it can describe any CLIP-like model. Build it
+//! from a [`ClipConfig`] (`FlopsInput::from(&config)`), from a Hugging Face `config.json`
+//! ([`FlopsInput::from_hf_json_str`]), from an open_clip or EVA-CLIP model JSON
+//! ([`FlopsInput::from_open_clip_json_str`]), with [`FlopsInput::eva02_clip_bige_14`], or by
+//! filling in the fields.
+//!
+//! ```
+//! use flashclip_model::config::ClipConfig;
+//! use flashclip_model::flops::{count, FlopsInput};
+//!
+//! let config = ClipConfig::preset("ViT-L-14-336").unwrap();
+//! let report = count(&FlopsInput::from(&config), 128, 128, 64);
+//! let tflops = report.every_op.total() as f64 / 1e12;
+//! assert!((tflops - 50.4).abs() < 0.1);
+//! println!("{report}");
+//! ```
+
+use std::fmt;
+use std::ops::{Add, Mul, Sub};
+
+use serde_json::{Map, Value};
+
+use crate::config::{Activation, ClipConfig, ConfigError};
+
+/// How much the reference calculator's constant term exceeds this module's count for any
+/// CLIP with the ViT-L/14-336 head counts at image and text batch 128, text length 64
+/// (`128² · 389` FLOPs; see the [module documentation](self)).
+pub const REFERENCE_CONSTANT_EXCESS: u128 = 6_373_376;
+
+/// A FLOP-counting convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Convention {
+    /// Every floating-point add, multiply, divide, `exp`, `sqrt`, ... is one FLOP; a dot
+    /// product of length `K` is `2K − 1` FLOPs.
+    EveryOp,
+    /// Two FLOPs per multiply-accumulate of a matrix product; nothing else counts (the
+    /// convention of model FLOPs utilisation, MFU).
+    MacTimes2,
+}
+
+impl Convention {
+    /// A short name for tables: `"every op"` or `"2/MAC"`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Convention::EveryOp => "every op",
+            Convention::MacTimes2 => "2/MAC",
+        }
+    }
+}
+
+impl fmt::Display for Convention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Convention::EveryOp => {
+                "every op: each add, mul, div, exp, erf, sqrt counts 1 (dot product of length K = 2K-1)"
+            }
+            Convention::MacTimes2 => "2/MAC: 2 per multiply-accumulate of matrix products only",
+        })
+    }
+}
+
+/// The structure of a transformer block's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MlpKind {
+    /// `fc2(act(fc1(x)))`, both with bias (CLIP, EVA01-CLIP and EVA02-CLIP-E).
+    Plain,
+    /// SwiGLU, `w3(silu(w1(x)) · w2(x))`, all with bias (EVA02-CLIP-B/L with
+    /// `naiveswiglu`). The activation is SiLU, whatever [`TowerShape::activation`] says.
+    SwiGlu,
+}
+
+/// The shape of one transformer tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TowerShape {
+    /// Width of the residual stream, `d`.
+    pub width: usize,
+    /// Number of transformer blocks.
+    pub layers: usize,
+    /// Number of attention heads.
+    pub heads: usize,
+    /// Width of the MLP hidden layer, `m`.
+    pub mlp_width: usize,
+    /// Sequence length: patches + 1 for the vision tower, the context length (maximum
+    /// text length) for the text tower. [`count`] takes the text length to count as an
+    /// argument, so for text this is informational.
+    pub seq_len: usize,
+    /// MLP activation (ignored for [`MlpKind::SwiGlu`]).
+    pub activation: Activation,
+    /// MLP structure.
+    pub mlp: MlpKind,
+}
+
+/// The patch-embedding convolution of the vision tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PatchEmbed {
+    /// Image side in pixels (square images).
+    pub image_size: usize,
+    /// Patch side in pixels (kernel size and stride of the convolution).
+    pub patch_size: usize,
+    /// Input channels.
+    pub num_channels: usize,
+    /// Whether the convolution has a bias (EVA-CLIP: yes; CLIP: no).
+    pub bias: bool,
+}
+
+impl PatchEmbed {
+    /// Number of patches, `(image_size / patch_size)²` (0 for a zero patch size).
+    pub fn num_patches(&self) -> usize {
+        let side = self.image_size.checked_div(self.patch_size).unwrap_or(0);
+        side.saturating_mul(side)
+    }
+}
+
+/// Architecture details of the vision tower that change the count slightly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VisionDetails {
+    /// A LayerNorm before the first block (CLIP's `ln_pre`; EVA-CLIP has none).
+    pub pre_norm: bool,
+    /// The projection into the shared space has a bias (EVA-CLIP's `head`; CLIP: no).
+    pub projection_bias: bool,
+    /// EVA02's sub-LayerNorms: one over the attention output before the out projection
+    /// and one over the MLP hidden layer.
+    pub sub_norm: bool,
+    /// Rotary position embedding on `q` and `k` of the patch tokens (EVA02): `x·cos +
+    /// rotate(x)·sin`, 3 FLOPs per element (every-op only).
+    pub rope: bool,
+}
+
+impl VisionDetails {
+    /// OpenAI / open_clip / Hugging Face CLIP.
+    pub const CLIP: VisionDetails = VisionDetails {
+        pre_norm: true,
+        projection_bias: false,
+        sub_norm: false,
+        rope: false,
+    };
+    /// EVA-CLIP's `EVAVisionTransformer` without the EVA02 extras.
+    pub const EVA: VisionDetails = VisionDetails {
+        pre_norm: false,
+        projection_bias: true,
+        sub_norm: false,
+        rope: false,
+    };
+}
+
+/// Everything [`count`] needs to know about a CLIP model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlopsInput {
+    /// The image tower; its `seq_len` is `patch.num_patches() + 1` (the class token).
+    pub vision: TowerShape,
+    /// The image tower's patch embedding.
+    pub patch: PatchEmbed,
+    /// Small architecture differences of the image tower.
+    pub vision_details: VisionDetails,
+    /// The text tower (a causal pre-norm transformer without biases in the projection).
+    pub text: TowerShape,
+    /// Width of the shared embedding space, `P`.
+    pub projection_dim: usize,
+}
+
+/// Errors from building a [`FlopsInput`].
+#[derive(Debug, thiserror::Error)]
+pub enum FlopsError {
+    /// The config module rejected the config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The text is not valid JSON.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A key holds a value of the wrong type or range.
+    #[error("field `{field}` must be {expected}, found {found}")]
+    WrongType {
+        /// JSON path of the key.
+        field: String,
+        /// What was expected.
+        expected: &'static str,
+        /// The value found.
+        found: String,
+    },
+    /// A required key is absent.
+    #[error("missing required field `{field}`")]
+    MissingField {
+        /// JSON path of the key.
+        field: String,
+    },
+    /// The config describes an architecture this calculator does not model.
+    #[error("unsupported model: {what}")]
+    Unsupported {
+        /// What and why.
+        what: String,
+    },
+    /// The shape is inconsistent or has a zero size.
+    #[error("invalid shape: {message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl From<&ClipConfig> for FlopsInput {
+    fn from(config: &ClipConfig) -> Self {
+        let v = &config.vision;
+        let t = &config.text;
+        let patch = PatchEmbed {
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            num_channels: v.num_channels,
+            bias: false,
+        };
+        FlopsInput {
+            vision: TowerShape {
+                width: v.hidden_size,
+                layers: v.num_hidden_layers,
+                heads: v.num_attention_heads,
+                mlp_width: v.intermediate_size,
+                seq_len: patch.num_patches().saturating_add(1),
+                activation: v.hidden_act,
+                mlp: MlpKind::Plain,
+            },
+            patch,
+            vision_details: VisionDetails::CLIP,
+            text: TowerShape {
+                width: t.hidden_size,
+                layers: t.num_hidden_layers,
+                heads: t.num_attention_heads,
+                mlp_width: t.intermediate_size,
+                seq_len: t.max_position_embeddings,
+                activation: t.hidden_act,
+                mlp: MlpKind::Plain,
+            },
+            projection_dim: config.projection_dim,
+        }
+    }
+}
+
+impl From<ClipConfig> for FlopsInput {
+    fn from(config: ClipConfig) -> Self {
+        FlopsInput::from(&config)
+    }
+}
+
+const EVA02_CLIP_BIGE_14_JSON: &str = include_str!("../configs/EVA02-CLIP-bigE-14.json");
+
+impl FlopsInput {
+    /// The shape of a Hugging Face `CLIPModel` `config.json` (parsed and validated by
+    /// [`ClipConfig::from_hf_json_str`]).
+    pub fn from_hf_json_str(text: &str) -> Result<FlopsInput, FlopsError> {
+        Ok(FlopsInput::from(&ClipConfig::from_hf_json_str(text)?))
+    }
+
+    /// The shape of an open_clip model JSON (`ViT-H-14.json`, or a hub
+    /// `open_clip_config.json` wrapping it in `model_cfg`) or an EVA-CLIP one
+    /// (`EVA02-CLIP-bigE-14.json`).
+    ///
+    /// open_clip keys: `embed_dim` (required), `quick_gelu`, `vision_cfg.{image_size,
+    /// patch_size, width, layers, head_width, mlp_ratio}`, `text_cfg.{context_length, width,
+    /// heads, layers, mlp_ratio}`, with open_clip's defaults where absent; MLP widths are
+    /// `int(width · mlp_ratio)`. A `vision_cfg` with `eva_model_name` is an EVA vision tower
+    /// ([`VisionDetails::EVA`]: bias in the patch embedding and the head, no `ln_pre`),
+    /// which also honours `naiveswiglu` / `swiglu` ([`MlpKind::SwiGlu`]), `subln` and
+    /// `rope`. Keys that do not change the FLOPs (`xattn`, `fusedLN`, `postnorm`,
+    /// `drop_path_rate`, ...) are ignored. ResNet, timm and Hugging Face towers are
+    /// rejected.
+    pub fn from_open_clip_json_str(text: &str) -> Result<FlopsInput, FlopsError> {
+        let value: Value = serde_json::from_str(text)?;
+        let outer = Obj::root(&value)?;
+        let root = outer.child("model_cfg")?.unwrap_or(outer);
+        let projection_dim = root.usize_req("embed_dim")?;
+        let act = if root.bool_or("quick_gelu", false)? {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        };
+        let empty = Value::Object(Map::new());
+        let v = match root.child("vision_cfg")? {
+            Some(obj) => obj,
+            None => Obj::new(&empty, root.path("vision_cfg"))?,
+        };
+        let t = match root.child("text_cfg")? {
+            Some(obj) => obj,
+            None => Obj::new(&empty, root.path("text_cfg"))?,
+        };
+        if matches!(v.get("layers"), Some(Value::Array(_))) {
+            return Err(unsupported(v.path("layers"), "ResNet vision towers"));
+        }
+        for (obj, key, what) in [
+            (&v, "timm_model_name", "timm vision towers"),
+            (&t, "hf_model_name", "Hugging Face text towers"),
+        ] {
+            if obj.get(key).is_some_and(|x| !x.is_null()) {
+                return Err(unsupported(obj.path(key), what));
+            }
+        }
+
+        let eva = v.get("eva_model_name").is_some_and(|x| !x.is_null());
+        let width = v.usize_or("width", 768)?;
+        let head_width = v.usize_or("head_width", 64)?;
+        if head_width == 0 || width % head_width != 0 {
+            return Err(FlopsError::Invalid {
+                message: format!(
+                    "vision width {width} is not a multiple of head_width {head_width}"
+                ),
+            });
+        }
+        let image_size = match v.get("image_size") {
+            Some(Value::Array(sides)) => match sides.as_slice() {
+                [h, w] if h == w => v.usize_of(h, "image_size")?,
+                _ => return Err(unsupported(v.path("image_size"), "non-square images")),
+            },
+            _ => v.usize_or("image_size", 224)?,
+        };
+        let patch = PatchEmbed {
+            image_size,
+            patch_size: v.usize_or("patch_size", 16)?,
+            num_channels: 3,
+            bias: eva,
+        };
+        let swiglu = eva && (v.bool_or("naiveswiglu", false)? || v.bool_or("swiglu", false)?);
+        let vision_details = if eva {
+            VisionDetails {
+                sub_norm: v.bool_or("subln", false)?,
+                rope: v.bool_or("rope", false)?,
+                ..VisionDetails::EVA
+            }
+        } else {
+            VisionDetails::CLIP
+        };
+        let vision = TowerShape {
+            width,
+            layers: v.usize_or("layers", 12)?,
+            heads: width / head_width,
+            mlp_width: v.mlp_width(width)?,
+            seq_len: patch.num_patches().saturating_add(1),
+            activation: act,
+            mlp: if swiglu {
+                MlpKind::SwiGlu
+            } else {
+                MlpKind::Plain
+            },
+        };
+        let text_width = t.usize_or("width", 512)?;
+        let text = TowerShape {
+            width: text_width,
+            layers: t.usize_or("layers", 12)?,
+            heads: t.usize_or("heads", 8)?,
+            mlp_width: t.mlp_width(text_width)?,
+            seq_len: t.usize_or("context_length", 77)?,
+            activation: act,
+            mlp: MlpKind::Plain,
+        };
+        let input = FlopsInput {
+            vision,
+            patch,
+            vision_details,
+            text,
+            projection_dim,
+        };
+        input.validate()?;
+        Ok(input)
+    }
+
+    /// EVA02-CLIP-bigE-14 (the architecture of `EVA02_CLIP_E_psz14_s4B`), parsed from
+    /// `configs/EVA02-CLIP-bigE-14.json`: a 64-layer, 1792-wide vision tower (16 heads of
+    /// 112, MLP 15360, patch 14 at 224 px) with a **plain** GELU MLP, and open_clip
+    /// ViT-H/14's text tower (1024 wide, 16 heads, 24 layers, MLP 4096); `embed_dim` 1024.
+    ///
+    /// The plain MLP is what EVA's config says (no `naiveswiglu`) and what reproduces the
+    /// reference's 295 TFLOPs (295.1 every-op at batch 128, text length 64); a SwiGLU MLP of
+    /// the same hidden width would give 411. `EVA02-CLIP-bigE-14-plus`, whose text tower is
+    /// ViT-bigG's (1280 wide, 20 heads, 32 layers), is in `configs/` as well (300.5).
+    pub fn eva02_clip_bige_14() -> Result<FlopsInput, FlopsError> {
+        FlopsInput::from_open_clip_json_str(EVA02_CLIP_BIGE_14_JSON)
+    }
+
+    /// Checks that every size is nonzero, that the widths are multiples of the head counts
+    /// and that the vision sequence length is the number of patches plus one.
+    pub fn validate(&self) -> Result<(), FlopsError> {
+        let fields = [
+            ("vision.width", self.vision.width),
+            ("vision.layers", self.vision.layers),
+            ("vision.heads", self.vision.heads),
+            ("vision.mlp_width", self.vision.mlp_width),
+            ("patch.image_size", self.patch.image_size),
+            ("patch.patch_size", self.patch.patch_size),
+            ("patch.num_channels", self.patch.num_channels),
+            ("text.width", self.text.width),
+            ("text.layers", self.text.layers),
+            ("text.heads", self.text.heads),
+            ("text.mlp_width", self.text.mlp_width),
+            ("text.seq_len", self.text.seq_len),
+            ("projection_dim", self.projection_dim),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, value)| *value == 0) {
+            return Err(FlopsError::Invalid {
+                message: format!("{name} is zero"),
+            });
+        }
+        for (name, tower) in [("vision", &self.vision), ("text", &self.text)] {
+            if tower.width % tower.heads != 0 {
+                return Err(FlopsError::Invalid {
+                    message: format!(
+                        "{name} width {} is not a multiple of its {} heads",
+                        tower.width, tower.heads
+                    ),
+                });
+            }
+        }
+        if self.patch.image_size % self.patch.patch_size != 0 {
+            return Err(FlopsError::Invalid {
+                message: format!(
+                    "image size {} is not a multiple of patch size {}",
+                    self.patch.image_size, self.patch.patch_size
+                ),
+            });
+        }
+        let expected = self.patch.num_patches().saturating_add(1);
+        if self.vision.seq_len != expected {
+            return Err(FlopsError::Invalid {
+                message: format!(
+                    "vision seq_len {} is not patches + 1 = {expected}",
+                    self.vision.seq_len
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// FLOPs of one tower, by part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TowerFlops {
+    /// Vision: the patch-embedding convolution and the position-embedding add. Text: the
+    /// position-embedding add (the token lookup is a gather, 0 FLOPs).
+    pub embed: u128,
+    /// The Q, K, V and output projections of every layer, with their biases.
+    pub attn_proj: u128,
+    /// Attention proper: `q` scaling, `Q·Kᵀ`, softmax, `P·V` (and rotary embeddings).
+    pub attn_core: u128,
+    /// The MLP's matrix products with their biases.
+    pub mlp: u128,
+    /// LayerNorms (in the blocks, `ln_pre`, the final one), activations, residual adds.
+    pub norm_act: u128,
+}
+
+impl TowerFlops {
+    /// Sum of the parts.
+    pub fn total(&self) -> u128 {
+        self.embed
+            .saturating_add(self.attn_proj)
+            .saturating_add(self.attn_core)
+            .saturating_add(self.mlp)
+            .saturating_add(self.norm_act)
+    }
+}
+
+/// FLOPs of a whole forward, by part, in one convention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Breakdown {
+    /// The image tower over the whole image batch.
+    pub vision: TowerFlops,
+    /// The text tower over the whole text batch.
+    pub text: TowerFlops,
+    /// Projection of the pooled image tokens into the shared space.
+    pub vision_projection: u128,
+    /// Projection of the pooled text tokens into the shared space.
+    pub text_projection: u128,
+    /// L2 normalisation of both embeddings, the image × text logits and their scaling.
+    pub contrastive: u128,
+}
+
+impl Breakdown {
+    /// Everything: features of both towers and the logits.
+    pub fn total(&self) -> u128 {
+        self.features_total().saturating_add(self.contrastive)
+    }
+
+    /// Image and text features (towers and projections), without the contrastive head.
+    pub fn features_total(&self) -> u128 {
+        self.vision
+            .total()
+            .saturating_add(self.text.total())
+            .saturating_add(self.vision_projection)
+            .saturating_add(self.text_projection)
+    }
+
+    /// Image features only: the image tower and its projection.
+    pub fn image_features(&self) -> u128 {
+        self.vision.total().saturating_add(self.vision_projection)
+    }
+
+    /// Text features only: the text tower and its projection.
+    pub fn text_features(&self) -> u128 {
+        self.text.total().saturating_add(self.text_projection)
+    }
+}
+
+/// The result of [`count`]: the same forward counted in both conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlopsReport {
+    /// Images in the batch.
+    pub image_batch: usize,
+    /// Tokens per image (patches + class token).
+    pub image_tokens: usize,
+    /// Texts in the batch.
+    pub text_batch: usize,
+    /// Tokens per text.
+    pub text_len: usize,
+    /// Counted with [`Convention::EveryOp`].
+    pub every_op: Breakdown,
+    /// Counted with [`Convention::MacTimes2`].
+    pub mac2: Breakdown,
+}
+
+impl FlopsReport {
+    /// The breakdown in the given convention.
+    pub fn breakdown(&self, convention: Convention) -> &Breakdown {
+        match convention {
+            Convention::EveryOp => &self.every_op,
+            Convention::MacTimes2 => &self.mac2,
+        }
+    }
+}
+
+/// Counts the FLOPs of encoding `image_batch` images and `text_batch` texts of `text_len`
+/// tokens, projecting both, and computing the `image_batch × text_batch` logits.
+///
+/// Any input is accepted; [`FlopsInput::validate`] tells whether it describes a real model.
+/// `text_len` is not checked against `input.text.seq_len`. Counts saturate at `u128::MAX`
+/// instead of overflowing.
+pub fn count(
+    input: &FlopsInput,
+    image_batch: usize,
+    text_batch: usize,
+    text_len: usize,
+) -> FlopsReport {
+    let (mut every_op, mut mac2) = (Breakdown::default(), Breakdown::default());
+    let p = C::from(input.projection_dim);
+
+    // Vision tower.
+    let v = &input.vision;
+    let d = C::from(v.width);
+    let images = C::from(image_batch);
+    let n = C::from(v.seq_len);
+    let tokens = images * n;
+    let patches = images * C::from(input.patch.num_patches());
+    let patch_k = C::from(input.patch.num_channels)
+        * C::from(input.patch.patch_size)
+        * C::from(input.patch.patch_size);
+    let details = input.vision_details;
+    let (mut all, mut mac) = blocks(v, n, tokens, details.sub_norm);
+    let conv_bias = C::from(usize::from(input.patch.bias));
+    all.embed = (patches * d * (C(2) * patch_k - C(1) + conv_bias) + tokens * d).0;
+    mac.embed = (patches * d * C(2) * patch_k).0;
+    let outer_norms = C::from(usize::from(details.pre_norm) + 1);
+    all.norm_act = (C(all.norm_act) + tokens * layernorm(d) * outer_norms).0;
+    if details.rope {
+        // q and k of every patch token (not the class token), 3 FLOPs per element.
+        all.attn_core = (C(all.attn_core) + patches * C::from(v.layers) * C(6) * d).0;
+    }
+    every_op.vision = all;
+    mac2.vision = mac;
+    let proj_bias = C::from(usize::from(details.projection_bias));
+    every_op.vision_projection = (images * p * (C(2) * d - C(1) + proj_bias)).0;
+    mac2.vision_projection = (images * p * C(2) * d).0;
+
+    // Text tower.
+    let t = &input.text;
+    let d = C::from(t.width);
+    let texts = C::from(text_batch);
+    let n = C::from(text_len);
+    let tokens = texts * n;
+    let (mut all, mac) = blocks(t, n, tokens, false);
+    all.embed = (tokens * d).0;
+    all.norm_act = (C(all.norm_act) + tokens * layernorm(d)).0;
+    every_op.text = all;
+    mac2.text = mac;
+    every_op.text_projection = (texts * p * (C(2) * d - C(1))).0;
+    mac2.text_projection = (texts * p * C(2) * d).0;
+
+    // Contrastive head.
+    let pairs = images * texts;
+    every_op.contrastive = ((images + texts) * C(3) * p + pairs * (C(2) * p - C(1)) + pairs).0;
+    mac2.contrastive = (pairs * C(2) * p).0;
+
+    FlopsReport {
+        image_batch,
+        image_tokens: v.seq_len,
+        text_batch,
+        text_len,
+        every_op,
+        mac2,
+    }
+}
+
+/// Every-op FLOPs of one LayerNorm over a vector of width `d` (see the module docs).
+fn layernorm(d: C) -> C {
+    C(8) * d + C(2)
+}
+
+/// Every-op FLOPs of an activation, per element.
+fn activation_ops(act: Activation) -> C {
+    match act {
+        // x·σ(1.702x): mul, exp, add, div, mul. erf GELU: x/√2, erf, +1, ·x, ·0.5.
+        Activation::QuickGelu | Activation::Gelu => C(5),
+        // 0.5·x·(1 + tanh(c·(x + 0.044715·x³))): x³ (2), ·0.044715, +x, ·c, tanh, +1, ·x, ·0.5.
+        Activation::GeluTanh => C(9),
+    }
+}
+
+/// The transformer blocks of one tower: `tokens` tokens in all, in sequences of `n`.
+/// Returns (every-op, 2/MAC) with `embed` left at zero.
+fn blocks(shape: &TowerShape, n: C, tokens: C, sub_norm: bool) -> (TowerFlops, TowerFlops) {
+    let d = C::from(shape.width);
+    let m = C::from(shape.mlp_width);
+    let h = C::from(shape.heads);
+    let per_layer = tokens * C::from(shape.layers);
+
+    let attn_proj = C(8) * d * d;
+    // q·scale (d) + QKᵀ (N(2d − h)) + softmax (h(3N − 1)) + PV (d(2N − 1)).
+    let attn_core = d + n * (C(2) * d - h) + h * (C(3) * n - C(1)) + d * (C(2) * n - C(1));
+    let (mlp_all, mlp_mac, act) = match shape.mlp {
+        MlpKind::Plain => (
+            C(4) * d * m,
+            C(4) * d * m,
+            activation_ops(shape.activation) * m,
+        ),
+        // silu = x·σ(x): exp, add, div, mul; then the gate multiply.
+        MlpKind::SwiGlu => (C(6) * d * m, C(6) * d * m, C(5) * m),
+    };
+    let mut norm_act = C(2) * layernorm(d) + C(2) * d + act;
+    if sub_norm {
+        norm_act = norm_act + layernorm(d) + layernorm(m);
+    }
+    let every_op = TowerFlops {
+        embed: 0,
+        attn_proj: (per_layer * attn_proj).0,
+        attn_core: (per_layer * attn_core).0,
+        mlp: (per_layer * mlp_all).0,
+        norm_act: (per_layer * norm_act).0,
+    };
+    let mac2 = TowerFlops {
+        embed: 0,
+        attn_proj: (per_layer * attn_proj).0,
+        attn_core: (per_layer * C(4) * n * d).0,
+        mlp: (per_layer * mlp_mac).0,
+        norm_act: 0,
+    };
+    (every_op, mac2)
+}
+
+/// A saturating FLOP count, to keep the formulas readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct C(u128);
+
+impl From<usize> for C {
+    fn from(x: usize) -> Self {
+        C(x as u128)
+    }
+}
+
+impl Add for C {
+    type Output = C;
+    fn add(self, rhs: C) -> C {
+        C(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl Sub for C {
+    type Output = C;
+    fn sub(self, rhs: C) -> C {
+        C(self.0.saturating_sub(rhs.0))
+    }
+}
+
+impl Mul for C {
+    type Output = C;
+    fn mul(self, rhs: C) -> C {
+        C(self.0.saturating_mul(rhs.0))
+    }
+}
+
+impl fmt::Display for FlopsReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scale, unit) = unit_for(self.every_op.total().max(self.mac2.total()));
+        let a = &self.every_op;
+        let m = &self.mac2;
+        writeln!(
+            f,
+            "CLIP forward FLOPs: {} images x {} tokens, {} texts x {} tokens, {}x{} logits",
+            self.image_batch,
+            self.image_tokens,
+            self.text_batch,
+            self.text_len,
+            self.image_batch,
+            self.text_batch
+        )?;
+        writeln!(f, "  {}", Convention::EveryOp)?;
+        writeln!(f, "  {}", Convention::MacTimes2)?;
+        let head_a = format!("every op [{unit}]");
+        let head_m = format!("2/MAC [{unit}]");
+        writeln!(f, "{:<40} {:>18} {:>18}", "part", head_a, head_m)?;
+        writeln!(f, "{}", "-".repeat(78))?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, x: u128, y: u128| {
+            writeln!(
+                f,
+                "{:<40} {:>18.4} {:>18.4}",
+                name,
+                x as f64 / scale,
+                y as f64 / scale
+            )
+        };
+        for (tower, ta, tm, embed) in [
+            ("vision", &a.vision, &m.vision, "patch embed + pos"),
+            ("text", &a.text, &m.text, "pos embed"),
+        ] {
+            row(f, &format!("{tower}  {embed}"), ta.embed, tm.embed)?;
+            row(
+                f,
+                &format!("{tower}  attn QKV+out proj"),
+                ta.attn_proj,
+                tm.attn_proj,
+            )?;
+            row(
+                f,
+                &format!("{tower}  attn scores+softmax+PV"),
+                ta.attn_core,
+                tm.attn_core,
+            )?;
+            row(f, &format!("{tower}  MLP"), ta.mlp, tm.mlp)?;
+            row(
+                f,
+                &format!("{tower}  layernorm/act/residual"),
+                ta.norm_act,
+                tm.norm_act,
+            )?;
+            row(f, &format!("{tower}  total"), ta.total(), tm.total())?;
+        }
+        row(
+            f,
+            "projections (vision + text)",
+            a.vision_projection.saturating_add(a.text_projection),
+            m.vision_projection.saturating_add(m.text_projection),
+        )?;
+        row(
+            f,
+            "contrastive head (norm + logits)",
+            a.contrastive,
+            m.contrastive,
+        )?;
+        writeln!(f, "{}", "-".repeat(78))?;
+        row(f, "total", a.total(), m.total())
+    }
+}
+
+/// A decimal unit that keeps the largest number readable.
+fn unit_for(max: u128) -> (f64, &'static str) {
+    let max = max as f64;
+    if max >= 1e15 {
+        (1e15, "PFLOP")
+    } else if max >= 1e12 {
+        (1e12, "TFLOP")
+    } else if max >= 1e9 {
+        (1e9, "GFLOP")
+    } else if max >= 1e6 {
+        (1e6, "MFLOP")
+    } else {
+        (1.0, "FLOP")
+    }
+}
+
+/// A JSON object with its path, for error messages.
+#[derive(Clone)]
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn root(value: &'a Value) -> Result<Obj<'a>, FlopsError> {
+        Obj::new(value, String::new())
+    }
+
+    fn new(value: &'a Value, path: String) -> Result<Obj<'a>, FlopsError> {
+        match value {
+            Value::Object(map) => Ok(Obj { map, path }),
+            other => Err(FlopsError::WrongType {
+                field: if path.is_empty() {
+                    "<root>".into()
+                } else {
+                    path
+                },
+                expected: "an object",
+                found: other.to_string(),
+            }),
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    /// A nested object, `None` when absent or null.
+    fn child(&self, key: &'static str) -> Result<Option<Obj<'a>>, FlopsError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => Obj::new(value, self.path(key)).map(Some),
+        }
+    }
+
+    fn usize_of(&self, value: &Value, key: &str) -> Result<usize, FlopsError> {
+        value
+            .as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| FlopsError::WrongType {
+                field: self.path(key),
+                expected: "a non-negative integer",
+                found: value.to_string(),
+            })
+    }
+
+    fn usize_req(&self, key: &str) -> Result<usize, FlopsError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Err(FlopsError::MissingField {
+                field: self.path(key),
+            }),
+            Some(value) => self.usize_of(value, key),
+        }
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize, FlopsError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => self.usize_of(value, key),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, FlopsError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(FlopsError::WrongType {
+                field: self.path(key),
+                expected: "a boolean",
+                found: other.to_string(),
+            }),
+        }
+    }
+
+    /// `int(width * mlp_ratio)`, as open_clip and EVA-CLIP compute it.
+    fn mlp_width(&self, width: usize) -> Result<usize, FlopsError> {
+        let ratio = match self.map.get("mlp_ratio") {
+            None | Some(Value::Null) => 4.0,
+            Some(value) => value.as_f64().ok_or_else(|| FlopsError::WrongType {
+                field: self.path("mlp_ratio"),
+                expected: "a number",
+                found: value.to_string(),
+            })?,
+        };
+        if !(ratio.is_finite() && ratio > 0.0) {
+            return Err(FlopsError::WrongType {
+                field: self.path("mlp_ratio"),
+                expected: "a positive number",
+                found: ratio.to_string(),
+            });
+        }
+        // Truncation toward zero, like Python's int(); the cast saturates on huge values.
+        Ok((width as f64 * ratio) as usize)
+    }
+}
+
+fn unsupported(field: String, what: &str) -> FlopsError {
+    FlopsError::Unsupported {
+        what: format!("{field}: {what} are not supported"),
+    }
+}
