@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
-#   dist/gpu/run.sh [tests] [sanitize] [bench] [peers]
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PATH=/usr/local/cuda/bin:$PATH
 export FLASHCLIP_REQUIRE_GPU=1
-phases=${*:-tests sanitize bench peers}
+phases=${*:-tests bench peers clip parity sanitize}
 summary=()
 failed=0
 
@@ -33,7 +33,7 @@ for phase in $phases; do
   tests)
     for t in "$bundle"/bin/test-*; do
       name=$(basename "$t")
-      if (cd "$(crate_dir "$name")" && "$t" --test-threads=4) >"$out/$name.log" 2>&1; then r=ok; else r=FAIL; failed=1; fi
+      if (cd "$(crate_dir "$name")" && CARGO_MANIFEST_DIR=$(crate_dir "$name") timeout 240 "$t" --test-threads=8) >"$out/$name.log" 2>&1; then r=ok; else r=FAIL; failed=1; fi
       summary+=("$r $name: $(grep -E '^test result' "$out/$name.log" | tail -1)")
     done
     cat "$out"/test-*.log >"$out/tests.log"
@@ -46,7 +46,7 @@ for phase in $phases; do
       for t in "$bundle"/bin/test-flashclip-*; do
         name=$(basename "$t")
         "$t" --list 2>/dev/null | grep -q '^gpu_small' || continue
-        log=$(cd "$(crate_dir "$name")" && compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
+        log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
         rc=$?
         echo "== $tool $name rc=$rc" >>"$out/sanitizer.log"
         echo "$log" | grep -E "ERROR SUMMARY|test result|========= (Invalid|Race|Uninit|Barrier)" | head -20 >>"$out/sanitizer.log"
@@ -58,15 +58,38 @@ for phase in $phases; do
   bench)
     : >"$out/bench.md"
     for b in "$bundle"/bin/bench-flashclip-*; do
-      FLASHCLIP_BENCH_OUT="$out/bench.md" "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
+      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout 150 "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
   peers)
-    (cd "$root" && PYTHONUNBUFFERED=1 python3 benches/peers/sdpa.py --json "$out/sdpa.json") >"$out/peers.md" 2>&1 ||
+    (cd "$root" && PYTHONUNBUFFERED=1 timeout 120 python3 benches/peers/sdpa.py --json "$out/sdpa.json") >"$out/peers.md" 2>&1 ||
       { failed=1; summary+=("FAIL peers/sdpa.py"); }
     ;;
+  clip)
+    # The end-to-end ladder (flashclip bench) next to HF CLIPModel at the same shapes, same method.
+    for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
+      timeout 150 "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch "$b" --markdown "$out/clip-b$b.md" \
+        >>"$out/clip.log" 2>&1 || { failed=1; summary+=("FAIL flashclip bench --batch $b"); }
+    done
+    (cd "$root" && PYTHONUNBUFFERED=1 timeout 150 python3 benches/peers/clip_hf.py --batch ${FLASHCLIP_CLIP_BATCHES:-16 1} \
+      --variants ${FLASHCLIP_HF_VARIANTS:-fp32-eager fp16-sdpa fp16-sdpa-compile} --json "$out/clip_hf.json") >"$out/clip_hf.md" 2>&1 ||
+      { failed=1; summary+=("FAIL peers/clip_hf.py"); }
+    ;;
+  parity)
+    # Full-size parity against HF transformers: seeded random checkpoints made here, compared in fp16 and bf16.
+    dirs=""
+    for preset in ${FLASHCLIP_PARITY_PRESETS:-ViT-B-32 ViT-H-14 ViT-L-14-336}; do
+      d=$(mktemp -d)
+      if (cd "$root" && timeout 120 python3 crates/flashclip-model/scripts/make_hf_fixture.py "$preset" "$d" --half) \
+        >>"$out/parity.log" 2>&1; then dirs="$dirs:$d"; else summary+=("FAIL fixture $preset"); failed=1; fi
+    done
+    t=$(ls "$bundle"/bin/test-flashclip-model-gpu_model)
+    (cd "$root/crates/flashclip-model" && FLASHCLIP_PARITY_DIRS="$dirs" timeout 180 "$t" gpu_parity_from_env --nocapture) \
+      >>"$out/parity.log" 2>&1 || { failed=1; summary+=("FAIL parity"); }
+    summary+=("parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged")
+    ;;
   *)
-    echo "unknown phase $phase (tests sanitize bench peers)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity sanitize)" >&2
     exit 2
     ;;
   esac
@@ -76,4 +99,7 @@ echo
 printf '%s\n' "${summary[@]}"
 [ -s "$out/bench.md" ] && cat "$out/bench.md"
 [ -s "$out/peers.md" ] && tail -40 "$out/peers.md"
+cat "$out"/clip-b*.md 2>/dev/null
+[ -s "$out/clip_hf.md" ] && tail -15 "$out/clip_hf.md"
+grep -E 'embeds: min cosine' "$out/parity.log" 2>/dev/null
 exit $failed
