@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
-#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize]
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize] [sass]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PATH=/usr/local/cuda/bin:$PATH
 export FLASHCLIP_REQUIRE_GPU=1
-phases=${*:-tests bench peers clip parity sanitize}
+phases=${*:-tests bench peers clip parity sanitize sass}
 summary=()
 failed=0
 
@@ -43,10 +43,10 @@ for phase in $phases; do
     # Every kernel at small odd shapes (the tests named gpu_small_*), under each compute-sanitizer tool.
     : >"$out/sanitizer.log"
     for tool in memcheck racecheck initcheck synccheck; do
-      for t in "$bundle"/bin/test-flashclip-*; do
+      for t in "$bundle"/bin/test-flashclip-${FLASHCLIP_SANITIZE_ONLY:-}*; do
         name=$(basename "$t")
         "$t" --list 2>/dev/null | grep -q '^gpu_small' || continue
-        log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
+        log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout "${FLASHCLIP_SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
         rc=$?
         echo "== $tool $name rc=$rc" >>"$out/sanitizer.log"
         echo "$log" | grep -E "ERROR SUMMARY|test result|========= (Invalid|Race|Uninit|Barrier)" | head -20 >>"$out/sanitizer.log"
@@ -71,9 +71,11 @@ for phase in $phases; do
       timeout 150 "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch "$b" --markdown "$out/clip-b$b.md" \
         >>"$out/clip.log" 2>&1 || { failed=1; summary+=("FAIL flashclip bench --batch $b"); }
     done
-    (cd "$root" && PYTHONUNBUFFERED=1 timeout 150 python3 benches/peers/clip_hf.py --batch ${FLASHCLIP_CLIP_BATCHES:-16 1} \
-      --variants ${FLASHCLIP_HF_VARIANTS:-fp32-eager fp16-sdpa fp16-sdpa-compile} --json "$out/clip_hf.json") >"$out/clip_hf.md" 2>&1 ||
-      { failed=1; summary+=("FAIL peers/clip_hf.py"); }
+    for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
+      (cd "$root" && PYTHONUNBUFFERED=1 timeout 100 python3 benches/peers/clip_hf.py --batch "$b" \
+        --variants ${FLASHCLIP_HF_VARIANTS:-fp32-eager fp16-sdpa fp16-sdpa-compile} --json "$out/clip_hf-b$b.json") \
+        >>"$out/clip_hf.md" 2>&1 || { failed=1; summary+=("FAIL peers/clip_hf.py --batch $b"); }
+    done
     ;;
   parity)
     # Full-size parity against HF transformers: seeded random checkpoints made here, compared in fp16 and bf16.
@@ -88,8 +90,17 @@ for phase in $phases; do
       >>"$out/parity.log" 2>&1 || { failed=1; summary+=("FAIL parity"); }
     summary+=("parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged")
     ;;
+  sass)
+    # What the compiler made of the kernels: registers/shared memory/spills per kernel, and the instruction mix
+    # that matters (tensor-core HMMA/HGMMA, local-memory LDL/STL).
+    b=$(ls "$bundle"/bin/test-flashclip-attention)
+    cuobjdump -res-usage "$b" >"$out/resource-usage.txt" 2>&1
+    cuobjdump -sass "$b" 2>/dev/null | awk '/Function :/{f=$3} /HMMA|HGMMA|LDL|STL/{for(i=1;i<=NF;i++) if($i ~ /^(HMMA|HGMMA|LDL|STL)/){split($i,a,"."); c[f" "a[1]]++}} END{for(k in c) print k, c[k]}' |
+      sort >"$out/sass-mix.txt"
+    summary+=("sass: $(grep -c . "$out/sass-mix.txt") kernel/instruction rows")
+    ;;
   *)
-    echo "unknown phase $phase (tests bench peers clip parity sanitize)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity sanitize sass)" >&2
     exit 2
     ;;
   esac

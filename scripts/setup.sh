@@ -40,9 +40,12 @@ if ! have_nvcc; then
 fi
 
 have_libclang() {
-  [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1 && return 0
-  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* "$TOOLCHAIN"/clang/native/libclang*.so \
-    >/dev/null 2>&1
+  local pattern
+  for pattern in "${LIBCLANG_PATH:-/nonexistent}/libclang*.so*" "/usr/lib/llvm-*/lib/libclang*.so*" \
+    "/usr/lib/x86_64-linux-gnu/libclang*.so*" "$TOOLCHAIN/clang/native/libclang*.so"; do
+    compgen -G "$pattern" >/dev/null && return 0
+  done
+  return 1
 }
 
 if ! have_libclang; then

@@ -16,7 +16,10 @@ fn contiguous(what: &'static str, l: &Layout) -> Result<()> {
     if l.is_contiguous() {
         Ok(())
     } else {
-        Err(Error::Layout { what, detail: "must be contiguous".into() })
+        Err(Error::Layout {
+            what,
+            detail: "must be contiguous".into(),
+        })
     }
 }
 
@@ -33,14 +36,25 @@ pub fn patchify<T: Element>(
 ) -> Result<()> {
     check::nonempty("patchify", &[batch, channels, image_size, patch])?;
     if image_size % patch != 0 {
-        return Err(Error::InvalidArgument { what: "patch", detail: format!("{image_size} is not a multiple of {patch}") });
+        return Err(Error::InvalidArgument {
+            what: "patch",
+            detail: format!("{image_size} is not a multiple of {patch}"),
+        });
     }
     let grid = image_size / patch;
     let n_pixels = batch * channels * image_size * image_size;
     if pixels.len() < n_pixels {
-        return Err(Error::Shape { what: "pixels", expected: vec![n_pixels], got: vec![pixels.len()] });
+        return Err(Error::Shape {
+            what: "pixels",
+            expected: vec![n_pixels],
+            got: vec![pixels.len()],
+        });
     }
-    check::shape("patches", out.shape(), &[batch * grid * grid, channels * patch * patch])?;
+    check::shape(
+        "patches",
+        out.shape(),
+        &[batch * grid * grid, channels * patch * patch],
+    )?;
     contiguous("patches", out.layout())?;
     let stream = gpu.stream();
     // SAFETY: pixels holds batch*channels*size² floats and out the [batch*grid², channels*patch²] patch rows
@@ -76,7 +90,12 @@ pub fn vision_embed<T: Element>(
     check::shape("patch_out", patch_out.shape(), &[batch * patches, dim])?;
     check::shape("class_embedding", cls.shape(), &[dim])?;
     check::shape("position_embedding", pos.shape(), &[tokens, dim])?;
-    for (what, l) in [("patch_out", patch_out.layout()), ("class_embedding", cls.layout()), ("position_embedding", pos.layout()), ("x", x.layout())] {
+    for (what, l) in [
+        ("patch_out", patch_out.layout()),
+        ("class_embedding", cls.layout()),
+        ("position_embedding", pos.layout()),
+        ("x", x.layout()),
+    ] {
         contiguous(what, l)?;
     }
     let stream = gpu.stream();
@@ -98,12 +117,25 @@ pub fn vision_embed<T: Element>(
 }
 
 /// Copies checked host indices into the device buffer `dev` (no allocation).
-fn stage_indices(gpu: &Gpu, what: &'static str, host: &[i32], bound: usize, dev: &mut CudaSlice<i32>) -> Result<()> {
+fn stage_indices(
+    gpu: &Gpu,
+    what: &'static str,
+    host: &[i32],
+    bound: usize,
+    dev: &mut CudaSlice<i32>,
+) -> Result<()> {
     if let Some(bad) = host.iter().find(|&&i| i < 0 || i as usize >= bound) {
-        return Err(Error::InvalidArgument { what, detail: format!("index {bad} outside 0..{bound}") });
+        return Err(Error::InvalidArgument {
+            what,
+            detail: format!("index {bad} outside 0..{bound}"),
+        });
     }
     if dev.len() < host.len() {
-        return Err(Error::Shape { what, expected: vec![host.len()], got: vec![dev.len()] });
+        return Err(Error::Shape {
+            what,
+            expected: vec![host.len()],
+            got: vec![dev.len()],
+        });
     }
     let mut head = dev.slice_mut(..host.len());
     gpu.stream().memcpy_htod(host, &mut head)?;
@@ -128,9 +160,17 @@ pub fn text_embed<T: Element>(
     check::shape("token_embedding", &tok.shape()[1..], &[dim])?;
     check::rank("position_embedding", pos.shape(), 2)?;
     if pos.shape()[1] != dim || pos.shape()[0] < len {
-        return Err(Error::Shape { what: "position_embedding", expected: vec![len, dim], got: pos.shape().to_vec() });
+        return Err(Error::Shape {
+            what: "position_embedding",
+            expected: vec![len, dim],
+            got: pos.shape().to_vec(),
+        });
     }
-    for (what, l) in [("token_embedding", tok.layout()), ("position_embedding", pos.layout()), ("x", x.layout())] {
+    for (what, l) in [
+        ("token_embedding", tok.layout()),
+        ("position_embedding", pos.layout()),
+        ("x", x.layout()),
+    ] {
         contiguous(what, l)?;
     }
     stage_indices(gpu, "token id", ids, tok.shape()[0], ids_dev)?;
@@ -165,7 +205,10 @@ pub fn gather_rows<T: Element>(
     check::nonempty("src", src.shape())?;
     let dim = src.shape()[1];
     if src.strides()[1] != 1 {
-        return Err(Error::Layout { what: "src", detail: "rows must be unit-stride".into() });
+        return Err(Error::Layout {
+            what: "src",
+            detail: "rows must be unit-stride".into(),
+        });
     }
     check::shape("out", out.shape(), &[rows.len(), dim])?;
     check::nonempty("out", out.shape())?;

@@ -15,6 +15,9 @@ pub enum Error {
     /// A cuBLAS call failed.
     #[error("cuBLAS error: {0:?}")]
     Cublas(#[from] CublasError),
+    /// A cuBLASLt call failed.
+    #[error("cuBLASLt error: {0:?}")]
+    CublasLt(#[from] cudarc::cublaslt::result::CublasError),
     /// A kernel launch returned a CUDA runtime error code.
     #[error("kernel {kernel} failed to launch: cudaError_t {code}")]
     Launch { kernel: &'static str, code: i32 },

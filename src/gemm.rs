@@ -161,3 +161,235 @@ pub fn linear<T: Element>(
     // inside their buffers, and y is borrowed mutably, so it overlaps neither input.
     unsafe { gemm.run(gpu) }
 }
+
+/// cuBLASLt state: a handle, its workspace, and one cached plan (descriptors + algorithm) per problem shape, so
+/// repeated calls skip the heuristic search.
+pub(crate) struct Lt {
+    handle: cublaslt_sys::cublasLtHandle_t,
+    workspace: cudarc::driver::CudaSlice<u8>,
+    plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Plan>>,
+}
+
+use cudarc::cublaslt::{result as lt, sys as cublaslt_sys};
+use cudarc::driver::DevicePtr;
+
+// SAFETY: the handle and the descriptors are only used under the plan mutex or from the thread that owns the Gpu;
+// cuBLASLt handles may be used from any thread as long as calls are not concurrent on one handle.
+unsafe impl Send for Lt {}
+unsafe impl Sync for Lt {}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    m: usize,
+    n: usize,
+    k: usize,
+    lda: usize,
+    ldb: usize,
+    ldc: usize,
+    dtype: crate::tensor::DType,
+}
+
+struct Plan {
+    desc: cublaslt_sys::cublasLtMatmulDesc_t,
+    a: cublaslt_sys::cublasLtMatrixLayout_t,
+    b: cublaslt_sys::cublasLtMatrixLayout_t,
+    c: cublaslt_sys::cublasLtMatrixLayout_t,
+    algo: cublaslt_sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // SAFETY: each descriptor was created once by Lt::plan and is destroyed once here. Errors on teardown
+        // cannot be reported from drop and leak nothing worth failing for.
+        unsafe {
+            let _ = lt::destroy_matmul_desc(self.desc);
+            let _ = lt::destroy_matrix_layout(self.a);
+            let _ = lt::destroy_matrix_layout(self.b);
+            let _ = lt::destroy_matrix_layout(self.c);
+        }
+    }
+}
+
+impl Drop for Lt {
+    fn drop(&mut self) {
+        if let Ok(mut plans) = self.plans.lock() {
+            plans.clear();
+        }
+        // SAFETY: the handle was created in Lt::new and is destroyed once, after its plans.
+        unsafe {
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}
+
+/// Workspace cuBLASLt may use (NVIDIA's recommendation for Hopper).
+const LT_WORKSPACE: usize = 32 << 20;
+
+impl Lt {
+    pub(crate) fn new(stream: &std::sync::Arc<cudarc::driver::CudaStream>) -> Result<Self> {
+        let handle = lt::create_handle()?;
+        let workspace = stream.alloc_zeros::<u8>(LT_WORKSPACE)?;
+        Ok(Self {
+            handle,
+            workspace,
+            plans: Default::default(),
+        })
+    }
+
+    /// Creates the plan for C (m x n, col-major) = op(A)ᵀ... as documented on [`linear_bias`]'s mapping.
+    fn plan(&self, key: PlanKey) -> Result<Plan> {
+        let t = key.dtype.cublaslt();
+        let attr = |desc, a, v: &i32| {
+            // SAFETY: desc is a live descriptor; the attribute takes a 4-byte int.
+            unsafe { lt::set_matmul_desc_attribute(desc, a, (v as *const i32).cast(), 4) }
+        };
+        use cublaslt_sys::cublasLtMatmulDescAttributes_t as A;
+        let desc = lt::create_matmul_desc(
+            cublaslt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublaslt_sys::cudaDataType::CUDA_R_32F,
+        )?;
+        let plan = Plan {
+            desc,
+            a: lt::create_matrix_layout(t, key.k as u64, key.m as u64, key.lda as i64)?,
+            b: lt::create_matrix_layout(t, key.k as u64, key.n as u64, key.ldb as i64)?,
+            c: lt::create_matrix_layout(t, key.m as u64, key.n as u64, key.ldc as i64)?,
+            // Filled below by the heuristic.
+            // SAFETY: an all-zero algo struct is a valid placeholder (plain data) until overwritten.
+            algo: unsafe { std::mem::zeroed() },
+        };
+        attr(plan.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &1)?;
+        attr(plan.desc, A::CUBLASLT_MATMUL_DESC_TRANSB, &0)?;
+        let epilogue = cublaslt_sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as i32;
+        attr(plan.desc, A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+        let pref = lt::create_matmul_pref()?;
+        let ws = LT_WORKSPACE;
+        // SAFETY: pref is live; the attribute takes a size_t.
+        let heuristic = unsafe {
+            let set = lt::set_matmul_pref_attribute(
+                pref,
+                cublaslt_sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&ws as *const usize).cast(),
+                std::mem::size_of::<usize>(),
+            );
+            let h = set.and_then(|_| {
+                lt::get_matmul_algo_heuristic(
+                    self.handle,
+                    plan.desc,
+                    plan.a,
+                    plan.b,
+                    plan.c,
+                    plan.c,
+                    pref,
+                )
+            });
+            let _ = lt::destroy_matmul_pref(pref);
+            h?
+        };
+        Ok(Plan {
+            algo: heuristic.algo,
+            ..plan
+        })
+    }
+}
+
+/// `y = x · wᵀ + bias` in one cuBLASLt GEMM with the bias fused into its epilogue (f16/bf16); f32 runs the exact
+/// fp32 GEMM of [`linear`] followed by a bias pass. Shapes as in [`linear`], bias `[n]`.
+pub fn linear_bias<T: Element>(
+    gpu: &Gpu,
+    x: &View<T>,
+    w: &View<T>,
+    bias: &View<T>,
+    y: &mut ViewMut<T>,
+) -> Result<()> {
+    if T::DTYPE == crate::tensor::DType::F32 {
+        linear(gpu, x, w, y, 0.0)?;
+        return crate::bias_activation::bias_activation_inplace(
+            gpu,
+            y,
+            Some(bias),
+            crate::bias_activation::Activation::Identity,
+        );
+    }
+    let lda = row_stride("linear x", x.shape(), x.strides())?;
+    let ldw = row_stride("linear weight", w.shape(), w.strides())?;
+    let ldy = row_stride("linear y", y.shape(), y.strides())?;
+    let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    check::shape("linear weight", w.shape(), &[n, k])?;
+    check::shape("linear y", y.shape(), &[m, n])?;
+    check::shape("linear bias", bias.shape(), &[n])?;
+    if !bias.layout().is_contiguous() {
+        return Err(Error::Layout {
+            what: "linear bias",
+            detail: "must be contiguous".into(),
+        });
+    }
+    check::nonempty("linear", &[m, n, k])?;
+    for (what, v) in [
+        ("m", m),
+        ("n", n),
+        ("k", k),
+        ("lda", lda),
+        ("ldw", ldw),
+        ("ldy", ldy),
+    ] {
+        check::fits_i32(what, v)?;
+    }
+    let lt_state = gpu.lt();
+    // Column-major view: C (n x m, ld ldy) = Wᵀ-op (W stored k x n, ld ldw) · X (k x m, ld lda); bias per row of C.
+    let key = PlanKey {
+        m: n,
+        n: m,
+        k,
+        lda: ldw,
+        ldb: lda,
+        ldc: ldy,
+        dtype: T::DTYPE,
+    };
+    let mut plans = lt_state.plans.lock().map_err(|_| Error::InvalidArgument {
+        what: "cuBLASLt plans",
+        detail: "lock poisoned".into(),
+    })?;
+    let plan = match plans.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(lt_state.plan(key)?),
+    };
+    let stream = gpu.stream();
+    let (wp, xp, bp, yp) = (
+        w.device_ptr(stream),
+        x.device_ptr(stream),
+        bias.device_ptr(stream),
+        y.device_ptr_mut(stream),
+    );
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (ws_ptr, _ws_sync) = lt_state.workspace.device_ptr(stream);
+    // SAFETY: the plan's layouts describe exactly the checked views (sizes and leading dimensions above), the bias
+    // holds n contiguous elements, y is a distinct mutable borrow, the workspace is LT_WORKSPACE bytes as the plan
+    // was told, and everything is ordered on the gpu's stream.
+    unsafe {
+        lt::set_matmul_desc_attribute(
+            plan.desc,
+            cublaslt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+            (&bp as *const u64).cast(),
+            std::mem::size_of::<u64>(),
+        )?;
+        lt::matmul(
+            lt_state.handle,
+            plan.desc,
+            (&alpha as *const f32).cast(),
+            (&beta as *const f32).cast(),
+            wp as *const _,
+            plan.a,
+            xp as *const _,
+            plan.b,
+            yp as *const _,
+            plan.c,
+            yp as *mut _,
+            plan.c,
+            &plan.algo,
+            ws_ptr as *mut _,
+            LT_WORKSPACE,
+            stream.cu_stream() as *mut _,
+        )?;
+    }
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    lt: crate::gemm::Lt,
     sm_count: usize,
     compute_capability: (i32, i32),
 }
@@ -46,6 +47,7 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
         let blas = CudaBlas::new(stream.clone())?;
+        let lt = crate::gemm::Lt::new(&stream)?;
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
         let compute_capability = ctx.compute_capability()?;
@@ -53,6 +55,7 @@ impl Gpu {
             ctx,
             stream,
             blas,
+            lt,
             sm_count,
             compute_capability,
         })
@@ -71,6 +74,10 @@ impl Gpu {
     /// The cuBLAS handle bound to [`Gpu::stream`].
     pub fn blas(&self) -> &CudaBlas {
         &self.blas
+    }
+
+    pub(crate) fn lt(&self) -> &crate::gemm::Lt {
+        &self.lt
     }
 
     /// Number of streaming multiprocessors.

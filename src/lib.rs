@@ -10,8 +10,8 @@
 
 pub mod attention;
 pub mod bias_activation;
-pub mod embedding;
 mod check;
+pub mod embedding;
 pub mod error;
 mod ffi;
 pub mod gemm;

@@ -44,6 +44,17 @@ impl DType {
     }
 }
 
+impl DType {
+    pub(crate) fn cublaslt(self) -> cudarc::cublaslt::sys::cudaDataType {
+        use cudarc::cublaslt::sys::cudaDataType::*;
+        match self {
+            DType::F16 => CUDA_R_16F,
+            DType::BF16 => CUDA_R_16BF,
+            DType::F32 => CUDA_R_32F,
+        }
+    }
+}
+
 impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -3,15 +3,17 @@
 //! final read of the embeddings).
 //!
 //! Each encoder layer is four cuBLAS GEMMs plus flashclip's kernels:
-//! `qkv = h·Wqkvᵀ (+bias)` → attention reading Q/K/V in place from `qkv` → `a = o·Woutᵀ` →
+//! `qkv = h·Wqkvᵀ + b` (bias in the cuBLASLt epilogue) → attention reading Q/K/V in place from `qkv` → `a = o·Woutᵀ` →
 //! fused `residual += a + b_out; h = LN2(residual)` → `m = act(h·Wfc1ᵀ + b_fc1)` (fused bias+activation) →
 //! `f = m·Wfc2ᵀ` → fused `residual += f + b_fc2; h = LN1'(residual)`, where LN1' is the next layer's first norm
 //! (or the tower's final norm after the last layer).
 
-use flashclip::attention::{flash_attention, materialized_attention, MaterializedWorkspace, Options, Version};
+use flashclip::attention::{
+    flash_attention, materialized_attention, MaterializedWorkspace, Options, Version,
+};
 use flashclip::bias_activation::{bias_activation_inplace, Activation as KernelActivation};
 use flashclip::embedding::{gather_rows, patchify, text_embed, vision_embed};
-use flashclip::gemm::linear;
+use flashclip::gemm::{linear, linear_bias};
 use flashclip::layernorm::{bias_residual_layernorm, layernorm};
 use flashclip::{Element, Gpu, Tensor, View};
 use ndarray::Array2;
@@ -67,7 +69,10 @@ fn upload<T: Element>(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor
     Ok(gpu.upload(&host, shape)?)
 }
 
-fn upload_array<T: Element, D: ndarray::Dimension>(gpu: &Gpu, a: &ndarray::Array<f32, D>) -> Result<Tensor<T>> {
+fn upload_array<T: Element, D: ndarray::Dimension>(
+    gpu: &Gpu,
+    a: &ndarray::Array<f32, D>,
+) -> Result<Tensor<T>> {
     let shape = a.shape().to_vec();
     match a.as_slice() {
         Some(s) => upload(gpu, s, &shape),
@@ -82,7 +87,10 @@ struct GpuLinear<T: Element> {
 
 impl<T: Element> GpuLinear<T> {
     fn new(gpu: &Gpu, l: &weights::Linear) -> Result<Self> {
-        Ok(Self { weight: upload_array(gpu, &l.weight)?, bias: upload_array(gpu, &l.bias)? })
+        Ok(Self {
+            weight: upload_array(gpu, &l.weight)?,
+            bias: upload_array(gpu, &l.bias)?,
+        })
     }
 }
 
@@ -93,7 +101,10 @@ struct GpuLayerNorm<T: Element> {
 
 impl<T: Element> GpuLayerNorm<T> {
     fn new(gpu: &Gpu, l: &weights::LayerNorm) -> Result<Self> {
-        Ok(Self { weight: upload_array(gpu, &l.weight)?, bias: upload_array(gpu, &l.bias)? })
+        Ok(Self {
+            weight: upload_array(gpu, &l.weight)?,
+            bias: upload_array(gpu, &l.bias)?,
+        })
     }
 }
 
@@ -149,7 +160,14 @@ struct TowerWorkspace<T: Element> {
 
 impl<T: Element> TowerWorkspace<T> {
     #[allow(clippy::too_many_arguments)]
-    fn new(gpu: &Gpu, s: &TowerShape, max_batch: usize, max_seq: usize, proj: usize, attention: AttentionImpl) -> Result<Self> {
+    fn new(
+        gpu: &Gpu,
+        s: &TowerShape,
+        max_batch: usize,
+        max_seq: usize,
+        proj: usize,
+        attention: AttentionImpl,
+    ) -> Result<Self> {
         let t = max_batch * max_seq;
         Ok(Self {
             residual: gpu.zeros(&[t, s.dim])?,
@@ -160,7 +178,9 @@ impl<T: Element> TowerWorkspace<T> {
             pooled: gpu.zeros(&[max_batch, s.dim])?,
             projected: gpu.zeros(&[max_batch, proj])?,
             materialized: match attention {
-                AttentionImpl::Materialized => Some(MaterializedWorkspace::new(gpu, max_batch, s.heads, max_seq, max_seq)?),
+                AttentionImpl::Materialized => Some(MaterializedWorkspace::new(
+                    gpu, max_batch, s.heads, max_seq, max_seq,
+                )?),
                 AttentionImpl::Flash(_) => None,
             },
             max_tokens: t,
@@ -202,7 +222,12 @@ pub struct ClipModel<T: Element> {
 
 impl<T: Element> ClipModel<T> {
     /// Uploads the weights (converted to `T` on the host, once) and picks the attention path.
-    pub fn new(gpu: &Gpu, config: &ClipConfig, w: &ClipWeights, attention: AttentionImpl) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        config: &ClipConfig,
+        w: &ClipWeights,
+        attention: AttentionImpl,
+    ) -> Result<Self> {
         let v = &config.vision;
         for (what, head_dim) in [("vision", v.head_dim()), ("text", config.text.head_dim())] {
             if let AttentionImpl::Flash(ver) = attention {
@@ -217,7 +242,12 @@ impl<T: Element> ClipModel<T> {
         }
         let vm = &w.vision_model;
         let tm = &w.text_model;
-        let patch = vm.embeddings.patch_embedding.as_slice().map(<[f32]>::to_vec).unwrap_or_else(|| vm.embeddings.patch_embedding.iter().copied().collect());
+        let patch = vm
+            .embeddings
+            .patch_embedding
+            .as_slice()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| vm.embeddings.patch_embedding.iter().copied().collect());
         Ok(Self {
             config: config.clone(),
             attention,
@@ -254,23 +284,59 @@ impl<T: Element> ClipModel<T> {
 
     fn vision_shape(&self) -> TowerShape {
         let v = &self.config.vision;
-        TowerShape { dim: v.hidden_size, heads: v.num_attention_heads, mlp: v.intermediate_size, eps: v.layer_norm_eps as f32, act: kernel_activation(v.hidden_act), causal: false }
+        TowerShape {
+            dim: v.hidden_size,
+            heads: v.num_attention_heads,
+            mlp: v.intermediate_size,
+            eps: v.layer_norm_eps as f32,
+            act: kernel_activation(v.hidden_act),
+            causal: false,
+        }
     }
 
     fn text_shape(&self) -> TowerShape {
         let t = &self.config.text;
-        TowerShape { dim: t.hidden_size, heads: t.num_attention_heads, mlp: t.intermediate_size, eps: t.layer_norm_eps as f32, act: kernel_activation(t.hidden_act), causal: true }
+        TowerShape {
+            dim: t.hidden_size,
+            heads: t.num_attention_heads,
+            mlp: t.intermediate_size,
+            eps: t.layer_norm_eps as f32,
+            act: kernel_activation(t.hidden_act),
+            causal: true,
+        }
     }
 
     /// Scratch for up to `max_images` images and `max_texts` texts per forward.
-    pub fn workspace(&self, gpu: &Gpu, max_images: usize, max_texts: usize) -> Result<Workspace<T>> {
+    pub fn workspace(
+        &self,
+        gpu: &Gpu,
+        max_images: usize,
+        max_texts: usize,
+    ) -> Result<Workspace<T>> {
         let v = &self.config.vision;
         let (max_images, max_texts) = (max_images.max(1), max_texts.max(1));
         let patches = max_images * v.num_patches();
         Ok(Workspace {
-            vision: TowerWorkspace::new(gpu, &self.vision_shape(), max_images, v.seq_len(), self.config.projection_dim, self.attention)?,
-            text: TowerWorkspace::new(gpu, &self.text_shape(), max_texts, self.config.text.max_len(), self.config.projection_dim, self.attention)?,
-            pixels: gpu.zeros::<f32>(&[max_images * v.num_channels * v.image_size * v.image_size])?.data().clone(),
+            vision: TowerWorkspace::new(
+                gpu,
+                &self.vision_shape(),
+                max_images,
+                v.seq_len(),
+                self.config.projection_dim,
+                self.attention,
+            )?,
+            text: TowerWorkspace::new(
+                gpu,
+                &self.text_shape(),
+                max_texts,
+                self.config.text.max_len(),
+                self.config.projection_dim,
+                self.attention,
+            )?,
+            pixels: gpu
+                .zeros::<f32>(&[max_images * v.num_channels * v.image_size * v.image_size])?
+                .data()
+                .clone(),
             patches: gpu.zeros(&[patches, v.patch_dim()])?,
             patch_out: gpu.zeros(&[patches, v.hidden_size])?,
             ids: gpu.upload_slice(&vec![0i32; max_texts * self.config.text.max_len()])?,
@@ -283,52 +349,128 @@ impl<T: Element> ClipModel<T> {
         let v = &self.config.vision;
         let per = v.num_channels * v.image_size * v.image_size;
         if pixels.is_empty() || pixels.len() % per != 0 {
-            return Err(ModelError::Input(format!("pixels: {} floats is not a positive multiple of {per} (one {}x{}x{} image)", pixels.len(), v.num_channels, v.image_size, v.image_size)));
+            return Err(ModelError::Input(format!(
+                "pixels: {} floats is not a positive multiple of {per} (one {}x{}x{} image)",
+                pixels.len(),
+                v.num_channels,
+                v.image_size,
+                v.image_size
+            )));
         }
         let batch = pixels.len() / per;
         if batch > ws.vision.max_batch {
-            return Err(ModelError::Input(format!("{batch} images exceed the workspace's {}", ws.vision.max_batch)));
+            return Err(ModelError::Input(format!(
+                "{batch} images exceed the workspace's {}",
+                ws.vision.max_batch
+            )));
         }
         let mut head = ws.pixels.slice_mut(..pixels.len());
-        gpu.stream().memcpy_htod(pixels, &mut head).map_err(flashclip::Error::from)?;
+        gpu.stream()
+            .memcpy_htod(pixels, &mut head)
+            .map_err(flashclip::Error::from)?;
         Ok(batch)
     }
 
     /// Enqueues the vision tower on the images in the workspace; the projected (unnormalized) embeddings land in
     /// the workspace (read them with [`ClipModel::read_image_embeds`]). `hidden`, when given, receives the residual
     /// stream after the pre-norm and after each layer (this syncs; for parity checks only).
-    pub fn run_vision(&self, gpu: &Gpu, ws: &mut Workspace<T>, batch: usize, hidden: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
+    pub fn run_vision(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        batch: usize,
+        hidden: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<()> {
         let v = &self.config.vision;
         let (n, d) = (v.seq_len(), v.hidden_size);
         let tokens = batch * n;
         let patches = batch * v.num_patches();
         let tw = &mut ws.vision;
         let mut p = ws.patches.view_mut().narrow(0, 0, patches)?;
-        patchify(gpu, &ws.pixels, batch, v.num_channels, v.image_size, v.patch_size, &mut p)?;
+        patchify(
+            gpu,
+            &ws.pixels,
+            batch,
+            v.num_channels,
+            v.image_size,
+            v.patch_size,
+            &mut p,
+        )?;
         let patches_view = ws.patches.view().narrow(0, 0, patches)?;
-        linear(gpu, &patches_view, &self.patch_weight.view(), &mut ws.patch_out.view_mut().narrow(0, 0, patches)?, 0.0)?;
-        let mut emb = tw.tmp.view_mut().narrow(0, 0, tokens)?.reshape(&[batch, n, d])?;
-        vision_embed(gpu, &ws.patch_out.view().narrow(0, 0, patches)?, &self.class_embedding.view(), &self.vision_position.view(), &mut emb)?;
+        linear(
+            gpu,
+            &patches_view,
+            &self.patch_weight.view(),
+            &mut ws.patch_out.view_mut().narrow(0, 0, patches)?,
+            0.0,
+        )?;
+        let mut emb = tw
+            .tmp
+            .view_mut()
+            .narrow(0, 0, tokens)?
+            .reshape(&[batch, n, d])?;
+        vision_embed(
+            gpu,
+            &ws.patch_out.view().narrow(0, 0, patches)?,
+            &self.class_embedding.view(),
+            &self.vision_position.view(),
+            &mut emb,
+        )?;
         let pre = &self.pre_layrnorm;
-        layernorm(gpu, &tw.tmp.view().narrow(0, 0, tokens)?, &pre.weight.view(), &pre.bias.view(), self.vision_shape().eps, &mut tw.residual.view_mut().narrow(0, 0, tokens)?)?;
-        encoder(gpu, &self.vision_layers, &self.post_layernorm, tw, &self.vision_shape(), self.attention, batch, n, hidden)?;
+        layernorm(
+            gpu,
+            &tw.tmp.view().narrow(0, 0, tokens)?,
+            &pre.weight.view(),
+            &pre.bias.view(),
+            self.vision_shape().eps,
+            &mut tw.residual.view_mut().narrow(0, 0, tokens)?,
+        )?;
+        encoder(
+            gpu,
+            &self.vision_layers,
+            &self.post_layernorm,
+            tw,
+            &self.vision_shape(),
+            self.attention,
+            batch,
+            n,
+            hidden,
+        )?;
         // Class token of each image: rows 0, n, 2n, ... of the normed stream, read in place with a row stride.
         let cls = View::new(tw.normed.data(), 0, &[batch, d], &[n * d, 1])?;
-        linear(gpu, &cls, &self.visual_projection.view(), &mut tw.projected.view_mut().narrow(0, 0, batch)?, 0.0)?;
+        linear(
+            gpu,
+            &cls,
+            &self.visual_projection.view(),
+            &mut tw.projected.view_mut().narrow(0, 0, batch)?,
+            0.0,
+        )?;
         Ok(())
     }
 
     /// Enqueues the text tower on token ids (one Vec per text, each with start and end tokens, at most the context
     /// length). The batch is padded to its longest text, which is exact under the causal mask.
-    pub fn run_text(&self, gpu: &Gpu, ws: &mut Workspace<T>, texts: &[Vec<u32>], hidden: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
+    pub fn run_text(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        texts: &[Vec<u32>],
+        hidden: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<()> {
         let t = &self.config.text;
         let batch = texts.len();
         if batch == 0 || batch > ws.text.max_batch {
-            return Err(ModelError::Input(format!("{batch} texts: need 1 to {}", ws.text.max_batch)));
+            return Err(ModelError::Input(format!(
+                "{batch} texts: need 1 to {}",
+                ws.text.max_batch
+            )));
         }
         let len = texts.iter().map(Vec::len).max().unwrap_or(0);
         if len == 0 || len > t.max_len() {
-            return Err(ModelError::Input(format!("texts must have 1 to {} tokens, the longest has {len}", t.max_len())));
+            return Err(ModelError::Input(format!(
+                "texts must have 1 to {} tokens, the longest has {len}",
+                t.max_len()
+            )));
         }
         let d = t.hidden_size;
         let mut ids = Vec::with_capacity(batch * len);
@@ -339,21 +481,60 @@ impl<T: Element> ClipModel<T> {
             }
             for &id in text {
                 if id as usize >= t.vocab_size {
-                    return Err(ModelError::Input(format!("text {b}: token id {id} outside the vocabulary of {}", t.vocab_size)));
+                    return Err(ModelError::Input(format!(
+                        "text {b}: token id {id} outside the vocabulary of {}",
+                        t.vocab_size
+                    )));
                 }
                 ids.push(id as i32);
             }
-            ids.extend(std::iter::repeat_n(t.pad_token_id.min(t.vocab_size as u32 - 1) as i32, len - text.len()));
+            ids.extend(std::iter::repeat_n(
+                t.pad_token_id.min(t.vocab_size as u32 - 1) as i32,
+                len - text.len(),
+            ));
             rows.push((b * len + pooling_position(text, t.eos_token_id)) as i32);
         }
         let tokens = batch * len;
         let tw = &mut ws.text;
-        let mut x = tw.residual.view_mut().narrow(0, 0, tokens)?.reshape(&[batch, len, d])?;
-        text_embed(gpu, &ids, &mut ws.ids, &self.token_embedding.view(), &self.text_position.view(), &mut x)?;
-        encoder(gpu, &self.text_layers, &self.final_layer_norm, tw, &self.text_shape(), self.attention, batch, len, hidden)?;
+        let mut x = tw
+            .residual
+            .view_mut()
+            .narrow(0, 0, tokens)?
+            .reshape(&[batch, len, d])?;
+        text_embed(
+            gpu,
+            &ids,
+            &mut ws.ids,
+            &self.token_embedding.view(),
+            &self.text_position.view(),
+            &mut x,
+        )?;
+        encoder(
+            gpu,
+            &self.text_layers,
+            &self.final_layer_norm,
+            tw,
+            &self.text_shape(),
+            self.attention,
+            batch,
+            len,
+            hidden,
+        )?;
         let normed = tw.normed.view().narrow(0, 0, tokens)?;
-        gather_rows(gpu, &normed, &rows, &mut ws.rows, &mut tw.pooled.view_mut().narrow(0, 0, batch)?)?;
-        linear(gpu, &tw.pooled.view().narrow(0, 0, batch)?, &self.text_projection.view(), &mut tw.projected.view_mut().narrow(0, 0, batch)?, 0.0)?;
+        gather_rows(
+            gpu,
+            &normed,
+            &rows,
+            &mut ws.rows,
+            &mut tw.pooled.view_mut().narrow(0, 0, batch)?,
+        )?;
+        linear(
+            gpu,
+            &tw.pooled.view().narrow(0, 0, batch)?,
+            &self.text_projection.view(),
+            &mut tw.projected.view_mut().narrow(0, 0, batch)?,
+            0.0,
+        )?;
         Ok(())
     }
 
@@ -364,24 +545,44 @@ impl<T: Element> ClipModel<T> {
     }
 
     /// The projected image embeddings of the last [`ClipModel::run_vision`] (syncs).
-    pub fn read_image_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>> {
+    pub fn read_image_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &Workspace<T>,
+        batch: usize,
+    ) -> Result<Array2<f32>> {
         Self::read(gpu, &ws.vision.projected, batch, self.config.projection_dim)
     }
 
     /// The projected text embeddings of the last [`ClipModel::run_text`] (syncs).
-    pub fn read_text_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>> {
+    pub fn read_text_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &Workspace<T>,
+        batch: usize,
+    ) -> Result<Array2<f32>> {
         Self::read(gpu, &ws.text.projected, batch, self.config.projection_dim)
     }
 
     /// Projected embeddings of preprocessed images (`[batch, C, S, S]` f32).
-    pub fn encode_images(&self, gpu: &Gpu, ws: &mut Workspace<T>, pixels: &[f32]) -> Result<Array2<f32>> {
+    pub fn encode_images(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        pixels: &[f32],
+    ) -> Result<Array2<f32>> {
         let batch = self.upload_images(gpu, ws, pixels)?;
         self.run_vision(gpu, ws, batch, None)?;
         self.read_image_embeds(gpu, ws, batch)
     }
 
     /// Projected embeddings of tokenized texts.
-    pub fn encode_texts(&self, gpu: &Gpu, ws: &mut Workspace<T>, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
+    pub fn encode_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        texts: &[Vec<u32>],
+    ) -> Result<Array2<f32>> {
         self.run_text(gpu, ws, texts, None)?;
         self.read_text_embeds(gpu, ws, texts.len())
     }
@@ -407,40 +608,91 @@ fn encoder<T: Element>(
 ) -> Result<()> {
     let tokens = batch * seq;
     if tokens > tw.max_tokens {
-        return Err(ModelError::Input(format!("{tokens} tokens exceed the workspace's {}", tw.max_tokens)));
+        return Err(ModelError::Input(format!(
+            "{tokens} tokens exceed the workspace's {}",
+            tw.max_tokens
+        )));
     }
     let (d, hd) = (s.dim, s.dim / s.heads);
-    let snapshot = |tw: &TowerWorkspace<T>, hidden: &mut Option<&mut Vec<Vec<f32>>>| -> Result<()> {
-        if let Some(h) = hidden.as_deref_mut() {
-            let all = gpu.download(tw.residual.data())?;
-            h.push(all[..tokens * d].iter().map(|x| x.to_f32()).collect());
-        }
-        Ok(())
-    };
+    let snapshot =
+        |tw: &TowerWorkspace<T>, hidden: &mut Option<&mut Vec<Vec<f32>>>| -> Result<()> {
+            if let Some(h) = hidden.as_deref_mut() {
+                let all = gpu.download(tw.residual.data())?;
+                h.push(all[..tokens * d].iter().map(|x| x.to_f32()).collect());
+            }
+            Ok(())
+        };
     snapshot(tw, &mut hidden)?;
     let Some(first) = layers.first() else {
-        layernorm(gpu, &first_rows(tokens, &tw.residual)?, &final_ln.weight.view(), &final_ln.bias.view(), s.eps, &mut tw.normed.view_mut().narrow(0, 0, tokens)?)?;
+        layernorm(
+            gpu,
+            &first_rows(tokens, &tw.residual)?,
+            &final_ln.weight.view(),
+            &final_ln.bias.view(),
+            s.eps,
+            &mut tw.normed.view_mut().narrow(0, 0, tokens)?,
+        )?;
         return Ok(());
     };
-    layernorm(gpu, &first_rows(tokens, &tw.residual)?, &first.layer_norm1.weight.view(), &first.layer_norm1.bias.view(), s.eps, &mut tw.normed.view_mut().narrow(0, 0, tokens)?)?;
-    let opts = Options { softmax_scale: None, causal: s.causal };
+    layernorm(
+        gpu,
+        &first_rows(tokens, &tw.residual)?,
+        &first.layer_norm1.weight.view(),
+        &first.layer_norm1.bias.view(),
+        s.eps,
+        &mut tw.normed.view_mut().narrow(0, 0, tokens)?,
+    )?;
+    let opts = Options {
+        softmax_scale: None,
+        causal: s.causal,
+    };
     for (i, layer) in layers.iter().enumerate() {
         let mut qkv = tw.qkv.view_mut().narrow(0, 0, tokens)?;
-        linear(gpu, &first_rows(tokens, &tw.normed)?, &layer.qkv_proj.weight.view(), &mut qkv, 0.0)?;
-        bias_activation_inplace(gpu, &mut qkv, Some(&layer.qkv_proj.bias.view()), KernelActivation::Identity)?;
+        linear_bias(
+            gpu,
+            &first_rows(tokens, &tw.normed)?,
+            &layer.qkv_proj.weight.view(),
+            &layer.qkv_proj.bias.view(),
+            &mut qkv,
+        )?;
         {
-            let packed = View::new(tw.qkv.data(), 0, &[batch, seq, 3, s.heads, hd], &flashclip::tensor::contiguous_strides(&[batch, seq, 3, s.heads, hd]))?;
-            let (q, k, v) = (packed.select(2, 0)?, packed.select(2, 1)?, packed.select(2, 2)?);
-            let mut o = tw.tmp.view_mut().narrow(0, 0, tokens)?.reshape(&[batch, seq, s.heads, hd])?;
+            let packed = View::new(
+                tw.qkv.data(),
+                0,
+                &[batch, seq, 3, s.heads, hd],
+                &flashclip::tensor::contiguous_strides(&[batch, seq, 3, s.heads, hd]),
+            )?;
+            let (q, k, v) = (
+                packed.select(2, 0)?,
+                packed.select(2, 1)?,
+                packed.select(2, 2)?,
+            );
+            let mut o = tw
+                .tmp
+                .view_mut()
+                .narrow(0, 0, tokens)?
+                .reshape(&[batch, seq, s.heads, hd])?;
             match attention {
-                AttentionImpl::Flash(ver) => flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o, None)?,
+                AttentionImpl::Flash(ver) => {
+                    flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o, None)?
+                }
                 AttentionImpl::Materialized => {
-                    let ws = tw.materialized.as_mut().ok_or_else(|| ModelError::Input("workspace lacks the materialized-attention scratch".into()))?;
+                    let ws = tw.materialized.as_mut().ok_or_else(|| {
+                        ModelError::Input(
+                            "workspace lacks the materialized-attention scratch".into(),
+                        )
+                    })?;
                     materialized_attention(gpu, &q, &k, &v, None, &opts, &mut o, None, ws)?
                 }
             }
         }
-        linear(gpu, &first_rows(tokens, &tw.tmp)?, &layer.out_proj.weight.view(), &mut tw.normed.view_mut().narrow(0, 0, tokens)?, 0.0)?;
+        linear(
+            gpu,
+            &first_rows(tokens, &tw.tmp)?,
+            &layer.out_proj.weight.view(),
+            &mut tw.normed.view_mut().narrow(0, 0, tokens)?,
+            0.0,
+        )?;
         bias_residual_layernorm(
             gpu,
             &first_rows(tokens, &tw.normed)?,
@@ -452,9 +704,21 @@ fn encoder<T: Element>(
             &mut tw.tmp.view_mut().narrow(0, 0, tokens)?,
         )?;
         let mut m = tw.mlp.view_mut().narrow(0, 0, tokens)?;
-        linear(gpu, &first_rows(tokens, &tw.tmp)?, &layer.fc1.weight.view(), &mut m, 0.0)?;
+        linear(
+            gpu,
+            &first_rows(tokens, &tw.tmp)?,
+            &layer.fc1.weight.view(),
+            &mut m,
+            0.0,
+        )?;
         bias_activation_inplace(gpu, &mut m, Some(&layer.fc1.bias.view()), s.act)?;
-        linear(gpu, &first_rows(tokens, &tw.mlp)?, &layer.fc2.weight.view(), &mut tw.normed.view_mut().narrow(0, 0, tokens)?, 0.0)?;
+        linear(
+            gpu,
+            &first_rows(tokens, &tw.mlp)?,
+            &layer.fc2.weight.view(),
+            &mut tw.normed.view_mut().narrow(0, 0, tokens)?,
+            0.0,
+        )?;
         let next = layers.get(i + 1).map_or(final_ln, |l| &l.layer_norm1);
         bias_residual_layernorm(
             gpu,

@@ -14,15 +14,24 @@ use half::{bf16, f16};
 use safetensors::SafeTensors;
 
 fn tiny() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())).join("tests/fixtures/tiny")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
+        .join("tests/fixtures/tiny")
 }
 
 fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
     let st = SafeTensors::deserialize(bytes).unwrap();
     let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
     let data = match t.dtype() {
-        safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I64 => t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        safetensors::Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::I64 => t
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
         d => panic!("{key}: unexpected dtype {d:?}"),
     };
     (t.shape().to_vec(), data)
@@ -30,20 +39,33 @@ fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f64>().sqrt())
 }
 
 fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) })
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) })
 }
 
 /// Rows of `n` values: min cosine over rows, max abs difference.
 fn compare(got: &[f64], want: &[f64], n: usize) -> (f64, f64) {
-    let min_cos = got.chunks(n).zip(want.chunks(n)).map(|(g, w)| cosine(g, w)).fold(1.0f64, f64::min);
+    let min_cos = got
+        .chunks(n)
+        .zip(want.chunks(n))
+        .map(|(g, w)| cosine(g, w))
+        .fold(1.0f64, f64::min);
     (min_cos, max_abs(got, want))
 }
 
-fn run<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl, reference_file: Option<&str>) {
+fn run<T: Element>(
+    gpu: &Gpu,
+    dir: &std::path::Path,
+    attention: AttentionImpl,
+    reference_file: Option<&str>,
+) {
     let fixture = |name: &str| dir.join(name);
     let config = ClipConfig::from_hf_json_file(fixture("config.json")).unwrap();
     let weights = ClipWeights::load(fixture("model.safetensors"), &config).unwrap();
@@ -53,7 +75,12 @@ fn run<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl, r
     let (ishape, ids) = tensor(&inputs, "input_ids");
     let (_, lengths) = tensor(&inputs, "lengths");
     let texts: Vec<Vec<u32>> = (0..ishape[0])
-        .map(|b| ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize].iter().map(|&x| x as u32).collect())
+        .map(|b| {
+            ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize]
+                .iter()
+                .map(|&x| x as u32)
+                .collect()
+        })
         .collect();
 
     let model = ClipModel::<T>::new(gpu, &config, &weights, attention).unwrap();
@@ -61,16 +88,32 @@ fn run<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl, r
     let pixels32: Vec<f32> = pixels.iter().map(|&x| x as f32).collect();
     let batch = model.upload_images(gpu, &mut ws, &pixels32).unwrap();
     let mut vision_hidden = Vec::new();
-    model.run_vision(gpu, &mut ws, batch, Some(&mut vision_hidden)).unwrap();
+    model
+        .run_vision(gpu, &mut ws, batch, Some(&mut vision_hidden))
+        .unwrap();
     let image = model.read_image_embeds(gpu, &ws, batch).unwrap();
     let mut text_hidden = Vec::new();
-    model.run_text(gpu, &mut ws, &texts, Some(&mut text_hidden)).unwrap();
+    model
+        .run_text(gpu, &mut ws, &texts, Some(&mut text_hidden))
+        .unwrap();
     let text = model.read_text_embeds(gpu, &ws, texts.len()).unwrap();
 
-    let tag = format!("{} {} {:?}", dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), T::DTYPE, attention);
+    let tag = format!(
+        "{} {} {:?}",
+        dir.file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        T::DTYPE,
+        attention
+    );
     // HF's own error in this dtype sets the bar (fp32: a tight absolute bound instead).
     let hf_half = reference_file.map(|f| std::fs::read(fixture(f)).unwrap());
-    for (what, got) in [("image_embeds", image.iter().map(|&x| x as f64).collect::<Vec<_>>()), ("text_embeds", text.iter().map(|&x| x as f64).collect())] {
+    for (what, got) in [
+        (
+            "image_embeds",
+            image.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        ),
+        ("text_embeds", text.iter().map(|&x| x as f64).collect()),
+    ] {
         let (_, want) = tensor(&expected, what);
         let (cos, err) = compare(&got, &want, config.projection_dim);
         let bar = match &hf_half {
@@ -78,7 +121,10 @@ fn run<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl, r
                 let (_, theirs) = tensor(h, what);
                 let (hcos, herr) = compare(&theirs, &want, config.projection_dim);
                 println!("{tag} {what}: min cosine {cos:.6} (HF {hcos:.6}), max abs {err:.3e} (HF {herr:.3e})");
-                assert!(cos >= 0.999 || cos >= hcos, "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}");
+                assert!(
+                    cos >= 0.999 || cos >= hcos,
+                    "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}"
+                );
                 2.0 * herr + 1e-3
             }
             None => {
@@ -117,21 +163,47 @@ fn run<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl, r
 
 #[test]
 fn gpu_small_model_f16() {
-    let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else { return };
-    run::<f16>(&gpu, &tiny(), AttentionImpl::Flash(Version::V2), Some("expected_fp16.safetensors"));
-    run::<f16>(&gpu, &tiny(), AttentionImpl::Flash(Version::V1), Some("expected_fp16.safetensors"));
-    run::<f16>(&gpu, &tiny(), AttentionImpl::Materialized, Some("expected_fp16.safetensors"));
+    let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else {
+        return;
+    };
+    run::<f16>(
+        &gpu,
+        &tiny(),
+        AttentionImpl::Flash(Version::V2),
+        Some("expected_fp16.safetensors"),
+    );
+    run::<f16>(
+        &gpu,
+        &tiny(),
+        AttentionImpl::Flash(Version::V1),
+        Some("expected_fp16.safetensors"),
+    );
+    run::<f16>(
+        &gpu,
+        &tiny(),
+        AttentionImpl::Materialized,
+        Some("expected_fp16.safetensors"),
+    );
 }
 
 #[test]
 fn gpu_small_model_bf16() {
-    let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else { return };
-    run::<bf16>(&gpu, &tiny(), AttentionImpl::Flash(Version::V2), Some("expected_bf16.safetensors"));
+    let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else {
+        return;
+    };
+    run::<bf16>(
+        &gpu,
+        &tiny(),
+        AttentionImpl::Flash(Version::V2),
+        Some("expected_bf16.safetensors"),
+    );
 }
 
 #[test]
 fn gpu_small_model_f32() {
-    let Some(gpu) = gpu_or_skip("gpu_small_model_f32") else { return };
+    let Some(gpu) = gpu_or_skip("gpu_small_model_f32") else {
+        return;
+    };
     run::<f32>(&gpu, &tiny(), AttentionImpl::Flash(Version::V1), None);
     run::<f32>(&gpu, &tiny(), AttentionImpl::Materialized, None);
 }
@@ -144,10 +216,22 @@ fn gpu_parity_from_env() {
         println!("FLASHCLIP_PARITY_DIRS not set: no full-size parity check requested");
         return;
     };
-    let Some(gpu) = gpu_or_skip("gpu_parity_from_env") else { return };
+    let Some(gpu) = gpu_or_skip("gpu_parity_from_env") else {
+        return;
+    };
     for dir in dirs.split(':').filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        run::<f16>(&gpu, &dir, AttentionImpl::Flash(Version::V2), Some("expected_fp16.safetensors"));
-        run::<bf16>(&gpu, &dir, AttentionImpl::Flash(Version::V2), Some("expected_bf16.safetensors"));
+        run::<f16>(
+            &gpu,
+            &dir,
+            AttentionImpl::Flash(Version::V2),
+            Some("expected_fp16.safetensors"),
+        );
+        run::<bf16>(
+            &gpu,
+            &dir,
+            AttentionImpl::Flash(Version::V2),
+            Some("expected_bf16.safetensors"),
+        );
     }
 }

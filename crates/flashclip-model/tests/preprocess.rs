@@ -15,7 +15,8 @@ use flashclip_model::preprocess::{PreprocessError, Preprocessor, OPENAI_MEAN, OP
 use image::{DynamicImage, GrayImage, ImageBuffer, Rgb, RgbImage, Rgba, RgbaImage};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())).join("tests/fixtures/openai")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
+        .join("tests/fixtures/openai")
 }
 
 /// A fresh directory under the system temp dir, unique per call.

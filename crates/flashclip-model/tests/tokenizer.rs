@@ -81,7 +81,8 @@ const LONG_TRUNCATED_77: [u32; 77] = [
 const LONG_FULL_LEN: usize = 202;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())).join("tests/fixtures/openai")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
+        .join("tests/fixtures/openai")
 }
 
 /// A 200-word text, far longer than the 77-token context.
@@ -206,8 +207,8 @@ fn decode_round_trip() {
 
 #[test]
 fn gz_file_equals_embedded() {
-    let path =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())).join("assets/bpe_simple_vocab_16e6.txt.gz");
+    let path = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
+        .join("assets/bpe_simple_vocab_16e6.txt.gz");
     let tok = ClipTokenizer::from_bpe_vocab_gz(&path).unwrap();
     assert_eq!(tok.vocab_size(), 49408);
     for (text, expected) in OPENAI_CASES.iter().take(8) {

@@ -1,0 +1,392 @@
+//! `flashclip bench`: the speed-up ladder, one full CLIP forward (vision + text tower) per timed run.
+
+use std::path::PathBuf;
+
+use flashclip::attention::Version;
+use flashclip::gemm::linear;
+use flashclip::testing::{median, time_samples_us, Summary};
+use flashclip::{Element, Gpu};
+use flashclip_model::config::ClipConfig;
+use flashclip_model::flops::{count, FlopsInput};
+use flashclip_model::gpu::{AttentionImpl, ClipModel, ModelError};
+use flashclip_model::weights::ClipWeights;
+use half::{bf16, f16};
+use serde::Serialize;
+
+use crate::error::{open_gpu, CliError, Result};
+use crate::{best_attention, load_model, random};
+
+/// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
+const SEED: u64 = 0x5EED_C11B;
+
+/// What `flashclip bench` was asked for.
+pub struct BenchArgs {
+    pub model: Option<PathBuf>,
+    pub preset: String,
+    pub batch: usize,
+    pub text_len: usize,
+    pub warmup: usize,
+    pub iters: usize,
+    pub json: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, Copy)]
+enum Rung {
+    F32Materialized,
+    F32FlashV1,
+    F16Best,
+    Bf16Best,
+}
+
+impl Rung {
+    const ALL: [Rung; 4] = [
+        Rung::F32Materialized,
+        Rung::F32FlashV1,
+        Rung::F16Best,
+        Rung::Bf16Best,
+    ];
+
+    fn dtype(self) -> &'static str {
+        match self {
+            Rung::F32Materialized | Rung::F32FlashV1 => "f32",
+            Rung::F16Best => "f16",
+            Rung::Bf16Best => "bf16",
+        }
+    }
+
+    fn attention(self, config: &ClipConfig) -> AttentionImpl {
+        match self {
+            Rung::F32Materialized => AttentionImpl::Materialized,
+            Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
+            Rung::F16Best => best_attention::<f16>(config),
+            Rung::Bf16Best => best_attention::<bf16>(config),
+        }
+    }
+
+    fn name(self, attention: AttentionImpl) -> String {
+        let flash = match attention {
+            AttentionImpl::Flash(v) => format!("flash {}", v.name()),
+            AttentionImpl::Materialized => "materialized attention".into(),
+        };
+        match self {
+            Rung::F32Materialized => "fp32, materialized attention".into(),
+            Rung::F32FlashV1 => "fp32 + flash attention v1".into(),
+            Rung::F16Best => format!("fp16 + {flash} + fused kernels"),
+            Rung::Bf16Best => format!("bf16 + {flash} + fused kernels (extra)"),
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Serialize)]
+struct Row {
+    rung: usize,
+    name: String,
+    dtype: &'static str,
+    attention: String,
+    mean_ms: Option<f64>,
+    sd_ms: Option<f64>,
+    median_ms: Option<f64>,
+    speedup_vs_rung1: Option<f64>,
+    tflops: Option<f64>,
+    mfu: Option<f64>,
+    samples_ms: Vec<f64>,
+    error: Option<String>,
+}
+
+/// The whole report (`--json`).
+#[derive(Debug, Serialize)]
+struct Report {
+    gpu: String,
+    compute_capability: String,
+    model: String,
+    weights: String,
+    image_batch: usize,
+    image_size: usize,
+    image_tokens: usize,
+    text_batch: usize,
+    text_len: usize,
+    warmup: usize,
+    iters: usize,
+    flops_convention: &'static str,
+    flops_per_forward: f64,
+    gemm_ceiling_tflops: f64,
+    rows: Vec<Row>,
+}
+
+fn attention_name(a: AttentionImpl) -> String {
+    match a {
+        AttentionImpl::Flash(v) => format!("flash {}", v.name()),
+        AttentionImpl::Materialized => "materialized".into(),
+    }
+}
+
+/// cuBLAS fp16 GEMM rate at 8192³ in TFLOP/s (2 FLOPs per MAC), the compute ceiling of the MFU column.
+fn gemm_ceiling(gpu: &Gpu) -> Result<f64> {
+    let n = 8192;
+    let host: Vec<f16> = random::uniform(SEED, 1 << 20, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let block: Vec<f16> = host.iter().copied().cycle().take(n * n).collect();
+    let a = gpu.upload(&block, &[n, n])?;
+    let b = gpu.upload(&block, &[n, n])?;
+    let mut c = gpu.zeros::<f16>(&[n, n])?;
+    let us = median(&time_samples_us(gpu, 3, 10, 1, || {
+        linear(gpu, &a.view(), &b.view(), &mut c.view_mut(), 0.0)
+    })?);
+    Ok(2.0 * (n as f64).powi(3) / us / 1e6)
+}
+
+/// Maps a model error into the kernel crate's error (the timing closure's type), keeping GPU errors as they are.
+fn as_gpu_error(e: ModelError) -> flashclip::Error {
+    match e {
+        ModelError::Gpu(e) => e,
+        other => flashclip::Error::InvalidArgument {
+            what: "forward",
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Builds the model in `T`, uploads the images once and times `iters` forwards (after `warmup` untimed ones).
+/// Returns the per-forward device times in microseconds. Model and workspace are dropped on return.
+#[allow(clippy::too_many_arguments)]
+fn time_rung<T: Element>(
+    gpu: &Gpu,
+    config: &ClipConfig,
+    weights: &ClipWeights,
+    attention: AttentionImpl,
+    pixels: &[f32],
+    texts: &[Vec<u32>],
+    warmup: usize,
+    iters: usize,
+) -> Result<Vec<f64>> {
+    let model = ClipModel::<T>::new(gpu, config, weights, attention)?;
+    let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
+    let images = model.upload_images(gpu, &mut ws, pixels)?;
+    let samples = time_samples_us(gpu, warmup, iters, 1, || {
+        model
+            .run_vision(gpu, &mut ws, images, None)
+            .map_err(as_gpu_error)?;
+        model
+            .run_text(gpu, &mut ws, texts, None)
+            .map_err(as_gpu_error)
+    })?;
+    let image = model.read_image_embeds(gpu, &ws, images)?;
+    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
+    if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
+        eprintln!(
+            "warning: {} forward produced non-finite embeddings",
+            T::DTYPE
+        );
+    }
+    Ok(samples)
+}
+
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn write_file(path: &PathBuf, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| CliError::io("cannot write", path, e))
+}
+
+/// Runs the ladder and prints the table.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.iters == 0 {
+        return Err(CliError::Usage("--iters must be at least 1".into()));
+    }
+    // The GPU first: without one there is nothing to do, and no reason to build gigabytes of weights.
+    let gpu = open_gpu()?;
+    let gpu_name = gpu.name().unwrap_or_else(|_| "unknown GPU".into());
+    let (major, minor) = gpu.compute_capability();
+    println!(
+        "GPU: {gpu_name} (sm_{major}{minor}, {} SMs)",
+        gpu.sm_count()
+    );
+
+    let (config, weights, model_name, weights_desc) = match &args.model {
+        Some(dir) => {
+            let (config, weights) = load_model(dir)?;
+            let name = dir.display().to_string();
+            (config, weights, name.clone(), name)
+        }
+        None => {
+            let config = ClipConfig::preset(&args.preset)?;
+            println!("random weights (no --model given)");
+            let weights = random::weights(&config, SEED)?;
+            let desc = format!(
+                "random (seed {SEED:#x}, uniform ±{}, LayerNorm 1, biases 0)",
+                random::WEIGHT_SCALE
+            );
+            (config, weights, args.preset.clone(), desc)
+        }
+    };
+    let max_len = config.text.max_len();
+    if args.text_len < 2 || args.text_len > max_len {
+        return Err(CliError::Usage(format!(
+            "--text-len must be between 2 and the model's context length {max_len}, got {}",
+            args.text_len
+        )));
+    }
+    let b = args.batch;
+    let v = &config.vision;
+    println!(
+        "model {model_name}: {} params; images {b} x {}x{} ({} tokens), texts {b} x {} tokens; warmup {}, iters {}",
+        weights.num_parameters(),
+        v.image_size,
+        v.image_size,
+        v.seq_len(),
+        args.text_len,
+        args.warmup,
+        args.iters
+    );
+
+    let ceiling = gemm_ceiling(&gpu)?;
+    println!("cuBLAS fp16 GEMM ceiling (8192^3, this run): {ceiling:.1} TFLOP/s");
+
+    let flops = count(&FlopsInput::from(&config), b, b, args.text_len)
+        .mac2
+        .features_total() as f64;
+    println!(
+        "FLOPs per forward (2/MAC, both towers + projections): {:.3} TFLOP",
+        flops / 1e12
+    );
+
+    let pixels = random::pixels(&config, b, SEED ^ 1);
+    let texts = random::token_ids(&config, b, args.text_len, SEED ^ 2);
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut baseline: Option<f64> = None;
+    for (i, rung) in Rung::ALL.iter().enumerate() {
+        let attention = rung.attention(&config);
+        let name = rung.name(attention);
+        eprintln!("[{}/{}] {name} ...", i + 1, Rung::ALL.len());
+        let (w, it) = (args.warmup, args.iters);
+        let result = match rung {
+            Rung::F32Materialized | Rung::F32FlashV1 => {
+                time_rung::<f32>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
+            }
+            Rung::F16Best => {
+                time_rung::<f16>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
+            }
+            Rung::Bf16Best => {
+                time_rung::<bf16>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
+            }
+        };
+        let mut row = Row {
+            rung: i + 1,
+            name,
+            dtype: rung.dtype(),
+            attention: attention_name(attention),
+            mean_ms: None,
+            sd_ms: None,
+            median_ms: None,
+            speedup_vs_rung1: None,
+            tflops: None,
+            mfu: None,
+            samples_ms: Vec::new(),
+            error: None,
+        };
+        match result {
+            Ok(us) => {
+                let ms: Vec<f64> = us.iter().map(|x| x / 1e3).collect();
+                let (mean, sd) = mean_sd(&ms);
+                let med = median(&ms);
+                if i == 0 {
+                    baseline = Some(med);
+                }
+                let tflops = flops / (med * 1e-3) / 1e12;
+                row.mean_ms = Some(mean);
+                row.sd_ms = Some(sd);
+                row.median_ms = Some(med);
+                row.speedup_vs_rung1 = baseline.map(|base| base / med);
+                row.tflops = Some(tflops);
+                row.mfu = Some(tflops / ceiling);
+                row.samples_ms = ms;
+            }
+            Err(e) => {
+                eprintln!("rung {} ({}) failed: {e}", i + 1, row.name);
+                row.error = Some(e.to_string());
+            }
+        }
+        rows.push(row);
+    }
+
+    let mut summary = Summary::new(
+        &format!(
+            "CLIP forward ladder: {model_name}, {b} images + {b} texts x {} tokens ({gpu_name}; cuBLAS fp16 8192^3 ceiling {ceiling:.0} TFLOP/s, same run)",
+            args.text_len
+        ),
+        &[
+            "rung",
+            "config",
+            "mean ± sd [ms]",
+            "median [ms]",
+            "speed-up vs 1",
+            "TFLOP/s (2/MAC)",
+            "MFU (of GEMM ceiling)",
+        ],
+    );
+    let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or_else(|| "-".into(), f);
+    for r in &rows {
+        let timing = match (r.mean_ms, r.sd_ms) {
+            (Some(m), Some(s)) => format!("{m:.2} ± {s:.2}"),
+            _ => format!("failed: {}", r.error.as_deref().unwrap_or("?")),
+        };
+        summary.row(vec![
+            r.rung.to_string(),
+            r.name.clone(),
+            timing,
+            cell(r.median_ms, &|x| format!("{x:.2}")),
+            cell(r.speedup_vs_rung1, &|x| format!("{x:.2}x")),
+            cell(r.tflops, &|x| format!("{x:.1}")),
+            cell(r.mfu, &|x| format!("{:.1}%", 100.0 * x)),
+        ]);
+    }
+    summary.emit();
+    let md = summary.markdown();
+    if let Some(path) = &args.markdown {
+        write_file(path, &md)?;
+    }
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    if let Some(path) = &args.json {
+        let report = Report {
+            gpu: gpu_name,
+            compute_capability: format!("{major}.{minor}"),
+            model: model_name,
+            weights: weights_desc,
+            image_batch: b,
+            image_size: v.image_size,
+            image_tokens: v.seq_len(),
+            text_batch: b,
+            text_len: args.text_len,
+            warmup: args.warmup,
+            iters: args.iters,
+            flops_convention: "2/MAC, both towers + projections",
+            flops_per_forward: flops,
+            gemm_ceiling_tflops: ceiling,
+            rows,
+        };
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Output(e.to_string()))?;
+        write_file(path, &(text + "\n"))?;
+    }
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} of {} rungs failed (see above)",
+            Rung::ALL.len()
+        )));
+    }
+    Ok(())
+}

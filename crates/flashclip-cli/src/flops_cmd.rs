@@ -1,0 +1,114 @@
+//! `flashclip flops`: FLOP counts of a CLIP forward in both conventions.
+
+use std::path::Path;
+
+use flashclip_model::config::ClipConfig;
+use flashclip_model::flops::{count, FlopsInput, FlopsReport};
+
+use crate::error::{CliError, Result};
+
+/// Where the model shape comes from.
+pub enum Source<'a> {
+    Config(&'a Path),
+    Preset(&'a str),
+    Eva,
+}
+
+/// Reads a config file as open_clip / EVA-CLIP JSON when it looks like one, else as a Hugging Face
+/// `config.json`.
+fn input_from_file(path: &Path) -> Result<FlopsInput> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError::io("cannot read config", path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("invalid JSON in {}: {e}", path.display())))?;
+    let open_clip = value.as_object().is_some_and(|m| {
+        ["model_cfg", "vision_cfg", "text_cfg", "embed_dim"]
+            .iter()
+            .any(|k| m.contains_key(*k))
+    });
+    let input = if open_clip {
+        FlopsInput::from_open_clip_json_str(&text)
+    } else {
+        FlopsInput::from_hf_json_str(&text)
+    };
+    input.map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// The model shape and a display name.
+pub fn input(source: &Source) -> Result<(String, FlopsInput)> {
+    Ok(match source {
+        Source::Config(path) => (path.display().to_string(), input_from_file(path)?),
+        Source::Preset(name) => (
+            name.to_string(),
+            FlopsInput::from(&ClipConfig::preset(name)?),
+        ),
+        Source::Eva => (
+            "EVA02-CLIP-bigE-14".into(),
+            FlopsInput::eva02_clip_bige_14()?,
+        ),
+    })
+}
+
+/// The summary lines under each report (the tests parse `every-op total:`).
+fn totals(report: &FlopsReport) -> String {
+    format!(
+        "every-op total: {:.4} TFLOPs\n2/MAC total: {:.4} TFLOPs\n",
+        report.every_op.total() as f64 / 1e12,
+        report.mac2.total() as f64 / 1e12
+    )
+}
+
+/// Prints the report of one model.
+pub fn run(source: &Source, batch: usize, text_len: usize) -> Result<()> {
+    let (name, input) = input(source)?;
+    input.validate()?;
+    let report = count(&input, batch, batch, text_len);
+    println!("model: {name}");
+    println!("{report}");
+    print!("{}", totals(&report));
+    Ok(())
+}
+
+/// The seed table: ViT-L/14-336, LAION ViT-H/14 and EVA02-CLIP-E/14 next to the reference calculator's numbers.
+pub fn run_all(batch: usize, text_len: usize) -> Result<()> {
+    let models: [(&str, Source, f64); 3] = [
+        (
+            "ViT-L/14-336 (OpenAI)",
+            Source::Preset("ViT-L-14-336"),
+            50.0,
+        ),
+        ("ViT-H/14 (LAION)", Source::Preset("ViT-H-14"), 48.0),
+        ("EVA02-CLIP-E/14", Source::Eva, 295.0),
+    ];
+    let seed_shape = batch == 128 && text_len == 64;
+    let mut table = format!(
+        "| model | every op [TFLOP] | 2/MAC [TFLOP] |{}\n|---|---|---|{}\n",
+        if seed_shape {
+            " reference [TFLOP] |"
+        } else {
+            ""
+        },
+        if seed_shape { "---|" } else { "" }
+    );
+    for (label, source, reference) in &models {
+        let (_, input) = input(source)?;
+        let report = count(&input, batch, batch, text_len);
+        println!("model: {label}");
+        println!("{report}");
+        print!("{}", totals(&report));
+        println!();
+        table += &format!(
+            "| {label} | {:.1} | {:.1} |{}\n",
+            report.every_op.total() as f64 / 1e12,
+            report.mac2.total() as f64 / 1e12,
+            if seed_shape {
+                format!(" {reference:.0} |")
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!("image batch {batch}, text batch {batch}, text length {text_len}\n");
+    print!("{table}");
+    Ok(())
+}
