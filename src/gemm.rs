@@ -167,7 +167,8 @@ pub fn linear<T: Element>(
 pub(crate) struct Lt {
     handle: cublaslt_sys::cublasLtHandle_t,
     workspace: cudarc::driver::CudaSlice<u8>,
-    plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Plan>>,
+    /// `None` marks a shape cuBLASLt has no bias-epilogue algorithm for: those take the two-pass path.
+    plans: std::sync::Mutex<std::collections::HashMap<PlanKey, Option<Plan>>>,
 }
 
 use cudarc::cublaslt::{result as lt, sys as cublaslt_sys};
@@ -236,7 +237,7 @@ impl Lt {
         })
     }
 
-    /// Creates the plan for C (m x n, col-major) = op(A)ᵀ... as documented on [`linear_bias`]'s mapping.
+    /// Descriptors and the heuristic's algorithm for one shape, in the column-major mapping of [`linear_bias`].
     fn plan(&self, key: PlanKey) -> Result<Plan> {
         let t = key.dtype.cublaslt();
         let attr = |desc, a, v: &i32| {
@@ -248,13 +249,12 @@ impl Lt {
             cublaslt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             cublaslt_sys::cudaDataType::CUDA_R_32F,
         )?;
-        let plan = Plan {
+        let mut plan = Plan {
             desc,
             a: lt::create_matrix_layout(t, key.k as u64, key.m as u64, key.lda as i64)?,
             b: lt::create_matrix_layout(t, key.k as u64, key.n as u64, key.ldb as i64)?,
             c: lt::create_matrix_layout(t, key.m as u64, key.n as u64, key.ldc as i64)?,
-            // Filled below by the heuristic.
-            // SAFETY: an all-zero algo struct is a valid placeholder (plain data) until overwritten.
+            // SAFETY: plain data; an all-zero placeholder until the heuristic's choice is stored below.
             algo: unsafe { std::mem::zeroed() },
         };
         attr(plan.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &1)?;
@@ -285,15 +285,16 @@ impl Lt {
             let _ = lt::destroy_matmul_pref(pref);
             h?
         };
-        Ok(Plan {
-            algo: heuristic.algo,
-            ..plan
-        })
+        // Assign in place: building a new Plan from this one's fields would copy the raw descriptors and
+        // then destroy them when this one drops.
+        plan.algo = heuristic.algo;
+        Ok(plan)
     }
 }
 
-/// `y = x · wᵀ + bias` in one cuBLASLt GEMM with the bias fused into its epilogue (f16/bf16); f32 runs the exact
-/// fp32 GEMM of [`linear`] followed by a bias pass. Shapes as in [`linear`], bias `[n]`.
+/// `y = x · wᵀ + bias` in one cuBLASLt GEMM with the bias fused into its epilogue (f16/bf16). f32, and any shape
+/// for which cuBLASLt offers no bias-epilogue algorithm, run the GEMM of [`linear`] followed by a bias pass.
+/// Shapes as in [`linear`], bias `[n]`.
 pub fn linear_bias<T: Element>(
     gpu: &Gpu,
     x: &View<T>,
@@ -301,14 +302,17 @@ pub fn linear_bias<T: Element>(
     bias: &View<T>,
     y: &mut ViewMut<T>,
 ) -> Result<()> {
-    if T::DTYPE == crate::tensor::DType::F32 {
+    let two_pass = |y: &mut ViewMut<T>| -> Result<()> {
         linear(gpu, x, w, y, 0.0)?;
-        return crate::bias_activation::bias_activation_inplace(
+        crate::bias_activation::bias_activation_inplace(
             gpu,
             y,
             Some(bias),
             crate::bias_activation::Activation::Identity,
-        );
+        )
+    };
+    if T::DTYPE == crate::tensor::DType::F32 {
+        return two_pass(y);
     }
     let lda = row_stride("linear x", x.shape(), x.strides())?;
     let ldw = row_stride("linear weight", w.shape(), w.strides())?;
@@ -351,7 +355,11 @@ pub fn linear_bias<T: Element>(
     })?;
     let plan = match plans.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(lt_state.plan(key)?),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(lt_state.plan(key).ok()),
+    };
+    let Some(plan) = plan.as_ref() else {
+        drop(plans);
+        return two_pass(y);
     };
     let stream = gpu.stream();
     let (wp, xp, bp, yp) = (

@@ -259,7 +259,7 @@ fn gpu_layernorm_rejects_bad_inputs() {
         ),
         "{r:?}"
     );
-    let mut ybuf = gpu.zeros::<f16>(&[64]).unwrap();
+    let mut ybuf = gpu.zeros::<f16>(&[3 * 16 + 15 * 2 + 1]).unwrap();
     let ys = ViewMut::new(ybuf.data_mut(), 0, &[4, 16], &[16, 2]).unwrap();
     let mut ys = ys;
     let r = layernorm(&gpu, &x.view(), &g.view(), &g.view(), 1e-5, &mut ys);
