@@ -1,7 +1,7 @@
 //! Fused bias + activation (kernels/bias_activation.cu): `y = act(x + bias)`, bias broadcast over rows.
 
 use crate::check;
-use crate::error::{check_launch, Error, Result};
+use crate::error::{check_launch, Result};
 use crate::ffi;
 use crate::gpu::Gpu;
 use crate::tensor::{Element, View, ViewMut};
@@ -36,21 +36,10 @@ fn rows_cols(what: &'static str, shape: &[usize]) -> Result<(usize, usize)> {
     Ok((shape[0], shape[1]))
 }
 
-fn contiguous(what: &'static str, layout: &crate::tensor::Layout) -> Result<()> {
-    if layout.is_contiguous() {
-        Ok(())
-    } else {
-        Err(Error::Layout {
-            what,
-            detail: "must be contiguous".into(),
-        })
-    }
-}
-
 fn check_bias<T: Element>(bias: Option<&View<T>>, cols: usize) -> Result<()> {
     if let Some(b) = bias {
         check::shape("bias", b.shape(), &[cols])?;
-        contiguous("bias", b.layout())?;
+        check::contiguous("bias", b.layout())?;
     }
     Ok(())
 }
@@ -65,8 +54,8 @@ pub fn bias_activation<T: Element>(
 ) -> Result<()> {
     let (rows, cols) = rows_cols("x", x.shape())?;
     check::shape("y", y.shape(), x.shape())?;
-    contiguous("x", x.layout())?;
-    contiguous("y", y.layout())?;
+    check::contiguous("x", x.layout())?;
+    check::contiguous("y", y.layout())?;
     check_bias(bias, cols)?;
     let stream = gpu.stream();
     let x_ptr = x.device_ptr(stream);
@@ -90,7 +79,7 @@ pub fn bias_activation_inplace<T: Element>(
     act: Activation,
 ) -> Result<()> {
     let (rows, cols) = rows_cols("x", x.shape())?;
-    contiguous("x", x.layout())?;
+    check::contiguous("x", x.layout())?;
     check_bias(bias, cols)?;
     let stream = gpu.stream();
     let ptr = x.device_ptr_mut(stream);

@@ -1,6 +1,7 @@
 //! Argument checks shared by the ops; each returns the error the caller reports.
 
 use crate::error::{Error, Result};
+use crate::tensor::Layout;
 
 pub(crate) fn shape(what: &'static str, got: &[usize], expected: &[usize]) -> Result<()> {
     if got == expected {
@@ -68,4 +69,31 @@ pub(crate) fn finite(what: &'static str, v: f32, positive: bool) -> Result<()> {
             ),
         })
     }
+}
+
+/// The view is contiguous row-major.
+pub(crate) fn contiguous(what: &'static str, layout: &Layout) -> Result<()> {
+    if layout.is_contiguous() {
+        Ok(())
+    } else {
+        Err(Error::Layout {
+            what,
+            detail: "must be contiguous".into(),
+        })
+    }
+}
+
+/// Row stride of a rank-2 view whose rows are unit-stride and do not overlap.
+pub(crate) fn row_stride(what: &'static str, layout: &Layout) -> Result<usize> {
+    rank(what, &layout.shape, 2)?;
+    if layout.strides[1] != 1 || layout.strides[0] < layout.shape[1] {
+        return Err(Error::Layout {
+            what,
+            detail: format!(
+                "rows must be unit-stride and not overlap (strides {:?}, shape {:?})",
+                layout.strides, layout.shape
+            ),
+        });
+    }
+    Ok(layout.strides[0])
 }

@@ -10,18 +10,7 @@ use crate::check;
 use crate::error::{check_launch, Error, Result};
 use crate::ffi;
 use crate::gpu::Gpu;
-use crate::tensor::{Element, Layout, View, ViewMut};
-
-fn contiguous(what: &'static str, l: &Layout) -> Result<()> {
-    if l.is_contiguous() {
-        Ok(())
-    } else {
-        Err(Error::Layout {
-            what,
-            detail: "must be contiguous".into(),
-        })
-    }
-}
+use crate::tensor::{Element, View, ViewMut};
 
 /// Unfolds fp32 images `[batch, channels, size, size]` into `[batch * grid², channels * patch²]` rows of `T`, in a
 /// conv weight's (c, ky, kx) order, so the patch embedding is one GEMM.
@@ -55,7 +44,7 @@ pub fn patchify<T: Element>(
         out.shape(),
         &[batch * grid * grid, channels * patch * patch],
     )?;
-    contiguous("patches", out.layout())?;
+    check::contiguous("patches", out.layout())?;
     let stream = gpu.stream();
     // SAFETY: pixels holds batch*channels*size² floats and out the [batch*grid², channels*patch²] patch rows
     // (checked above); out is a distinct mutable borrow.
@@ -96,7 +85,7 @@ pub fn vision_embed<T: Element>(
         ("position_embedding", pos.layout()),
         ("x", x.layout()),
     ] {
-        contiguous(what, l)?;
+        check::contiguous(what, l)?;
     }
     let stream = gpu.stream();
     // SAFETY: shapes and contiguity checked above; x is a distinct mutable borrow.
@@ -171,7 +160,7 @@ pub fn text_embed<T: Element>(
         ("position_embedding", pos.layout()),
         ("x", x.layout()),
     ] {
-        contiguous(what, l)?;
+        check::contiguous(what, l)?;
     }
     stage_indices(gpu, "token id", ids, tok.shape()[0], ids_dev)?;
     let stream = gpu.stream();
@@ -212,7 +201,7 @@ pub fn gather_rows<T: Element>(
     }
     check::shape("out", out.shape(), &[rows.len(), dim])?;
     check::nonempty("out", out.shape())?;
-    contiguous("out", out.layout())?;
+    check::contiguous("out", out.layout())?;
     stage_indices(gpu, "row", rows, src.shape()[0], rows_dev)?;
     let stream = gpu.stream();
     // SAFETY: rows_dev holds rows.len() indices < n_rows; src spans n_rows rows of the given stride; out checked.

@@ -102,18 +102,42 @@ impl RawGemm {
     }
 }
 
-/// Row stride of a rank-2 view whose rows are unit-stride, or an error naming `what`.
-fn row_stride(what: &'static str, shape: &[usize], strides: &[usize]) -> Result<usize> {
-    check::rank(what, shape, 2)?;
-    if strides[1] != 1 || strides[0] < shape[1] {
-        return Err(Error::Layout {
-            what,
-            detail: format!(
-                "rows must be unit-stride and not overlap (strides {strides:?}, shape {shape:?})"
-            ),
-        });
+/// Sizes and row strides of a linear layer `y[m, n] = x[m, k] · w[n, k]ᵀ`, checked.
+struct LinearShape {
+    m: usize,
+    n: usize,
+    k: usize,
+    lda: usize,
+    ldw: usize,
+    ldy: usize,
+}
+
+fn check_linear<T: Element>(x: &View<T>, w: &View<T>, y: &ViewMut<T>) -> Result<LinearShape> {
+    let lda = check::row_stride("linear x", x.layout())?;
+    let ldw = check::row_stride("linear weight", w.layout())?;
+    let ldy = check::row_stride("linear y", y.layout())?;
+    let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    check::shape("linear weight", w.shape(), &[n, k])?;
+    check::shape("linear y", y.shape(), &[m, n])?;
+    check::nonempty("linear", &[m, n, k])?;
+    for (what, v) in [
+        ("m", m),
+        ("n", n),
+        ("k", k),
+        ("lda", lda),
+        ("ldw", ldw),
+        ("ldy", ldy),
+    ] {
+        check::fits_i32(what, v)?;
     }
-    Ok(strides[0])
+    Ok(LinearShape {
+        m,
+        n,
+        k,
+        lda,
+        ldw,
+        ldy,
+    })
 }
 
 /// `y = x · wᵀ` (+ `beta * y`): x `[m, k]`, w `[n, k]` (PyTorch's `[out, in]` weight layout), y `[m, n]`.
@@ -125,13 +149,14 @@ pub fn linear<T: Element>(
     y: &mut ViewMut<T>,
     beta: f32,
 ) -> Result<()> {
-    let lda = row_stride("linear x", x.shape(), x.strides())?;
-    let ldw = row_stride("linear weight", w.shape(), w.strides())?;
-    let ldy = row_stride("linear y", y.shape(), y.strides())?;
-    let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-    check::shape("linear weight", w.shape(), &[n, k])?;
-    check::shape("linear y", y.shape(), &[m, n])?;
-    check::nonempty("linear", &[m, n, k])?;
+    let LinearShape {
+        m,
+        n,
+        k,
+        lda,
+        ldw,
+        ldy,
+    } = check_linear(x, w, y)?;
     check::finite("beta", beta, false)?;
     let t = T::DTYPE.cublas();
     let stream = gpu.stream();
@@ -314,30 +339,16 @@ pub fn linear_bias<T: Element>(
     if T::DTYPE == crate::tensor::DType::F32 {
         return two_pass(y);
     }
-    let lda = row_stride("linear x", x.shape(), x.strides())?;
-    let ldw = row_stride("linear weight", w.shape(), w.strides())?;
-    let ldy = row_stride("linear y", y.shape(), y.strides())?;
-    let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-    check::shape("linear weight", w.shape(), &[n, k])?;
-    check::shape("linear y", y.shape(), &[m, n])?;
+    let LinearShape {
+        m,
+        n,
+        k,
+        lda,
+        ldw,
+        ldy,
+    } = check_linear(x, w, y)?;
     check::shape("linear bias", bias.shape(), &[n])?;
-    if !bias.layout().is_contiguous() {
-        return Err(Error::Layout {
-            what: "linear bias",
-            detail: "must be contiguous".into(),
-        });
-    }
-    check::nonempty("linear", &[m, n, k])?;
-    for (what, v) in [
-        ("m", m),
-        ("n", n),
-        ("k", k),
-        ("lda", lda),
-        ("ldw", ldw),
-        ("ldy", ldy),
-    ] {
-        check::fits_i32(what, v)?;
-    }
+    check::contiguous("linear bias", bias.layout())?;
     let lt_state = gpu.lt();
     // Column-major view: C (n x m, ld ldy) = Wᵀ-op (W stored k x n, ld ldw) · X (k x m, ld lda); bias per row of C.
     let key = PlanKey {

@@ -4,7 +4,7 @@ use crate::check;
 use crate::error::{check_launch, Error, Result};
 use crate::ffi;
 use crate::gpu::Gpu;
-use crate::tensor::{Element, Layout, View, ViewMut};
+use crate::tensor::{Element, View, ViewMut};
 
 /// Widest row the kernels keep in registers.
 pub const MAX_COLS: usize = 8192;
@@ -21,33 +21,11 @@ fn rows_cols(what: &'static str, shape: &[usize]) -> Result<(usize, usize)> {
     Ok((shape[0], shape[1]))
 }
 
-fn contiguous(what: &'static str, layout: &Layout) -> Result<()> {
-    if layout.is_contiguous() {
-        Ok(())
-    } else {
-        Err(Error::Layout {
-            what,
-            detail: "must be contiguous".into(),
-        })
-    }
-}
-
-/// Row stride of a `[rows, cols]` view with unit-stride rows.
-fn row_stride(what: &'static str, layout: &Layout) -> Result<usize> {
-    if layout.strides[1] != 1 || layout.strides[0] < layout.shape[1] {
-        return Err(Error::Layout {
-            what,
-            detail: format!("rows must be unit-stride, got strides {:?}", layout.strides),
-        });
-    }
-    Ok(layout.strides[0])
-}
-
 fn check_affine<T: Element>(gamma: &View<T>, beta: &View<T>, cols: usize) -> Result<()> {
     check::shape("gamma", gamma.shape(), &[cols])?;
     check::shape("beta", beta.shape(), &[cols])?;
-    contiguous("gamma", gamma.layout())?;
-    contiguous("beta", beta.layout())
+    check::contiguous("gamma", gamma.layout())?;
+    check::contiguous("beta", beta.layout())
 }
 
 /// The transformer's residual step: `residual += x + bias`, then `y = LayerNorm(residual) * gamma + beta`.
@@ -68,12 +46,12 @@ pub fn bias_residual_layernorm<T: Element>(
     let (rows, cols) = rows_cols("x", x.shape())?;
     check::shape("residual", residual.shape(), x.shape())?;
     check::shape("y", y.shape(), x.shape())?;
-    contiguous("x", x.layout())?;
-    contiguous("residual", residual.layout())?;
-    contiguous("y", y.layout())?;
+    check::contiguous("x", x.layout())?;
+    check::contiguous("residual", residual.layout())?;
+    check::contiguous("y", y.layout())?;
     if let Some(b) = bias {
         check::shape("bias", b.shape(), &[cols])?;
-        contiguous("bias", b.layout())?;
+        check::contiguous("bias", b.layout())?;
     }
     check_affine(gamma, beta, cols)?;
     check::finite("eps", eps, true)?;
@@ -116,8 +94,8 @@ pub fn layernorm<T: Element>(
 ) -> Result<()> {
     let (rows, cols) = rows_cols("x", x.shape())?;
     check::shape("y", y.shape(), x.shape())?;
-    let xs = row_stride("x", x.layout())?;
-    let ys = row_stride("y", y.layout())?;
+    let xs = check::row_stride("x", x.layout())?;
+    let ys = check::row_stride("y", y.layout())?;
     check_affine(gamma, beta, cols)?;
     check::finite("eps", eps, true)?;
     let stream = gpu.stream();
