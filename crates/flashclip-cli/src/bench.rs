@@ -14,7 +14,7 @@ use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::{open_gpu, CliError, Result};
-use crate::{best_attention, load_model, random};
+use crate::{load_model, random};
 
 /// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
 const SEED: u64 = 0x5EED_C11B;
@@ -60,8 +60,8 @@ impl Rung {
         match self {
             Rung::F32Materialized => AttentionImpl::Materialized,
             Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
-            Rung::F16Best => best_attention::<f16>(config),
-            Rung::Bf16Best => best_attention::<bf16>(config),
+            Rung::F16Best => AttentionImpl::best::<f16>(config),
+            Rung::Bf16Best => AttentionImpl::best::<bf16>(config),
         }
     }
 

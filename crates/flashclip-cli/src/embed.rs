@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::gpu::{ClipModel, Workspace};
+use flashclip_model::gpu::{AttentionImpl, ClipModel, Workspace};
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::tokenizer::{ClipTokenizer, TokenizerError};
 use flashclip_model::weights::ClipWeights;
@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{open_gpu, CliError, Result};
 use crate::output::{self, l2_normalize, Embeddings, Format};
-use crate::{best_attention, inputs, load_model, Dtype};
+use crate::{inputs, load_model, Dtype};
 
 /// What `flashclip embed` was asked for.
 pub struct EmbedArgs {
@@ -79,7 +79,7 @@ impl<T: Element> Runner<T> {
         max_texts: usize,
     ) -> Result<Self> {
         let gpu = open_gpu()?;
-        let model = ClipModel::<T>::new(&gpu, config, weights, best_attention::<T>(config))?;
+        let model = ClipModel::<T>::new(&gpu, config, weights, AttentionImpl::best::<T>(config))?;
         let ws = model.workspace(&gpu, max_images, max_texts)?;
         Ok(Self { gpu, model, ws })
     }

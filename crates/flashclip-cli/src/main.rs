@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flashclip::attention::Version;
-use flashclip::Element;
 use flashclip_model::config::ClipConfig;
-use flashclip_model::gpu::AttentionImpl;
 use flashclip_model::weights::ClipWeights;
 
 use crate::error::{CliError, Result};
@@ -154,16 +151,6 @@ pub fn load_model(dir: &Path) -> Result<(ClipConfig, ClipWeights)> {
         dir: dir.to_path_buf(),
         source,
     })
-}
-
-/// The fastest flash version that runs `T` at both towers' head dims, else materialized attention.
-pub fn best_attention<T: Element>(config: &ClipConfig) -> AttentionImpl {
-    let dims = [config.vision.head_dim(), config.text.head_dim()];
-    Version::ALL
-        .iter()
-        .rev()
-        .find(|v| dims.iter().all(|&d| v.supports(T::DTYPE, d)))
-        .map_or(AttentionImpl::Materialized, |&v| AttentionImpl::Flash(v))
 }
 
 fn run(cli: Cli) -> Result<()> {

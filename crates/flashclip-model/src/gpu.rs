@@ -46,12 +46,13 @@ pub enum AttentionImpl {
 }
 
 impl AttentionImpl {
-    /// The fastest flash version that supports `T` and `head_dim`.
-    pub fn best<T: Element>(head_dim: usize) -> Self {
+    /// The fastest flash version that runs `T` at both towers' head dims, else the materialized path.
+    pub fn best<T: Element>(config: &ClipConfig) -> Self {
+        let dims = [config.vision.head_dim(), config.text.head_dim()];
         Version::ALL
             .iter()
             .rev()
-            .find(|v| v.supports(T::DTYPE, head_dim))
+            .find(|v| dims.iter().all(|&d| v.supports(T::DTYPE, d)))
             .map_or(AttentionImpl::Materialized, |&v| AttentionImpl::Flash(v))
     }
 }
