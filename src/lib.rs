@@ -4,7 +4,7 @@
 //!   cuBLAS reference path;
 //! - [`bias_activation`]: fused bias + QuickGELU / GELU;
 //! - [`layernorm`]: fused bias + residual + LayerNorm, and plain LayerNorm;
-//! - [`reference`]: float64 CPU references of every op, the ground truth of the tests.
+//! - [`reference`](mod@reference): float64 CPU references of every op, the ground truth of the tests.
 //!
 //! Every op checks shapes, strides, dtypes and alignment before its unsafe launch and reports a typed [`Error`].
 
