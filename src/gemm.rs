@@ -251,6 +251,9 @@ impl Drop for Lt {
 /// Workspace cuBLASLt may use (NVIDIA's recommendation for Hopper).
 const LT_WORKSPACE: usize = 32 << 20;
 
+/// Buffer alignment cuBLASLt's algorithm search assumes by default (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*).
+const LT_ALIGNMENT: u64 = 256;
+
 impl Lt {
     pub(crate) fn new(stream: &std::sync::Arc<cudarc::driver::CudaStream>) -> Result<Self> {
         let handle = lt::create_handle()?;
@@ -349,6 +352,18 @@ pub fn linear_bias<T: Element>(
     } = check_linear(x, w, y)?;
     check::shape("linear bias", bias.shape(), &[n])?;
     check::contiguous("linear bias", bias.layout())?;
+    let stream = gpu.stream();
+    let (wp, xp, bp, yp) = (
+        w.device_ptr(stream),
+        x.device_ptr(stream),
+        bias.device_ptr(stream),
+        y.device_ptr_mut(stream),
+    );
+    // cuBLASLt's heuristic assumes 256-byte aligned buffers unless told otherwise; views at other offsets take the
+    // two-pass path.
+    if [wp, xp, bp, yp].iter().any(|p| p % LT_ALIGNMENT != 0) {
+        return two_pass(y);
+    }
     let lt_state = gpu.lt();
     // Column-major view: C (n x m, ld ldy) = Wᵀ-op (W stored k x n, ld ldw) · X (k x m, ld lda); bias per row of C.
     let key = PlanKey {
@@ -372,13 +387,6 @@ pub fn linear_bias<T: Element>(
         drop(plans);
         return two_pass(y);
     };
-    let stream = gpu.stream();
-    let (wp, xp, bp, yp) = (
-        w.device_ptr(stream),
-        x.device_ptr(stream),
-        bias.device_ptr(stream),
-        y.device_ptr_mut(stream),
-    );
     let (alpha, beta) = (1.0f32, 0.0f32);
     let (ws_ptr, _ws_sync) = lt_state.workspace.device_ptr(stream);
     // SAFETY: the plan's layouts describe exactly the checked views (sizes and leading dimensions above), the bias

@@ -7,17 +7,19 @@ use flashclip::{Element, Error, Gpu, View};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 
-/// (m, k, n, x row stride): CLIP-like widths, odd sizes, and the strided class-token rows of a batch.
-const SHAPES: [(usize, usize, usize, usize); 5] = [
-    (77, 512, 1536, 512),
-    (33, 64, 64, 64),
-    (5, 24, 40, 24),
-    (4, 128, 96, 128 * 17),
-    (1, 8, 8, 8),
+/// (m, k, n, x row stride, x offset): CLIP-like widths, odd sizes, the strided class-token rows of a batch, and a view
+/// that starts 16 bytes into its buffer (not 256-byte aligned: the two-pass path).
+const SHAPES: [(usize, usize, usize, usize, usize); 6] = [
+    (77, 512, 1536, 512, 0),
+    (33, 64, 64, 64, 0),
+    (5, 24, 40, 24, 0),
+    (4, 128, 96, 128 * 17, 0),
+    (1, 8, 8, 8, 0),
+    (9, 64, 72, 64, 8),
 ];
 
-fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize, usize)]) {
-    for &(m, k, n, lda) in shapes {
+fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize, usize, usize)]) {
+    for &(m, k, n, lda, offset) in shapes {
         let xs = uniform(rng, (m - 1) * lda + k, 1.0)
             .into_iter()
             .map(round::<T>)
@@ -40,8 +42,12 @@ fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize
             }
         }
         let host = |v: &[f64]| v.iter().map(|&x| T::from_f32(x as f32)).collect::<Vec<T>>();
-        let xd = gpu.upload(&host(&xs), &[xs.len()]).unwrap();
-        let xv = View::new(xd.data(), 0, &[m, k], &[lda, 1]).unwrap();
+        // `offset` leading elements before the matrix (1.0, never read).
+        let padded: Vec<f64> = std::iter::repeat_n(1.0, offset)
+            .chain(xs.iter().copied())
+            .collect();
+        let xd = gpu.upload(&host(&padded), &[padded.len()]).unwrap();
+        let xv = View::new(xd.data(), offset, &[m, k], &[lda, 1]).unwrap();
         let wd = gpu.upload(&host(&w), &[n, k]).unwrap();
         let bd = gpu.upload(&host(&b), &[n]).unwrap();
         let mut y = gpu.empty::<T>(&[m, n]).unwrap();
