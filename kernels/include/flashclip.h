@@ -1,4 +1,4 @@
-/* flashclip kernel launchers: the C ABI between the kernels (kernels/ *.cu) and the Rust crate.
+/* flashclip kernel launchers: the C ABI between the CUDA sources in kernels/ and the Rust crate.
  *
  * Every launcher enqueues work on `stream` and returns a cudaError_t value as int (0 = success), taken from
  * cudaGetLastError() right after the launch. Launchers do not validate shapes: the Rust side checks every shape,
