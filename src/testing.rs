@@ -69,16 +69,6 @@ pub fn poison<T: DeviceRepr>(gpu: &Gpu, buf: &mut CudaSlice<T>) -> Result<()> {
     Ok(())
 }
 
-/// Median device time per run, in microseconds, of `f`: see [`time_samples_us`].
-pub fn time_us(
-    gpu: &Gpu,
-    warmup: usize,
-    samples: usize,
-    f: impl FnMut() -> Result<()>,
-) -> Result<f64> {
-    Ok(median(&time_samples_us(gpu, warmup, samples, 1, f)?))
-}
-
 /// Device time per run (microseconds) of `samples` groups of `inner` back-to-back runs of `f`, each group
 /// between two CUDA events, after `warmup` untimed runs. Nothing synchronizes until the end, so the queue stays
 /// full and launch latency does not enter the numbers.
