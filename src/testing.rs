@@ -38,6 +38,12 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     }
 }
 
+/// Runs `f` with the GPU and a seeded generator, or records a skip (see [`gpu_or_skip`]).
+pub fn gpu_test(test: &str, f: impl FnOnce(&Gpu, &mut StdRng)) {
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    f(&gpu, &mut rng(test));
+}
+
 /// A seeded generator: the seed comes from `FLASHCLIP_SEED` when set, else from the clock, and is printed so a
 /// failure can be replayed.
 pub fn rng(test: &str) -> StdRng {

@@ -4,7 +4,7 @@
 use cudarc::driver::CudaSlice;
 use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, Version};
 use flashclip::reference::{self, max_abs_diff, round};
-use flashclip::testing::{gpu_or_skip, poison, rng, uniform};
+use flashclip::testing::{gpu_test, poison, uniform};
 use flashclip::{DType, Element, Error, Gpu, Layout, View};
 use half::{bf16, f16};
 use ndarray::Array4;
@@ -341,12 +341,6 @@ fn check_cases<T: Element>(
             T::DTYPE
         );
     }
-}
-
-fn gpu_test(test: &str, f: impl Fn(&Gpu, &mut StdRng)) {
-    let Some(gpu) = gpu_or_skip(test) else { return };
-    let mut rng = rng(test);
-    f(&gpu, &mut rng);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use flashclip::gemm::{linear, linear_bias};
 use flashclip::reference::{max_abs_diff, round};
-use flashclip::testing::{gpu_or_skip, poison, rng, uniform};
+use flashclip::testing::{gpu_or_skip, gpu_test, poison, uniform};
 use flashclip::{Element, Error, Gpu, View};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -97,26 +97,19 @@ fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize
 
 #[test]
 fn gpu_linear_f16() {
-    let Some(gpu) = gpu_or_skip("gpu_linear_f16") else {
-        return;
-    };
-    check::<f16>(&gpu, &mut rng("gpu_linear_f16"), &SHAPES);
+    gpu_test("gpu_linear_f16", |gpu, rng| check::<f16>(gpu, rng, &SHAPES));
 }
 
 #[test]
 fn gpu_linear_bf16() {
-    let Some(gpu) = gpu_or_skip("gpu_linear_bf16") else {
-        return;
-    };
-    check::<bf16>(&gpu, &mut rng("gpu_linear_bf16"), &SHAPES);
+    gpu_test("gpu_linear_bf16", |gpu, rng| {
+        check::<bf16>(gpu, rng, &SHAPES)
+    });
 }
 
 #[test]
 fn gpu_linear_f32() {
-    let Some(gpu) = gpu_or_skip("gpu_linear_f32") else {
-        return;
-    };
-    check::<f32>(&gpu, &mut rng("gpu_linear_f32"), &SHAPES);
+    gpu_test("gpu_linear_f32", |gpu, rng| check::<f32>(gpu, rng, &SHAPES));
 }
 
 #[test]
