@@ -58,7 +58,7 @@ for phase in $phases; do
         log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout "${FLASHCLIP_SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
         rc=$?
         echo "== $tool $name rc=$rc" >>"$out/sanitizer.log"
-        echo "$log" | grep -E "ERROR SUMMARY|test result|========= (Invalid|Race|Uninit|Barrier)" | head -20 >>"$out/sanitizer.log"
+        echo "$log" | grep -E "ERROR SUMMARY|test result|^=========     [A-Z]|^========= [A-Z]" | head -24 >>"$out/sanitizer.log"
         [ $rc = 0 ] || failed=1
         summary+=("sanitizer $tool $name: rc=$rc $(echo "$log" | grep 'ERROR SUMMARY' | tail -1)")
       done

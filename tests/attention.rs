@@ -144,13 +144,10 @@ fn run_gpu<T: Element>(
 ) -> (Vec<f64>, Vec<f64>) {
     let (b, d) = (c.batch, c.head_dim);
     let mut o = gpu.empty::<T>(&[b, c.seq_q, c.heads_q, d]).unwrap();
-    let mut lse: CudaSlice<f32> = gpu
-        .empty::<f32>(&[b * c.heads_q * c.seq_q])
-        .unwrap()
-        .data()
-        .clone();
+    let mut lse_t = gpu.empty::<f32>(&[b * c.heads_q * c.seq_q]).unwrap();
+    let lse: &mut CudaSlice<f32> = lse_t.data_mut();
     poison(gpu, o.data_mut()).unwrap();
-    poison(gpu, &mut lse).unwrap();
+    poison(gpu, lse).unwrap();
     let key_lens = inp
         .key_lens
         .as_ref()
@@ -198,7 +195,7 @@ fn run_gpu<T: Element>(
             key_lens,
             opts,
             &mut o.view_mut(),
-            Some(&mut lse),
+            Some(&mut *lse),
         )
         .unwrap(),
         None => {
@@ -212,14 +209,14 @@ fn run_gpu<T: Element>(
                 key_lens,
                 opts,
                 &mut o.view_mut(),
-                Some(&mut lse),
+                Some(&mut *lse),
                 &mut ws,
             )
             .unwrap()
         }
     }
     let o_host = gpu.download(o.data()).unwrap();
-    let lse_host = gpu.download(&lse).unwrap();
+    let lse_host = gpu.download(lse).unwrap();
     (
         o_host.iter().map(|x| x.to_f32() as f64).collect(),
         lse_host.iter().map(|&x| x as f64).collect(),
