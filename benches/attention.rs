@@ -102,7 +102,7 @@ fn bench_dtype<T: Element>(
         .flops(causal);
         let mut paths: Vec<Path> = Version::ALL
             .iter()
-            .filter(|v| v.supports(T::DTYPE, d))
+            .filter(|v| v.supports(T::DTYPE, d) && v.runs_on(gpu))
             .map(|&v| Path::Flash(v))
             .collect();
         // The materialized path needs B·H·N² scores: skip it where that is gigabytes.

@@ -1,5 +1,5 @@
 /* Shared pieces of the attention kernels: element-type conversions, the visibility rule, and the kernel traits
- * of the tensor-core kernel (fc_attention_v2).
+ * of the tensor-core kernels (fc_attention_v2, fc_attention_v3).
  *
  * Element types: the kernels are templated on the storage type (__half, __nv_bfloat16, float). ElemOps<T> gathers
  * what a kernel needs to move values between storage and fp32 math, so kernel bodies stay type-agnostic. The
@@ -192,6 +192,60 @@ struct FlashV2Config<Elem, 128> {
     using Traits = FlashV2Traits<Elem, 128, 4, 1, 64>;
     using ShortSeqTraits = Traits;
     static constexpr int kShortSeqMax = 0;
+};
+
+
+/* ------------------------------------------------------------------ v3 kernel traits (Hopper, wgmma) */
+
+/* One fc_attention_v3 instantiation: kWarpgroups warpgroups of 128 threads, each owning 64 query rows (one wgmma
+ * m64 tile) for the whole kernel, sharing kBlockN-key K/V tiles.
+ * - Q lives in registers (A operands of S = Q K^T, loaded once with ldmatrix from a padded row layout as in v2);
+ *   P is repacked from the S accumulators into A operands of O = P V. Only K and V are read by the tensor cores
+ *   from shared memory, so per MMA the shared-memory traffic is B alone.
+ * - K and V tiles use the swizzled canonical layout (attention_wgmma.cuh) with the widest swizzle that divides
+ *   the padded head dim: 128 B for 64 and 128, 64 B for 96, 32 B for 80, 104 (padded to 112) and 112. Column
+ *   block j of a tile (head-dim columns [j*W, (j+1)*W), W = swizzle bytes / 2) holds all rows at S bytes each.
+ * - Double-buffered K/V tiles through cp.async, as v2; kMinBlocksPerSm = 2 lets two blocks share an SM so one's
+ *   softmax overlaps the other's MMAs (it caps registers at 128 per thread). */
+template <typename Elem_, int kHeadDim_, int kWarpgroups_, int kBlockN_, int kMinBlocksPerSm_>
+struct FlashV3Traits {
+    using Elem = Elem_;
+    static_assert(sizeof(Elem) == 2, "tensor-core path is f16/bf16 only");
+    static_assert(v2_supports_head_dim(kHeadDim_), "unsupported head dim");
+
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kHeadDimPadded = (kHeadDim + 15) / 16 * 16;
+    static constexpr int kChunksPerRow = kHeadDim / 8;
+    static constexpr int kPaddedChunksPerRow = kHeadDimPadded / 8;
+
+    static constexpr int kWarpgroups = kWarpgroups_;
+    static constexpr int kThreads = 128 * kWarpgroups;
+    static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
+    static constexpr int kBlockM = 64 * kWarpgroups;
+    static constexpr int kBlockN = kBlockN_;
+    static constexpr int kStages = 2;
+
+    static constexpr int kSwizzleBytes = kHeadDimPadded % 64 == 0 ? 128 : kHeadDimPadded % 32 == 0 ? 64 : 32;
+    static constexpr int kAtomCols = kSwizzleBytes / 2;                   // head-dim columns per column block
+    static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
+    static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
+
+    static constexpr int kQRowStride = kHeadDimPadded + 8;                // elements; odd number of 16-byte chunks
+    static constexpr int kQTileBytes = (kBlockM * kQRowStride * 2 + 1023) / 1024 * 1024;
+    static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + 2 * kStages * kKVTileBytes;
+
+    static constexpr int kQKSteps = kHeadDimPadded / 16;
+    static constexpr int kSRegs = kBlockN / 2;                            // S accumulator floats per thread
+    static constexpr int kSTiles = kBlockN / 8;
+    static constexpr int kPVSteps = kBlockN / 16;
+    static constexpr int kORegs = kHeadDimPadded / 2;
+    static constexpr int kOTiles = kHeadDimPadded / 8;
+};
+
+/* Tile configuration per head dim for v3 (first cut; see benches/NOTES.md for the measurements behind it). */
+template <typename Elem, int kHeadDim>
+struct FlashV3Config {
+    using Traits = FlashV3Traits<Elem, kHeadDim, 2, 64, (kHeadDim <= 64 ? 2 : 1)>;
 };
 
 }  // namespace flashclip_attention

@@ -2,6 +2,7 @@
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
 #   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize] [sass]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
+# FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
 root=$(pwd)
@@ -66,7 +67,7 @@ for phase in $phases; do
     ;;
   bench)
     : >"$out/bench.md"
-    for b in "$bundle"/bin/bench-flashclip-*; do
+    for b in "$bundle"/bin/bench-flashclip-${FLASHCLIP_BENCH_ONLY:-}*; do
       FLASHCLIP_BENCH_OUT="$out/bench.md" timeout 150 "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;

@@ -25,17 +25,20 @@ pub enum Version {
     V1,
     /// FlashAttention-2 style on tensor cores (mma.sync, sm_80+; f16, bf16).
     V2,
+    /// Hopper warpgroup MMA (wgmma; compute capability 9.0 only; f16, bf16).
+    V3,
 }
 
 impl Version {
     /// Every version, in ladder order.
-    pub const ALL: [Version; 2] = [Version::V1, Version::V2];
+    pub const ALL: [Version; 3] = [Version::V1, Version::V2, Version::V3];
 
     /// Short name used in benchmarks and reports.
     pub fn name(self) -> &'static str {
         match self {
             Version::V1 => "v1",
             Version::V2 => "v2",
+            Version::V3 => "v3",
         }
     }
 
@@ -45,7 +48,7 @@ impl Version {
             Version::V1 => &[
                 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128,
             ],
-            Version::V2 => &[64, 80, 96, 104, 112, 128],
+            Version::V2 | Version::V3 => &[64, 80, 96, 104, 112, 128],
         }
     }
 
@@ -53,13 +56,22 @@ impl Version {
     pub fn dtypes(self) -> &'static [DType] {
         match self {
             Version::V1 => &[DType::F16, DType::BF16, DType::F32],
-            Version::V2 => &[DType::F16, DType::BF16],
+            Version::V2 | Version::V3 => &[DType::F16, DType::BF16],
         }
     }
 
     /// Whether the version runs this dtype and head dim.
     pub fn supports(self, dtype: DType, head_dim: usize) -> bool {
         self.dtypes().contains(&dtype) && self.head_dims().contains(&head_dim)
+    }
+
+    /// Whether the version's kernels run on this device: v3 is built for sm_90a (Hopper) alone, whose code runs
+    /// on compute capability 9.0 and nowhere else; v1 and v2 run on sm_80 and newer.
+    pub fn runs_on(self, gpu: &Gpu) -> bool {
+        match self {
+            Version::V1 | Version::V2 => true,
+            Version::V3 => gpu.compute_capability() == (9, 0),
+        }
     }
 }
 
@@ -260,6 +272,13 @@ pub fn flash_attention<T: Element>(
         opts,
     )?;
     check_aux(&shape, key_lens, lse.as_deref())?;
+    if !version.runs_on(gpu) {
+        let (major, minor) = gpu.compute_capability();
+        return Err(Error::Unsupported(format!(
+            "attention {} needs a compute capability 9.0 GPU (Hopper), this one is {major}.{minor}",
+            version.name()
+        )));
+    }
     let stream = gpu.stream();
     let (qp, kp, vp, op) = (
         q.device_ptr(stream),
@@ -310,6 +329,8 @@ pub fn flash_attention<T: Element>(
         match version {
             Version::V1 => ffi::fc_attention_v1(&params, T::DTYPE.ffi(), s),
             Version::V2 => ffi::fc_attention_v2(&params, T::DTYPE.ffi(), s),
+            // runs_on checked the device is the one its sm_90a code runs on.
+            Version::V3 => ffi::fc_attention_v3(&params, T::DTYPE.ffi(), s),
         }
     };
     check_launch(version.name(), code)

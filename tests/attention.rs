@@ -274,6 +274,20 @@ fn check_cases<T: Element>(
     cases: Vec<Case>,
 ) {
     let name = version.map_or("materialized", |v| v.name());
+    if let Some(v) = version.filter(|v| !v.runs_on(gpu)) {
+        // Not this GPU's version: it must refuse with a clear error, not launch.
+        let c = cases[0];
+        let inp = inputs::<T>(rng, &c);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_gpu::<T>(gpu, Some(v), &c, &inp, &Options::default())
+        }));
+        assert!(r.is_err(), "{name} launched on an unsupported GPU");
+        println!(
+            "{name}: not for this GPU (compute capability {:?}), refused",
+            gpu.compute_capability()
+        );
+        return;
+    }
     for c in cases {
         if version.is_some_and(|v| !v.supports(T::DTYPE, c.head_dim)) {
             continue;
@@ -371,6 +385,18 @@ fn gpu_v2_bf16() {
     });
 }
 #[test]
+fn gpu_v3_f16() {
+    gpu_test("gpu_v3_f16", |g, r| {
+        check_version::<f16>(g, r, Some(Version::V3))
+    });
+}
+#[test]
+fn gpu_v3_bf16() {
+    gpu_test("gpu_v3_bf16", |g, r| {
+        check_version::<bf16>(g, r, Some(Version::V3))
+    });
+}
+#[test]
 fn gpu_materialized_f16() {
     gpu_test("gpu_materialized_f16", |g, r| {
         check_version::<f16>(g, r, None)
@@ -386,7 +412,12 @@ fn gpu_materialized_f32() {
 #[test]
 fn gpu_small_every_path() {
     gpu_test("gpu_small_every_path", |g, r| {
-        for version in [Some(Version::V1), Some(Version::V2), None] {
+        for version in [
+            Some(Version::V1),
+            Some(Version::V2),
+            Some(Version::V3),
+            None,
+        ] {
             check_cases::<f16>(g, r, version, small_cases());
             check_cases::<bf16>(g, r, version, small_cases());
         }

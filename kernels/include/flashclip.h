@@ -50,6 +50,10 @@ int fc_attention_v1(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
 /* v2: FlashAttention-2 style, mma.sync tensor cores (sm_80+). f16/bf16. head_dim in {64,80,96,104,112,128}. */
 int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
+/* v3: warpgroup MMA (wgmma), sm_90a only: the caller must check the device is compute capability 9.0. f16/bf16.
+ * head_dim in {64,80,96,104,112,128}. */
+int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
+
 /* Reference path helper: masked row softmax of fp32 scores S [rows = batch*heads_q*seq_q, seq_k] (row stride
  * s_row_stride) into P (dtype, row stride p_row_stride), scale applied before exp, same masking rules as above.
  * Row r = ((b * heads_q) + h) * seq_q + i. lse optional as above. */

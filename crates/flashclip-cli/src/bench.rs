@@ -56,12 +56,12 @@ impl Rung {
         }
     }
 
-    fn attention(self, config: &ClipConfig) -> AttentionImpl {
+    fn attention(self, gpu: &Gpu, config: &ClipConfig) -> AttentionImpl {
         match self {
             Rung::F32Materialized => AttentionImpl::Materialized,
             Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
-            Rung::F16Best => AttentionImpl::best::<f16>(config),
-            Rung::Bf16Best => AttentionImpl::best::<bf16>(config),
+            Rung::F16Best => AttentionImpl::best::<f16>(gpu, config),
+            Rung::Bf16Best => AttentionImpl::best::<bf16>(gpu, config),
         }
     }
 
@@ -269,7 +269,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut baseline: Option<f64> = None;
     for (i, rung) in Rung::ALL.iter().enumerate() {
-        let attention = rung.attention(&config);
+        let attention = rung.attention(&gpu, &config);
         let name = rung.name(attention);
         eprintln!("[{}/{}] {name} ...", i + 1, Rung::ALL.len());
         let (w, it) = (args.warmup, args.iters);

@@ -79,7 +79,12 @@ impl<T: Element> Runner<T> {
         max_texts: usize,
     ) -> Result<Self> {
         let gpu = open_gpu()?;
-        let model = ClipModel::<T>::new(&gpu, config, weights, AttentionImpl::best::<T>(config))?;
+        let model = ClipModel::<T>::new(
+            &gpu,
+            config,
+            weights,
+            AttentionImpl::best::<T>(&gpu, config),
+        )?;
         let ws = model.workspace(&gpu, max_images, max_texts)?;
         Ok(Self { gpu, model, ws })
     }

@@ -46,13 +46,13 @@ pub enum AttentionImpl {
 }
 
 impl AttentionImpl {
-    /// The fastest flash version that runs `T` at both towers' head dims, else the materialized path.
-    pub fn best<T: Element>(config: &ClipConfig) -> Self {
+    /// The fastest flash version that runs `T` at both towers' head dims on this GPU, else the materialized path.
+    pub fn best<T: Element>(gpu: &Gpu, config: &ClipConfig) -> Self {
         let dims = [config.vision.head_dim(), config.text.head_dim()];
         Version::ALL
             .iter()
             .rev()
-            .find(|v| dims.iter().all(|&d| v.supports(T::DTYPE, d)))
+            .find(|v| v.runs_on(gpu) && dims.iter().all(|&d| v.supports(T::DTYPE, d)))
             .map_or(AttentionImpl::Materialized, |&v| AttentionImpl::Flash(v))
     }
 }
@@ -230,6 +230,15 @@ impl<T: Element> ClipModel<T> {
         attention: AttentionImpl,
     ) -> Result<Self> {
         let v = &config.vision;
+        if let AttentionImpl::Flash(ver) = attention {
+            if !ver.runs_on(gpu) {
+                let (major, minor) = gpu.compute_capability();
+                return Err(ModelError::Input(format!(
+                    "attention {} does not run on this GPU (compute capability {major}.{minor})",
+                    ver.name()
+                )));
+            }
+        }
         for (what, head_dim) in [("vision", v.head_dim()), ("text", config.text.head_dim())] {
             if let AttentionImpl::Flash(ver) = attention {
                 if !ver.supports(T::DTYPE, head_dim) {

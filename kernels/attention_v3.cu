@@ -1,0 +1,336 @@
+/* fc_attention_v3: flash attention forward on Hopper's warpgroup MMA (wgmma, sm_90a), the third rung after v1
+ * (CUDA cores) and v2 (mma.sync) in attention.cu. Same contract, masking rules and online softmax as v2; what
+ * changes is who multiplies:
+ *
+ *   - A block is kWarpgroups warpgroups; each owns 64 query rows (one m64 wgmma tile). Its Q rows are loaded once
+ *     into registers as wgmma A operands. Per kBlockN-key tile the warpgroup issues S = Q K^T (kQKSteps wgmmas of
+ *     m64 x kBlockN x 16, K read by the tensor cores from swizzled shared memory), runs the online softmax on the
+ *     accumulators (each warp of the group owns 16 rows, exactly as a v2 warp), repacks P into A operands, and
+ *     issues O += P V (kPVSteps wgmmas of m64 x head_dim x 16, V read N-major, i.e. transposed by the hardware).
+ *   - K/V tiles stream through two shared-memory stages with 16-byte cp.async into the swizzled layout; tile j+1
+ *     is in flight while tile j is multiplied. Rows past the key limit are zero-filled.
+ *   - Work skipping is per warpgroup (all 4 warps of a group must issue each wgmma): a group skips tiles past its
+ *     rows' last visible key and groups past seq_q skip all math; per-warp masking handles the rest.
+ *
+ * Not yet here (the FlashAttention-3 steps after this one): TMA loads, producer/consumer warp specialization with
+ * register reallocation, and overlapping the softmax of tile j with the S GEMM of tile j+1.
+ */
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "flashclip.h"
+#include "attention_ptx.cuh"
+#include "attention_traits.cuh"
+#include "attention_wgmma.cuh"
+
+namespace flashclip_attention {
+namespace {
+
+/* Rows [row0, row0 + kRows) of one head into a K or V tile in the swizzled layout (real head-dim chunks only).
+ * Rows at or past row_end are zero-filled: they may lie outside the tensor, and zeros keep 0 * garbage out of O. */
+template <class Traits, int kRows>
+__device__ __forceinline__ void load_kv_tile(unsigned char *tile, const typename Traits::Elem *src,
+                                             long long row_stride, int row0, int row_end, int tid) {
+    constexpr int kChunks = kRows * Traits::kChunksPerRow;
+    constexpr int kAtomChunks = Traits::kAtomCols / 8;
+#pragma unroll
+    for (int i0 = 0; i0 < kChunks; i0 += Traits::kThreads) {
+        const int i = i0 + tid;
+        if (kChunks % Traits::kThreads == 0 || i < kChunks) {
+            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+            const uint32_t offset = swizzle<Traits::kSwizzleBytes>(
+                (c / kAtomChunks) * kRows * Traits::kSwizzleBytes + r * Traits::kSwizzleBytes + 16 * (c % kAtomChunks));
+            if (row0 + r < row_end)
+                cp_async_16(tile + offset, src + (long long)(row0 + r) * row_stride + 8 * c);
+            else
+                *reinterpret_cast<uint4 *>(tile + offset) = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+/* Query rows into the padded row layout (row stride kQRowStride elements) that ldmatrix reads conflict-free. */
+template <class Traits>
+__device__ __forceinline__ void load_q_tile(typename Traits::Elem *tile, const typename Traits::Elem *src,
+                                            long long row_stride, int row0, int row_end, int tid) {
+    constexpr int kChunks = Traits::kBlockM * Traits::kChunksPerRow;
+#pragma unroll
+    for (int i0 = 0; i0 < kChunks; i0 += Traits::kThreads) {
+        const int i = i0 + tid;
+        if (kChunks % Traits::kThreads == 0 || i < kChunks) {
+            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+            typename Traits::Elem *dst = tile + r * Traits::kQRowStride + 8 * c;
+            if (row0 + r < row_end)
+                cp_async_16(dst, src + (long long)(row0 + r) * row_stride + 8 * c);
+            else
+                *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
+    attention_v3_kernel(const fc_attention_params p) {
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    // wgmma exists only in sm_90a code; the launcher refuses other devices, so reaching this is a build mix-up.
+    __trap();
+#elif defined(__CUDA_ARCH__)
+    constexpr float kLog2e = 1.4426950408889634f;
+    constexpr float kLn2 = 0.6931471805599453f;
+    using Elem = typename Traits::Elem;
+    using Ops = ElemOps<Elem>;
+    using Mma = Wgmma<Elem, Traits::kHeadDimPadded>;
+    using MmaS = Wgmma<Elem, Traits::kBlockN>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kSw = Traits::kSwizzleBytes;
+    constexpr int kQStride = Traits::kQRowStride;
+
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // The swizzle is a function of the address bits, so tiles start on 1024-byte boundaries.
+    unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    Elem *q_tile = reinterpret_cast<Elem *>(smem);
+    unsigned char *k_tiles = smem + Traits::kQTileBytes;
+    unsigned char *v_tiles = k_tiles + Traits::kStages * Traits::kKVTileBytes;
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int warpgroup = warp / 4, warp_in_group = warp % 4;
+    const int group = lane / 4, thread_in_group = lane % 4;
+
+    const int m_block = (gridDim.x - 1 - blockIdx.x) * kBlockM;  // reversed: longest causal blocks start first
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (p.heads_q / p.heads_kv);
+
+    const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    const Elem *k = static_cast<const Elem *>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+    const Elem *v = static_cast<const Elem *>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+    Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+
+    const bool causal = p.causal != 0;
+    const int key_limit = batch_key_limit(p.key_lens, b, p.seq_k);
+    const int block_key_end = causal ? min(key_limit, min(m_block + kBlockM, p.seq_q)) : key_limit;
+    const int n_tiles = (block_key_end + kBlockN - 1) / kBlockN;
+
+    const int group_row0 = m_block + 64 * warpgroup;
+    const int warp_row0 = group_row0 + 16 * warp_in_group;
+    const bool group_has_rows = group_row0 < p.seq_q;
+    const int group_key_end = causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
+    const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
+    int my_key_limit[2];  // rows warp_row0 + group and + 8
+#pragma unroll
+    for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
+    const float scale_log2 = p.softmax_scale * kLog2e;
+
+    float o_acc[Traits::kORegs];
+#pragma unroll
+    for (int i = 0; i < Traits::kORegs; ++i) o_acc[i] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};  // of scale*log2e*scores
+    float row_sum[2] = {0.f, 0.f};              // partial over this thread's columns, reduced at the end
+
+    if (n_tiles > 0) {
+        if constexpr (Traits::kChunksPerRow < Traits::kPaddedChunksPerRow) {
+            // Head-dim padding (104 -> 112): zero once in Q and in every K/V stage, never overwritten by the loads.
+            constexpr int kPad = Traits::kPaddedChunksPerRow - Traits::kChunksPerRow;
+            constexpr int kAtomChunks = Traits::kAtomCols / 8;
+            for (int i = tid; i < kBlockM * kPad; i += Traits::kThreads)
+                *reinterpret_cast<uint4 *>(q_tile + (i / kPad) * kQStride + 8 * (Traits::kChunksPerRow + i % kPad)) =
+                    make_uint4(0u, 0u, 0u, 0u);
+            for (int i = tid; i < 2 * Traits::kStages * kBlockN * kPad; i += Traits::kThreads) {
+                const int tile = i / (kBlockN * kPad), r = (i / kPad) % kBlockN;
+                const int c = Traits::kChunksPerRow + i % kPad;
+                const uint32_t offset =
+                    swizzle<kSw>((c / kAtomChunks) * kBlockN * kSw + r * kSw + 16 * (c % kAtomChunks));
+                *reinterpret_cast<uint4 *>(k_tiles + tile * Traits::kKVTileBytes + offset) = make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+
+        load_q_tile<Traits>(q_tile, q, p.q_seq_stride, m_block, p.seq_q, tid);
+        cp_async_commit();
+        load_kv_tile<Traits, kBlockN>(k_tiles, k, p.k_seq_stride, 0, key_limit, tid);
+        load_kv_tile<Traits, kBlockN>(v_tiles, v, p.v_seq_stride, 0, key_limit, tid);
+        cp_async_commit();
+        cp_async_wait<1>();  // Q has landed; K/V tile 0 may still be in flight
+        __syncthreads();
+
+        // A operands of Q per 16-column k step: the v2 ldmatrix pattern on this warp's 16 rows.
+        uint32_t q_frag[Traits::kQKSteps][4];
+        if (group_has_rows) {
+            const Elem *q_warp = q_tile + (64 * warpgroup + 16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
+#pragma unroll
+            for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
+        }
+
+        for (int tile = 0; tile < n_tiles; ++tile) {
+            if (tile + 1 < n_tiles) {
+                const int stage = (tile + 1) % Traits::kStages;
+                const int next_key0 = (tile + 1) * kBlockN;
+                load_kv_tile<Traits, kBlockN>(k_tiles + stage * Traits::kKVTileBytes, k, p.k_seq_stride, next_key0,
+                                              key_limit, tid);
+                load_kv_tile<Traits, kBlockN>(v_tiles + stage * Traits::kKVTileBytes, v, p.v_seq_stride, next_key0,
+                                              key_limit, tid);
+            }
+            cp_async_commit();
+            cp_async_wait<1>();
+            fence_proxy_async();  // this thread's copies and zero stores -> visible to the tensor cores
+            __syncthreads();
+
+            const int key0 = tile * kBlockN;
+            if (group_has_rows && key0 < group_key_end) {
+                const uint32_t k_base = smem_addr(k_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes);
+                const uint32_t v_base = smem_addr(v_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes);
+
+                // S = Q K^T: B = K tile, K-major; k step kk covers head-dim columns 16kk..16kk+15, which sit in
+                // column block 16kk / W at byte offset 2 * (16kk % W) inside each row.
+                float s[Traits::kSRegs];
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < Traits::kQKSteps; ++kk) {
+                    const uint32_t start = k_base + (16 * kk / Traits::kAtomCols) * kBlockN * kSw +
+                                           2 * (16 * kk % Traits::kAtomCols);
+                    MmaS::template mma<0>(s, q_frag[kk], smem_desc<kSw>(start, 16, 8 * kSw), kk > 0);
+                }
+                wgmma_commit();
+                wgmma_wait<0>();
+                fence_operand(s);
+
+                // Scale into the log2 domain and mask; element 4nt+e is key key0 + 8nt + 2t + e%2 of row e/2.
+                const bool needs_mask = key0 + kBlockN > warp_unmasked_end;
+                float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        float x = s[4 * nt + e] * scale_log2;
+                        if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= my_key_limit[e / 2])
+                            x = -INFINITY;
+                        s[4 * nt + e] = x;
+                        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+                    }
+                }
+                float shift[2];
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+                    const float new_max = fmaxf(row_max[r], tile_max[r]);
+                    // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
+                    shift[r] = new_max == -INFINITY ? 0.f : new_max;
+                    const float alpha = exp2_approx(row_max[r] - shift[r]);
+                    row_max[r] = new_max;
+                    row_sum[r] *= alpha;
+#pragma unroll
+                    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
+                        o_acc[4 * nt + 2 * r] *= alpha;
+                        o_acc[4 * nt + 2 * r + 1] *= alpha;
+                    }
+                }
+                // P = exp2(S - max) in Elem: S tiles 2kk, 2kk+1 are the A operand of k step kk of P V.
+                uint32_t p_frag[Traits::kPVSteps][4];
+#pragma unroll
+                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
+                    float prob[4];
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        prob[e] = exp2_approx(s[4 * nt + e] - shift[e / 2]);
+                        row_sum[e / 2] += prob[e];
+                    }
+                    p_frag[nt / 2][2 * (nt % 2)] = Ops::pack2(prob[0], prob[1]);
+                    p_frag[nt / 2][2 * (nt % 2) + 1] = Ops::pack2(prob[2], prob[3]);
+                }
+
+                // O += P V: B = V tile, N-major (head dim contiguous); k step kk = keys 16kk..16kk+15 = rows
+                // 16kk.. of every column block; column blocks are kBlockN * S bytes apart (LBO).
+                fence_operand(o_acc);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < Traits::kPVSteps; ++kk)
+                    Mma::template mma<1>(o_acc, p_frag[kk],
+                                         smem_desc<kSw>(v_base + 16 * kk * kSw, kBlockN * kSw, 8 * kSw), 1);
+                wgmma_commit();
+                wgmma_wait<0>();
+                fence_operand(o_acc);
+            }
+            __syncthreads();  // every group is done with this stage before the next iteration refills it
+        }
+    }
+
+    // Epilogue (as v2): finish the row sums, normalize, stage the warp's rows in its own Q rows of shared memory,
+    // then write 16-byte chunks.
+    Elem *o_stage = q_tile + (64 * warpgroup + 16 * warp_in_group) * kQStride;
+    __syncwarp();
+    float inv_sum[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        // Intrinsics, not IEEE division / log2f: their slow paths are calls, and any call in the kernel makes
+        // ptxas serialize every wgmma. Both are within 2 ulp here (row_sum >= 1 whenever it is positive).
+        inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
+    }
+#pragma unroll
+    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
+        Elem *dst = o_stage + group * kQStride + 8 * nt + 2 * thread_in_group;
+        *reinterpret_cast<uint32_t *>(dst) = Ops::pack2(o_acc[4 * nt] * inv_sum[0], o_acc[4 * nt + 1] * inv_sum[0]);
+        *reinterpret_cast<uint32_t *>(dst + 8 * kQStride) =
+            Ops::pack2(o_acc[4 * nt + 2] * inv_sum[1], o_acc[4 * nt + 3] * inv_sum[1]);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * Traits::kChunksPerRow; i += 32) {
+        const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+        const int row = warp_row0 + r;
+        if (row < p.seq_q)
+            *reinterpret_cast<uint4 *>(o + (long long)row * p.o_seq_stride + 8 * c) =
+                *reinterpret_cast<const uint4 *>(o_stage + r * kQStride + 8 * c);
+    }
+
+    if (p.lse != nullptr && thread_in_group == 0) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = warp_row0 + group + 8 * r;
+            if (row < p.seq_q)
+                p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
+                    row_sum[r] > 0.f ? (row_max[r] + __log2f(row_sum[r])) * kLn2 : -INFINITY;
+        }
+    }
+#endif
+}
+
+template <class Traits>
+int launch_v3(const fc_attention_params &p, cudaStream_t stream) {
+    const auto kernel = attention_v3_kernel<Traits>;
+    // Per launch, not cached: the limit belongs to the current device, and a process may drive several.
+    const cudaError_t attr =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
+    if (attr != cudaSuccess) return (int)attr;
+    const dim3 grid((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads_q, p.batch);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+    return (int)cudaGetLastError();
+}
+
+/* The one place where runtime shape/dtype choices become v3 template instantiations. */
+template <typename Elem>
+int dispatch_v3(const fc_attention_params &p, cudaStream_t stream) {
+    switch (p.head_dim) {
+        case 64: return launch_v3<typename FlashV3Config<Elem, 64>::Traits>(p, stream);
+        case 80: return launch_v3<typename FlashV3Config<Elem, 80>::Traits>(p, stream);
+        case 96: return launch_v3<typename FlashV3Config<Elem, 96>::Traits>(p, stream);
+        case 104: return launch_v3<typename FlashV3Config<Elem, 104>::Traits>(p, stream);
+        case 112: return launch_v3<typename FlashV3Config<Elem, 112>::Traits>(p, stream);
+        case 128: return launch_v3<typename FlashV3Config<Elem, 128>::Traits>(p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+}  // namespace
+}  // namespace flashclip_attention
+
+extern "C" int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
+    using namespace flashclip_attention;
+    switch (dtype) {
+        case FC_F16: return dispatch_v3<__half>(*p, stream);
+        case FC_BF16: return dispatch_v3<__nv_bfloat16>(*p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
