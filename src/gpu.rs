@@ -11,8 +11,8 @@ use cudarc::driver::{
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 
-/// cuBLAS workspace: NVIDIA's recommended size (32 MiB from Hopper on, 4 MiB before), which is also the size of the
-/// default pool cuBLAS would otherwise allocate itself, so the GEMM algorithms it picks stay the same.
+/// cuBLAS workspace: NVIDIA's recommended size (32 MiB from Hopper on, 4 MiB before). Eager forwards and graph
+/// replays use the same one, so cuBLAS picks the same algorithms for both.
 fn blas_workspace_bytes((major, _minor): (i32, i32)) -> usize {
     if major >= 9 {
         32 << 20
