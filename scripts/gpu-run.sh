@@ -68,7 +68,7 @@ for phase in $phases; do
   bench)
     : >"$out/bench.md"
     for b in "$bundle"/bin/bench-flashclip-${FLASHCLIP_BENCH_ONLY:-}*; do
-      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout 150 "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
+      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout 240 "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
   peers)

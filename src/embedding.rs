@@ -2,7 +2,9 @@
 //! assembly, token lookup, row gathers.
 //!
 //! Token ids and gather rows are taken on the host, checked, and copied into a caller-owned device buffer, so an
-//! out-of-range id is an error here rather than an out-of-bounds read on the device.
+//! out-of-range id is an error here rather than an out-of-bounds read on the device. The `*_device` variants read
+//! indices a caller has already checked and staged (no copy, so they can be captured into a CUDA graph); they are
+//! `unsafe` because the device cannot check them.
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 
@@ -131,20 +133,15 @@ fn stage_indices(
     Ok(())
 }
 
-/// `x[b, i] = tok[ids[b, i]] + pos[i]`: ids `[batch * len]` (host, each `< vocab`), staged through `ids_dev`;
-/// tok `[vocab, dim]`, pos `[max_len, dim]` with `len <= max_len`, x `[batch, len, dim]`.
-pub fn text_embed<T: Element>(
-    gpu: &Gpu,
-    ids: &[i32],
-    ids_dev: &mut CudaSlice<i32>,
+/// Checks the shapes of a text embedding and returns `(batch, len, dim)`.
+fn check_text_embed<T: Element>(
     tok: &View<T>,
     pos: &View<T>,
-    x: &mut ViewMut<T>,
-) -> Result<()> {
+    x: &ViewMut<T>,
+) -> Result<(usize, usize, usize)> {
     check::rank("x", x.shape(), 3)?;
     check::nonempty("x", x.shape())?;
     let (batch, len, dim) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-    check::shape("ids", &[ids.len()], &[batch * len])?;
     check::rank("token_embedding", tok.shape(), 2)?;
     check::shape("token_embedding", &tok.shape()[1..], &[dim])?;
     check::rank("position_embedding", pos.shape(), 2)?;
@@ -162,9 +159,50 @@ pub fn text_embed<T: Element>(
     ] {
         check::contiguous(what, l)?;
     }
+    Ok((batch, len, dim))
+}
+
+/// `x[b, i] = tok[ids[b, i]] + pos[i]`: ids `[batch * len]` (host, each `< vocab`), staged through `ids_dev`;
+/// tok `[vocab, dim]`, pos `[max_len, dim]` with `len <= max_len`, x `[batch, len, dim]`.
+pub fn text_embed<T: Element>(
+    gpu: &Gpu,
+    ids: &[i32],
+    ids_dev: &mut CudaSlice<i32>,
+    tok: &View<T>,
+    pos: &View<T>,
+    x: &mut ViewMut<T>,
+) -> Result<()> {
+    let (batch, len, _) = check_text_embed(tok, pos, x)?;
+    check::shape("ids", &[ids.len()], &[batch * len])?;
     stage_indices(gpu, "token id", ids, tok.shape()[0], ids_dev)?;
+    // SAFETY: ids_dev now holds the batch*len checked ids, each < vocab, copied before the launch in stream order.
+    unsafe { text_embed_device(gpu, ids_dev, tok, pos, x) }
+}
+
+/// [`text_embed`] with the ids already on the device: the first `batch * len` ints of `ids_dev`. Nothing is copied
+/// or synchronized, so the call can be captured into a CUDA graph.
+///
+/// # Safety
+/// When the kernel runs (it reads `ids_dev` in stream order), each of the first `batch * len` ints of `ids_dev`
+/// must be in `0..vocab`; an id outside it is an out-of-bounds read of `tok`.
+pub unsafe fn text_embed_device<T: Element>(
+    gpu: &Gpu,
+    ids_dev: &CudaSlice<i32>,
+    tok: &View<T>,
+    pos: &View<T>,
+    x: &mut ViewMut<T>,
+) -> Result<()> {
+    let (batch, len, dim) = check_text_embed(tok, pos, x)?;
+    if ids_dev.len() < batch * len {
+        return Err(Error::Shape {
+            what: "ids",
+            expected: vec![batch * len],
+            got: vec![ids_dev.len()],
+        });
+    }
     let stream = gpu.stream();
-    // SAFETY: ids_dev now holds batch*len ids, each < vocab (checked); tables and x checked above.
+    // SAFETY: ids_dev holds at least batch*len ids, each < vocab (the caller's contract); tables and x checked
+    // above; x is a distinct mutable borrow.
     let code = unsafe {
         ffi::fc_text_embed(
             x.device_ptr_mut(stream) as *mut _,
@@ -181,15 +219,8 @@ pub fn text_embed<T: Element>(
     check_launch("text_embed", code)
 }
 
-/// `out[i] = src[rows[i]]`: src `[n_rows, dim]` with unit-stride rows, rows (host, each `< n_rows`) staged
-/// through `rows_dev`, out `[rows.len(), dim]`.
-pub fn gather_rows<T: Element>(
-    gpu: &Gpu,
-    src: &View<T>,
-    rows: &[i32],
-    rows_dev: &mut CudaSlice<i32>,
-    out: &mut ViewMut<T>,
-) -> Result<()> {
+/// Checks the shapes of a row gather into `n` rows and returns `dim`.
+fn check_gather<T: Element>(src: &View<T>, n: usize, out: &ViewMut<T>) -> Result<usize> {
     check::rank("src", src.shape(), 2)?;
     check::nonempty("src", src.shape())?;
     let dim = src.shape()[1];
@@ -199,18 +230,59 @@ pub fn gather_rows<T: Element>(
             detail: "rows must be unit-stride".into(),
         });
     }
-    check::shape("out", out.shape(), &[rows.len(), dim])?;
+    check::shape("out", out.shape(), &[n, dim])?;
     check::nonempty("out", out.shape())?;
     check::contiguous("out", out.layout())?;
+    Ok(dim)
+}
+
+/// `out[i] = src[rows[i]]`: src `[n_rows, dim]` with unit-stride rows, rows (host, each `< n_rows`) staged
+/// through `rows_dev`, out `[rows.len(), dim]`.
+pub fn gather_rows<T: Element>(
+    gpu: &Gpu,
+    src: &View<T>,
+    rows: &[i32],
+    rows_dev: &mut CudaSlice<i32>,
+    out: &mut ViewMut<T>,
+) -> Result<()> {
+    check_gather(src, rows.len(), out)?;
     stage_indices(gpu, "row", rows, src.shape()[0], rows_dev)?;
+    // SAFETY: rows_dev now holds the rows.len() checked indices, each < n_rows, copied before the launch in stream
+    // order.
+    unsafe { gather_rows_device(gpu, src, rows_dev, out) }
+}
+
+/// [`gather_rows`] with the row indices already on the device: the first `out.shape()[0]` ints of `rows_dev`.
+/// Nothing is copied or synchronized, so the call can be captured into a CUDA graph.
+///
+/// # Safety
+/// When the kernel runs (it reads `rows_dev` in stream order), each of the first `out.shape()[0]` ints of
+/// `rows_dev` must be in `0..src.shape()[0]`; a row outside it is an out-of-bounds read of `src`.
+pub unsafe fn gather_rows_device<T: Element>(
+    gpu: &Gpu,
+    src: &View<T>,
+    rows_dev: &CudaSlice<i32>,
+    out: &mut ViewMut<T>,
+) -> Result<()> {
+    check::rank("out", out.shape(), 2)?;
+    let n = out.shape()[0];
+    let dim = check_gather(src, n, out)?;
+    if rows_dev.len() < n {
+        return Err(Error::Shape {
+            what: "row",
+            expected: vec![n],
+            got: vec![rows_dev.len()],
+        });
+    }
     let stream = gpu.stream();
-    // SAFETY: rows_dev holds rows.len() indices < n_rows; src spans n_rows rows of the given stride; out checked.
+    // SAFETY: rows_dev holds at least n indices < n_rows (the caller's contract); src spans n_rows rows of the
+    // given stride; out checked and a distinct mutable borrow.
     let code = unsafe {
         ffi::fc_gather_rows(
             out.device_ptr_mut(stream) as *mut _,
             src.device_ptr(stream) as *const _,
             rows_dev.device_ptr(stream).0 as *const i32,
-            check::fits_i32("rows", rows.len())?,
+            check::fits_i32("rows", n)?,
             check::fits_i32("dim", dim)?,
             check::fits_i64("src row stride", src.strides()[0])?,
             T::DTYPE.ffi(),

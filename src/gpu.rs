@@ -4,19 +4,36 @@ use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, ValidAsZeroBits,
+};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
+
+/// cuBLAS workspace: NVIDIA's recommended size (32 MiB from Hopper on, 4 MiB before). Eager forwards and graph
+/// replays use the same one, so cuBLAS picks the same algorithms for both.
+fn blas_workspace_bytes((major, _minor): (i32, i32)) -> usize {
+    if major >= 9 {
+        32 << 20
+    } else {
+        4 << 20
+    }
+}
 
 /// A CUDA device with the stream every flashclip op runs on and a cuBLAS handle bound to it.
 ///
 /// All work is ordered on the one stream, so flashclip turns off cudarc's per-buffer event tracking
 /// (which exists to order work across streams) to keep launches free of extra event records.
+///
+/// The cuBLAS handle works in a workspace owned here (the size cuBLAS recommends for the architecture), so cuBLAS
+/// never allocates on its own, also not while the stream is being captured into a CUDA graph.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// Declared after `blas`, so it is freed after the handle that uses it is destroyed.
+    _blas_workspace: CudaSlice<u8>,
     lt: crate::gemm::Lt,
     sm_count: usize,
     compute_capability: (i32, i32),
@@ -46,15 +63,30 @@ impl Gpu {
         // cross-stream event tracking has nothing to order.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
+        let compute_capability = ctx.compute_capability()?;
         let blas = CudaBlas::new(stream.clone())?;
+        let mut blas_workspace =
+            stream.alloc_zeros::<u8>(blas_workspace_bytes(compute_capability))?;
+        {
+            let bytes = blas_workspace.len();
+            let (ptr, _sync) = blas_workspace.device_ptr_mut(&stream);
+            // SAFETY: the handle is live and bound to `stream` (cublasSetStream, which resets the workspace, is not
+            // called again); `ptr` addresses `bytes` bytes of device memory (256-byte aligned, as allocations are)
+            // that the Gpu owns and frees only after the handle (field order), and cuBLAS only uses it for work
+            // ordered on that one stream.
+            unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut _, bytes)
+                    .result()?;
+            }
+        }
         let lt = crate::gemm::Lt::new(&stream)?;
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
-        let compute_capability = ctx.compute_capability()?;
         Ok(Self {
             ctx,
             stream,
             blas,
+            _blas_workspace: blas_workspace,
             lt,
             sm_count,
             compute_capability,

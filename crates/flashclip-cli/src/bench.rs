@@ -8,7 +8,7 @@ use flashclip::testing::{median, time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
-use flashclip_model::gpu::{AttentionImpl, ClipModel, ModelError};
+use flashclip_model::gpu::{AttentionImpl, ClipModel, GraphShape, ModelError};
 use flashclip_model::weights::ClipWeights;
 use half::{bf16, f16};
 use serde::Serialize;
@@ -37,21 +37,23 @@ enum Rung {
     F32Materialized,
     F32FlashV1,
     F16Best,
+    F16Graph,
     Bf16Best,
 }
 
 impl Rung {
-    const ALL: [Rung; 4] = [
+    const ALL: [Rung; 5] = [
         Rung::F32Materialized,
         Rung::F32FlashV1,
         Rung::F16Best,
+        Rung::F16Graph,
         Rung::Bf16Best,
     ];
 
     fn dtype(self) -> &'static str {
         match self {
             Rung::F32Materialized | Rung::F32FlashV1 => "f32",
-            Rung::F16Best => "f16",
+            Rung::F16Best | Rung::F16Graph => "f16",
             Rung::Bf16Best => "bf16",
         }
     }
@@ -60,9 +62,14 @@ impl Rung {
         match self {
             Rung::F32Materialized => AttentionImpl::Materialized,
             Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
-            Rung::F16Best => AttentionImpl::best::<f16>(gpu, config),
+            Rung::F16Best | Rung::F16Graph => AttentionImpl::best::<f16>(gpu, config),
             Rung::Bf16Best => AttentionImpl::best::<bf16>(gpu, config),
         }
+    }
+
+    /// Whether the rung replays a CUDA graph of the forward instead of enqueuing its launches one by one.
+    fn graph(self) -> bool {
+        matches!(self, Rung::F16Graph)
     }
 
     fn name(self, attention: AttentionImpl) -> String {
@@ -74,6 +81,7 @@ impl Rung {
             Rung::F32Materialized => "fp32, materialized attention".into(),
             Rung::F32FlashV1 => "fp32 + flash attention v1".into(),
             Rung::F16Best => format!("fp16 + {flash} + fused kernels"),
+            Rung::F16Graph => format!("fp16 + {flash} + fused kernels + CUDA graph"),
             Rung::Bf16Best => format!("bf16 + {flash} + fused kernels (extra)"),
         }
     }
@@ -151,8 +159,10 @@ fn as_gpu_error(e: ModelError) -> flashclip::Error {
     }
 }
 
-/// Builds the model in `T`, uploads the images once and times `iters` forwards (after `warmup` untimed ones).
-/// Returns the per-forward device times in microseconds. Model and workspace are dropped on return.
+/// Builds the model in `T`, uploads the images and token ids once and times `iters` forwards (after `warmup`
+/// untimed ones) on those device-resident inputs: both towers enqueued launch by launch, or, with `graph`, one
+/// replay of the forward captured into a CUDA graph (captured before timing). Returns the per-forward device times
+/// in microseconds. Model and workspace are dropped on return.
 #[allow(clippy::too_many_arguments)]
 fn time_rung<T: Element>(
     gpu: &Gpu,
@@ -161,22 +171,47 @@ fn time_rung<T: Element>(
     attention: AttentionImpl,
     pixels: &[f32],
     texts: &[Vec<u32>],
+    graph: bool,
     warmup: usize,
     iters: usize,
 ) -> Result<Vec<f64>> {
     let model = ClipModel::<T>::new(gpu, config, weights, attention)?;
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
     let images = model.upload_images(gpu, &mut ws, pixels)?;
-    let samples = time_samples_us(gpu, warmup, iters, 1, || {
-        model
-            .run_vision(gpu, &mut ws, images, None)
-            .map_err(as_gpu_error)?;
-        model
-            .run_text(gpu, &mut ws, texts, None)
-            .map_err(as_gpu_error)
-    })?;
-    let image = model.read_image_embeds(gpu, &ws, images)?;
-    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
+    let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
+    let (samples, image, text) = if graph {
+        let shape = GraphShape {
+            images,
+            texts: uploaded.batch,
+            text_len: uploaded.len,
+        };
+        let mut forward = model.capture_forward(gpu, &mut ws, shape)?;
+        forward.upload_images(pixels)?;
+        forward.upload_texts(texts)?;
+        let samples = time_samples_us(gpu, warmup, iters, 1, || {
+            forward.launch().map_err(as_gpu_error)
+        })?;
+        (
+            samples,
+            forward.read_image_embeds()?,
+            forward.read_text_embeds()?,
+        )
+    } else {
+        let samples = time_samples_us(gpu, warmup, iters, 1, || {
+            model
+                .run_vision(gpu, &mut ws, images, None)
+                .map_err(as_gpu_error)?;
+            model
+                .run_uploaded_texts(gpu, &mut ws, None)
+                .map(|_| ())
+                .map_err(as_gpu_error)
+        })?;
+        (
+            samples,
+            model.read_image_embeds(gpu, &ws, images)?,
+            model.read_text_embeds(gpu, &ws, texts.len())?,
+        )
+    };
     if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
         eprintln!(
             "warning: {} forward produced non-finite embeddings",
@@ -273,16 +308,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let name = rung.name(attention);
         eprintln!("[{}/{}] {name} ...", i + 1, Rung::ALL.len());
         let (w, it) = (args.warmup, args.iters);
+        let g = rung.graph();
         let result = match rung {
-            Rung::F32Materialized | Rung::F32FlashV1 => {
-                time_rung::<f32>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
-            }
-            Rung::F16Best => {
-                time_rung::<f16>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
-            }
-            Rung::Bf16Best => {
-                time_rung::<bf16>(&gpu, &config, &weights, attention, &pixels, &texts, w, it)
-            }
+            Rung::F32Materialized | Rung::F32FlashV1 => time_rung::<f32>(
+                &gpu, &config, &weights, attention, &pixels, &texts, g, w, it,
+            ),
+            Rung::F16Best | Rung::F16Graph => time_rung::<f16>(
+                &gpu, &config, &weights, attention, &pixels, &texts, g, w, it,
+            ),
+            Rung::Bf16Best => time_rung::<bf16>(
+                &gpu, &config, &weights, attention, &pixels, &texts, g, w, it,
+            ),
         };
         let mut row = Row {
             rung: i + 1,
@@ -325,7 +361,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut summary = Summary::new(
         &format!(
-            "CLIP forward ladder: {model_name}, {b} images + {b} texts x {} tokens ({gpu_name}; cuBLAS fp16 8192^3 ceiling {ceiling:.0} TFLOP/s, same run)",
+            "CLIP forward ladder: {model_name}, {b} images + {b} texts x {} tokens ({gpu_name}; cuBLAS fp16 8192^3 ceiling {ceiling:.0} TFLOP/s, same run; inputs uploaded before timing, each timed forward reads them on the device)",
             args.text_len
         ),
         &[

@@ -2,17 +2,27 @@
 //! reused by every forward (no device allocation and no host sync inside a forward; a forward's only sync is the
 //! final read of the embeddings).
 //!
+//! A forward is two steps: uploading the inputs into the workspace ([`ClipModel::upload_images`],
+//! [`ClipModel::upload_texts`]: the only host-to-device copies) and enqueuing the towers, which read them on the
+//! device ([`ClipModel::run_vision`], [`ClipModel::run_uploaded_texts`]). The second step can be captured once into a
+//! CUDA graph and replayed ([`ClipModel::capture_forward`] → [`ForwardGraph`]): one launch instead of a few hundred,
+//! which is what bounds small batches. A graph holds the shape it was captured for (images, texts, padded text
+//! length) and borrows the GPU, the model and the workspace whose buffers it bakes in, so it cannot outlive them and
+//! they cannot change under it; inputs for each replay go in through the graph's own upload methods.
+//!
 //! Each encoder layer is four cuBLAS GEMMs plus flashclip's kernels:
 //! `qkv = h·Wqkvᵀ + b` (bias in the cuBLASLt epilogue) → attention reading Q/K/V in place from `qkv` → `a = o·Woutᵀ` →
 //! fused `residual += a + b_out; h = LN2(residual)` → `m = act(h·Wfc1ᵀ + b_fc1)` (fused bias+activation) →
 //! `f = m·Wfc2ᵀ` → fused `residual += f + b_fc2; h = LN1'(residual)`, where LN1' is the next layer's first norm
 //! (or the tower's final norm after the last layer).
 
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
+use cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
 use flashclip::attention::{
     flash_attention, materialized_attention, MaterializedWorkspace, Options, Version,
 };
 use flashclip::bias_activation::{bias_activation_inplace, Activation as KernelActivation};
-use flashclip::embedding::{gather_rows, patchify, text_embed, vision_embed};
+use flashclip::embedding::{gather_rows_device, patchify, text_embed_device, vision_embed};
 use flashclip::gemm::{linear, linear_bias};
 use flashclip::layernorm::{bias_residual_layernorm, layernorm};
 use flashclip::{Element, Gpu, Tensor, View};
@@ -190,6 +200,51 @@ impl<T: Element> TowerWorkspace<T> {
     }
 }
 
+/// The shape of a text batch as the text tower runs it: `batch` texts, each padded to `len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextBatch {
+    pub batch: usize,
+    pub len: usize,
+}
+
+/// Texts whose token ids and pooling rows have been copied into the workspace.
+#[derive(Debug, Clone, Copy)]
+struct StagedTexts {
+    shape: TextBatch,
+    /// Every staged id is below this (the vocabulary size the ids were checked against).
+    id_bound: usize,
+}
+
+/// Pinned host memory the token ids and pooling rows are written to before their asynchronous copy to the device,
+/// and an event recorded after that copy: the host waits on it before writing the buffer again.
+struct IndexStaging {
+    host: PinnedHostSlice<i32>,
+    copied: CudaEvent,
+}
+
+impl Drop for IndexStaging {
+    fn drop(&mut self) {
+        // The pinned buffer is freed right after this; a copy still reading it must finish first. An error here
+        // cannot be reported from drop (the context records it).
+        let _ = self.copied.synchronize();
+    }
+}
+
+impl IndexStaging {
+    fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        let ctx = gpu.context();
+        // SAFETY: the buffer starts uninitialized and is zeroed below before anything reads it.
+        let mut host = unsafe { ctx.alloc_pinned::<i32>(len) }.map_err(flashclip::Error::from)?;
+        let ptr = host.as_mut_ptr().map_err(flashclip::Error::from)?;
+        // SAFETY: `ptr` addresses the `len` i32 just allocated, owned by `host`, and nothing else uses them yet.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(Self {
+            host,
+            copied: ctx.new_event(None).map_err(flashclip::Error::from)?,
+        })
+    }
+}
+
 /// Device scratch for forwards of up to `max_images` images and `max_texts` texts of up to the model's context
 /// length. Allocate once, reuse for every forward.
 pub struct Workspace<T: Element> {
@@ -200,6 +255,8 @@ pub struct Workspace<T: Element> {
     patch_out: Tensor<T>,
     ids: cudarc::driver::CudaSlice<i32>,
     rows: cudarc::driver::CudaSlice<i32>,
+    staging: IndexStaging,
+    texts: Option<StagedTexts>,
 }
 
 /// CLIP's two towers on the GPU in element type `T`.
@@ -351,6 +408,8 @@ impl<T: Element> ClipModel<T> {
             patch_out: gpu.zeros(&[patches, v.hidden_size])?,
             ids: gpu.upload_slice(&vec![0i32; max_texts * self.config.text.max_len()])?,
             rows: gpu.upload_slice(&vec![0i32; max_texts.max(max_images)])?,
+            staging: IndexStaging::new(gpu, max_texts * (self.config.text.max_len() + 1))?,
+            texts: None,
         })
     }
 
@@ -460,6 +519,7 @@ impl<T: Element> ClipModel<T> {
 
     /// Enqueues the text tower on token ids (one Vec per text, each with start and end tokens, at most the context
     /// length). The batch is padded to its longest text, which is exact under the causal mask.
+    /// [`ClipModel::upload_texts`] followed by [`ClipModel::run_uploaded_texts`].
     pub fn run_text(
         &self,
         gpu: &Gpu,
@@ -467,6 +527,21 @@ impl<T: Element> ClipModel<T> {
         texts: &[Vec<u32>],
         hidden: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<()> {
+        self.upload_texts(gpu, ws, texts, None)?;
+        self.run_uploaded_texts(gpu, ws, hidden)?;
+        Ok(())
+    }
+
+    /// Checks token ids (one Vec per text, each with start and end tokens, at most the context length) and copies
+    /// them, padded to `pad_to` tokens (default: the longest text), with each text's pooling row, into the
+    /// workspace, from pinned memory without synchronizing the stream. Padding is exact under the causal mask.
+    pub fn upload_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        texts: &[Vec<u32>],
+        pad_to: Option<usize>,
+    ) -> Result<TextBatch> {
         let t = &self.config.text;
         let batch = texts.len();
         if batch == 0 || batch > ws.text.max_batch {
@@ -475,35 +550,105 @@ impl<T: Element> ClipModel<T> {
                 ws.text.max_batch
             )));
         }
-        let len = texts.iter().map(Vec::len).max().unwrap_or(0);
-        if len == 0 || len > t.max_len() {
+        let longest = texts.iter().map(Vec::len).max().unwrap_or(0);
+        if longest == 0 || longest > t.max_len() {
             return Err(ModelError::Input(format!(
-                "texts must have 1 to {} tokens, the longest has {len}",
+                "texts must have 1 to {} tokens, the longest has {longest}",
                 t.max_len()
             )));
         }
-        let d = t.hidden_size;
-        let mut ids = Vec::with_capacity(batch * len);
-        let mut rows = Vec::with_capacity(batch);
+        let len = match pad_to {
+            None => longest,
+            Some(l) if (longest..=t.max_len()).contains(&l) => l,
+            Some(l) => {
+                return Err(ModelError::Input(format!(
+                    "cannot pad texts to {l} tokens: the longest has {longest}, the context length is {}",
+                    t.max_len()
+                )))
+            }
+        };
         for (b, text) in texts.iter().enumerate() {
             if text.is_empty() {
                 return Err(ModelError::Input(format!("text {b} has no tokens")));
             }
-            for &id in text {
-                if id as usize >= t.vocab_size {
-                    return Err(ModelError::Input(format!(
-                        "text {b}: token id {id} outside the vocabulary of {}",
-                        t.vocab_size
-                    )));
-                }
-                ids.push(id as i32);
+            if let Some(&id) = text.iter().find(|&&id| id as usize >= t.vocab_size) {
+                return Err(ModelError::Input(format!(
+                    "text {b}: token id {id} outside the vocabulary of {}",
+                    t.vocab_size
+                )));
             }
-            ids.extend(std::iter::repeat_n(
-                t.pad_token_id.min(t.vocab_size as u32 - 1) as i32,
-                len - text.len(),
-            ));
-            rows.push((b * len + pooling_position(text, t.eos_token_id)) as i32);
         }
+        let (n_ids, shape) = (batch * len, TextBatch { batch, len });
+        if n_ids > ws.ids.len() || batch > ws.rows.len() || n_ids + batch > ws.staging.host.len() {
+            return Err(ModelError::Input(format!(
+                "{batch} texts of {len} tokens exceed the workspace"
+            )));
+        }
+        let pad = t.pad_token_id.min(t.vocab_size.saturating_sub(1) as u32) as i32;
+        // The previous copy out of the staging buffer must be done before it is overwritten.
+        ws.staging
+            .copied
+            .synchronize()
+            .map_err(flashclip::Error::from)?;
+        let host = ws
+            .staging
+            .host
+            .as_mut_slice()
+            .map_err(flashclip::Error::from)?;
+        let (ids, rest) = host.split_at_mut(n_ids);
+        let rows = &mut rest[..batch];
+        for (b, text) in texts.iter().enumerate() {
+            let row = &mut ids[b * len..(b + 1) * len];
+            for (dst, &id) in row.iter_mut().zip(text) {
+                *dst = id as i32;
+            }
+            row[text.len()..].fill(pad);
+            let pos = pooling_position(text, t.eos_token_id);
+            if pos >= text.len() {
+                return Err(ModelError::Input(format!(
+                    "text {b}: pooling position {pos} outside its {} tokens",
+                    text.len()
+                )));
+            }
+            rows[b] = (b * len + pos) as i32;
+        }
+        // Until both copies are enqueued the device buffers hold a mix; a forward must not run on them.
+        ws.texts = None;
+        let stream = gpu.stream();
+        let copied = stream
+            .memcpy_htod(&ids[..], &mut ws.ids.slice_mut(..n_ids))
+            .and_then(|_| stream.memcpy_htod(&rows[..], &mut ws.rows.slice_mut(..batch)));
+        // Recorded even after a failed copy, so the next upload waits for whatever was enqueued.
+        let recorded = ws.staging.copied.record(stream);
+        copied.and(recorded).map_err(flashclip::Error::from)?;
+        ws.texts = Some(StagedTexts {
+            shape,
+            id_bound: t.vocab_size,
+        });
+        Ok(shape)
+    }
+
+    /// Enqueues the text tower on the texts of the last [`ClipModel::upload_texts`] and returns their shape. Nothing
+    /// is copied or synchronized unless `hidden` is given: it then receives the residual stream after the token
+    /// embedding and after each layer (this syncs; for parity checks only, and refused during graph capture).
+    pub fn run_uploaded_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        hidden: Option<&mut Vec<Vec<f32>>>,
+    ) -> Result<TextBatch> {
+        let staged = ws
+            .texts
+            .ok_or_else(|| ModelError::Input("no texts uploaded to the workspace".into()))?;
+        let vocab = self.token_embedding.shape().first().copied().unwrap_or(0);
+        if staged.id_bound > vocab {
+            return Err(ModelError::Input(format!(
+                "the uploaded token ids were checked against a vocabulary of {}, this model's has {vocab}",
+                staged.id_bound
+            )));
+        }
+        let TextBatch { batch, len } = staged.shape;
+        let d = self.config.text.hidden_size;
         let tokens = batch * len;
         let tw = &mut ws.text;
         let mut x = tw
@@ -511,14 +656,18 @@ impl<T: Element> ClipModel<T> {
             .view_mut()
             .narrow(0, 0, tokens)?
             .reshape(&[batch, len, d])?;
-        text_embed(
-            gpu,
-            &ids,
-            &mut ws.ids,
-            &self.token_embedding.view(),
-            &self.text_position.view(),
-            &mut x,
-        )?;
+        // SAFETY: `ws.texts` is only set by upload_texts, after it enqueued the copy of batch*len ids into `ws.ids`,
+        // each checked to be below `id_bound`, which is at most this model's vocabulary (checked above): the copy is
+        // ordered before this launch on the stream, and nothing else writes `ws.ids`.
+        unsafe {
+            text_embed_device(
+                gpu,
+                &ws.ids,
+                &self.token_embedding.view(),
+                &self.text_position.view(),
+                &mut x,
+            )?;
+        }
         encoder(
             gpu,
             &self.text_layers,
@@ -531,13 +680,16 @@ impl<T: Element> ClipModel<T> {
             hidden,
         )?;
         let normed = tw.normed.view().narrow(0, 0, tokens)?;
-        gather_rows(
-            gpu,
-            &normed,
-            &rows,
-            &mut ws.rows,
-            &mut tw.pooled.view_mut().narrow(0, 0, batch)?,
-        )?;
+        // SAFETY: as for the ids: upload_texts copied `batch` rows into `ws.rows`, row b being b*len + p with
+        // p < len (checked there), so each is below batch*len, the row count of `normed`.
+        unsafe {
+            gather_rows_device(
+                gpu,
+                &normed,
+                &ws.rows,
+                &mut tw.pooled.view_mut().narrow(0, 0, batch)?,
+            )?;
+        }
         linear(
             gpu,
             &tw.pooled.view().narrow(0, 0, batch)?,
@@ -545,7 +697,7 @@ impl<T: Element> ClipModel<T> {
             &mut tw.projected.view_mut().narrow(0, 0, batch)?,
             0.0,
         )?;
-        Ok(())
+        Ok(staged.shape)
     }
 
     fn read(gpu: &Gpu, t: &Tensor<T>, batch: usize, dim: usize) -> Result<Array2<f32>> {
@@ -598,6 +750,184 @@ impl<T: Element> ClipModel<T> {
     }
 }
 
+/// Whether the GPU's stream is being captured into a CUDA graph.
+fn capturing(gpu: &Gpu) -> Result<bool> {
+    let status = gpu
+        .stream()
+        .capture_status()
+        .map_err(flashclip::Error::from)?;
+    Ok(status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+}
+
+/// What a [`ForwardGraph`] runs: `images` images through the vision tower and `texts` texts of `text_len` tokens
+/// (after padding) through the text tower. 0 images or 0 texts leaves that tower out (`text_len` is then ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphShape {
+    pub images: usize,
+    pub texts: usize,
+    pub text_len: usize,
+}
+
+/// One CLIP forward of a fixed [`GraphShape`] captured into a CUDA graph: [`ForwardGraph::launch`] replays every
+/// kernel and GEMM of it in one launch. The graph reads its inputs from the workspace it was captured with, so
+/// each replay sees what [`ForwardGraph::upload_images`] / [`ForwardGraph::upload_texts`] copied there last (they
+/// refuse inputs of another shape), and writes the embeddings that [`ForwardGraph::read_image_embeds`] /
+/// [`ForwardGraph::read_text_embeds`] return. It borrows the GPU, the model and the workspace, whose device
+/// addresses it holds, for as long as it lives.
+pub struct ForwardGraph<'a, T: Element> {
+    gpu: &'a Gpu,
+    model: &'a ClipModel<T>,
+    ws: &'a mut Workspace<T>,
+    shape: GraphShape,
+    graph: CudaGraph,
+}
+
+impl<T: Element> ClipModel<T> {
+    /// Captures one forward of `shape` on `ws` into a CUDA graph. Runs the forward once eagerly first (loading the
+    /// kernels and planning the GEMMs outside the capture) and synchronizes; that run, and the capture, read the
+    /// inputs already in the workspace, or placeholder token ids when the uploaded texts have another shape. Upload
+    /// real inputs through the returned graph before launching it.
+    pub fn capture_forward<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        ws: &'a mut Workspace<T>,
+        shape: GraphShape,
+    ) -> Result<ForwardGraph<'a, T>> {
+        let max_len = self.config.text.max_len();
+        if shape.images == 0 && shape.texts == 0 {
+            return Err(ModelError::Input(
+                "a forward graph needs at least one image or one text".into(),
+            ));
+        }
+        if shape.images > ws.vision.max_batch || shape.texts > ws.text.max_batch {
+            return Err(ModelError::Input(format!(
+                "{} images and {} texts exceed the workspace's {} and {}",
+                shape.images, shape.texts, ws.vision.max_batch, ws.text.max_batch
+            )));
+        }
+        if shape.texts > 0 {
+            if shape.text_len == 0 || shape.text_len > max_len {
+                return Err(ModelError::Input(format!(
+                    "text length {} outside 1..={max_len}",
+                    shape.text_len
+                )));
+            }
+            let want = TextBatch {
+                batch: shape.texts,
+                len: shape.text_len,
+            };
+            let vocab = self.token_embedding.shape().first().copied().unwrap_or(0);
+            let usable = ws
+                .texts
+                .is_some_and(|s| s.shape == want && s.id_bound <= vocab);
+            if !usable {
+                let placeholder = vec![vec![0u32; shape.text_len]; shape.texts];
+                self.upload_texts(gpu, ws, &placeholder, Some(shape.text_len))?;
+            }
+        }
+        self.enqueue_forward(gpu, ws, &shape)?;
+        gpu.synchronize()?;
+        let stream = gpu.stream();
+        // Thread-local mode: a call from this thread that is not allowed during capture (a synchronizing copy, an
+        // allocation) fails the capture instead of being recorded; other threads' work is left alone.
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(flashclip::Error::from)?;
+        let enqueued = self.enqueue_forward(gpu, ws, &shape);
+        // The capture always ends, also after a failed enqueue, so the stream leaves capture mode.
+        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+        enqueued?;
+        let graph = ended
+            .map_err(flashclip::Error::from)?
+            .ok_or_else(|| ModelError::Input("the captured forward is empty".into()))?;
+        graph.upload().map_err(flashclip::Error::from)?;
+        Ok(ForwardGraph {
+            gpu,
+            model: self,
+            ws,
+            shape,
+            graph,
+        })
+    }
+
+    /// The device part of a forward of `shape`: no copy, no sync, so it can be captured.
+    fn enqueue_forward(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: &GraphShape) -> Result<()> {
+        if shape.images > 0 {
+            self.run_vision(gpu, ws, shape.images, None)?;
+        }
+        if shape.texts > 0 {
+            let ran = self.run_uploaded_texts(gpu, ws, None)?;
+            if ran.batch != shape.texts || ran.len != shape.text_len {
+                return Err(ModelError::Input(format!(
+                    "the workspace holds {} texts of {} tokens, the graph is for {} of {}",
+                    ran.batch, ran.len, shape.texts, shape.text_len
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element> ForwardGraph<'_, T> {
+    /// The shape the graph was captured for.
+    pub fn shape(&self) -> GraphShape {
+        self.shape
+    }
+
+    /// Copies the images of the next replays (`[images, C, S, S]` f32, exactly the captured number of images).
+    pub fn upload_images(&mut self, pixels: &[f32]) -> Result<()> {
+        let v = &self.model.config.vision;
+        let want = self.shape.images * v.num_channels * v.image_size * v.image_size;
+        if self.shape.images == 0 || pixels.len() != want {
+            return Err(ModelError::Input(format!(
+                "the graph takes {} images ({want} floats), got {} floats",
+                self.shape.images,
+                pixels.len()
+            )));
+        }
+        self.model.upload_images(self.gpu, self.ws, pixels)?;
+        Ok(())
+    }
+
+    /// Copies the token ids of the next replays: exactly the captured number of texts, each at most the captured
+    /// length (shorter ones are padded to it).
+    pub fn upload_texts(&mut self, texts: &[Vec<u32>]) -> Result<()> {
+        if self.shape.texts == 0 || texts.len() != self.shape.texts {
+            return Err(ModelError::Input(format!(
+                "the graph takes {} texts, got {}",
+                self.shape.texts,
+                texts.len()
+            )));
+        }
+        self.model
+            .upload_texts(self.gpu, self.ws, texts, Some(self.shape.text_len))?;
+        Ok(())
+    }
+
+    /// Enqueues one replay of the captured forward on the GPU's stream (no sync).
+    pub fn launch(&self) -> Result<()> {
+        Ok(self.graph.launch().map_err(flashclip::Error::from)?)
+    }
+
+    /// The projected image embeddings of the last replay (syncs).
+    pub fn read_image_embeds(&self) -> Result<Array2<f32>> {
+        if self.shape.images == 0 {
+            return Err(ModelError::Input("the graph has no vision tower".into()));
+        }
+        self.model
+            .read_image_embeds(self.gpu, self.ws, self.shape.images)
+    }
+
+    /// The projected text embeddings of the last replay (syncs).
+    pub fn read_text_embeds(&self) -> Result<Array2<f32>> {
+        if self.shape.texts == 0 {
+            return Err(ModelError::Input("the graph has no text tower".into()));
+        }
+        self.model
+            .read_text_embeds(self.gpu, self.ws, self.shape.texts)
+    }
+}
+
 /// The first `tokens` rows of a workspace tensor.
 fn first_rows<T: Element>(tokens: usize, t: &Tensor<T>) -> flashclip::Result<View<'_, T>> {
     t.view().narrow(0, 0, tokens)
@@ -616,6 +946,12 @@ fn encoder<T: Element>(
     seq: usize,
     mut hidden: Option<&mut Vec<Vec<f32>>>,
 ) -> Result<()> {
+    if hidden.is_some() && capturing(gpu)? {
+        return Err(ModelError::Input(
+            "hidden-state snapshots copy to the host and cannot be captured into a CUDA graph"
+                .into(),
+        ));
+    }
     let tokens = batch * seq;
     if tokens > tw.max_tokens {
         return Err(ModelError::Input(format!(

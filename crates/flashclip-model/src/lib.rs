@@ -6,6 +6,8 @@
 //! - [`tokenizer`]: CLIP's BPE tokenizer
 //! - [`preprocess`]: OpenAI-exact image preprocessing
 //! - [`flops`]: FLOP counts of any CLIP config
+//! - [`gpu`]: both towers on flashclip's kernels and cuBLAS; [`gpu::ForwardGraph`] replays a forward captured
+//!   once into a CUDA graph (one launch per forward, for small batches)
 
 pub mod config;
 pub mod flops;

@@ -8,7 +8,7 @@ use flashclip::attention::Version;
 use flashclip::testing::gpu_or_skip;
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::gpu::{AttentionImpl, ClipModel};
+use flashclip_model::gpu::{AttentionImpl, ClipModel, GraphShape};
 use flashclip_model::weights::ClipWeights;
 use half::{bf16, f16};
 use safetensors::SafeTensors;
@@ -240,4 +240,204 @@ fn gpu_parity_from_env() {
             Some("expected_bf16.safetensors"),
         );
     }
+}
+
+/// The fixture's images and texts.
+fn fixture_inputs(dir: &std::path::Path) -> (usize, Vec<f32>, Vec<Vec<u32>>) {
+    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
+    let (pshape, pixels) = tensor(&inputs, "pixel_values");
+    let (ishape, ids) = tensor(&inputs, "input_ids");
+    let (_, lengths) = tensor(&inputs, "lengths");
+    let texts = (0..ishape[0])
+        .map(|b| {
+            ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize]
+                .iter()
+                .map(|&x| x as u32)
+                .collect()
+        })
+        .collect();
+    (pshape[0], pixels.iter().map(|&x| x as f32).collect(), texts)
+}
+
+fn bits(a: &ndarray::Array2<f32>) -> Vec<u32> {
+    a.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Captures the forward into a CUDA graph and replays it on two different inputs, uploaded between the replays:
+/// each replay's embeddings must be bitwise those of the direct path on the same inputs (same kernels, same GEMM
+/// plans, same padding), and the two inputs must give different embeddings (the graph reads the buffers fresh).
+fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl) {
+    let config = ClipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
+    let weights = ClipWeights::load(dir.join("model.safetensors"), &config).unwrap();
+    let (images, pixels_a, texts_a) = fixture_inputs(dir);
+    let n_texts = texts_a.len();
+    let len = texts_a.iter().map(Vec::len).max().unwrap();
+    // Second inputs: other pixel values, the texts in reverse order (same count and padded length).
+    let pixels_b: Vec<f32> = pixels_a.iter().map(|&x| 0.5 - 0.75 * x).collect();
+    let texts_b: Vec<Vec<u32>> = texts_a.iter().rev().cloned().collect();
+    let tag = format!("{} {attention:?}", T::DTYPE);
+
+    let model = ClipModel::<T>::new(gpu, &config, &weights, attention).unwrap();
+    let mut ws = model.workspace(gpu, images, n_texts).unwrap();
+    let mut direct = |pixels: &[f32], texts: &[Vec<u32>]| {
+        let batch = model.upload_images(gpu, &mut ws, pixels).unwrap();
+        model.run_vision(gpu, &mut ws, batch, None).unwrap();
+        let shape = model.upload_texts(gpu, &mut ws, texts, Some(len)).unwrap();
+        assert_eq!((shape.batch, shape.len), (n_texts, len));
+        model.run_uploaded_texts(gpu, &mut ws, None).unwrap();
+        (
+            model.read_image_embeds(gpu, &ws, batch).unwrap(),
+            model.read_text_embeds(gpu, &ws, n_texts).unwrap(),
+        )
+    };
+    let (image_a, text_a) = direct(&pixels_a, &texts_a);
+    let (image_b, text_b) = direct(&pixels_b, &texts_b);
+    // The direct path must repeat itself bitwise, or the graph comparison below could not mean anything.
+    let (image_a2, text_a2) = direct(&pixels_a, &texts_a);
+    assert_eq!(
+        (bits(&image_a2), bits(&text_a2)),
+        (bits(&image_a), bits(&text_a)),
+        "{tag}: the direct path is not bitwise repeatable"
+    );
+    assert_ne!(
+        bits(&image_a),
+        bits(&image_b),
+        "{tag}: inputs A and B give the same image embeddings"
+    );
+    assert_ne!(
+        bits(&text_a),
+        bits(&text_b),
+        "{tag}: inputs A and B give the same text embeddings"
+    );
+    // run_text (upload + run in one call) is the same computation.
+    model.run_text(gpu, &mut ws, &texts_a, None).unwrap();
+    let again = model.read_text_embeds(gpu, &ws, n_texts).unwrap();
+    assert_eq!(
+        bits(&again),
+        bits(&text_a),
+        "{tag}: run_text differs from upload_texts + run_uploaded_texts"
+    );
+
+    // A fresh workspace for the graph, so it also shows that the graph does not depend on state the direct runs
+    // left behind.
+    let mut gws = model.workspace(gpu, images, n_texts).unwrap();
+    let shape = GraphShape {
+        images,
+        texts: n_texts,
+        text_len: len,
+    };
+    let mut graph = model.capture_forward(gpu, &mut gws, shape).unwrap();
+    assert_eq!(graph.shape(), shape);
+    for (round, (pixels, texts, image, text)) in [
+        (&pixels_a, &texts_a, &image_a, &text_a),
+        (&pixels_b, &texts_b, &image_b, &text_b),
+        (&pixels_a, &texts_a, &image_a, &text_a),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        graph.upload_images(pixels).unwrap();
+        graph.upload_texts(texts).unwrap();
+        graph.launch().unwrap();
+        let got_image = graph.read_image_embeds().unwrap();
+        let got_text = graph.read_text_embeds().unwrap();
+        println!("{tag} replay {round}: image and text embeddings compared bitwise");
+        assert_eq!(
+            bits(&got_image),
+            bits(image),
+            "{tag} replay {round}: image embeddings"
+        );
+        assert_eq!(
+            bits(&got_text),
+            bits(text),
+            "{tag} replay {round}: text embeddings"
+        );
+    }
+    // Two launches back to back on the same inputs: same result.
+    graph.launch().unwrap();
+    graph.launch().unwrap();
+    assert_eq!(
+        bits(&graph.read_text_embeds().unwrap()),
+        bits(&text_a),
+        "{tag}: repeated launch"
+    );
+
+    // Inputs of another shape are refused (and leave the graph usable).
+    assert!(graph
+        .upload_images(&pixels_a[..pixels_a.len() - 1])
+        .is_err());
+    assert!(graph
+        .upload_images(&[pixels_a.clone(), pixels_a.clone()].concat())
+        .is_err());
+    assert!(graph.upload_texts(&texts_a[..n_texts - 1]).is_err());
+    let mut too_long = texts_a.clone();
+    too_long[0] = vec![0; len + 1];
+    assert!(graph.upload_texts(&too_long).is_err());
+    drop(graph);
+
+    // Shapes the workspace or the model cannot hold are refused before any capture.
+    let bad = [
+        GraphShape {
+            images: 0,
+            texts: 0,
+            text_len: len,
+        },
+        GraphShape {
+            images: images + 1,
+            ..shape
+        },
+        GraphShape {
+            texts: n_texts + 1,
+            ..shape
+        },
+        GraphShape {
+            text_len: config.text.max_len() + 1,
+            ..shape
+        },
+        GraphShape {
+            text_len: 0,
+            ..shape
+        },
+    ];
+    for s in bad {
+        assert!(
+            model.capture_forward(gpu, &mut gws, s).is_err(),
+            "{tag}: {s:?} accepted"
+        );
+    }
+    // Hidden-state snapshots sync and are refused while the stream is being captured.
+    gpu.stream()
+        .begin_capture(
+            cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+        )
+        .unwrap();
+    let mut hidden = Vec::new();
+    let refused = model.run_vision(gpu, &mut gws, images, Some(&mut hidden));
+    let _ = gpu
+        .stream()
+        .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+    assert!(
+        refused.is_err(),
+        "{tag}: hidden snapshot during capture accepted"
+    );
+    assert!(hidden.is_empty());
+
+    // The workspace is free again after the graph is dropped: the direct path still gives the same result.
+    let batch = model.upload_images(gpu, &mut gws, &pixels_b).unwrap();
+    model.run_vision(gpu, &mut gws, batch, None).unwrap();
+    assert_eq!(
+        bits(&model.read_image_embeds(gpu, &gws, batch).unwrap()),
+        bits(&image_b),
+        "{tag}: direct path after the graph"
+    );
+}
+
+#[test]
+fn gpu_small_graph_replay() {
+    let Some(gpu) = gpu_or_skip("gpu_small_graph_replay") else {
+        return;
+    };
+    graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Flash(Version::V2));
+    graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Materialized);
+    graph_replay::<f32>(&gpu, &tiny(), AttentionImpl::Flash(Version::V1));
 }
