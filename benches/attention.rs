@@ -4,7 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashclip::attention::{
-    flash_attention, materialized_attention, MaterializedWorkspace, Options, Version,
+    flash_attention, flash_attention_v3_tiles, materialized_attention, MaterializedWorkspace,
+    Options, V3Tiles, Version,
 };
 use flashclip::gemm::linear;
 use flashclip::testing::{median, time_iters, time_samples_us, Summary};
@@ -54,6 +55,8 @@ fn gemm_ceiling(gpu: &Gpu, rng: &mut StdRng) -> f64 {
 #[derive(Clone, Copy)]
 enum Path {
     Flash(Version),
+    /// v3 at a tile shape other than its default: the sweep behind the v3 tile table.
+    V3Tiles(V3Tiles),
     Materialized,
 }
 
@@ -61,6 +64,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Flash(v) => v.name(),
+            Path::V3Tiles(t) => t.name(),
             Path::Materialized => "materialized",
         }
     }
@@ -105,6 +109,10 @@ fn bench_dtype<T: Element>(
             .filter(|v| v.supports(T::DTYPE, d) && v.runs_on(gpu))
             .map(|&v| Path::Flash(v))
             .collect();
+        if Version::V3.runs_on(gpu) && V3Tiles::HEAD_DIMS.contains(&d) {
+            // Wg2N64 is what v3 itself runs.
+            paths.extend(V3Tiles::ALL[1..].iter().map(|&t| Path::V3Tiles(t)));
+        }
         // The materialized path needs B·H·N² scores: skip it where that is gigabytes.
         if b * h * n * n <= 1 << 28 {
             paths.push(Path::Materialized);
@@ -120,6 +128,17 @@ fn bench_dtype<T: Element>(
                 Path::Flash(ver) => {
                     flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o.view_mut(), None)
                 }
+                Path::V3Tiles(t) => flash_attention_v3_tiles(
+                    gpu,
+                    t,
+                    &q,
+                    &k,
+                    &v,
+                    None,
+                    &opts,
+                    &mut o.view_mut(),
+                    None,
+                ),
                 Path::Materialized => materialized_attention(
                     gpu,
                     &q,

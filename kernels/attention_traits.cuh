@@ -242,10 +242,21 @@ struct FlashV3Traits {
     static constexpr int kOTiles = kHeadDimPadded / 8;
 };
 
-/* Tile configuration per head dim for v3 (first cut; see benches/NOTES.md for the measurements behind it). */
+/* Blocks per SM asked of the compiler (__launch_bounds__), which caps registers at 65536 / (threads * blocks):
+ * as many blocks as the accumulators allow without spilling (checked in the ptxas report). */
+constexpr int v3_min_blocks(int head_dim, int warpgroups, int block_n) {
+    return warpgroups == 1 ? (block_n == 64 ? (head_dim <= 64 ? 4 : head_dim <= 96 ? 3 : 2) : 2)
+                           : (warpgroups == 2 && block_n == 64 && head_dim <= 64 ? 2 : 1);
+}
+
+template <typename Elem, int kHeadDim, int kWarpgroups, int kBlockN>
+using FlashV3Tiles = FlashV3Traits<Elem, kHeadDim, kWarpgroups, kBlockN, v3_min_blocks(kHeadDim, kWarpgroups, kBlockN)>;
+
+/* The tile shapes fc_attention_v3_tiles can run for a sweep (FC_V3_TILES_* in flashclip.h), and the one
+ * fc_attention_v3 uses per head dim (first cut; benches/NOTES.md has the measurements behind it). */
 template <typename Elem, int kHeadDim>
 struct FlashV3Config {
-    using Traits = FlashV3Traits<Elem, kHeadDim, 2, 64, (kHeadDim <= 64 ? 2 : 1)>;
+    using Traits = FlashV3Tiles<Elem, kHeadDim, 2, 64>;
 };
 
 }  // namespace flashclip_attention

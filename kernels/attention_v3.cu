@@ -323,6 +323,26 @@ int dispatch_v3(const fc_attention_params &p, cudaStream_t stream) {
     }
 }
 
+template <typename Elem, int kHeadDim>
+int launch_v3_tiles(const fc_attention_params &p, fc_v3_tiles tiles, cudaStream_t stream) {
+    switch (tiles) {
+        case FC_V3_TILES_WG2_N64: return launch_v3<FlashV3Tiles<Elem, kHeadDim, 2, 64>>(p, stream);
+        case FC_V3_TILES_WG1_N64: return launch_v3<FlashV3Tiles<Elem, kHeadDim, 1, 64>>(p, stream);
+        case FC_V3_TILES_WG2_N128: return launch_v3<FlashV3Tiles<Elem, kHeadDim, 2, 128>>(p, stream);
+        case FC_V3_TILES_WG3_N64: return launch_v3<FlashV3Tiles<Elem, kHeadDim, 3, 64>>(p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+template <typename Elem>
+int dispatch_v3_tiles(const fc_attention_params &p, fc_v3_tiles tiles, cudaStream_t stream) {
+    switch (p.head_dim) {
+        case 64: return launch_v3_tiles<Elem, 64>(p, tiles, stream);
+        case 80: return launch_v3_tiles<Elem, 80>(p, tiles, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
+
 }  // namespace
 }  // namespace flashclip_attention
 
@@ -331,6 +351,16 @@ extern "C" int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cud
     switch (dtype) {
         case FC_F16: return dispatch_v3<__half>(*p, stream);
         case FC_BF16: return dispatch_v3<__nv_bfloat16>(*p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+extern "C" int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_tiles tiles,
+                                     cudaStream_t stream) {
+    using namespace flashclip_attention;
+    switch (dtype) {
+        case FC_F16: return dispatch_v3_tiles<__half>(*p, tiles, stream);
+        case FC_BF16: return dispatch_v3_tiles<__nv_bfloat16>(*p, tiles, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }

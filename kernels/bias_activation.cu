@@ -7,8 +7,12 @@
 
 namespace flashclip {
 
-template <fc_activation ACT> __device__ __forceinline__ float activate(float h) {
+template <typename T, fc_activation ACT> __device__ __forceinline__ float activate(float h) {
     if constexpr (ACT == FC_QUICK_GELU) {
+        // 16-bit outputs: __fdividef, not '/'. IEEE division carries a range check and a slow-path branch per
+        // element (FCHK in SASS); the fast form is within 2 ulp of fp32, far below a 16-bit rounding step, and for
+        // h -> -inf the divisor overflows to inf and it returns 0. fp32 outputs keep the exact division.
+        if constexpr (sizeof(T) == 2) return __fdividef(h, 1.0f + __expf(-1.702f * h));
         return h / (1.0f + __expf(-1.702f * h));
     } else if constexpr (ACT == FC_GELU_ERF) {
         return 0.5f * h * (1.0f + erff(h * 0.70710678118654752f));
@@ -50,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) bias_activation_kernel(T *y, const T
             for (int i = 0; i < N; ++i) {
                 float h = to_float(in[u].v[i]);
                 if (HAS_BIAS) h += to_float(b[u].v[i]);
-                out.v[i] = from_float<T>(activate<ACT>(h));
+                out.v[i] = from_float<T>(activate<T, ACT>(h));
             }
             store_pack<T, N>(y + p * N, out);
         }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
-#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize] [sass]
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize] [sass] [profile]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 # FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target.
 set -uo pipefail
@@ -91,7 +91,8 @@ for phase in $phases; do
     # Full-size parity against HF transformers: seeded random checkpoints made here, compared in fp16 and bf16.
     dirs=""
     for preset in ${FLASHCLIP_PARITY_PRESETS:-ViT-B-32 ViT-H-14 ViT-L-14-336}; do
-      d=$(mktemp -d)
+      d=$(mktemp -d)/$preset # the test names each comparison after its directory
+      mkdir -p "$d"
       if (cd "$root" && timeout 120 python3 crates/flashclip-model/scripts/make_hf_fixture.py "$preset" "$d" --half) \
         >>"$out/parity.log" 2>&1; then dirs="$dirs:$d"; else summary+=("FAIL fixture $preset"); failed=1; fi
     done
@@ -99,6 +100,15 @@ for phase in $phases; do
     (cd "$root/crates/flashclip-model" && FLASHCLIP_PARITY_DIRS="$dirs" timeout 180 "$t" gpu_parity_from_env --nocapture) \
       >>"$out/parity.log" 2>&1 || { failed=1; summary+=("FAIL parity"); }
     summary+=("parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged")
+    ;;
+  profile)
+    # Nsight Compute on the first attention launch of the fp16 model forward (ViT-L/14-336 vision, B16 H16 N577
+    # D64): throughput, pipe use, warp stalls, occupancy: the evidence behind the attention notes.
+    timeout 180 ncu --kernel-name regex:attention_v3 --launch-count 1 --section SpeedOfLight \
+      --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats \
+      --section LaunchStats "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch 16 --warmup 0 --iters 1 \
+      >"$out/ncu-attention.txt" 2>&1 || { failed=1; summary+=("FAIL profile"); }
+    summary+=("profile: $(grep -c . "$out/ncu-attention.txt") lines in ncu-attention.txt")
     ;;
   sass)
     # What the compiler made of the kernels: registers/shared memory/spills per kernel, and the instruction mix
@@ -110,7 +120,7 @@ for phase in $phases; do
     summary+=("sass: $(grep -c . "$out/sass-mix.txt") kernel/instruction rows")
     ;;
   *)
-    echo "unknown phase $phase (tests bench peers clip parity sanitize sass)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity sanitize sass profile)" >&2
     exit 2
     ;;
   esac

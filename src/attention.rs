@@ -262,6 +262,111 @@ pub fn flash_attention<T: Element>(
     o: &mut ViewMut<T>,
     lse: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
+    launch(
+        gpu,
+        Kernel::Version(version),
+        q,
+        k,
+        v,
+        key_lens,
+        opts,
+        o,
+        lse,
+    )
+}
+
+/// Tile shapes of the v3 kernel that can be chosen explicitly, for tuning sweeps (benches/attention.rs); the
+/// [`Version::V3`] path uses the tuned choice per head dim. `WgXNy`: X warpgroups of 64 query rows per block,
+/// y keys per K/V tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V3Tiles {
+    Wg2N64,
+    Wg1N64,
+    Wg2N128,
+    Wg3N64,
+}
+
+impl V3Tiles {
+    pub const ALL: [V3Tiles; 4] = [
+        V3Tiles::Wg2N64,
+        V3Tiles::Wg1N64,
+        V3Tiles::Wg2N128,
+        V3Tiles::Wg3N64,
+    ];
+    /// Head dims the sweep entry point is built for.
+    pub const HEAD_DIMS: [usize; 2] = [64, 80];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            V3Tiles::Wg2N64 => "v3 wg2 n64",
+            V3Tiles::Wg1N64 => "v3 wg1 n64",
+            V3Tiles::Wg2N128 => "v3 wg2 n128",
+            V3Tiles::Wg3N64 => "v3 wg3 n64",
+        }
+    }
+
+    fn ffi(self) -> ffi::fc_v3_tiles {
+        match self {
+            V3Tiles::Wg2N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG2_N64,
+            V3Tiles::Wg1N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG1_N64,
+            V3Tiles::Wg2N128 => ffi::fc_v3_tiles::FC_V3_TILES_WG2_N128,
+            V3Tiles::Wg3N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG3_N64,
+        }
+    }
+}
+
+/// [`flash_attention`] with [`Version::V3`] at an explicit tile shape; head dims [`V3Tiles::HEAD_DIMS`] only.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_v3_tiles<T: Element>(
+    gpu: &Gpu,
+    tiles: V3Tiles,
+    q: &View<T>,
+    k: &View<T>,
+    v: &View<T>,
+    key_lens: Option<&CudaSlice<i32>>,
+    opts: &Options,
+    o: &mut ViewMut<T>,
+    lse: Option<&mut CudaSlice<f32>>,
+) -> Result<()> {
+    let head_dim = q.layout().shape.get(3).copied().unwrap_or(0);
+    if !V3Tiles::HEAD_DIMS.contains(&head_dim) {
+        return Err(Error::Unsupported(format!(
+            "{} is built for head dims {:?}, not {head_dim}",
+            tiles.name(),
+            V3Tiles::HEAD_DIMS
+        )));
+    }
+    launch(gpu, Kernel::V3Tiles(tiles), q, k, v, key_lens, opts, o, lse)
+}
+
+#[derive(Clone, Copy)]
+enum Kernel {
+    Version(Version),
+    V3Tiles(V3Tiles),
+}
+
+impl Kernel {
+    fn version(self) -> Version {
+        match self {
+            Kernel::Version(v) => v,
+            Kernel::V3Tiles(_) => Version::V3,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch<T: Element>(
+    gpu: &Gpu,
+    kernel: Kernel,
+    q: &View<T>,
+    k: &View<T>,
+    v: &View<T>,
+    key_lens: Option<&CudaSlice<i32>>,
+    opts: &Options,
+    o: &mut ViewMut<T>,
+    lse: Option<&mut CudaSlice<f32>>,
+) -> Result<()> {
+    let version = kernel.version();
     let shape = check_flash(
         version,
         T::DTYPE,
@@ -326,11 +431,13 @@ pub fn flash_attention<T: Element>(
     // version, key_lens of `batch` ints and lse of at least batch*heads_q*seq_q floats. O (and lse) are mutable
     // borrows, so they alias no input. The launch is ordered on the gpu's stream.
     let code = unsafe {
-        match version {
-            Version::V1 => ffi::fc_attention_v1(&params, T::DTYPE.ffi(), s),
-            Version::V2 => ffi::fc_attention_v2(&params, T::DTYPE.ffi(), s),
+        match kernel {
+            Kernel::Version(Version::V1) => ffi::fc_attention_v1(&params, T::DTYPE.ffi(), s),
+            Kernel::Version(Version::V2) => ffi::fc_attention_v2(&params, T::DTYPE.ffi(), s),
             // runs_on checked the device is the one its sm_90a code runs on.
-            Version::V3 => ffi::fc_attention_v3(&params, T::DTYPE.ffi(), s),
+            Kernel::Version(Version::V3) => ffi::fc_attention_v3(&params, T::DTYPE.ffi(), s),
+            // The caller checked the head dim is one the sweep entry is built for.
+            Kernel::V3Tiles(t) => ffi::fc_attention_v3_tiles(&params, T::DTYPE.ffi(), t.ffi(), s),
         }
     };
     check_launch(version.name(), code)

@@ -2,13 +2,49 @@
 //! odd lengths, packed QKV strides, causal, key lengths, GQA, lse; and the error paths.
 
 use cudarc::driver::CudaSlice;
-use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, Version};
+use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, V3Tiles, Version};
 use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_test, poison, uniform};
 use flashclip::{DType, Element, Error, Gpu, Layout, View};
 use half::{bf16, f16};
 use ndarray::Array4;
 use rand::rngs::StdRng;
+
+/// What computes the attention: a flash version, v3 at an explicit tile shape, or the materialized path.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Flash(Version),
+    V3Tiles(V3Tiles),
+    Materialized,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Flash(v) => v.name(),
+            Path::V3Tiles(t) => t.name(),
+            Path::Materialized => "materialized",
+        }
+    }
+
+    fn version(self) -> Option<Version> {
+        match self {
+            Path::Flash(v) => Some(v),
+            Path::V3Tiles(_) => Some(Version::V3),
+            Path::Materialized => None,
+        }
+    }
+
+    fn supports(self, dtype: DType, head_dim: usize) -> bool {
+        match self {
+            Path::Flash(v) => v.supports(dtype, head_dim),
+            Path::V3Tiles(_) => {
+                Version::V3.supports(dtype, head_dim) && V3Tiles::HEAD_DIMS.contains(&head_dim)
+            }
+            Path::Materialized => true,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
@@ -137,7 +173,7 @@ fn to_host<T: Element>(a: &Array4<f64>) -> Vec<T> {
 /// Runs one case on the GPU and returns (o, lse) as f64.
 fn run_gpu<T: Element>(
     gpu: &Gpu,
-    version: Option<Version>,
+    path: Path,
     c: &Case,
     inp: &Inputs,
     opts: &Options,
@@ -185,8 +221,8 @@ fn run_gpu<T: Element>(
             .unwrap();
         (qt.view(), kt.view(), vt.view())
     };
-    match version {
-        Some(ver) => attention::flash_attention(
+    match path {
+        Path::Flash(ver) => attention::flash_attention(
             gpu,
             ver,
             &q,
@@ -198,7 +234,19 @@ fn run_gpu<T: Element>(
             Some(&mut *lse),
         )
         .unwrap(),
-        None => {
+        Path::V3Tiles(tiles) => attention::flash_attention_v3_tiles(
+            gpu,
+            tiles,
+            &q,
+            &k,
+            &v,
+            key_lens,
+            opts,
+            &mut o.view_mut(),
+            Some(&mut *lse),
+        )
+        .unwrap(),
+        Path::Materialized => {
             let mut ws =
                 MaterializedWorkspace::<T>::new(gpu, b, c.heads_q, c.seq_q, c.seq_k).unwrap();
             attention::materialized_attention(
@@ -264,22 +312,19 @@ fn check_version<T: Element>(gpu: &Gpu, rng: &mut StdRng, version: Option<Versio
         Version::V1 => &[64, 80, 104, 128],
         _ => v.head_dims(),
     });
-    check_cases::<T>(gpu, rng, version, cases(head_dims));
+    let path = version.map_or(Path::Materialized, Path::Flash);
+    check_cases::<T>(gpu, rng, path, cases(head_dims));
 }
 
-fn check_cases<T: Element>(
-    gpu: &Gpu,
-    rng: &mut StdRng,
-    version: Option<Version>,
-    cases: Vec<Case>,
-) {
-    let name = version.map_or("materialized", |v| v.name());
-    if let Some(v) = version.filter(|v| !v.runs_on(gpu)) {
+fn check_cases<T: Element>(gpu: &Gpu, rng: &mut StdRng, path: Path, cases: Vec<Case>) {
+    let name = path.name();
+    let version = path.version();
+    if version.is_some_and(|v| !v.runs_on(gpu)) {
         // Not this GPU's version: it must refuse with a clear error, not launch.
         let c = cases[0];
         let inp = inputs::<T>(rng, &c);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_gpu::<T>(gpu, Some(v), &c, &inp, &Options::default())
+            run_gpu::<T>(gpu, path, &c, &inp, &Options::default())
         }));
         assert!(r.is_err(), "{name} launched on an unsupported GPU");
         println!(
@@ -289,7 +334,7 @@ fn check_cases<T: Element>(
         return;
     }
     for c in cases {
-        if version.is_some_and(|v| !v.supports(T::DTYPE, c.head_dim)) {
+        if !path.supports(T::DTYPE, c.head_dim) {
             continue;
         }
         let inp = inputs::<T>(rng, &c);
@@ -314,7 +359,7 @@ fn check_cases<T: Element>(
             scale,
             c.causal,
         );
-        let (o, lse) = run_gpu::<T>(gpu, version, &c, &inp, &opts);
+        let (o, lse) = run_gpu::<T>(gpu, path, &c, &inp, &opts);
 
         let truth_o: Vec<f64> = truth.o.iter().copied().collect();
         let naive_o: Vec<f64> = naive.o.iter().copied().collect();
@@ -397,6 +442,15 @@ fn gpu_v3_bf16() {
     });
 }
 #[test]
+fn gpu_v3_tile_shapes() {
+    gpu_test("gpu_v3_tile_shapes", |g, r| {
+        for tiles in V3Tiles::ALL {
+            check_cases::<f16>(g, r, Path::V3Tiles(tiles), cases(&V3Tiles::HEAD_DIMS));
+            check_cases::<bf16>(g, r, Path::V3Tiles(tiles), cases(&V3Tiles::HEAD_DIMS));
+        }
+    });
+}
+#[test]
 fn gpu_materialized_f16() {
     gpu_test("gpu_materialized_f16", |g, r| {
         check_version::<f16>(g, r, None)
@@ -412,17 +466,17 @@ fn gpu_materialized_f32() {
 #[test]
 fn gpu_small_every_path() {
     gpu_test("gpu_small_every_path", |g, r| {
-        for version in [
-            Some(Version::V1),
-            Some(Version::V2),
-            Some(Version::V3),
-            None,
-        ] {
-            check_cases::<f16>(g, r, version, small_cases());
-            check_cases::<bf16>(g, r, version, small_cases());
+        let paths = Version::ALL
+            .map(Path::Flash)
+            .into_iter()
+            .chain(V3Tiles::ALL.map(Path::V3Tiles))
+            .chain([Path::Materialized]);
+        for path in paths {
+            check_cases::<f16>(g, r, path, small_cases());
+            check_cases::<bf16>(g, r, path, small_cases());
         }
-        check_cases::<f32>(g, r, Some(Version::V1), small_cases());
-        check_cases::<f32>(g, r, None, small_cases());
+        check_cases::<f32>(g, r, Path::Flash(Version::V1), small_cases());
+        check_cases::<f32>(g, r, Path::Materialized, small_cases());
     });
 }
 

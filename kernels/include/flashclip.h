@@ -54,6 +54,16 @@ int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
  * head_dim in {64,80,96,104,112,128}. */
 int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
+/* v3 with an explicit tile shape (warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps; head_dim 64
+ * or 80 only. FC_V3_TILES_WG2_N64 is what fc_attention_v3 runs. */
+typedef enum fc_v3_tiles {
+    FC_V3_TILES_WG2_N64 = 0,
+    FC_V3_TILES_WG1_N64 = 1,
+    FC_V3_TILES_WG2_N128 = 2,
+    FC_V3_TILES_WG3_N64 = 3
+} fc_v3_tiles;
+int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_tiles tiles, cudaStream_t stream);
+
 /* Reference path helper: masked row softmax of fp32 scores S [rows = batch*heads_q*seq_q, seq_k] (row stride
  * s_row_stride) into P (dtype, row stride p_row_stride), scale applied before exp, same masking rules as above.
  * Row r = ((b * heads_q) + h) * seq_q + i. lse optional as above. */
