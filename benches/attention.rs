@@ -110,8 +110,8 @@ fn bench_dtype<T: Element>(
             .map(|&v| Path::Flash(v))
             .collect();
         if Version::V3.runs_on(gpu) && V3Tiles::HEAD_DIMS.contains(&d) {
-            // Wg2N64 is what v3 itself runs.
-            paths.extend(V3Tiles::ALL[1..].iter().map(|&t| Path::V3Tiles(t)));
+            // Every shape, the one v3 picks for this head dim included (its row repeats v3's).
+            paths.extend(V3Tiles::ALL.iter().map(|&t| Path::V3Tiles(t)));
         }
         // The materialized path needs B·H·N² scores: skip it where that is gigabytes.
         if b * h * n * n <= 1 << 28 {

@@ -252,11 +252,20 @@ constexpr int v3_min_blocks(int head_dim, int warpgroups, int block_n) {
 template <typename Elem, int kHeadDim, int kWarpgroups, int kBlockN>
 using FlashV3Tiles = FlashV3Traits<Elem, kHeadDim, kWarpgroups, kBlockN, v3_min_blocks(kHeadDim, kWarpgroups, kBlockN)>;
 
-/* The tile shapes fc_attention_v3_tiles can run for a sweep (FC_V3_TILES_* in flashclip.h), and the one
- * fc_attention_v3 uses per head dim (first cut; benches/NOTES.md has the measurements behind it). */
+/* The tile shape fc_attention_v3 uses per head dim, from the sweep of fc_attention_v3_tiles (FC_V3_TILES_* in
+ * flashclip.h; benches/NOTES.md and benches/results/ have the numbers). H100, B16 H16, fp16 and bf16 alike:
+ *  - 64 (N 577 and 257): two warpgroups, 64-key tiles, two blocks per SM: 113 us at N 577 against 124-146 us for
+ *    the other shapes; at N 257 one warpgroup ties it (38.0 vs 37.6 us).
+ *  - 80 (N 257): one warpgroup, 64-key tiles, three blocks per SM: 48.7 us against 58.9 us for two warpgroups
+ *    (which fit only one block per SM at this head dim's register count).
+ *  - 96-128: two warpgroups, one block per SM (not swept yet; 12-28% faster than v2 as they are). */
 template <typename Elem, int kHeadDim>
 struct FlashV3Config {
     using Traits = FlashV3Tiles<Elem, kHeadDim, 2, 64>;
+};
+template <typename Elem>
+struct FlashV3Config<Elem, 80> {
+    using Traits = FlashV3Tiles<Elem, 80, 1, 64>;
 };
 
 }  // namespace flashclip_attention

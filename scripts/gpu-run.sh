@@ -78,11 +78,11 @@ for phase in $phases; do
   clip)
     # The end-to-end ladder (flashclip bench) next to HF CLIPModel at the same shapes, same method.
     for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
-      timeout 150 "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch "$b" --markdown "$out/clip-b$b.md" \
+      timeout 240 "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch "$b" --markdown "$out/clip-b$b.md" \
         >>"$out/clip.log" 2>&1 || { failed=1; summary+=("FAIL flashclip bench --batch $b"); }
     done
     for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
-      (cd "$root" && PYTHONUNBUFFERED=1 timeout 100 python3 benches/peers/clip_hf.py --batch "$b" \
+      (cd "$root" && PYTHONUNBUFFERED=1 timeout 200 python3 benches/peers/clip_hf.py --batch "$b" \
         --variants ${FLASHCLIP_HF_VARIANTS:-fp32-eager fp16-sdpa fp16-sdpa-compile} --json "$out/clip_hf-b$b.json") \
         >>"$out/clip_hf.md" 2>&1 || { failed=1; summary+=("FAIL peers/clip_hf.py --batch $b"); }
     done

@@ -276,8 +276,8 @@ pub fn flash_attention<T: Element>(
 }
 
 /// Tile shapes of the v3 kernel that can be chosen explicitly, for tuning sweeps (benches/attention.rs); the
-/// [`Version::V3`] path uses the tuned choice per head dim. `WgXNy`: X warpgroups of 64 query rows per block,
-/// y keys per K/V tile.
+/// [`Version::V3`] path uses the tuned choice per head dim (`Wg2N64` at 64, `Wg1N64` at 80). `WgXNy`: X
+/// warpgroups of 64 query rows per block, y keys per K/V tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum V3Tiles {
     Wg2N64,

@@ -55,7 +55,7 @@ int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
 int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
 /* v3 with an explicit tile shape (warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps; head_dim 64
- * or 80 only. FC_V3_TILES_WG2_N64 is what fc_attention_v3 runs. */
+ * or 80 only. fc_attention_v3 runs FC_V3_TILES_WG2_N64 at head_dim 64 and FC_V3_TILES_WG1_N64 at 80. */
 typedef enum fc_v3_tiles {
     FC_V3_TILES_WG2_N64 = 0,
     FC_V3_TILES_WG1_N64 = 1,
