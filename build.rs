@@ -117,10 +117,32 @@ fn compile_kernels(root: &Path, nvcc: &Path) {
     for flag in gencode_flags() {
         build.flag(&flag);
     }
-    build.files(&sources);
-    if let Err(e) = build.try_compile("flashclip_kernels") {
-        fail(&format!("nvcc failed to compile the kernels:\n{e}"));
-    }
+    // One library per .cu file, compiled in parallel: cc builds several CUDA files of one library as relocatable
+    // device code (--device-c), where calls into the math library's slow paths become ABI calls that spill
+    // registers (v2 at sm_80) and make ptxas serialize wgmma. The kernels share no device code across files, so
+    // whole-file compilation loses nothing.
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let mut one = build.clone();
+                one.file(src);
+                let stem = src
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                scope.spawn(move || (stem.clone(), one.try_compile(&format!("flashclip_{stem}"))))
+            })
+            .collect();
+        for job in jobs {
+            match job.join() {
+                Ok((_, Ok(()))) => {}
+                Ok((stem, Err(e))) => {
+                    fail(&format!("nvcc failed to compile kernels/{stem}.cu:\n{e}"))
+                }
+                Err(_) => fail("a kernel compilation thread panicked"),
+            }
+        }
+    });
 }
 
 fn link_cudart(cuda_home: &Path) {

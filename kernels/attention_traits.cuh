@@ -245,7 +245,7 @@ struct FlashV3Traits {
 /* Blocks per SM asked of the compiler (__launch_bounds__), which caps registers at 65536 / (threads * blocks):
  * as many blocks as the accumulators allow without spilling (checked in the ptxas report). */
 constexpr int v3_min_blocks(int head_dim, int warpgroups, int block_n) {
-    return warpgroups == 1 ? (block_n == 64 ? (head_dim <= 64 ? 4 : head_dim <= 96 ? 3 : 2) : 2)
+    return warpgroups == 1 ? (block_n == 64 ? (head_dim <= 96 ? 3 : 2) : 2)
                            : (warpgroups == 2 && block_n == 64 && head_dim <= 64 ? 2 : 1);
 }
 
