@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
-#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [sanitize] [sass] [profile]
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 # FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target.
 set -uo pipefail
@@ -11,7 +11,7 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PATH=/usr/local/cuda/bin:$PATH
 export FLASHCLIP_REQUIRE_GPU=1
-phases=${*:-tests bench peers clip parity sanitize sass}
+phases=${*:-tests bench peers clip parity embed sanitize sass}
 # FLASHCLIP_RUN_SECONDS: a budget for the whole run; a phase that would start past it is skipped (and said so), so
 # the summary still prints when the machine's time is short.
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
@@ -101,6 +101,24 @@ for phase in $phases; do
       >>"$out/parity.log" 2>&1 || { failed=1; summary+=("FAIL parity"); }
     summary+=("parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged")
     ;;
+  embed)
+    # `flashclip embed` and `zero-shot` end to end on a seeded random ViT-B-32 checkpoint (plus one corrupt file,
+    # which must be reported and skipped), the embeddings checked against HF transformers fp32 on the same files.
+    d=$(mktemp -d)/ViT-B-32
+    mkdir -p "$d"
+    img=$root/crates/flashclip-model/tests/fixtures/openai/franz-kafka.jpg
+    printf 'not an image' >"$d/corrupt.jpg"
+    {
+      (cd "$root" && timeout 120 python3 crates/flashclip-model/scripts/make_hf_fixture.py ViT-B-32 "$d") &&
+        timeout 60 "$bundle/bin/bin-flashclip-cli-flashclip" embed --model "$d" --images "$img" "$d/corrupt.jpg" \
+          --texts "a photo of a man" "a diagram" "a dog on a beach at sunset" --out "$out/embed.safetensors" &&
+        (cd "$root" && timeout 120 python3 benches/peers/embed_check.py --model "$d" --ours "$out/embed.safetensors" \
+          --tokenizer crates/flashclip-model/tests/fixtures/openai/tokenizer.json) &&
+        timeout 60 "$bundle/bin/bin-flashclip-cli-flashclip" zero-shot --model "$d" --image "$img" \
+          --labels "a photo of a man,a photo of a cat,a diagram"
+    } >"$out/embed.log" 2>&1 || { failed=1; summary+=("FAIL embed (see embed.log)"); }
+    summary+=("embed: $(grep -E 'min cosine' "$out/embed.log" | tail -1)")
+    ;;
   profile)
     # Nsight Compute on the first attention launch of the fp16 model forward (ViT-L/14-336 vision, B16 H16 N577
     # D64): throughput, pipe use, warp stalls, occupancy: the evidence behind the attention notes.
@@ -120,7 +138,7 @@ for phase in $phases; do
     summary+=("sass: $(grep -c . "$out/sass-mix.txt") kernel/instruction rows")
     ;;
   *)
-    echo "unknown phase $phase (tests bench peers clip parity sanitize sass profile)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity embed sanitize sass profile)" >&2
     exit 2
     ;;
   esac
