@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "flashclip.h"
+#include "attention_ptx.cuh"
 
 namespace flashclip_attention {
 
@@ -87,6 +88,30 @@ __device__ __forceinline__ int batch_key_limit(const int *key_lens, int b, int s
 /* Query row i sees keys [0, row_key_limit). Causal attention requires seq_q == seq_k, so key j <= i. */
 __device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool causal) {
     return causal ? min(batch_limit, row + 1) : batch_limit;
+}
+
+/* ------------------------------------------------------------------ tile loads */
+
+/* Copies rows [row0, row0 + kRows) of one head (real head-dim columns only) into a padded shared-memory tile with
+ * 16-byte cp.async. Rows at or past row_end are zero-filled with plain stores instead: they may lie outside the
+ * tensor, and zeros keep masked keys' V rows from turning 0 * garbage into NaN. Used by v2 for every tile and by v3 for
+ * its Q tile. Fully unrolled on purpose: the rolled loop saves registers but measured 10-40% slower on an H100. */
+template <class Traits, int kRows>
+__device__ __forceinline__ void load_tile(typename Traits::Elem *tile, const typename Traits::Elem *src,
+                                          long long row_stride, int row0, int row_end, int tid) {
+    constexpr int kChunks = kRows * Traits::kChunksPerRow;
+#pragma unroll
+    for (int i0 = 0; i0 < kChunks; i0 += Traits::kThreads) {
+        const int i = i0 + tid;
+        if (kChunks % Traits::kThreads == 0 || i < kChunks) {
+            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+            typename Traits::Elem *dst = tile + r * Traits::kSmemRowStride + 8 * c;
+            if (row0 + r < row_end)
+                cp_async_16(dst, src + (long long)(row0 + r) * row_stride + 8 * c);
+            else
+                *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ v2 kernel traits */
@@ -230,8 +255,8 @@ struct FlashV3Traits {
     static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
     static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
 
-    static constexpr int kQRowStride = kHeadDimPadded + 8;                // elements; odd number of 16-byte chunks
-    static constexpr int kQTileBytes = (kBlockM * kQRowStride * 2 + 1023) / 1024 * 1024;
+    static constexpr int kSmemRowStride = kHeadDimPadded + 8;             // Q rows, elements; odd 16-byte chunks
+    static constexpr int kQTileBytes = (kBlockM * kSmemRowStride * 2 + 1023) / 1024 * 1024;
     static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + 2 * kStages * kKVTileBytes;
 
     static constexpr int kQKSteps = kHeadDimPadded / 16;

@@ -50,25 +50,6 @@ __device__ __forceinline__ void load_kv_tile(unsigned char *tile, const typename
     }
 }
 
-/* Query rows into the padded row layout (row stride kQRowStride elements) that ldmatrix reads conflict-free. */
-template <class Traits>
-__device__ __forceinline__ void load_q_tile(typename Traits::Elem *tile, const typename Traits::Elem *src,
-                                            long long row_stride, int row0, int row_end, int tid) {
-    constexpr int kChunks = Traits::kBlockM * Traits::kChunksPerRow;
-#pragma unroll
-    for (int i0 = 0; i0 < kChunks; i0 += Traits::kThreads) {
-        const int i = i0 + tid;
-        if (kChunks % Traits::kThreads == 0 || i < kChunks) {
-            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
-            typename Traits::Elem *dst = tile + r * Traits::kQRowStride + 8 * c;
-            if (row0 + r < row_end)
-                cp_async_16(dst, src + (long long)(row0 + r) * row_stride + 8 * c);
-            else
-                *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
-        }
-    }
-}
-
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     attention_v3_kernel(const fc_attention_params p) {
@@ -85,7 +66,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kSw = Traits::kSwizzleBytes;
-    constexpr int kQStride = Traits::kQRowStride;
+    constexpr int kQStride = Traits::kSmemRowStride;
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // The swizzle is a function of the address bits, so tiles start on 1024-byte boundaries.
@@ -146,7 +127,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
             }
         }
 
-        load_q_tile<Traits>(q_tile, q, p.q_seq_stride, m_block, p.seq_q, tid);
+        load_tile<Traits, kBlockM>(q_tile, q, p.q_seq_stride, m_block, p.seq_q, tid);
         cp_async_commit();
         load_kv_tile<Traits, kBlockN>(k_tiles, k, p.k_seq_stride, 0, key_limit, tid);
         load_kv_tile<Traits, kBlockN>(v_tiles, v, p.v_seq_stride, 0, key_limit, tid);
