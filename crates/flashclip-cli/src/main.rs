@@ -84,7 +84,8 @@ enum Command {
     },
     /// FLOPs of one CLIP forward (both towers, projections, logits) in both counting conventions.
     Flops(FlopsArgs),
-    /// The speed-up ladder: fp32 materialized attention → fp32 flash v1 → fp16 flash v2 + fused kernels.
+    /// The speed-up ladder: fp32 materialized attention → fp32 flash v1 → fp16 with the fastest flash version for
+    /// this GPU + fused kernels → the same as one CUDA graph (→ bf16).
     Bench {
         /// Model directory (default: random weights of --preset).
         #[arg(long)]
