@@ -315,59 +315,14 @@ __global__ void __launch_bounds__(Traits::kThreads) attention_v2_kernel(const fc
                     }
                 }
 
-                // Scale into the log2 domain and mask. Element e of S tile nt is key
-                // key0 + 8 * nt + 2 * thread_in_group + e % 2.
                 const bool needs_mask = key0 + kBlockN > warp_unmasked_end;
                 uint32_t p_frag[kMTiles][Traits::kPVSteps][4];
 #pragma unroll
-                for (int mt = 0; mt < kMTiles; ++mt) {
-                    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-                    for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            float x = s[mt][nt][e] * scale_log2;
-                            if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= my_key_limit[mt][e / 2])
-                                x = -INFINITY;
-                            s[mt][nt][e] = x;
-                            tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
-                        }
-                    }
-
-                    // Online softmax update. A row's values are spread over the 4 lanes of a group.
-                    float shift[2];
-#pragma unroll
-                    for (int r = 0; r < 2; ++r) {
-                        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-                        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-                        const float new_max = fmaxf(row_max[mt][r], tile_max[r]);
-                        // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
-                        shift[r] = new_max == -INFINITY ? 0.f : new_max;
-                        const float alpha = exp2_approx(row_max[mt][r] - shift[r]);
-                        row_max[mt][r] = new_max;
-                        row_sum[mt][r] *= alpha;
-#pragma unroll
-                        for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-                            o_acc[mt][nt][2 * r] *= alpha;
-                            o_acc[mt][nt][2 * r + 1] *= alpha;
-                        }
-                    }
-
-                    // P = exp2(S - max), rounded to Elem. S tiles 2kk and 2kk+1 (keys 16kk..16kk+15) are exactly
-                    // the A fragment of k step kk of P V: a[0], a[1] from tile 2kk (rows g, g+8), a[2], a[3] from
-                    // tile 2kk+1.
-#pragma unroll
-                    for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-                        float prob[4];
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            prob[e] = exp2_approx(s[mt][nt][e] - shift[e / 2]);
-                            row_sum[mt][e / 2] += prob[e];
-                        }
-                        p_frag[mt][nt / 2][2 * (nt % 2)] = Ops::pack2(prob[0], prob[1]);
-                        p_frag[mt][nt / 2][2 * (nt % 2) + 1] = Ops::pack2(prob[2], prob[3]);
-                    }
-                }
+                for (int mt = 0; mt < kMTiles; ++mt)
+                    online_softmax_tile<Elem, Traits::kSTiles, Traits::kOTiles>(
+                        reinterpret_cast<float(&)[4 * Traits::kSTiles]>(s[mt]),
+                        reinterpret_cast<float(&)[4 * Traits::kOTiles]>(o_acc[mt]), p_frag[mt], row_max[mt],
+                        row_sum[mt], my_key_limit[mt], needs_mask, key0, thread_in_group, scale_log2);
 
                 // O += P V; each V fragment feeds every m tile.
 #pragma unroll

@@ -90,6 +90,60 @@ __device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool caus
     return causal ? min(batch_limit, row + 1) : batch_limit;
 }
 
+/* ------------------------------------------------------------------ online softmax */
+
+/* One step of the online softmax for 16 query rows (an m16 tile in mma.sync/wgmma accumulator layout) against a
+ * tile of kSTiles * 8 keys starting at key0: scales S into the log2 domain, masks keys at or past each row's limit
+ * (only when needs_mask), updates the running max and sum, rescales O, and writes P = exp2(S - max) rounded to
+ * Elem as A operands of P V. Element 4nt+e of s is key key0 + 8nt + 2t + e%2 of row g + 8(e/2) (g = lane/4,
+ * t = lane%4); a row's values are spread over the 4 lanes of its group. S tiles 2kk and 2kk+1 (keys 16kk..16kk+15)
+ * are exactly the A fragment of k step kk: a[0], a[1] from tile 2kk (rows g, g+8), a[2], a[3] from tile 2kk+1. */
+template <typename Elem, int kSTiles, int kOTiles>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
+                                                    uint32_t (&p)[kSTiles / 2][4], float (&row_max)[2],
+                                                    float (&row_sum)[2], const int (&key_limit)[2], bool needs_mask,
+                                                    int key0, int thread_in_group, float scale_log2) {
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float x = s[4 * nt + e] * scale_log2;
+            if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= key_limit[e / 2]) x = -INFINITY;
+            s[4 * nt + e] = x;
+            tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+        }
+    }
+    float shift[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float new_max = fmaxf(row_max[r], tile_max[r]);
+        // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
+        shift[r] = new_max == -INFINITY ? 0.f : new_max;
+        const float alpha = exp2_approx(row_max[r] - shift[r]);
+        row_max[r] = new_max;
+        row_sum[r] *= alpha;
+#pragma unroll
+        for (int nt = 0; nt < kOTiles; ++nt) {
+            o[4 * nt + 2 * r] *= alpha;
+            o[4 * nt + 2 * r + 1] *= alpha;
+        }
+    }
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt) {
+        float prob[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            prob[e] = exp2_approx(s[4 * nt + e] - shift[e / 2]);
+            row_sum[e / 2] += prob[e];
+        }
+        p[nt / 2][2 * (nt % 2)] = ElemOps<Elem>::pack2(prob[0], prob[1]);
+        p[nt / 2][2 * (nt % 2) + 1] = ElemOps<Elem>::pack2(prob[2], prob[3]);
+    }
+}
+
 /* ------------------------------------------------------------------ tile loads */
 
 /* Copies rows [row0, row0 + kRows) of one head (real head-dim columns only) into a padded shared-memory tile with

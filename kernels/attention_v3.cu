@@ -176,50 +176,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
                 wgmma_wait<0>();
                 fence_operand(s);
 
-                // Scale into the log2 domain and mask; element 4nt+e is key key0 + 8nt + 2t + e%2 of row e/2.
                 const bool needs_mask = key0 + kBlockN > warp_unmasked_end;
-                float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        float x = s[4 * nt + e] * scale_log2;
-                        if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= my_key_limit[e / 2])
-                            x = -INFINITY;
-                        s[4 * nt + e] = x;
-                        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
-                    }
-                }
-                float shift[2];
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-                    const float new_max = fmaxf(row_max[r], tile_max[r]);
-                    // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
-                    shift[r] = new_max == -INFINITY ? 0.f : new_max;
-                    const float alpha = exp2_approx(row_max[r] - shift[r]);
-                    row_max[r] = new_max;
-                    row_sum[r] *= alpha;
-#pragma unroll
-                    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-                        o_acc[4 * nt + 2 * r] *= alpha;
-                        o_acc[4 * nt + 2 * r + 1] *= alpha;
-                    }
-                }
-                // P = exp2(S - max) in Elem: S tiles 2kk, 2kk+1 are the A operand of k step kk of P V.
                 uint32_t p_frag[Traits::kPVSteps][4];
-#pragma unroll
-                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-                    float prob[4];
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        prob[e] = exp2_approx(s[4 * nt + e] - shift[e / 2]);
-                        row_sum[e / 2] += prob[e];
-                    }
-                    p_frag[nt / 2][2 * (nt % 2)] = Ops::pack2(prob[0], prob[1]);
-                    p_frag[nt / 2][2 * (nt % 2) + 1] = Ops::pack2(prob[2], prob[3]);
-                }
+                online_softmax_tile<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, row_max, row_sum,
+                                                                            my_key_limit, needs_mask, key0,
+                                                                            thread_in_group, scale_log2);
 
                 // O += P V: B = V tile, N-major (head dim contiguous); k step kk = keys 16kk..16kk+15 = rows
                 // 16kk.. of every column block; column blocks are kBlockN * S bytes apart (LBO).
