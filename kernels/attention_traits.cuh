@@ -1,5 +1,5 @@
 /* Shared pieces of the attention kernels: element-type conversions, the visibility rule, and the kernel traits
- * of the tensor-core kernels (fc_attention_v2, fc_attention_v3).
+ * of the tensor-core kernels (fc_attention_v2, v3, v4).
  *
  * Element types: the kernels are templated on the storage type (__half, __nv_bfloat16, float). ElemOps<T> gathers
  * what a kernel needs to move values between storage and fp32 math, so kernel bodies stay type-agnostic. The
@@ -345,6 +345,60 @@ struct FlashV3Config {
 template <typename Elem>
 struct FlashV3Config<Elem, 80> {
     using Traits = FlashV3Tiles<Elem, 80, 1, 64>;
+};
+
+
+/* ------------------------------------------------------------------ v4 kernel traits (Hopper, warp-specialized) */
+
+/* One fc_attention_v4 instantiation: a producer warpgroup that only loads (cp.async into the swizzled K/V layout
+ * of v3, kStages deep, published through mbarriers) and two consumer warpgroups of 64 query rows each that only
+ * multiply and run the softmax, each at its own pace. The producer hands registers to the consumers
+ * (setmaxnreg): 128 x kProducerRegs + 256 x kConsumerRegs stays within the SM's 64K. */
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_>
+struct FlashV4Traits {
+    using Elem = Elem_;
+    static_assert(sizeof(Elem) == 2, "tensor-core path is f16/bf16 only");
+    static_assert(v2_supports_head_dim(kHeadDim_), "unsupported head dim");
+
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kHeadDimPadded = (kHeadDim + 15) / 16 * 16;
+    static constexpr int kChunksPerRow = kHeadDim / 8;
+    static constexpr int kPaddedChunksPerRow = kHeadDimPadded / 8;
+
+    static constexpr int kConsumers = 2;                                  // warpgroups of 64 query rows
+    static constexpr int kThreads = 128 * (1 + kConsumers);
+    static constexpr int kProducerRegs = 56;
+    static constexpr int kConsumerRegs = 224;
+    static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "register file");
+    static constexpr int kBlockM = 64 * kConsumers;
+    static constexpr int kBlockN = kBlockN_;
+    static constexpr int kStages = kStages_;
+
+    static constexpr int kSwizzleBytes = kHeadDimPadded % 64 == 0 ? 128 : kHeadDimPadded % 32 == 0 ? 64 : 32;
+    static constexpr int kAtomCols = kSwizzleBytes / 2;
+    static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
+    static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
+
+    static constexpr int kSmemRowStride = kHeadDimPadded + 8;             // Q rows, elements; odd 16-byte chunks
+    static constexpr int kQTileBytes = (kBlockM * kSmemRowStride * 2 + 1023) / 1024 * 1024;
+    static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
+    static constexpr size_t kSmemBytes =
+        1024 /* alignment slack */ + kQTileBytes + 2 * kStages * kKVTileBytes + kBarrierBytes;
+    static_assert(kSmemBytes <= 227 * 1024, "shared memory");
+
+    static constexpr int kQKSteps = kHeadDimPadded / 16;
+    static constexpr int kSRegs = kBlockN / 2;
+    static constexpr int kSTiles = kBlockN / 8;
+    static constexpr int kPVSteps = kBlockN / 16;
+    static constexpr int kORegs = kHeadDimPadded / 2;
+    static constexpr int kOTiles = kHeadDimPadded / 8;
+};
+
+/* v4 tile shapes per head dim: 128-key tiles where the consumers' accumulators fit in kConsumerRegs (S 64 + O up
+ * to 48 + Q + P registers), 64-key tiles above; three stages where shared memory allows. Untuned. */
+template <typename Elem, int kHeadDim>
+struct FlashV4Config {
+    using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim <= 96 ? 128 : 64), 3>;
 };
 
 }  // namespace flashclip_attention

@@ -26,6 +26,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "attention_ptx.cuh"
+
 namespace flashclip_attention {
 
 /* Swizzle width in bytes -> the descriptor's 2-bit layout code. */
@@ -73,6 +75,42 @@ __device__ __forceinline__ void fence_operand(float (&d)[kN]) {
 /* Shared memory written through the generic proxy (plain stores, cp.async) must be fenced before the tensor cores
  * read it through the async proxy; each writing thread fences, then the block barrier orders the rest. */
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* ------------------------------------------------------------------ warp specialization (v4) */
+
+/* mbarrier in shared memory: a phase completes when `count` arrivals have happened; waiters name the phase by its
+ * parity (0 for the first completion, then 1, 0, ...). Arrive has release and the wait acquire semantics (CTA). */
+__device__ __forceinline__ void mbarrier_init(uint64_t *bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive(uint64_t *bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_addr(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t *bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nwait:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra wait;\n}\n" ::"r"(smem_addr(bar)),
+        "r"(parity)
+        : "memory");
+}
+
+/* Barrier among `count` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads'). */
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+/* Move registers between warpgroups (sm_90a): the producer gives some back, the consumers take them. The kernel
+ * needs a register cap at entry (__launch_bounds__(threads, 1)) for ptxas to honour these. */
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
 
 /* D (64 x kN) += A (registers) * B (descriptor); B is N-major (transposed) when kTransB = 1. scale_d = 0 ignores
  * D's old value (the first k step of a fresh product). One specialization per element type and N below, expanded

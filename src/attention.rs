@@ -27,11 +27,14 @@ pub enum Version {
     V2,
     /// Hopper warpgroup MMA (wgmma; compute capability 9.0 only; f16, bf16).
     V3,
+    /// v3's math, warp-specialized: a producer warpgroup loads, two consumer warpgroups multiply (compute
+    /// capability 9.0 only; f16, bf16).
+    V4,
 }
 
 impl Version {
     /// Every version, in ladder order.
-    pub const ALL: [Version; 3] = [Version::V1, Version::V2, Version::V3];
+    pub const ALL: [Version; 4] = [Version::V1, Version::V2, Version::V3, Version::V4];
 
     /// Short name used in benchmarks and reports.
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Version {
             Version::V1 => "v1",
             Version::V2 => "v2",
             Version::V3 => "v3",
+            Version::V4 => "v4",
         }
     }
 
@@ -48,7 +52,7 @@ impl Version {
             Version::V1 => &[
                 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128,
             ],
-            Version::V2 | Version::V3 => &[64, 80, 96, 104, 112, 128],
+            Version::V2 | Version::V3 | Version::V4 => &[64, 80, 96, 104, 112, 128],
         }
     }
 
@@ -56,7 +60,7 @@ impl Version {
     pub fn dtypes(self) -> &'static [DType] {
         match self {
             Version::V1 => &[DType::F16, DType::BF16, DType::F32],
-            Version::V2 | Version::V3 => &[DType::F16, DType::BF16],
+            Version::V2 | Version::V3 | Version::V4 => &[DType::F16, DType::BF16],
         }
     }
 
@@ -70,7 +74,7 @@ impl Version {
     pub fn runs_on(self, gpu: &Gpu) -> bool {
         match self {
             Version::V1 | Version::V2 => true,
-            Version::V3 => gpu.compute_capability() == (9, 0),
+            Version::V3 | Version::V4 => gpu.compute_capability() == (9, 0),
         }
     }
 }
@@ -436,6 +440,7 @@ fn launch<T: Element>(
             Kernel::Version(Version::V2) => ffi::fc_attention_v2(&params, T::DTYPE.ffi(), s),
             // runs_on checked the device is the one its sm_90a code runs on.
             Kernel::Version(Version::V3) => ffi::fc_attention_v3(&params, T::DTYPE.ffi(), s),
+            Kernel::Version(Version::V4) => ffi::fc_attention_v4(&params, T::DTYPE.ffi(), s),
             // The caller checked the head dim is one the sweep entry is built for.
             Kernel::V3Tiles(t) => ffi::fc_attention_v3_tiles(&params, T::DTYPE.ffi(), t.ffi(), s),
         }

@@ -463,6 +463,18 @@ fn gpu_v3_bf16() {
     });
 }
 #[test]
+fn gpu_v4_f16() {
+    gpu_test("gpu_v4_f16", |g, r| {
+        check_version::<f16>(g, r, Some(Version::V4))
+    });
+}
+#[test]
+fn gpu_v4_bf16() {
+    gpu_test("gpu_v4_bf16", |g, r| {
+        check_version::<bf16>(g, r, Some(Version::V4))
+    });
+}
+#[test]
 fn gpu_v3_tile_shapes() {
     gpu_test("gpu_v3_tile_shapes", |g, r| {
         for tiles in V3Tiles::ALL {

@@ -168,7 +168,7 @@ fn gpu_small_model_f16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else {
         return;
     };
-    for version in [Version::V3, Version::V2, Version::V1] {
+    for version in [Version::V4, Version::V3, Version::V2, Version::V1] {
         if version.runs_on(&gpu) {
             run::<f16>(
                 &gpu,
