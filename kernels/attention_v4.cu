@@ -217,46 +217,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) attention_v4_kernel(const
                 fence_operand(s);
 
                 const bool needs_mask = key0 + kBlockN > warp_unmasked_end;
-                float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        float x = s[4 * nt + e] * scale_log2;
-                        if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= my_key_limit[e / 2])
-                            x = -INFINITY;
-                        s[4 * nt + e] = x;
-                        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
-                    }
-                }
-                float shift[2];
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-                    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-                    const float new_max = fmaxf(row_max[r], tile_max[r]);
-                    shift[r] = new_max == -INFINITY ? 0.f : new_max;
-                    const float alpha = exp2_approx(row_max[r] - shift[r]);
-                    row_max[r] = new_max;
-                    row_sum[r] *= alpha;
-#pragma unroll
-                    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-                        o_acc[4 * nt + 2 * r] *= alpha;
-                        o_acc[4 * nt + 2 * r + 1] *= alpha;
-                    }
-                }
                 uint32_t p_frag[Traits::kPVSteps][4];
-#pragma unroll
-                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-                    float prob[4];
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        prob[e] = exp2_approx(s[4 * nt + e] - shift[e / 2]);
-                        row_sum[e / 2] += prob[e];
-                    }
-                    p_frag[nt / 2][2 * (nt % 2)] = Ops::pack2(prob[0], prob[1]);
-                    p_frag[nt / 2][2 * (nt % 2) + 1] = Ops::pack2(prob[2], prob[3]);
-                }
+                online_softmax_tile<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, row_max, row_sum,
+                                                                            my_key_limit, needs_mask, key0,
+                                                                            thread_in_group, scale_log2);
 
                 fence_operand(o_acc);
                 wgmma_fence();
