@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(Traits::kThreads) attention_v2_kernel(const fc
     const float scale_log2 = p.softmax_scale * kLog2e;
 
     float o_acc[kMTiles][Traits::kOTiles][4] = {};
-    float row_max[kMTiles][2];  // of scale*log2e*scores
+    float row_max[kMTiles][2];  // of the raw scores
     float row_sum[kMTiles][2];  // partial over this thread's columns, reduced at the end
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
@@ -382,7 +382,7 @@ __global__ void __launch_bounds__(Traits::kThreads) attention_v2_kernel(const fc
                 const int row = warp_row0 + 16 * mt + group + 8 * r;
                 if (row < p.seq_q)
                     p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
-                        row_sum[mt][r] > 0.f ? (row_max[mt][r] + log2f(row_sum[mt][r])) * kLn2 : -INFINITY;
+                        row_sum[mt][r] > 0.f ? (row_max[mt][r] * scale_log2 + log2f(row_sum[mt][r])) * kLn2 : -INFINITY;
             }
     }
 }

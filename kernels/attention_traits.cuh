@@ -92,26 +92,29 @@ __device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool caus
 
 /* ------------------------------------------------------------------ online softmax */
 
-/* One step of the online softmax for 16 query rows (an m16 tile in mma.sync/wgmma accumulator layout) against a
- * tile of kSTiles * 8 keys starting at key0: scales S into the log2 domain, masks keys at or past each row's limit
- * (only when needs_mask), updates the running max and sum, rescales O, and writes P = exp2(S - max) rounded to
- * Elem as A operands of P V. Element 4nt+e of s is key key0 + 8nt + 2t + e%2 of row g + 8(e/2) (g = lane/4,
- * t = lane%4); a row's values are spread over the 4 lanes of its group. S tiles 2kk and 2kk+1 (keys 16kk..16kk+15)
- * are exactly the A fragment of k step kk: a[0], a[1] from tile 2kk (rows g, g+8), a[2], a[3] from tile 2kk+1. */
-template <typename Elem, int kSTiles, int kOTiles>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
-                                                    uint32_t (&p)[kSTiles / 2][4], float (&row_max)[2],
-                                                    float (&row_sum)[2], const int (&key_limit)[2], bool needs_mask,
-                                                    int key0, int thread_in_group, float scale_log2) {
+/* The online softmax for 16 query rows (an m16 tile in mma.sync/wgmma accumulator layout) against a tile of
+ * kSTiles * 8 keys starting at key0, in two phases so that a kernel can run the first while a P V product that
+ * still reads the previous P is in flight (v4):
+ *   softmax_scores: masks keys at or past each row's limit (kMask), updates the running max (of raw scores) and
+ *     sum, and turns S into probabilities in place: p = exp2(s * scale_log2 - max * scale_log2), one FFMA and one
+ *     MUFU per score; returns each row's rescale factor alpha for O.
+ *   rescale_and_pack: O *= alpha, and the probabilities rounded to Elem as A operands of P V.
+ * Raw scores are compared before scaling, so scale_log2 must be > 0 (the launchers check softmax_scale).
+ * Element 4nt+e of s is key key0 + 8nt + 2t + e%2 of row g + 8(e/2) (g = lane/4, t = lane%4); a row's values are
+ * spread over the 4 lanes of its group. S tiles 2kk and 2kk+1 (keys 16kk..16kk+15) are exactly the A fragment of
+ * k step kk: a[0], a[1] from tile 2kk (rows g, g+8), a[2], a[3] from tile 2kk+1. The masking is a template
+ * parameter: only the tiles that cross a row's limit pay for the compares. */
+template <int kSTiles, bool kMask>
+__device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&row_sum)[2],
+                                               float (&alpha)[2], const int (&key_limit)[2], int key0,
+                                               int thread_in_group, float scale_log2) {
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            float x = s[4 * nt + e] * scale_log2;
-            if (needs_mask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= key_limit[e / 2]) x = -INFINITY;
-            s[4 * nt + e] = x;
-            tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+            if (kMask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= key_limit[e / 2]) s[4 * nt + e] = -INFINITY;
+            tile_max[e / 2] = fmaxf(tile_max[e / 2], s[4 * nt + e]);
         }
     }
     float shift[2];
@@ -121,27 +124,50 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], flo
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
         const float new_max = fmaxf(row_max[r], tile_max[r]);
         // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
-        shift[r] = new_max == -INFINITY ? 0.f : new_max;
-        const float alpha = exp2_approx(row_max[r] - shift[r]);
+        shift[r] = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+        alpha[r] = exp2_approx(row_max[r] * scale_log2 - shift[r]);
         row_max[r] = new_max;
-        row_sum[r] *= alpha;
-#pragma unroll
-        for (int nt = 0; nt < kOTiles; ++nt) {
-            o[4 * nt + 2 * r] *= alpha;
-            o[4 * nt + 2 * r + 1] *= alpha;
-        }
+        row_sum[r] *= alpha[r];
     }
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
-        float prob[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            prob[e] = exp2_approx(s[4 * nt + e] - shift[e / 2]);
-            row_sum[e / 2] += prob[e];
+            s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
+            row_sum[e / 2] += s[4 * nt + e];
         }
-        p[nt / 2][2 * (nt % 2)] = ElemOps<Elem>::pack2(prob[0], prob[1]);
-        p[nt / 2][2 * (nt % 2) + 1] = ElemOps<Elem>::pack2(prob[2], prob[3]);
     }
+}
+
+template <typename Elem, int kSTiles, int kOTiles>
+__device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
+                                                 uint32_t (&p)[kSTiles / 2][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int nt = 0; nt < kOTiles; ++nt) {
+        o[4 * nt] *= alpha[0];
+        o[4 * nt + 1] *= alpha[0];
+        o[4 * nt + 2] *= alpha[1];
+        o[4 * nt + 3] *= alpha[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt) {
+        p[nt / 2][2 * (nt % 2)] = ElemOps<Elem>::pack2(s[4 * nt], s[4 * nt + 1]);
+        p[nt / 2][2 * (nt % 2) + 1] = ElemOps<Elem>::pack2(s[4 * nt + 2], s[4 * nt + 3]);
+    }
+}
+
+/* Both phases back to back (v2, v3): one online-softmax step, masked only where needs_mask. */
+template <typename Elem, int kSTiles, int kOTiles>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
+                                                    uint32_t (&p)[kSTiles / 2][4], float (&row_max)[2],
+                                                    float (&row_sum)[2], const int (&key_limit)[2], bool needs_mask,
+                                                    int key0, int thread_in_group, float scale_log2) {
+    float alpha[2];
+    if (needs_mask)
+        softmax_scores<kSTiles, true>(s, row_max, row_sum, alpha, key_limit, key0, thread_in_group, scale_log2);
+    else
+        softmax_scores<kSTiles, false>(s, row_max, row_sum, alpha, key_limit, key0, thread_in_group, scale_log2);
+    rescale_and_pack<Elem, kSTiles, kOTiles>(s, o, p, alpha);
 }
 
 /* ------------------------------------------------------------------ tile loads */
@@ -350,9 +376,9 @@ struct FlashV3Config<Elem, 80> {
 
 /* ------------------------------------------------------------------ v4 kernel traits (Hopper, warp-specialized) */
 
-/* One fc_attention_v4 instantiation: a producer warpgroup that only loads (cp.async into the swizzled K/V layout
- * of v3, kStages deep, published through mbarriers) and two consumer warpgroups of 64 query rows each that only
- * multiply and run the softmax, each at its own pace. The producer hands registers to the consumers
+/* One fc_attention_v4 instantiation: a producer warp that only loads (TMA boxes into the swizzled K/V layout of
+ * v3, kStages deep, published through mbarriers) and two consumer warpgroups of 64 query rows each that only
+ * multiply and run the softmax, each at its own pace. The producer's warpgroup hands registers to the consumers
  * (setmaxnreg): 128 x kProducerRegs + 256 x kConsumerRegs stays within the SM's 64K. */
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_>
 struct FlashV4Traits {
@@ -367,15 +393,21 @@ struct FlashV4Traits {
 
     static constexpr int kConsumers = 2;                                  // warpgroups of 64 query rows
     static constexpr int kThreads = 128 * (1 + kConsumers);
-    static constexpr int kProducerRegs = 56;
-    static constexpr int kConsumerRegs = 224;
-    static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "register file");
     static constexpr int kBlockM = 64 * kConsumers;
     static constexpr int kBlockN = kBlockN_;
+    // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, 1)). Consumers with
+    // 128-key tiles use up to ~220; with 64-key tiles ~210, and the producer's 7-box TMA loop (head dim 104-112)
+    // then gets the room it needs without a spill.
+    static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
+    static constexpr int kConsumerRegs = kBlockN >= 128 ? 224 : 216;
+    static constexpr int kProducerRegs = (kLaunchRegs * kThreads - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
+    static_assert(kProducerRegs >= 24, "register file");
     static constexpr int kStages = kStages_;
 
+    // A K/V tile is kAtoms column blocks of kBlockN rows x kSwizzleBytes, one TMA box each.
     static constexpr int kSwizzleBytes = kHeadDimPadded % 64 == 0 ? 128 : kHeadDimPadded % 32 == 0 ? 64 : 32;
     static constexpr int kAtomCols = kSwizzleBytes / 2;
+    static constexpr int kAtoms = kHeadDimPadded / kAtomCols;
     static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
     static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
 
@@ -394,8 +426,8 @@ struct FlashV4Traits {
     static constexpr int kOTiles = kHeadDimPadded / 8;
 };
 
-/* v4 tile shapes per head dim: 128-key tiles where the consumers' accumulators fit in kConsumerRegs (S 64 + O up
- * to 48 + Q + P registers), 64-key tiles above; three stages where shared memory allows. Untuned. */
+/* v4 tile shapes per head dim: 128-key tiles where the consumers' registers hold S (64), P (32), O (up to 48) and
+ * Q (up to 24), 64-key tiles above; three stages. */
 template <typename Elem, int kHeadDim>
 struct FlashV4Config {
     using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim <= 96 ? 128 : 64), 3>;

@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
             const int row = warp_row0 + group + 8 * r;
             if (row < p.seq_q)
                 p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
-                    row_sum[r] > 0.f ? (row_max[r] + __log2f(row_sum[r])) * kLn2 : -INFINITY;
+                    row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
         }
     }
 #endif

@@ -1,23 +1,28 @@
 /* fc_attention_v4: v3's math (wgmma, Q and P in registers, K/V from swizzled shared memory) with the work split
- * the way FlashAttention-3 splits it: warp specialization.
+ * and scheduled the way FlashAttention-3 does it.
  *
- *   - Warpgroup 0 is the producer. It only copies K/V tiles (16-byte cp.async into the swizzled layout, rows past
- *     the key limit zero-filled) into a ring of kStages stages and publishes each stage on its `full` mbarrier once
- *     its copies have landed (wait, proxy fence, arrive: the order v3 uses before its block barrier). It runs one
- *     tile ahead of what it publishes and refills a stage only after both consumers released it on `empty`.
- *   - Warpgroups 1 and 2 are consumers, 64 query rows each. They load their own Q rows once, then per tile wait on
- *     `full`, run S = Q K^T, the online softmax and O += P V exactly as v3, and arrive on `empty`. No block-wide
- *     barrier ties them together, so one consumer's softmax overlaps the other's MMAs, and the per-thread address
- *     arithmetic of the loads (ncu's busiest pipe in v3) has left their instruction stream.
- *   - setmaxnreg moves registers from the producer (kProducerRegs) to the consumers (kConsumerRegs), which is what
- *     lets 128-key tiles fit.
- * A consumer group with no rows left (past seq_q, or past its causal limit) still waits and releases every tile,
+ *   - Warp specialization. One producer warp only loads: per K/V tile, one thread announces the bytes on the
+ *     stage's `full` mbarrier and issues TMA boxes (the tensor maps are built on the host from the strides, so the
+ *     packed QKV layout is read in place; rows past seq_k and head-dim padding columns arrive as zeros). A stage is
+ *     refilled after both consumers released it on `empty`. The other producer warps only give their registers
+ *     away (setmaxnreg) and exit. Two consumer warpgroups of 64 query rows each multiply and run the softmax, each
+ *     at its own pace: no block-wide barrier in the main loop.
+ *   - Intra-warpgroup overlap. A consumer issues S = Q K_t^T and O += P_{t-1} V_{t-1} back to back, waits for S
+ *     only, runs the softmax of tile t while the tensor cores finish P V, then rescales O. The softmax (MUFU- and
+ *     FMA-bound) and the two GEMMs of neighbouring tiles overlap within one warpgroup, and across the two.
+ *   - Batches whose key_lens cut a tile short get that tile through cp.async instead, with rows past the limit
+ *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
+ * A consumer with no rows left (past seq_q, or past its causal limit) still waits for and releases every tile,
  * so the producer never waits on it forever.
  */
+#include <cuda.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "flashclip.h"
 #include "attention_ptx.cuh"
@@ -27,25 +32,22 @@
 namespace flashclip_attention {
 namespace {
 
-/* Rows [row0, row0 + kRows) into a swizzled K or V stage, by the kLoaders threads numbered `tid`. Rolled (two
- * chunks per trip): the producer runs on few registers, and the copies are asynchronous anyway. */
-template <class Traits, int kRows, int kLoaders>
-__device__ __forceinline__ void load_swizzled_rows(unsigned char *tile, const typename Traits::Elem *src,
-                                                   long long row_stride, int row0, int row_end, int tid) {
-    constexpr int kChunks = kRows * Traits::kChunksPerRow;
+/* Rows [row0, row0 + kRows) of K or V into a swizzled stage by the 32 lanes of the producer warp, every column
+ * block of the padded head dim; rows at or past row_end and padding columns are zero-filled. The fallback of the
+ * TMA path for tiles cut by key_lens. */
+template <class Traits, int kRows>
+__device__ __forceinline__ void load_kv_rows_zero_filled(unsigned char *tile, const typename Traits::Elem *src,
+                                                         long long row_stride, int row0, int row_end, int lane) {
+    constexpr int kChunks = kRows * Traits::kPaddedChunksPerRow;
     constexpr int kAtomChunks = Traits::kAtomCols / 8;
-#pragma unroll 2
-    for (int i0 = 0; i0 < kChunks; i0 += kLoaders) {
-        const int i = i0 + tid;
-        if (kChunks % kLoaders == 0 || i < kChunks) {
-            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
-            const uint32_t offset = swizzle<Traits::kSwizzleBytes>(
-                (c / kAtomChunks) * kRows * Traits::kSwizzleBytes + r * Traits::kSwizzleBytes + 16 * (c % kAtomChunks));
-            if (row0 + r < row_end)
-                cp_async_16(tile + offset, src + (long long)(row0 + r) * row_stride + 8 * c);
-            else
-                *reinterpret_cast<uint4 *>(tile + offset) = make_uint4(0u, 0u, 0u, 0u);
-        }
+    constexpr int kSw = Traits::kSwizzleBytes;
+    for (int i = lane; i < kChunks; i += 32) {
+        const int r = i / Traits::kPaddedChunksPerRow, c = i % Traits::kPaddedChunksPerRow;
+        const uint32_t offset = swizzle<kSw>((c / kAtomChunks) * kRows * kSw + r * kSw + 16 * (c % kAtomChunks));
+        if (row0 + r < row_end && c < Traits::kChunksPerRow)
+            cp_async_16(tile + offset, src + (long long)(row0 + r) * row_stride + 8 * c);
+        else
+            *reinterpret_cast<uint4 *>(tile + offset) = make_uint4(0u, 0u, 0u, 0u);
     }
 }
 
@@ -53,14 +55,14 @@ __device__ __forceinline__ void load_swizzled_rows(unsigned char *tile, const ty
 template <class Traits>
 __device__ __forceinline__ void load_q_rows(typename Traits::Elem *tile, const typename Traits::Elem *src,
                                             long long row_stride, int row0, int row_end, int tid) {
-    constexpr int kChunks = 64 * Traits::kChunksPerRow;
+    constexpr int kChunks = 64 * Traits::kPaddedChunksPerRow;
 #pragma unroll
     for (int i0 = 0; i0 < kChunks; i0 += 128) {
         const int i = i0 + tid;
         if (kChunks % 128 == 0 || i < kChunks) {
-            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+            const int r = i / Traits::kPaddedChunksPerRow, c = i % Traits::kPaddedChunksPerRow;
             typename Traits::Elem *dst = tile + r * Traits::kSmemRowStride + 8 * c;
-            if (row0 + r < row_end)
+            if (row0 + r < row_end && c < Traits::kChunksPerRow)
                 cp_async_16(dst, src + (long long)(row0 + r) * row_stride + 8 * c);
             else
                 *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
@@ -68,24 +70,53 @@ __device__ __forceinline__ void load_q_rows(typename Traits::Elem *tile, const t
     }
 }
 
+/* The consumer side of one tile, split so that the caller can interleave it with the previous tile's P V. */
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, 1) attention_v4_kernel(const fc_attention_params p) {
+struct V4Consumer {
+    using Elem = typename Traits::Elem;
+    using MmaO = Wgmma<Elem, Traits::kHeadDimPadded>;
+    using MmaS = Wgmma<Elem, Traits::kBlockN>;
+    static constexpr int kSw = Traits::kSwizzleBytes;
+
+    /* Issue S = Q K^T for the K stage at k_base (not waited for). */
+    static __device__ __forceinline__ void issue_qk(float (&s)[Traits::kSRegs],
+                                                    const uint32_t (&q)[Traits::kQKSteps][4], uint32_t k_base) {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kQKSteps; ++kk) {
+            const uint32_t start =
+                k_base + (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw + 2 * (16 * kk % Traits::kAtomCols);
+            MmaS::template mma<0>(s, q[kk], smem_desc<kSw>(start, 16, 8 * kSw), kk > 0);
+        }
+    }
+
+    /* Issue O += P V for the V stage at v_base (not waited for). */
+    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
+                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint32_t v_base) {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPVSteps; ++kk)
+            MmaO::template mma<1>(o, p[kk], smem_desc<kSw>(v_base + 16 * kk * kSw, Traits::kBlockN * kSw, 8 * kSw),
+                                  1);
+    }
+};
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
+                        const __grid_constant__ CUtensorMap v_map) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    // wgmma and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
+    // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
 #elif defined(__CUDA_ARCH__)
     constexpr float kLog2e = 1.4426950408889634f;
     constexpr float kLn2 = 0.6931471805599453f;
     using Elem = typename Traits::Elem;
     using Ops = ElemOps<Elem>;
-    using Mma = Wgmma<Elem, Traits::kHeadDimPadded>;
-    using MmaS = Wgmma<Elem, Traits::kBlockN>;
+    using Consumer = V4Consumer<Traits>;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kStages = Traits::kStages;
     constexpr int kSw = Traits::kSwizzleBytes;
     constexpr int kQStride = Traits::kSmemRowStride;
-    constexpr int kConsumerThreads = 128 * Traits::kConsumers;
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -97,190 +128,259 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) attention_v4_kernel(const
 
     const int tid = threadIdx.x;
     const int warpgroup = tid / 128;
+    const int lane = tid % 32;
 
     const int m_block = (gridDim.x - 1 - blockIdx.x) * kBlockM;  // reversed: longest causal blocks start first
     const int h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (p.heads_q / p.heads_kv);
     const bool causal = p.causal != 0;
     const int key_limit = batch_key_limit(p.key_lens, b, p.seq_k);
-    const int block_key_end = causal ? min(key_limit, min(m_block + kBlockM, p.seq_q)) : key_limit;
-    const int n_tiles = (block_key_end + kBlockN - 1) / kBlockN;
+    // K/V tiles the block needs (computed after the register split in each branch: kept live across it, ptxas
+    // spilled it at some head dims).
+    const auto block_tiles = [&] {
+        const int block_key_end = causal ? min(key_limit, min(m_block + kBlockM, p.seq_q)) : key_limit;
+        return (block_key_end + kBlockN - 1) / kBlockN;
+    };
 
     if (tid == 0) {
         for (int s = 0; s < kStages; ++s) {
-            mbarrier_init(&full[s], 128);                // every producer thread, after its copies landed
-            mbarrier_init(&empty[s], kConsumerThreads);  // every consumer thread, after its MMAs read the stage
+            mbarrier_init(&full[s], 1);                      // the producer's one arrival (+ the TMA bytes)
+            mbarrier_init(&empty[s], 4 * Traits::kConsumers);  // one per consumer warp
         }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     if (warpgroup == 0) {
         // ---------------------------------------------------------------- producer
         setmaxnreg_dec<Traits::kProducerRegs>();
+        if (tid >= 32) return;
+        const int n_tiles = block_tiles();
         const Elem *k = static_cast<const Elem *>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
         const Elem *v = static_cast<const Elem *>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-        if constexpr (Traits::kChunksPerRow < Traits::kPaddedChunksPerRow) {
-            // Head-dim padding (104 -> 112): zero once in every stage, never overwritten by the loads; published
-            // with the first tile's copies.
-            constexpr int kPad = Traits::kPaddedChunksPerRow - Traits::kChunksPerRow;
-            constexpr int kAtomChunks = Traits::kAtomCols / 8;
-            for (int i = tid; i < 2 * kStages * kBlockN * kPad; i += 128) {
-                const int tile = i / (kBlockN * kPad), r = (i / kPad) % kBlockN;
-                const int c = Traits::kChunksPerRow + i % kPad;
-                const uint32_t offset =
-                    swizzle<kSw>((c / kAtomChunks) * kBlockN * kSw + r * kSw + 16 * (c % kAtomChunks));
-                *reinterpret_cast<uint4 *>(k_tiles + tile * Traits::kKVTileBytes + offset) = make_uint4(0u, 0u, 0u, 0u);
-            }
-        }
         for (int t = 0; t < n_tiles; ++t) {
             const int stage = t % kStages;
             if (t >= kStages) mbarrier_wait(&empty[stage], (t / kStages - 1) & 1);
-            load_swizzled_rows<Traits, kBlockN, 128>(k_tiles + stage * Traits::kKVTileBytes, k, p.k_seq_stride,
-                                                     t * kBlockN, key_limit, tid);
-            load_swizzled_rows<Traits, kBlockN, 128>(v_tiles + stage * Traits::kKVTileBytes, v, p.v_seq_stride,
-                                                     t * kBlockN, key_limit, tid);
-            cp_async_commit();
-            if (t >= 1) {
-                cp_async_wait<1>();   // tile t-1 has landed (tile t may still be in flight)
-                fence_proxy_async();  // ... and is visible to the tensor cores
-                mbarrier_arrive(&full[(t - 1) % kStages]);
-            }
-        }
-        if (n_tiles >= 1) {
-            cp_async_wait<0>();
-            fence_proxy_async();
-            mbarrier_arrive(&full[(n_tiles - 1) % kStages]);
-        }
-    } else {
-        // ---------------------------------------------------------------- consumers
-        setmaxnreg_inc<Traits::kConsumerRegs>();
-        const int consumer = warpgroup - 1;
-        const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
-        const int lane = ctid % 32, warp_in_group = ctid / 32;
-        const int group = lane / 4, thread_in_group = lane % 4;
-
-        const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-        Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-        Elem *my_q = q_tile + 64 * consumer * kQStride;
-
-        const int group_row0 = m_block + 64 * consumer;
-        const int warp_row0 = group_row0 + 16 * warp_in_group;
-        const bool group_has_rows = group_row0 < p.seq_q;
-        const int group_key_end = causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
-        const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
-        int my_key_limit[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
-        const float scale_log2 = p.softmax_scale * kLog2e;
-
-        float o_acc[Traits::kORegs];
-#pragma unroll
-        for (int i = 0; i < Traits::kORegs; ++i) o_acc[i] = 0.f;
-        float row_max[2] = {-INFINITY, -INFINITY};
-        float row_sum[2] = {0.f, 0.f};
-
-        uint32_t q_frag[Traits::kQKSteps][4];
-        if (n_tiles > 0 && group_has_rows) {
-            if constexpr (Traits::kChunksPerRow < Traits::kPaddedChunksPerRow) {
-                constexpr int kPad = Traits::kPaddedChunksPerRow - Traits::kChunksPerRow;
-                for (int i = ctid; i < 64 * kPad; i += 128)
-                    *reinterpret_cast<uint4 *>(my_q + (i / kPad) * kQStride + 8 * (Traits::kChunksPerRow + i % kPad)) =
-                        make_uint4(0u, 0u, 0u, 0u);
-            }
-            load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0, p.seq_q, ctid);
-            cp_async_commit();
-            cp_async_wait<0>();
-            named_barrier_sync(1 + consumer, 128);
-            const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
-#pragma unroll
-            for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
-        }
-
-        for (int t = 0; t < n_tiles; ++t) {
-            const int stage = t % kStages;
-            mbarrier_wait(&full[stage], (t / kStages) & 1);
+            unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
+            unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
             const int key0 = t * kBlockN;
-            if (group_has_rows && key0 < group_key_end) {
-                const uint32_t k_base = smem_addr(k_tiles + stage * Traits::kKVTileBytes);
-                const uint32_t v_base = smem_addr(v_tiles + stage * Traits::kKVTileBytes);
-
-                float s[Traits::kSRegs];
-                wgmma_fence();
+            if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
+                load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
+                load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
+                cp_async_commit();
+                cp_async_wait<0>();
+                fence_proxy_async();  // generic-proxy writes, read by the tensor cores
+                __syncwarp();
+                if (lane == 0) mbarrier_arrive(&full[stage]);
+            } else if (lane == 0) {
+                mbarrier_arrive_expect_tx(&full[stage], 2 * Traits::kKVTileBytes);
 #pragma unroll
-                for (int kk = 0; kk < Traits::kQKSteps; ++kk) {
-                    const uint32_t start = k_base + (16 * kk / Traits::kAtomCols) * kBlockN * kSw +
-                                           2 * (16 * kk % Traits::kAtomCols);
-                    MmaS::template mma<0>(s, q_frag[kk], smem_desc<kSw>(start, 16, 8 * kSw), kk > 0);
+                for (int a = 0; a < Traits::kAtoms; ++a) {
+                    tma_load_4d(k_stage + a * kBlockN * kSw, &k_map, a * Traits::kAtomCols, key0, hk, b, &full[stage]);
+                    tma_load_4d(v_stage + a * kBlockN * kSw, &v_map, a * Traits::kAtomCols, key0, hk, b, &full[stage]);
                 }
-                wgmma_commit();
-                wgmma_wait<0>();
-                fence_operand(s);
-
-                const bool needs_mask = key0 + kBlockN > warp_unmasked_end;
-                uint32_t p_frag[Traits::kPVSteps][4];
-                online_softmax_tile<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, row_max, row_sum,
-                                                                            my_key_limit, needs_mask, key0,
-                                                                            thread_in_group, scale_log2);
-
-                fence_operand(o_acc);
-                wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < Traits::kPVSteps; ++kk)
-                    Mma::template mma<1>(o_acc, p_frag[kk],
-                                         smem_desc<kSw>(v_base + 16 * kk * kSw, kBlockN * kSw, 8 * kSw), 1);
-                wgmma_commit();
-                wgmma_wait<0>();
-                fence_operand(o_acc);
             }
-            mbarrier_arrive(&empty[stage]);  // this thread's reads of the stage are done
+        }
+        return;
+    }
+
+    // -------------------------------------------------------------------- consumers
+    setmaxnreg_inc<Traits::kConsumerRegs>();
+    const int n_tiles = block_tiles();
+    const int consumer = warpgroup - 1;
+    const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
+    const int warp_in_group = ctid / 32;
+    const int group = lane / 4, thread_in_group = lane % 4;
+
+    const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+    Elem *my_q = q_tile + 64 * consumer * kQStride;
+
+    const int group_row0 = m_block + 64 * consumer;
+    const int warp_row0 = group_row0 + 16 * warp_in_group;
+    const int group_key_end =
+        group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
+    const int my_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group multiplies
+    const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
+    int my_key_limit[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
+    const float scale_log2 = p.softmax_scale * kLog2e;
+
+    float o_acc[Traits::kORegs];
+#pragma unroll
+    for (int i = 0; i < Traits::kORegs; ++i) o_acc[i] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
+
+    if (my_tiles > 0) {
+        uint32_t q_frag[Traits::kQKSteps][4];
+        load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0, p.seq_q, ctid);
+        cp_async_commit();
+        cp_async_wait<0>();
+        named_barrier_sync(1 + consumer, 128);
+        const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
+#pragma unroll
+        for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
+
+        float s[Traits::kSRegs];
+        uint32_t p_frag[Traits::kPVSteps][4];
+        float alpha[2];
+        // The softmax of tile t (scores in s), masked where the tile crosses a row's limit.
+        auto softmax = [&](int t) {
+            const int key0 = t * kBlockN;
+            if (key0 + kBlockN > warp_unmasked_end)
+                softmax_scores<Traits::kSTiles, true>(s, row_max, row_sum, alpha, my_key_limit, key0, thread_in_group,
+                                                      scale_log2);
+            else
+                softmax_scores<Traits::kSTiles, false>(s, row_max, row_sum, alpha, my_key_limit, key0,
+                                                       thread_in_group, scale_log2);
+        };
+        const auto k_base = [&](int t) { return smem_addr(k_tiles + (t % kStages) * Traits::kKVTileBytes); };
+        const auto v_base = [&](int t) { return smem_addr(v_tiles + (t % kStages) * Traits::kKVTileBytes); };
+        const auto release = [&](int t) {
+            __syncwarp();
+            if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
+        };
+
+        // Tile 0: S, softmax, P.
+        mbarrier_wait(&full[0], 0);
+        wgmma_fence();
+        Consumer::issue_qk(s, q_frag, k_base(0));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operand(s);
+        softmax(0);
+        rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
+
+        // Tiles 1..: S_t and P_{t-1} V_{t-1} in flight together; the softmax of t runs under P V.
+        for (int t = 1; t < my_tiles; ++t) {
+            mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
+            fence_operand(o_acc);
+            fence_operand(p_frag);
+            wgmma_fence();
+            Consumer::issue_qk(s, q_frag, k_base(t));
+            wgmma_commit();
+            Consumer::issue_pv(o_acc, p_frag, v_base(t - 1));
+            wgmma_commit();
+            wgmma_wait<1>();
+            fence_operand(s);
+            softmax(t);
+            wgmma_wait<0>();
+            fence_operand(o_acc);
+            fence_operand(p_frag);
+            release(t - 1);
+            rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
         }
 
-        // Epilogue (as v3): the warp's rows staged in its own Q rows, then 16-byte stores.
-        Elem *o_stage = my_q + 16 * warp_in_group * kQStride;
-        __syncwarp();
-        float inv_sum[2];
+        // The last P V.
+        fence_operand(o_acc);
+        fence_operand(p_frag);
+        wgmma_fence();
+        Consumer::issue_pv(o_acc, p_frag, v_base(my_tiles - 1));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operand(o_acc);
+        release(my_tiles - 1);
+    }
+    // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
+    for (int t = my_tiles; t < n_tiles; ++t) {
+        mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
+        if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
+    }
+    if (group_row0 >= p.seq_q) return;
+
+    // Epilogue (as v3): the warp's rows staged in its own Q rows, then 16-byte stores.
+    Elem *o_stage = my_q + 16 * warp_in_group * kQStride;
+    __syncwarp();
+    float inv_sum[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
+    }
+#pragma unroll
+    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
+        Elem *dst = o_stage + group * kQStride + 8 * nt + 2 * thread_in_group;
+        *reinterpret_cast<uint32_t *>(dst) = Ops::pack2(o_acc[4 * nt] * inv_sum[0], o_acc[4 * nt + 1] * inv_sum[0]);
+        *reinterpret_cast<uint32_t *>(dst + 8 * kQStride) =
+            Ops::pack2(o_acc[4 * nt + 2] * inv_sum[1], o_acc[4 * nt + 3] * inv_sum[1]);
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * Traits::kChunksPerRow; i += 32) {
+        const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
+        const int row = warp_row0 + r;
+        if (row < p.seq_q)
+            *reinterpret_cast<uint4 *>(o + (long long)row * p.o_seq_stride + 8 * c) =
+                *reinterpret_cast<const uint4 *>(o_stage + r * kQStride + 8 * c);
+    }
+    if (p.lse != nullptr && thread_in_group == 0) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-            inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
-        }
-#pragma unroll
-        for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-            Elem *dst = o_stage + group * kQStride + 8 * nt + 2 * thread_in_group;
-            *reinterpret_cast<uint32_t *>(dst) = Ops::pack2(o_acc[4 * nt] * inv_sum[0], o_acc[4 * nt + 1] * inv_sum[0]);
-            *reinterpret_cast<uint32_t *>(dst + 8 * kQStride) =
-                Ops::pack2(o_acc[4 * nt + 2] * inv_sum[1], o_acc[4 * nt + 3] * inv_sum[1]);
-        }
-        __syncwarp();
-        for (int i = lane; i < 16 * Traits::kChunksPerRow; i += 32) {
-            const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
-            const int row = warp_row0 + r;
+            const int row = warp_row0 + group + 8 * r;
             if (row < p.seq_q)
-                *reinterpret_cast<uint4 *>(o + (long long)row * p.o_seq_stride + 8 * c) =
-                    *reinterpret_cast<const uint4 *>(o_stage + r * kQStride + 8 * c);
-        }
-        if (p.lse != nullptr && thread_in_group == 0) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int row = warp_row0 + group + 8 * r;
-                if (row < p.seq_q)
-                    p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
-                        row_sum[r] > 0.f ? (row_max[r] + __log2f(row_sum[r])) * kLn2 : -INFINITY;
-            }
+                p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
+                    row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
         }
     }
 #endif
 }
 
+/* cuTensorMapEncodeTiled, from the driver through the runtime (no libcuda link). */
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+        void *fn = nullptr;
+        cudaDriverEntryPointQueryResult found;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+                cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            return (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+    }();
+    return encode;
+}
+
+/* The tensor map of K or V for Traits: dims (head_dim, seq_k, heads_kv, batch) with the view's strides, boxes of
+ * kAtomCols x kBlockN, swizzled as the wgmma descriptors read them. */
+template <class Traits>
+cudaError_t kv_tensor_map(CUtensorMap *map, const void *base, long long batch_stride, long long seq_stride,
+                          long long head_stride, const fc_attention_params &p) {
+    const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+    if (encode == nullptr) return cudaErrorNotSupported;
+    constexpr long long kElem = 2;
+    const cuuint64_t dims[4] = {(cuuint64_t)p.head_dim, (cuuint64_t)p.seq_k, (cuuint64_t)p.heads_kv,
+                                (cuuint64_t)p.batch};
+    // A dimension of extent 1 is never stepped over: give it a stride the encoder accepts whatever the view says.
+    const auto stride = [](long long s, int extent) { return (cuuint64_t)(extent == 1 ? 16 : s * kElem); };
+    const cuuint64_t strides[3] = {stride(seq_stride, p.seq_k), stride(head_stride, p.heads_kv),
+                                   stride(batch_stride, p.batch)};
+    const cuuint32_t box[4] = {(cuuint32_t)Traits::kAtomCols, (cuuint32_t)Traits::kBlockN, 1, 1};
+    const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+    const CUtensorMapSwizzle swizzle = Traits::kSwizzleBytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+                                       : Traits::kSwizzleBytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
+    const CUtensorMapDataType dtype = std::is_same<typename Traits::Elem, __half>::value
+                                          ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                          : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    const CUresult r = encode(map, dtype, 4, const_cast<void *>(base), dims, strides, box, element_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
 template <class Traits>
 int launch_v4(const fc_attention_params &p, cudaStream_t stream) {
+    CUtensorMap k_map, v_map;
+    cudaError_t err = kv_tensor_map<Traits>(&k_map, p.k, p.k_batch_stride, p.k_seq_stride, p.k_head_stride, p);
+    if (err == cudaSuccess)
+        err = kv_tensor_map<Traits>(&v_map, p.v, p.v_batch_stride, p.v_seq_stride, p.v_head_stride, p);
+    if (err != cudaSuccess) return (int)err;
     const auto kernel = attention_v4_kernel<Traits>;
-    const cudaError_t attr =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
-    if (attr != cudaSuccess) return (int)attr;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
+    if (err != cudaSuccess) return (int)err;
     const dim3 grid((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads_q, p.batch);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map);
     return (int)cudaGetLastError();
 }
 

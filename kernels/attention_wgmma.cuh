@@ -1,4 +1,5 @@
-/* Inline-PTX wrappers for Hopper's warpgroup MMA (wgmma, sm_90a only), used by fc_attention_v3.
+/* Inline-PTX wrappers for Hopper's warpgroup MMA (wgmma, sm_90a only), used by fc_attention_v3 and v4, and the
+ * mbarrier, TMA and register-reallocation instructions of v4.
  *
  * A warpgroup (4 consecutive warps, the first a multiple of 4) issues wgmma.mma_async together: D (64 x N, fp32,
  * in registers) += A (64 x 16, here always from registers) * B (16 x N, read by the tensor cores straight from
@@ -21,6 +22,7 @@
 #ifndef FLASHCLIP_ATTENTION_WGMMA_CUH
 #define FLASHCLIP_ATTENTION_WGMMA_CUH
 
+#include <cuda.h>  // CUtensorMap
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -71,6 +73,13 @@ __device__ __forceinline__ void fence_operand(float (&d)[kN]) {
 #pragma unroll
     for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+template <int kN>
+__device__ __forceinline__ void fence_operand(uint32_t (&a)[kN][4]) {
+#pragma unroll
+    for (int i = 0; i < kN; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(a[i][j])::"memory");
+}
 
 /* Shared memory written through the generic proxy (plain stores, cp.async) must be fenced before the tensor cores
  * read it through the async proxy; each writing thread fences, then the block barrier orders the rest. */
@@ -93,6 +102,23 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t *bar, uint32_t parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
         "@!done bra wait;\n}\n" ::"r"(smem_addr(bar)),
         "r"(parity)
+        : "memory");
+}
+
+/* Arrive on `bar` and announce `bytes` more of asynchronous (TMA) writes that its phase must wait for. */
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+
+/* TMA: one box of a 4-d tensor map (coordinates innermost first) into shared memory, laid out and swizzled as
+ * the map says; `bar` counts the bytes as they land. Parts of the box outside the tensor are written as zeros. */
+__device__ __forceinline__ void tma_load_4d(void *smem_dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
+                                            uint64_t *bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
+        "%5}], [%6];\n" ::"r"(smem_addr(smem_dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
         : "memory");
 }
 

@@ -2,7 +2,8 @@
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
 #   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
-# FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target.
+# FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target;
+# FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
 root=$(pwd)
@@ -68,7 +69,7 @@ for phase in $phases; do
   bench)
     : >"$out/bench.md"
     for b in "$bundle"/bin/bench-flashclip-${FLASHCLIP_BENCH_ONLY:-}*; do
-      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout 240 "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
+      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
   peers)
@@ -120,13 +121,18 @@ for phase in $phases; do
     summary+=("embed: $(grep -E 'min cosine' "$out/embed.log" | tail -1)")
     ;;
   profile)
-    # Nsight Compute on the first attention launch of the fp16 model forward (ViT-L/14-336 vision, B16 H16 N577
-    # D64): throughput, pipe use, warp stalls, occupancy: the evidence behind the attention notes.
-    timeout 180 ncu --kernel-name regex:attention_v3 --launch-count 1 --section SpeedOfLight \
-      --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats \
-      --section LaunchStats "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch 16 --warmup 0 --iters 1 \
-      >"$out/ncu-attention.txt" 2>&1 || { failed=1; summary+=("FAIL profile"); }
-    summary+=("profile: $(grep -c . "$out/ncu-attention.txt") lines in ncu-attention.txt")
+    # Nsight Compute, full set, on one launch of each attention version named in FLASHCLIP_PROFILE_VERSIONS
+    # (default v4) at B16 H16 N577 D64 fp16 (ViT-L/14-336 batch 16), from the attention bench: throughput, pipes,
+    # stalls, and per-SASS-instruction stall samples (summarize with scripts/ncu-stalls.py).
+    for v in ${FLASHCLIP_PROFILE_VERSIONS:-v4}; do
+      timeout 240 ncu --kernel-name "regex:attention_${v}_" --launch-skip 5 --launch-count 1 --set full \
+        --import-source no -f -o "$out/ncu-$v" "$bundle/bin/bench-flashclip-attention" --bench \
+        "attention_f16/$v/B16 H16 N577 D64" >"$out/ncu-$v.log" 2>&1 || { failed=1; summary+=("FAIL profile $v"); }
+      ncu -i "$out/ncu-$v.ncu-rep" --page details >"$out/ncu-$v.txt" 2>&1
+      ncu -i "$out/ncu-$v.ncu-rep" --page source --print-source sass --csv >"$out/ncu-$v-sass.csv" 2>&1
+      rm -f "$out/ncu-$v.ncu-rep"
+      summary+=("profile $v: $(grep -E '^ +Duration' "$out/ncu-$v.txt" | head -1 | tr -s ' ')")
+    done
     ;;
   sass)
     # What the compiler made of the kernels: registers/shared memory/spills per kernel, and the instruction mix

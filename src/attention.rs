@@ -4,7 +4,8 @@
 //! packed `[batch, seq, 3, heads, head_dim]` output of one QKV GEMM is read in place (`qkv.select(2, i)`) and O is
 //! written in the layout the out-projection GEMM consumes. K/V may have fewer heads than Q (GQA/MQA). Key `j` is
 //! visible to query `i` iff `j < key_lens[b]` (when given) and, when causal, `j <= i`; a query that sees no key
-//! outputs zeros (and lse = -inf).
+//! outputs zeros (and lse = -inf). The flash versions never read keys at or past `key_lens[b]` into the result,
+//! whatever those rows hold (NaN included).
 //!
 //! Versions ([`Version`]) are the rungs of the speed-up ladder; [`materialized_attention`] is the plain path
 //! (scores in memory through cuBLAS + a softmax kernel) they are measured against.
@@ -82,7 +83,7 @@ impl Version {
 /// Scale and masking.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Options {
-    /// Multiplies Q·Kᵀ before the softmax; `None` means `1 / sqrt(head_dim)`.
+    /// Multiplies Q·Kᵀ before the softmax (finite, > 0); `None` means `1 / sqrt(head_dim)`.
     pub softmax_scale: Option<f32>,
     /// Query `i` sees keys `j <= i` only (needs seq_q == seq_k).
     pub causal: bool,
@@ -165,7 +166,8 @@ pub fn check_shapes(
         });
     }
     if let Some(s) = opts.softmax_scale {
-        check::finite("softmax_scale", s, false)?;
+        // The kernels compare raw scores to find the row maximum: a scale <= 0 would reverse that order.
+        check::finite("softmax_scale", s, true)?;
     }
     Ok(Shape {
         batch,

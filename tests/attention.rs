@@ -7,7 +7,7 @@ use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_test, poison, uniform};
 use flashclip::{DType, Element, Error, Gpu, Layout, View};
 use half::{bf16, f16};
-use ndarray::Array4;
+use ndarray::{s, Array4};
 use rand::rngs::StdRng;
 
 /// What computes the attention: a flash version, v3 at an explicit tile shape, or the materialized path.
@@ -140,7 +140,7 @@ struct Inputs {
     key_lens: Option<Vec<i32>>,
 }
 
-fn inputs<T: Element>(rng: &mut StdRng, c: &Case) -> Inputs {
+fn inputs<T: Element>(rng: &mut StdRng, c: &Case, poison_hidden_keys: bool) -> Inputs {
     let mut draw = |n, h| {
         let a = Array4::from_shape_vec(
             (c.batch, n, h, c.head_dim),
@@ -153,7 +153,7 @@ fn inputs<T: Element>(rng: &mut StdRng, c: &Case) -> Inputs {
     let k = draw(c.seq_k, c.heads_kv);
     let v = draw(c.seq_k, c.heads_kv);
     // Key lengths cover 1 key, every key, a row of only-masked keys (0) and values in between.
-    let key_lens = c.key_lens.then(|| {
+    let key_lens: Option<Vec<i32>> = c.key_lens.then(|| {
         (0..c.batch)
             .map(|b| match b % 4 {
                 0 => c.seq_k as i32,
@@ -163,6 +163,16 @@ fn inputs<T: Element>(rng: &mut StdRng, c: &Case) -> Inputs {
             })
             .collect()
     });
+    let (mut k, mut v) = (k, v);
+    if let (Some(lens), true) = (&key_lens, poison_hidden_keys) {
+        // Keys past a batch's length must never be read into the result: NaN there would show.
+        for (b, &len) in lens.iter().enumerate() {
+            for j in len as usize..c.seq_k {
+                k.slice_mut(s![b, j, .., ..]).fill(f64::NAN);
+                v.slice_mut(s![b, j, .., ..]).fill(f64::NAN);
+            }
+        }
+    }
     Inputs { q, k, v, key_lens }
 }
 
@@ -358,7 +368,9 @@ fn check_cases<T: Element>(gpu: &Gpu, rng: &mut StdRng, path: Path, cases: Vec<C
         if !path.supports(T::DTYPE, c.head_dim) {
             continue;
         }
-        let inp = inputs::<T>(rng, &c);
+        // The flash kernels promise to ignore hidden keys whatever they hold; the materialized path multiplies
+        // them by zero, so it gets finite values there.
+        let inp = inputs::<T>(rng, &c, !matches!(path, Path::Materialized));
         let opts = Options {
             softmax_scale: None,
             causal: c.causal,
@@ -798,28 +810,30 @@ fn rejects_misaligned_and_non_unit_strides() {
         &Options::default(),
     );
     assert!(matches!(r, Err(Error::Layout { what: "q", .. })), "{r:?}");
-    let r = check_flash(
-        Version::V2,
-        DType::F16,
-        &kv,
-        &kv,
-        &kv,
-        &kv,
-        &Options {
-            softmax_scale: Some(f32::NAN),
-            causal: false,
-        },
-    );
-    assert!(
-        matches!(
-            r,
-            Err(Error::InvalidArgument {
-                what: "softmax_scale",
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    for bad_scale in [f32::NAN, 0.0, -0.125] {
+        let r = check_flash(
+            Version::V2,
+            DType::F16,
+            &kv,
+            &kv,
+            &kv,
+            &kv,
+            &Options {
+                softmax_scale: Some(bad_scale),
+                causal: false,
+            },
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidArgument {
+                    what: "softmax_scale",
+                    ..
+                })
+            ),
+            "{bad_scale}: {r:?}"
+        );
+    }
 }
 
 #[test]
