@@ -184,6 +184,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 
                 // O += P V: B = V tile, N-major (head dim contiguous); k step kk = keys 16kk..16kk+15 = rows
                 // 16kk.. of every column block; column blocks are kBlockN * S bytes apart (LBO).
+                // P and the rescaled O are written by ordinary code: both must be in their registers before
+                // wgmma.fence, or the compiler may sink the writes below it (wrong results, no warning).
+                fence_operand(p_frag);
                 fence_operand(o_acc);
                 wgmma_fence();
 #pragma unroll
