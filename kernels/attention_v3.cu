@@ -135,13 +135,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
         cp_async_wait<1>();  // Q has landed; K/V tile 0 may still be in flight
         __syncthreads();
 
-        // A operands of Q per 16-column k step: the v2 ldmatrix pattern on this warp's 16 rows.
-        uint32_t q_frag[Traits::kQKSteps][4];
-        if (group_has_rows) {
-            const Elem *q_warp = q_tile + (64 * warpgroup + 16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
-#pragma unroll
-            for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
-        }
+        const Elem *q_warp = q_tile + (64 * warpgroup + 16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
 
         for (int tile = 0; tile < n_tiles; ++tile) {
             if (tile + 1 < n_tiles) {
@@ -164,6 +158,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 
                 // S = Q K^T: B = K tile, K-major; k step kk covers head-dim columns 16kk..16kk+15, which sit in
                 // column block 16kk / W at byte offset 2 * (16kk % W) inside each row.
+                // A operands of Q per 16-column k step (the v2 ldmatrix pattern on this warp's 16 rows), read
+                // again for every tile: kept in registers across the loop, ptxas (13.0) gave them to P at some tile
+                // shapes and every tile after the first multiplied P instead of Q.
+                uint32_t q_frag[Traits::kQKSteps][4];
+#pragma unroll
+                for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
                 float s[Traits::kSRegs];
                 wgmma_fence();
 #pragma unroll
