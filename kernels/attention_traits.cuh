@@ -108,14 +108,27 @@ template <int kSTiles, bool kMask>
 __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&row_sum)[2],
                                                float (&alpha)[2], const int (&key_limit)[2], int key0,
                                                int thread_in_group, float scale_log2) {
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    // Row maxima and sums over kLanes independent partials: a single running value would chain every score of
+    // the row through one register (2 * kSTiles dependent FMNMX/FADD per row, latency the two or three warps per
+    // scheduler cannot hide).
+    constexpr int kLanes = kSTiles >= 4 ? 4 : kSTiles;
+    float part[2][kLanes];
+#pragma unroll
+    for (int i = 0; i < kLanes; ++i) part[0][i] = part[1][i] = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             if (kMask && key0 + 8 * nt + 2 * thread_in_group + e % 2 >= key_limit[e / 2]) s[4 * nt + e] = -INFINITY;
-            tile_max[e / 2] = fmaxf(tile_max[e / 2], s[4 * nt + e]);
+            part[e / 2][nt % kLanes] = fmaxf(part[e / 2][nt % kLanes], s[4 * nt + e]);
         }
+    }
+    float tile_max[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        tile_max[r] = part[r][0];
+#pragma unroll
+        for (int i = 1; i < kLanes; ++i) tile_max[r] = fmaxf(tile_max[r], part[r][i]);
     }
     float shift[2];
 #pragma unroll
@@ -130,13 +143,19 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
         row_sum[r] *= alpha[r];
     }
 #pragma unroll
+    for (int i = 0; i < kLanes; ++i) part[0][i] = part[1][i] = 0.f;
+#pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
-            row_sum[e / 2] += s[4 * nt + e];
+            part[e / 2][nt % kLanes] += s[4 * nt + e];
         }
     }
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int i = 0; i < kLanes; ++i) row_sum[r] += part[r][i];
 }
 
 template <typename Elem, int kSTiles, int kOTiles>

@@ -153,8 +153,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 
             const int key0 = tile * kBlockN;
             if (group_has_rows && key0 < group_key_end) {
-                const uint32_t k_base = smem_addr(k_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes);
-                const uint32_t v_base = smem_addr(v_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes);
+                // One descriptor per stage, stepped by constant offsets below.
+                const uint64_t k_desc = smem_desc<kSw>(
+                    smem_addr(k_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes), 16, 8 * kSw);
+                const uint64_t v_desc = smem_desc<kSw>(
+                    smem_addr(v_tiles + (tile % Traits::kStages) * Traits::kKVTileBytes), kBlockN * kSw, 8 * kSw);
 
                 // S = Q K^T: B = K tile, K-major; k step kk covers head-dim columns 16kk..16kk+15, which sit in
                 // column block 16kk / W at byte offset 2 * (16kk % W) inside each row.
@@ -167,11 +170,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
                 float s[Traits::kSRegs];
                 wgmma_fence();
 #pragma unroll
-                for (int kk = 0; kk < Traits::kQKSteps; ++kk) {
-                    const uint32_t start = k_base + (16 * kk / Traits::kAtomCols) * kBlockN * kSw +
-                                           2 * (16 * kk % Traits::kAtomCols);
-                    MmaS::template mma<0>(s, q_frag[kk], smem_desc<kSw>(start, 16, 8 * kSw), kk > 0);
-                }
+                for (int kk = 0; kk < Traits::kQKSteps; ++kk)
+                    MmaS::template mma<0>(s, q_frag[kk],
+                                          desc_advance(k_desc, (16 * kk / Traits::kAtomCols) * kBlockN * kSw +
+                                                                   2 * (16 * kk % Traits::kAtomCols)),
+                                          kk > 0);
                 wgmma_commit();
                 wgmma_wait<0>();
                 fence_operand(s);
@@ -191,8 +194,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
                 wgmma_fence();
 #pragma unroll
                 for (int kk = 0; kk < Traits::kPVSteps; ++kk)
-                    Mma::template mma<1>(o_acc, p_frag[kk],
-                                         smem_desc<kSw>(v_base + 16 * kk * kSw, kBlockN * kSw, 8 * kSw), 1);
+                    Mma::template mma<1>(o_acc, p_frag[kk], desc_advance(v_desc, 16 * kk * kSw), 1);
                 wgmma_commit();
                 wgmma_wait<0>();
                 fence_operand(o_acc);

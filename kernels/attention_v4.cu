@@ -78,24 +78,29 @@ struct V4Consumer {
     using MmaS = Wgmma<Elem, Traits::kBlockN>;
     static constexpr int kSw = Traits::kSwizzleBytes;
 
-    /* Issue S = Q K^T for the K stage at k_base (not waited for). */
-    static __device__ __forceinline__ void issue_qk(float (&s)[Traits::kSRegs],
-                                                    const uint32_t (&q)[Traits::kQKSteps][4], uint32_t k_base) {
-#pragma unroll
-        for (int kk = 0; kk < Traits::kQKSteps; ++kk) {
-            const uint32_t start =
-                k_base + (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw + 2 * (16 * kk % Traits::kAtomCols);
-            MmaS::template mma<0>(s, q[kk], smem_desc<kSw>(start, 16, 8 * kSw), kk > 0);
-        }
+    /* Descriptors of a K stage (K-major) and a V stage (N-major: column blocks kBlockN * kSw bytes apart). */
+    static __device__ __forceinline__ uint64_t k_desc(uint32_t k_stage) { return smem_desc<kSw>(k_stage, 16, 8 * kSw); }
+    static __device__ __forceinline__ uint64_t v_desc(uint32_t v_stage) {
+        return smem_desc<kSw>(v_stage, Traits::kBlockN * kSw, 8 * kSw);
     }
 
-    /* Issue O += P V for the V stage at v_base (not waited for). */
-    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
-                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint32_t v_base) {
+    /* Issue S = Q K^T for the K stage of descriptor k (not waited for): k step kk covers head-dim columns
+     * 16kk..16kk+15, in column block 16kk / kAtomCols at byte 2 * (16kk % kAtomCols) of each row. */
+    static __device__ __forceinline__ void issue_qk(float (&s)[Traits::kSRegs],
+                                                    const uint32_t (&q)[Traits::kQKSteps][4], uint64_t k) {
 #pragma unroll
-        for (int kk = 0; kk < Traits::kPVSteps; ++kk)
-            MmaO::template mma<1>(o, p[kk], smem_desc<kSw>(v_base + 16 * kk * kSw, Traits::kBlockN * kSw, 8 * kSw),
-                                  1);
+        for (int kk = 0; kk < Traits::kQKSteps; ++kk)
+            MmaS::template mma<0>(s, q[kk],
+                                  desc_advance(k, (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw +
+                                                      2 * (16 * kk % Traits::kAtomCols)),
+                                  kk > 0);
+    }
+
+    /* Issue O += P V for the V stage of descriptor v (not waited for): k step kk = keys 16kk..16kk+15. */
+    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
+                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v) {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
     }
 };
 
@@ -236,8 +241,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                 softmax_scores<Traits::kSTiles, false>(s, row_max, row_sum, alpha, my_key_limit, key0,
                                                        thread_in_group, scale_log2);
         };
-        const auto k_base = [&](int t) { return smem_addr(k_tiles + (t % kStages) * Traits::kKVTileBytes); };
-        const auto v_base = [&](int t) { return smem_addr(v_tiles + (t % kStages) * Traits::kKVTileBytes); };
+        const uint64_t k_desc0 = Consumer::k_desc(smem_addr(k_tiles));
+        const uint64_t v_desc0 = Consumer::v_desc(smem_addr(v_tiles));
+        const auto k_base = [&](int t) { return desc_advance(k_desc0, (t % kStages) * Traits::kKVTileBytes); };
+        const auto v_base = [&](int t) { return desc_advance(v_desc0, (t % kStages) * Traits::kKVTileBytes); };
         const auto release = [&](int t) {
             __syncwarp();
             if (lane == 0) mbarrier_arrive(&empty[t % kStages]);

@@ -61,6 +61,11 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t smem_address, uint32_t lb
            ((uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32) | (SwizzleCode<kSwizzleBytes>::value << 62);
 }
 
+/* The same descriptor moved by `bytes` (a multiple of 16): the start address is the low field, in 16-byte units,
+ * and a kernel's shared memory (< 256 KB) never carries out of it. Lets a kernel build one descriptor per tile
+ * and step through it with constant adds instead of re-encoding the address for every MMA. */
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) { return desc + (bytes >> 4); }
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int kPending>

@@ -2,7 +2,8 @@
 # Runner for the GPU bundle (see scripts/gpu-bundle.sh); run from the repository root on a GPU machine:
 #   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
-# FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (e.g. "attention") limit those phases to one target;
+# FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (space-separated name prefixes, e.g. "attention model-gpu")
+# limit those phases to some targets;
 # FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +19,11 @@ phases=${*:-tests bench peers clip parity embed sanitize sass}
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
 summary=()
 failed=0
+
+only() { # $1: test or bench, $2: space-separated name prefixes (empty: all); prints the matching executables
+  local p
+  for p in ${2:-""}; do ls "$bundle"/bin/"$1"-flashclip-"$p"* 2>/dev/null; done | sort -u
+}
 
 crate_dir() { # test-<package>-<target> runs in its package root, as cargo test would
   case "$1" in
@@ -54,7 +60,7 @@ for phase in $phases; do
     : >"$out/sanitizer.log"
     for tool in memcheck racecheck initcheck synccheck; do
       [ "$SECONDS" -lt "$deadline" ] || { summary+=("sanitizer $tool skipped: out of time"); continue; }
-      for t in "$bundle"/bin/test-flashclip-${FLASHCLIP_SANITIZE_ONLY:-}*; do
+      for t in $(only test "${FLASHCLIP_SANITIZE_ONLY:-}"); do
         name=$(basename "$t")
         "$t" --list 2>/dev/null | grep -q '^gpu_small' || continue
         log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout "${FLASHCLIP_SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
@@ -68,7 +74,7 @@ for phase in $phases; do
     ;;
   bench)
     : >"$out/bench.md"
-    for b in "$bundle"/bin/bench-flashclip-${FLASHCLIP_BENCH_ONLY:-}*; do
+    for b in $(only bench "${FLASHCLIP_BENCH_ONLY:-}"); do
       FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
