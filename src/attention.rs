@@ -70,12 +70,36 @@ impl Version {
         self.dtypes().contains(&dtype) && self.head_dims().contains(&head_dim)
     }
 
-    /// Whether the version's kernels run on this device: v3 is built for sm_90a (Hopper) alone, whose code runs
-    /// on compute capability 9.0 and nowhere else; v1 and v2 run on sm_80 and newer.
+    /// Whether the version's kernels run on this device: v3 and v4 are built for sm_90a (Hopper) alone, whose
+    /// code runs on compute capability 9.0 and nowhere else; v1 and v2 run on sm_80 and newer.
     pub fn runs_on(self, gpu: &Gpu) -> bool {
         match self {
             Version::V1 | Version::V2 => true,
             Version::V3 | Version::V4 => gpu.compute_capability() == (9, 0),
+        }
+    }
+
+    /// The fastest version for this problem on this GPU, from the H100 measurements in
+    /// benches/results/2026-11-23-h100-v4: the one place where the per-shape choice is made.
+    /// - Head dims 96-128: v4 (its 128-row blocks and TMA loads, 1.3-1.5x v3).
+    /// - Head dims 64/80: v3 (two resident blocks per SM hide each other's prologue and epilogue; its 64-key
+    ///   tiles waste less on lengths like 257 = 2 x 128 + 1), except a non-causal grid of at most one block per
+    ///   SM (batch 1 at N 577: 80 blocks), where each block's latency is the time and v4's deeper pipeline is
+    ///   1.25x faster.
+    /// - No Hopper: v2 for f16/bf16, v1 for f32 or head dims v2 lacks.
+    pub fn fastest(gpu: &Gpu, dtype: DType, shape: &Shape, causal: bool) -> Version {
+        let hopper = Version::V3.runs_on(gpu) && Version::V3.supports(dtype, shape.head_dim);
+        if hopper {
+            let blocks = shape.seq_q.div_ceil(128) * shape.heads_q * shape.batch;
+            if shape.head_dim >= 96 || (!causal && blocks <= gpu.sm_count()) {
+                return Version::V4;
+            }
+            return Version::V3;
+        }
+        if Version::V2.supports(dtype, shape.head_dim) {
+            Version::V2
+        } else {
+            Version::V1
         }
     }
 }

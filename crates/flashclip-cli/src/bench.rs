@@ -73,10 +73,7 @@ impl Rung {
     }
 
     fn name(self, attention: AttentionImpl) -> String {
-        let flash = match attention {
-            AttentionImpl::Flash(v) => format!("flash {}", v.name()),
-            AttentionImpl::Materialized => "materialized attention".into(),
-        };
+        let flash = attention.describe();
         match self {
             Rung::F32Materialized => "fp32, materialized attention".into(),
             Rung::F32FlashV1 => "fp32 + flash attention v1".into(),
@@ -124,12 +121,6 @@ struct Report {
     rows: Vec<Row>,
 }
 
-fn attention_name(a: AttentionImpl) -> String {
-    match a {
-        AttentionImpl::Flash(v) => format!("flash {}", v.name()),
-        AttentionImpl::Materialized => "materialized".into(),
-    }
-}
 
 /// cuBLAS fp16 GEMM rate at 8192³ in TFLOP/s (2 FLOPs per MAC), the compute ceiling of the MFU column.
 fn gemm_ceiling(gpu: &Gpu) -> Result<f64> {
@@ -324,7 +315,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             rung: i + 1,
             name,
             dtype: rung.dtype(),
-            attention: attention_name(attention),
+            attention: AttentionImpl::describe(attention),
             mean_ms: None,
             sd_ms: None,
             median_ms: None,

@@ -19,7 +19,8 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
 use cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
 use flashclip::attention::{
-    flash_attention, materialized_attention, MaterializedWorkspace, Options, Version,
+    flash_attention, materialized_attention, MaterializedWorkspace, Options, Shape as AttentionShape,
+    Version,
 };
 use flashclip::bias_activation::{bias_activation_inplace, Activation as KernelActivation};
 use flashclip::embedding::{gather_rows_device, patchify, text_embed_device, vision_embed};
@@ -51,21 +52,35 @@ type Result<T> = std::result::Result<T, ModelError>;
 /// How attention is computed: a flash kernel version, or the materialized cuBLAS path (the ladder's baseline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionImpl {
+    /// Flash attention, the version [`Version::fastest`] picks for each launch's shape.
+    Fastest,
+    /// Flash attention, this version everywhere.
     Flash(Version),
     Materialized,
 }
 
 impl AttentionImpl {
-    /// The fastest flash version that runs `T` at both towers' head dims on this GPU, else the materialized path.
+    /// [`AttentionImpl::Fastest`] where a flash version runs `T` at both towers' head dims on this GPU, else the
+    /// materialized path.
     pub fn best<T: Element>(gpu: &Gpu, config: &ClipConfig) -> Self {
         let dims = [config.vision.head_dim(), config.text.head_dim()];
-        Version::ALL
+        if Version::ALL
             .iter()
-            .rev()
-            // v4 has not run on a GPU yet: it becomes a candidate once measured.
-            .filter(|&&v| v != Version::V4)
-            .find(|v| v.runs_on(gpu) && dims.iter().all(|&d| v.supports(T::DTYPE, d)))
-            .map_or(AttentionImpl::Materialized, |&v| AttentionImpl::Flash(v))
+            .any(|v| v.runs_on(gpu) && dims.iter().all(|&d| v.supports(T::DTYPE, d)))
+        {
+            AttentionImpl::Fastest
+        } else {
+            AttentionImpl::Materialized
+        }
+    }
+
+    /// Short description for reports.
+    pub fn describe(self) -> String {
+        match self {
+            AttentionImpl::Fastest => "flash (fastest per shape)".into(),
+            AttentionImpl::Flash(v) => format!("flash {}", v.name()),
+            AttentionImpl::Materialized => "materialized attention".into(),
+        }
     }
 }
 
@@ -194,7 +209,7 @@ impl<T: Element> TowerWorkspace<T> {
                 AttentionImpl::Materialized => Some(MaterializedWorkspace::new(
                     gpu, max_batch, s.heads, max_seq, max_seq,
                 )?),
-                AttentionImpl::Flash(_) => None,
+                AttentionImpl::Flash(_) | AttentionImpl::Fastest => None,
             },
             max_tokens: t,
             max_batch,
@@ -299,7 +314,13 @@ impl<T: Element> ClipModel<T> {
             }
         }
         for (what, head_dim) in [("vision", v.head_dim()), ("text", config.text.head_dim())] {
-            if let AttentionImpl::Flash(ver) = attention {
+            // Fastest falls back to v1 where nothing faster takes the head dim: v1 must.
+            let checked = match attention {
+                AttentionImpl::Flash(ver) => Some(ver),
+                AttentionImpl::Fastest => Some(Version::V1),
+                AttentionImpl::Materialized => None,
+            };
+            if let Some(ver) = checked {
                 if !ver.supports(T::DTYPE, head_dim) {
                     return Err(ModelError::Input(format!(
                         "attention {} does not support {} with the {what} head dim {head_dim}",
@@ -1022,6 +1043,18 @@ fn encoder<T: Element>(
                 .reshape(&[batch, seq, s.heads, hd])?;
             match attention {
                 AttentionImpl::Flash(ver) => {
+                    flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o, None)?
+                }
+                AttentionImpl::Fastest => {
+                    let shape = AttentionShape {
+                        batch,
+                        seq_q: seq,
+                        seq_k: seq,
+                        heads_q: s.heads,
+                        heads_kv: s.heads,
+                        head_dim: hd,
+                    };
+                    let ver = Version::fastest(gpu, T::DTYPE, &shape, opts.causal);
                     flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o, None)?
                 }
                 AttentionImpl::Materialized => {

@@ -178,12 +178,9 @@ fn gpu_small_model_f16() {
             );
         }
     }
-    run::<f16>(
-        &gpu,
-        &tiny(),
-        AttentionImpl::Materialized,
-        Some("expected_fp16.safetensors"),
-    );
+    for attention in [AttentionImpl::Fastest, AttentionImpl::Materialized] {
+        run::<f16>(&gpu, &tiny(), attention, Some("expected_fp16.safetensors"));
+    }
 }
 
 #[test]
@@ -191,7 +188,7 @@ fn gpu_small_model_bf16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else {
         return;
     };
-    for version in [Version::V3, Version::V2] {
+    for version in [Version::V4, Version::V3, Version::V2] {
         if version.runs_on(&gpu) {
             run::<bf16>(
                 &gpu,
@@ -201,6 +198,12 @@ fn gpu_small_model_bf16() {
             );
         }
     }
+    run::<bf16>(
+        &gpu,
+        &tiny(),
+        AttentionImpl::Fastest,
+        Some("expected_bf16.safetensors"),
+    );
 }
 
 #[test]
@@ -437,6 +440,7 @@ fn gpu_small_graph_replay() {
     let Some(gpu) = gpu_or_skip("gpu_small_graph_replay") else {
         return;
     };
+    graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Fastest);
     graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Flash(Version::V2));
     graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Materialized);
     graph_replay::<f32>(&gpu, &tiny(), AttentionImpl::Flash(Version::V1));
