@@ -22,6 +22,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "flashclip.h"
@@ -376,12 +377,54 @@ cudaError_t kv_tensor_map(CUtensorMap *map, const void *base, long long batch_st
     return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+/* The last K and V tensor maps this host thread encoded for Traits, with what they were encoded from: a model
+ * launches every layer's attention on the same buffers, and encoding costs host time on every launch of a
+ * latency-bound (batch 1) forward. */
+struct KVMapKey {
+    const void *k, *v;
+    long long k_strides[3], v_strides[3];
+    int batch, seq_k, heads_kv, head_dim;
+    bool operator==(const KVMapKey &o) const {
+        return k == o.k && v == o.v && batch == o.batch && seq_k == o.seq_k && heads_kv == o.heads_kv &&
+               head_dim == o.head_dim && std::equal(k_strides, k_strides + 3, o.k_strides) &&
+               std::equal(v_strides, v_strides + 3, o.v_strides);
+    }
+};
+
+template <class Traits>
+cudaError_t kv_tensor_maps(const fc_attention_params &p, CUtensorMap *k_map, CUtensorMap *v_map) {
+    struct Cache {
+        bool valid = false;
+        KVMapKey key;
+        CUtensorMap k, v;
+    };
+    static thread_local Cache cache;
+    const KVMapKey key{p.k,
+                       p.v,
+                       {p.k_batch_stride, p.k_seq_stride, p.k_head_stride},
+                       {p.v_batch_stride, p.v_seq_stride, p.v_head_stride},
+                       p.batch,
+                       p.seq_k,
+                       p.heads_kv,
+                       p.head_dim};
+    if (!(cache.valid && cache.key == key)) {
+        cache.valid = false;
+        cudaError_t err = kv_tensor_map<Traits>(&cache.k, p.k, p.k_batch_stride, p.k_seq_stride, p.k_head_stride, p);
+        if (err == cudaSuccess)
+            err = kv_tensor_map<Traits>(&cache.v, p.v, p.v_batch_stride, p.v_seq_stride, p.v_head_stride, p);
+        if (err != cudaSuccess) return err;
+        cache.key = key;
+        cache.valid = true;
+    }
+    *k_map = cache.k;
+    *v_map = cache.v;
+    return cudaSuccess;
+}
+
 template <class Traits>
 int launch_v4(const fc_attention_params &p, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
-    cudaError_t err = kv_tensor_map<Traits>(&k_map, p.k, p.k_batch_stride, p.k_seq_stride, p.k_head_stride, p);
-    if (err == cudaSuccess)
-        err = kv_tensor_map<Traits>(&v_map, p.v, p.v_batch_stride, p.v_seq_stride, p.v_head_stride, p);
+    cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
     const auto kernel = attention_v4_kernel<Traits>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
