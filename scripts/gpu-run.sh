@@ -63,7 +63,9 @@ for phase in $phases; do
       for t in $(only test "${FLASHCLIP_SANITIZE_ONLY:-}"); do
         name=$(basename "$t")
         "$t" --list 2>/dev/null | grep -q '^gpu_small' || continue
-        log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout "${FLASHCLIP_SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
+        # racecheck runs the model's graph-replay test in about 110 s on an H100: it gets a longer default.
+        limit=${FLASHCLIP_SANITIZE_TIMEOUT:-$([ "$tool" = racecheck ] && echo 240 || echo 90)}
+        log=$(cd "$(crate_dir "$name")" && export CARGO_MANIFEST_DIR=$(crate_dir "$name") && timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 1 "$t" gpu_small --test-threads=1 2>&1)
         rc=$?
         echo "== $tool $name rc=$rc" >>"$out/sanitizer.log"
         echo "$log" | grep -E "ERROR SUMMARY|test result|^=========     [A-Z]|^========= [A-Z]" | head -24 >>"$out/sanitizer.log"
