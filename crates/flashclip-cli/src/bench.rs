@@ -121,7 +121,6 @@ struct Report {
     rows: Vec<Row>,
 }
 
-
 /// cuBLAS fp16 GEMM rate at 8192³ in TFLOP/s (2 FLOPs per MAC), the compute ceiling of the MFU column.
 fn gemm_ceiling(gpu: &Gpu) -> Result<f64> {
     let n = 8192;

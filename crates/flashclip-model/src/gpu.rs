@@ -19,8 +19,8 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
 use cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
 use flashclip::attention::{
-    flash_attention, materialized_attention, MaterializedWorkspace, Options, Shape as AttentionShape,
-    Version,
+    flash_attention, materialized_attention, MaterializedWorkspace, Options,
+    Shape as AttentionShape, Version,
 };
 use flashclip::bias_activation::{bias_activation_inplace, Activation as KernelActivation};
 use flashclip::embedding::{gather_rows_device, patchify, text_embed_device, vision_embed};
