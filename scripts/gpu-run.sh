@@ -4,7 +4,8 @@
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 # FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (space-separated name prefixes, e.g. "attention model-gpu")
 # limit those phases to some targets;
-# FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable.
+# FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable; FLASHCLIP_CLIP_ATTENTION
+# (fastest, v1-v4, materialized) is the ladder's attention for the 16-bit rungs.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
 root=$(pwd)
@@ -88,6 +89,7 @@ for phase in $phases; do
     # The end-to-end ladder (flashclip bench) next to HF CLIPModel at the same shapes, same method.
     for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
       timeout 240 "$bundle/bin/bin-flashclip-cli-flashclip" bench --batch "$b" --markdown "$out/clip-b$b.md" \
+        --attention "${FLASHCLIP_CLIP_ATTENTION:-fastest}" \
         >>"$out/clip.log" 2>&1 || { failed=1; summary+=("FAIL flashclip bench --batch $b"); }
     done
     for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do

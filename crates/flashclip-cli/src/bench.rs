@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::{open_gpu, CliError, Result};
+use crate::BenchAttention;
 use crate::{load_model, random};
 
 /// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
@@ -29,6 +30,7 @@ pub struct BenchArgs {
     pub iters: usize,
     pub json: Option<PathBuf>,
     pub markdown: Option<PathBuf>,
+    pub attention: BenchAttention,
 }
 
 /// One rung of the ladder.
@@ -58,12 +60,23 @@ impl Rung {
         }
     }
 
-    fn attention(self, gpu: &Gpu, config: &ClipConfig) -> AttentionImpl {
+    /// The rung's attention; `chosen` (--attention) applies to the 16-bit rungs.
+    fn attention(self, gpu: &Gpu, config: &ClipConfig, chosen: BenchAttention) -> AttentionImpl {
+        let fixed = match chosen {
+            BenchAttention::Fastest => None,
+            BenchAttention::V1 => Some(AttentionImpl::Flash(Version::V1)),
+            BenchAttention::V2 => Some(AttentionImpl::Flash(Version::V2)),
+            BenchAttention::V3 => Some(AttentionImpl::Flash(Version::V3)),
+            BenchAttention::V4 => Some(AttentionImpl::Flash(Version::V4)),
+            BenchAttention::Materialized => Some(AttentionImpl::Materialized),
+        };
         match self {
             Rung::F32Materialized => AttentionImpl::Materialized,
             Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
-            Rung::F16Best | Rung::F16Graph => AttentionImpl::best::<f16>(gpu, config),
-            Rung::Bf16Best => AttentionImpl::best::<bf16>(gpu, config),
+            Rung::F16Best | Rung::F16Graph => {
+                fixed.unwrap_or_else(|| AttentionImpl::best::<f16>(gpu, config))
+            }
+            Rung::Bf16Best => fixed.unwrap_or_else(|| AttentionImpl::best::<bf16>(gpu, config)),
         }
     }
 
@@ -294,7 +307,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut baseline: Option<f64> = None;
     for (i, rung) in Rung::ALL.iter().enumerate() {
-        let attention = rung.attention(&gpu, &config);
+        let attention = rung.attention(&gpu, &config, args.attention);
         let name = rung.name(attention);
         eprintln!("[{}/{}] {name} ...", i + 1, Rung::ALL.len());
         let (w, it) = (args.warmup, args.iters);

@@ -37,6 +37,19 @@ pub enum Dtype {
     F32,
 }
 
+/// Attention of the ladder's fp16/bf16 rungs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchAttention {
+    /// The fastest flash version for each launch's shape.
+    Fastest,
+    V1,
+    V2,
+    V3,
+    V4,
+    /// Scores in memory through cuBLAS.
+    Materialized,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Embed images and/or texts (L2-normalized) and write them as JSON lines, .npy or .safetensors.
@@ -109,6 +122,10 @@ enum Command {
         /// Also write the markdown table.
         #[arg(long)]
         markdown: Option<PathBuf>,
+        /// Attention of the fp16/bf16 rungs: the per-shape choice, or one version everywhere (to compare versions
+        /// end to end).
+        #[arg(long, value_enum, default_value_t = BenchAttention::Fastest)]
+        attention: BenchAttention,
     },
 }
 
@@ -210,6 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             iters,
             json,
             markdown,
+            attention,
         } => bench::run(&bench::BenchArgs {
             model,
             preset,
@@ -219,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
             iters,
             json,
             markdown,
+            attention,
         }),
     }
 }

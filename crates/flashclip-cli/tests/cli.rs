@@ -129,6 +129,32 @@ fn bench_without_a_visible_device_fails_clearly() {
     assert!(stderr.contains("no CUDA device"), "{stderr}");
 }
 
+#[test]
+fn bench_attention_choice_is_checked() {
+    let out = flashclip(&["bench", "--attention", "v9"]);
+    let stderr = assert_clean_failure(&out);
+    assert!(
+        stderr.contains("fastest") && stderr.contains("v4"),
+        "{stderr}"
+    );
+    // A valid choice gets as far as looking for the device.
+    let out = Command::new(env!("CARGO_BIN_EXE_flashclip"))
+        .args([
+            "bench",
+            "--attention",
+            "v3",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .expect("run flashclip");
+    let stderr = assert_clean_failure(&out);
+    assert!(stderr.contains("no CUDA device"), "{stderr}");
+}
+
 /// The tiny Hugging Face checkpoint of flashclip-model's tests.
 fn tiny_model() -> String {
     format!(
