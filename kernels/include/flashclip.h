@@ -54,9 +54,10 @@ int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
  * head_dim in {64,80,96,104,112,128}. */
 int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
-/* v4: v3's math with warp specialization (a producer warpgroup loading through mbarriers, two consumer
- * warpgroups), sm_90a only: the caller must check the device is compute capability 9.0. f16/bf16.
- * head_dim in {64,80,96,104,112,128}. */
+/* v4: v3's math with warp specialization (a producer warp loading K/V by TMA through mbarriers, two consumer
+ * warpgroups overlapping the softmax with the MMAs), sm_90a only: the caller must check the device is compute
+ * capability 9.0. f16/bf16. head_dim in {64,80,96,104,112,128}. K/V row, head and batch strides must be multiples
+ * of 8 elements (16 bytes, as for every version); the tensor maps are built here, on the host. */
 int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
 /* v3 with an explicit tile shape (warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps; head_dim 64
