@@ -73,9 +73,14 @@ impl Version {
     /// Whether the version's kernels run on this device: v3 and v4 are built for sm_90a (Hopper) alone, whose
     /// code runs on compute capability 9.0 and nowhere else; v1 and v2 run on sm_80 and newer.
     pub fn runs_on(self, gpu: &Gpu) -> bool {
+        self.runs_on_capability(gpu.compute_capability())
+    }
+
+    /// [`Version::runs_on`] for a device of this compute capability (major, minor).
+    pub fn runs_on_capability(self, capability: (i32, i32)) -> bool {
         match self {
             Version::V1 | Version::V2 => true,
-            Version::V3 | Version::V4 => gpu.compute_capability() == (9, 0),
+            Version::V3 | Version::V4 => capability == (9, 0),
         }
     }
 
@@ -88,10 +93,28 @@ impl Version {
     ///   1.25x faster.
     /// - No Hopper: v2 for f16/bf16, v1 for f32 or head dims v2 lacks.
     pub fn fastest(gpu: &Gpu, dtype: DType, shape: &Shape, causal: bool) -> Version {
-        let hopper = Version::V3.runs_on(gpu) && Version::V3.supports(dtype, shape.head_dim);
+        Version::fastest_on(
+            gpu.compute_capability(),
+            gpu.sm_count(),
+            dtype,
+            shape,
+            causal,
+        )
+    }
+
+    /// [`Version::fastest`] for a device of this compute capability and SM count.
+    pub fn fastest_on(
+        capability: (i32, i32),
+        sm_count: usize,
+        dtype: DType,
+        shape: &Shape,
+        causal: bool,
+    ) -> Version {
+        let hopper = Version::V3.runs_on_capability(capability)
+            && Version::V3.supports(dtype, shape.head_dim);
         if hopper {
             let blocks = shape.seq_q.div_ceil(128) * shape.heads_q * shape.batch;
-            if shape.head_dim >= 96 || (!causal && blocks <= gpu.sm_count()) {
+            if shape.head_dim >= 96 || (!causal && blocks <= sm_count) {
                 return Version::V4;
             }
             return Version::V3;

@@ -859,3 +859,65 @@ fn reference_matches_hand_computed_case() {
     assert_eq!(r.o[[0, 1, 0, 0]], 0.0);
     assert_eq!(r.lse[[0, 0, 1]], f64::NEG_INFINITY);
 }
+
+#[test]
+fn fastest_follows_the_measured_choice() {
+    let shape = |batch, heads, seq, head_dim| attention::Shape {
+        batch,
+        seq_q: seq,
+        seq_k: seq,
+        heads_q: heads,
+        heads_kv: heads,
+        head_dim,
+    };
+    let h100 =
+        |dtype, s: &attention::Shape, causal| Version::fastest_on((9, 0), 132, dtype, s, causal);
+    // ViT-L/14-336 vision at batch 16 and 256: v3; at batch 1 (80 blocks on 132 SMs): v4.
+    assert_eq!(
+        h100(DType::F16, &shape(16, 16, 577, 64), false),
+        Version::V3
+    );
+    assert_eq!(
+        h100(DType::BF16, &shape(256, 16, 577, 64), false),
+        Version::V3
+    );
+    assert_eq!(h100(DType::F16, &shape(1, 16, 577, 64), false), Version::V4);
+    // Causal text at batch 1 stays on v3 (v4 is unmeasured there); head dims 96-128 take v4.
+    assert_eq!(h100(DType::F16, &shape(1, 12, 77, 64), true), Version::V3);
+    assert_eq!(
+        h100(DType::F16, &shape(16, 16, 257, 80), false),
+        Version::V3
+    );
+    for d in [96, 104, 112, 128] {
+        assert_eq!(
+            h100(DType::BF16, &shape(16, 16, 577, d), false),
+            Version::V4
+        );
+    }
+    // f32 and head dims the tensor-core versions lack: v1; no Hopper: v2.
+    assert_eq!(
+        h100(DType::F32, &shape(16, 16, 577, 64), false),
+        Version::V1
+    );
+    assert_eq!(
+        h100(DType::F16, &shape(16, 16, 577, 72), false),
+        Version::V1
+    );
+    let a100 = Version::fastest_on((8, 0), 108, DType::F16, &shape(1, 16, 577, 64), false);
+    assert_eq!(a100, Version::V2);
+    // Whatever it picks supports the problem.
+    for (dtype, d) in [
+        (DType::F16, 64),
+        (DType::F32, 128),
+        (DType::BF16, 80),
+        (DType::F16, 8),
+    ] {
+        for cc in [(8, 0), (8, 9), (9, 0), (10, 0)] {
+            let v = Version::fastest_on(cc, 100, dtype, &shape(2, 4, 100, d), false);
+            assert!(
+                v.supports(dtype, d) && v.runs_on_capability(cc),
+                "{cc:?} {dtype} {d}: {v:?}"
+            );
+        }
+    }
+}
