@@ -319,20 +319,14 @@ struct FlashV2Config<Elem, 128> {
 };
 
 
-/* ------------------------------------------------------------------ v3 kernel traits (Hopper, wgmma) */
+/* ------------------------------------------------------------------ wgmma tile geometry (v3, v4) */
 
-/* One fc_attention_v3 instantiation: kWarpgroups warpgroups of 128 threads, each owning 64 query rows (one wgmma
- * m64 tile) for the whole kernel, sharing kBlockN-key K/V tiles.
- * - Q lives in registers (A operands of S = Q K^T, loaded once with ldmatrix from a padded row layout as in v2);
- *   P is repacked from the S accumulators into A operands of O = P V. Only K and V are read by the tensor cores
- *   from shared memory, so per MMA the shared-memory traffic is B alone.
- * - K and V tiles use the swizzled canonical layout (attention_wgmma.cuh) with the widest swizzle that divides
- *   the padded head dim: 128 B for 64 and 128, 64 B for 96, 32 B for 80, 104 (padded to 112) and 112. Column
- *   block j of a tile (head-dim columns [j*W, (j+1)*W), W = swizzle bytes / 2) holds all rows at S bytes each.
- * - Double-buffered K/V tiles through cp.async, as v2; kMinBlocksPerSm = 2 lets two blocks share an SM so one's
- *   softmax overlaps the other's MMAs (it caps registers at 128 per thread). */
-template <typename Elem_, int kHeadDim_, int kWarpgroups_, int kBlockN_, int kMinBlocksPerSm_>
-struct FlashV3Traits {
+/* What the Hopper kernels share about their tiles: the head dim padded to the MMA's k depth, the swizzled K/V
+ * layout (the widest swizzle that divides the padded head dim: 128 B for 64 and 128, 64 B for 96, 32 B for 80,
+ * 104 and 112; column block j holds head-dim columns [j*W, (j+1)*W), W = kAtomCols, of all rows), Q's padded row
+ * layout, and the per-thread fragment counts of S = Q K^T (64 x kBlockN) and O = P V (64 x head dim). */
+template <typename Elem_, int kHeadDim_, int kBlockN_>
+struct WgmmaTileShape {
     using Elem = Elem_;
     static_assert(sizeof(Elem) == 2, "tensor-core path is f16/bf16 only");
     static_assert(v2_supports_head_dim(kHeadDim_), "unsupported head dim");
@@ -341,22 +335,14 @@ struct FlashV3Traits {
     static constexpr int kHeadDimPadded = (kHeadDim + 15) / 16 * 16;
     static constexpr int kChunksPerRow = kHeadDim / 8;
     static constexpr int kPaddedChunksPerRow = kHeadDimPadded / 8;
-
-    static constexpr int kWarpgroups = kWarpgroups_;
-    static constexpr int kThreads = 128 * kWarpgroups;
-    static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
-    static constexpr int kBlockM = 64 * kWarpgroups;
     static constexpr int kBlockN = kBlockN_;
-    static constexpr int kStages = 2;
 
     static constexpr int kSwizzleBytes = kHeadDimPadded % 64 == 0 ? 128 : kHeadDimPadded % 32 == 0 ? 64 : 32;
     static constexpr int kAtomCols = kSwizzleBytes / 2;                   // head-dim columns per column block
+    static constexpr int kAtoms = kHeadDimPadded / kAtomCols;             // column blocks (TMA boxes) per tile
     static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
     static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
-
     static constexpr int kSmemRowStride = kHeadDimPadded + 8;             // Q rows, elements; odd 16-byte chunks
-    static constexpr int kQTileBytes = (kBlockM * kSmemRowStride * 2 + 1023) / 1024 * 1024;
-    static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + 2 * kStages * kKVTileBytes;
 
     static constexpr int kQKSteps = kHeadDimPadded / 16;
     static constexpr int kSRegs = kBlockN / 2;                            // S accumulator floats per thread
@@ -364,6 +350,30 @@ struct FlashV3Traits {
     static constexpr int kPVSteps = kBlockN / 16;
     static constexpr int kORegs = kHeadDimPadded / 2;
     static constexpr int kOTiles = kHeadDimPadded / 8;
+};
+
+/* ------------------------------------------------------------------ v3 kernel traits (Hopper, wgmma) */
+
+/* One fc_attention_v3 instantiation: kWarpgroups warpgroups of 128 threads, each owning 64 query rows (one wgmma
+ * m64 tile) for the whole kernel, sharing kBlockN-key K/V tiles.
+ * - Q lives in registers (A operands of S = Q K^T, loaded once with ldmatrix from a padded row layout as in v2);
+ *   P is repacked from the S accumulators into A operands of O = P V. Only K and V are read by the tensor cores
+ *   from shared memory, so per MMA the shared-memory traffic is B alone.
+ * - K and V tiles use the swizzled layout of WgmmaTileShape.
+ * - Double-buffered K/V tiles through cp.async, as v2; kMinBlocksPerSm = 2 lets two blocks share an SM so one's
+ *   softmax overlaps the other's MMAs (it caps registers at 128 per thread). */
+template <typename Elem_, int kHeadDim_, int kWarpgroups_, int kBlockN_, int kMinBlocksPerSm_>
+struct FlashV3Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
+    using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_>;
+    static constexpr int kWarpgroups = kWarpgroups_;
+    static constexpr int kThreads = 128 * kWarpgroups;
+    static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
+    static constexpr int kBlockM = 64 * kWarpgroups;
+    static constexpr int kStages = 2;
+
+    static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
+    static constexpr size_t kSmemBytes =
+        1024 /* alignment slack */ + kQTileBytes + 2 * kStages * Shape::kKVTileBytes;
 };
 
 /* Blocks per SM asked of the compiler (__launch_bounds__), which caps registers at 65536 / (threads * blocks):
@@ -400,49 +410,25 @@ struct FlashV3Config<Elem, 80> {
  * multiply and run the softmax, each at its own pace. The producer's warpgroup hands registers to the consumers
  * (setmaxnreg): 128 x kProducerRegs + 256 x kConsumerRegs stays within the SM's 64K. */
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_>
-struct FlashV4Traits {
-    using Elem = Elem_;
-    static_assert(sizeof(Elem) == 2, "tensor-core path is f16/bf16 only");
-    static_assert(v2_supports_head_dim(kHeadDim_), "unsupported head dim");
-
-    static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kHeadDimPadded = (kHeadDim + 15) / 16 * 16;
-    static constexpr int kChunksPerRow = kHeadDim / 8;
-    static constexpr int kPaddedChunksPerRow = kHeadDimPadded / 8;
-
+struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
+    using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_>;
     static constexpr int kConsumers = 2;                                  // warpgroups of 64 query rows
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kBlockM = 64 * kConsumers;
-    static constexpr int kBlockN = kBlockN_;
     // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, 1)). Consumers with
     // 128-key tiles use up to ~220; with 64-key tiles ~210, and the producer's 7-box TMA loop (head dim 104-112)
     // then gets the room it needs without a spill.
     static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-    static constexpr int kConsumerRegs = kBlockN >= 128 ? 224 : 216;
+    static constexpr int kConsumerRegs = kBlockN_ >= 128 ? 224 : 216;
     static constexpr int kProducerRegs = (kLaunchRegs * kThreads - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
     static_assert(kProducerRegs >= 24, "register file");
     static constexpr int kStages = kStages_;
 
-    // A K/V tile is kAtoms column blocks of kBlockN rows x kSwizzleBytes, one TMA box each.
-    static constexpr int kSwizzleBytes = kHeadDimPadded % 64 == 0 ? 128 : kHeadDimPadded % 32 == 0 ? 64 : 32;
-    static constexpr int kAtomCols = kSwizzleBytes / 2;
-    static constexpr int kAtoms = kHeadDimPadded / kAtomCols;
-    static constexpr int kKVTileBytes = kBlockN * kHeadDimPadded * 2;
-    static_assert(kKVTileBytes % 1024 == 0, "tiles must keep 1024-byte swizzle alignment");
-
-    static constexpr int kSmemRowStride = kHeadDimPadded + 8;             // Q rows, elements; odd 16-byte chunks
-    static constexpr int kQTileBytes = (kBlockM * kSmemRowStride * 2 + 1023) / 1024 * 1024;
+    static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
     static constexpr size_t kSmemBytes =
-        1024 /* alignment slack */ + kQTileBytes + 2 * kStages * kKVTileBytes + kBarrierBytes;
+        1024 /* alignment slack */ + kQTileBytes + 2 * kStages * Shape::kKVTileBytes + kBarrierBytes;
     static_assert(kSmemBytes <= 227 * 1024, "shared memory");
-
-    static constexpr int kQKSteps = kHeadDimPadded / 16;
-    static constexpr int kSRegs = kBlockN / 2;
-    static constexpr int kSTiles = kBlockN / 8;
-    static constexpr int kPVSteps = kBlockN / 16;
-    static constexpr int kORegs = kHeadDimPadded / 2;
-    static constexpr int kOTiles = kHeadDimPadded / 8;
 };
 
 /* v4 tile shapes per head dim: 128-key tiles where the consumers' registers hold S (64), P (32), O (up to 48) and
