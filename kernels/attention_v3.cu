@@ -58,7 +58,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     __trap();
 #elif defined(__CUDA_ARCH__)
     constexpr float kLog2e = 1.4426950408889634f;
-    constexpr float kLn2 = 0.6931471805599453f;
     using Elem = typename Traits::Elem;
     using Ops = ElemOps<Elem>;
     using Mma = Wgmma<Elem, Traits::kHeadDimPadded>;
@@ -203,44 +202,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
         }
     }
 
-    // Epilogue (as v2): finish the row sums, normalize, stage the warp's rows in its own Q rows of shared memory,
-    // then write 16-byte chunks.
-    Elem *o_stage = q_tile + (64 * warpgroup + 16 * warp_in_group) * kQStride;
-    __syncwarp();
-    float inv_sum[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        // Intrinsics, not IEEE division / log2f: their slow paths are calls, and any call in the kernel makes
-        // ptxas serialize every wgmma. Both are within 2 ulp here (row_sum >= 1 whenever it is positive).
-        inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
-    }
-#pragma unroll
-    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-        Elem *dst = o_stage + group * kQStride + 8 * nt + 2 * thread_in_group;
-        *reinterpret_cast<uint32_t *>(dst) = Ops::pack2(o_acc[4 * nt] * inv_sum[0], o_acc[4 * nt + 1] * inv_sum[0]);
-        *reinterpret_cast<uint32_t *>(dst + 8 * kQStride) =
-            Ops::pack2(o_acc[4 * nt + 2] * inv_sum[1], o_acc[4 * nt + 3] * inv_sum[1]);
-    }
-    __syncwarp();
-    for (int i = lane; i < 16 * Traits::kChunksPerRow; i += 32) {
-        const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
-        const int row = warp_row0 + r;
-        if (row < p.seq_q)
-            *reinterpret_cast<uint4 *>(o + (long long)row * p.o_seq_stride + 8 * c) =
-                *reinterpret_cast<const uint4 *>(o_stage + r * kQStride + 8 * c);
-    }
-
-    if (p.lse != nullptr && thread_in_group == 0) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp_row0 + group + 8 * r;
-            if (row < p.seq_q)
-                p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
-                    row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
-        }
-    }
+    // Epilogue: the warp's rows staged in its own Q rows of shared memory, then 16-byte stores.
+    store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride>(
+        o_acc, row_sum, row_max, scale_log2, q_tile + (64 * warpgroup + 16 * warp_in_group) * kQStride, o,
+        p.o_seq_stride, p.lse == nullptr ? nullptr : p.lse + ((long long)b * p.heads_q + h) * p.seq_q, warp_row0,
+        p.seq_q, lane);
 #endif
 }
 

@@ -114,7 +114,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     __trap();
 #elif defined(__CUDA_ARCH__)
     constexpr float kLog2e = 1.4426950408889634f;
-    constexpr float kLn2 = 0.6931471805599453f;
     using Elem = typename Traits::Elem;
     using Ops = ElemOps<Elem>;
     using Consumer = V4Consumer<Traits>;
@@ -299,39 +298,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (group_row0 >= p.seq_q) return;
 
     // Epilogue (as v3): the warp's rows staged in its own Q rows, then 16-byte stores.
-    Elem *o_stage = my_q + 16 * warp_in_group * kQStride;
-    __syncwarp();
-    float inv_sum[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
-    }
-#pragma unroll
-    for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-        Elem *dst = o_stage + group * kQStride + 8 * nt + 2 * thread_in_group;
-        *reinterpret_cast<uint32_t *>(dst) = Ops::pack2(o_acc[4 * nt] * inv_sum[0], o_acc[4 * nt + 1] * inv_sum[0]);
-        *reinterpret_cast<uint32_t *>(dst + 8 * kQStride) =
-            Ops::pack2(o_acc[4 * nt + 2] * inv_sum[1], o_acc[4 * nt + 3] * inv_sum[1]);
-    }
-    __syncwarp();
-    for (int i = lane; i < 16 * Traits::kChunksPerRow; i += 32) {
-        const int r = i / Traits::kChunksPerRow, c = i % Traits::kChunksPerRow;
-        const int row = warp_row0 + r;
-        if (row < p.seq_q)
-            *reinterpret_cast<uint4 *>(o + (long long)row * p.o_seq_stride + 8 * c) =
-                *reinterpret_cast<const uint4 *>(o_stage + r * kQStride + 8 * c);
-    }
-    if (p.lse != nullptr && thread_in_group == 0) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp_row0 + group + 8 * r;
-            if (row < p.seq_q)
-                p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
-                    row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
-        }
-    }
+    store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride>(
+        o_acc, row_sum, row_max, scale_log2, my_q + 16 * warp_in_group * kQStride, o, p.o_seq_stride,
+        p.lse == nullptr ? nullptr : p.lse + ((long long)b * p.heads_q + h) * p.seq_q, warp_row0, p.seq_q, lane);
 #endif
 }
 
