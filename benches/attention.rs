@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashclip::attention::{
-    flash_attention, flash_attention_v3_tiles, materialized_attention, MaterializedWorkspace,
-    Options, V3Tiles, Version,
+    flash_attention, flash_attention_tiles, materialized_attention, MaterializedWorkspace, Options,
+    Tiles, Version,
 };
 use flashclip::gemm::linear;
 use flashclip::testing::{median, time_iters, time_samples_us, Summary};
@@ -55,8 +55,8 @@ fn gemm_ceiling(gpu: &Gpu, rng: &mut StdRng) -> f64 {
 #[derive(Clone, Copy)]
 enum Path {
     Flash(Version),
-    /// v3 at a tile shape other than its default: the sweep behind the v3 tile table.
-    V3Tiles(V3Tiles),
+    /// v3 or v4 at an explicit tile shape: the sweep behind the tile tables.
+    Tiles(Tiles),
     Materialized,
 }
 
@@ -64,7 +64,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Flash(v) => v.name(),
-            Path::V3Tiles(t) => t.name(),
+            Path::Tiles(t) => t.name(),
             Path::Materialized => "materialized",
         }
     }
@@ -112,9 +112,14 @@ fn bench_dtype<T: Element>(
             .filter(|v| v.supports(T::DTYPE, d) && v.runs_on(gpu) && (small || **v != Version::V1))
             .map(|&v| Path::Flash(v))
             .collect();
-        if Version::V3.runs_on(gpu) && V3Tiles::HEAD_DIMS.contains(&d) && small {
-            // Every shape, the one v3 picks for this head dim included (its row repeats v3's).
-            paths.extend(V3Tiles::ALL.iter().map(|&t| Path::V3Tiles(t)));
+        if small {
+            // Every shape, the one each version picks for this head dim included (its row repeats the version's).
+            paths.extend(
+                Tiles::ALL
+                    .iter()
+                    .filter(|t| t.version().runs_on(gpu) && t.head_dims().contains(&d))
+                    .map(|&t| Path::Tiles(t)),
+            );
         }
         if small {
             paths.push(Path::Materialized);
@@ -130,17 +135,9 @@ fn bench_dtype<T: Element>(
                 Path::Flash(ver) => {
                     flash_attention(gpu, ver, &q, &k, &v, None, &opts, &mut o.view_mut(), None)
                 }
-                Path::V3Tiles(t) => flash_attention_v3_tiles(
-                    gpu,
-                    t,
-                    &q,
-                    &k,
-                    &v,
-                    None,
-                    &opts,
-                    &mut o.view_mut(),
-                    None,
-                ),
+                Path::Tiles(t) => {
+                    flash_attention_tiles(gpu, t, &q, &k, &v, None, &opts, &mut o.view_mut(), None)
+                }
                 Path::Materialized => materialized_attention(
                     gpu,
                     &q,

@@ -454,29 +454,35 @@ struct FlashV3Config<Elem, 80> {
 /* ------------------------------------------------------------------ v4 kernel traits (Hopper, warp-specialized) */
 
 /* One fc_attention_v4 instantiation: a producer warp that only loads (TMA boxes into the swizzled K/V layout of
- * v3, kStages deep, published through mbarriers) and two consumer warpgroups of 64 query rows each that only
- * multiply and run the softmax, each at its own pace. The producer's warpgroup hands registers to the consumers
- * (setmaxnreg): 128 x kProducerRegs + 256 x kConsumerRegs stays within the SM's 64K. */
-template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_>
+ * WgmmaTileShape, kStages deep, published through mbarriers) and kConsumers consumer warpgroups of 64 query rows
+ * each that only multiply and run the softmax, each at its own pace; kMinBlocks blocks per SM (2 with one consumer,
+ * so that one block's prologue and epilogue overlap the other's main loop). The producer's warpgroup hands
+ * registers to the consumers (setmaxnreg) within the pool the launch gave the block. */
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2>
 struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
     using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_>;
-    static constexpr int kConsumers = 2;                                  // warpgroups of 64 query rows
+    static constexpr int kConsumers = kConsumers_;                        // warpgroups of 64 query rows
+    static_assert(kConsumers >= 1 && kConsumers <= 3, "one to three consumer warpgroups");
+    static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kBlockM = 64 * kConsumers;
-    // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, 1)). Consumers with
-    // 128-key tiles use up to ~220; with 64-key tiles ~210, and the producer's 7-box TMA loop (head dim 104-112)
-    // then gets the room it needs without a spill.
-    static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
-    static constexpr int kConsumerRegs = kBlockN_ >= 128 ? 224 : 216;
-    static constexpr int kProducerRegs = (kLaunchRegs * kThreads - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
-    static_assert(kProducerRegs >= 24, "register file");
+    // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, kMinBlocks)).
+    // Consumers with 128-key tiles use up to ~220 registers, with 64-key tiles ~210; the producer keeps at least
+    // 40 (its loop spills below that). Three consumers get 152, one consumer of two blocks per SM 216.
+    static constexpr int kLaunchRegs = 65536 / (kThreads * kMinBlocks) / 8 * 8;
+    static constexpr int kPool = kLaunchRegs * kThreads;
+    static constexpr int kConsumerCap = (kPool - 128 * 40) / (128 * kConsumers) / 8 * 8;
+    static constexpr int kConsumerWant = kBlockN_ >= 128 ? 224 : 216;
+    static constexpr int kConsumerRegs = kConsumerWant < kConsumerCap ? kConsumerWant : kConsumerCap;
+    static constexpr int kProducerRegs = (kPool - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
+    static_assert(kProducerRegs >= 24 && kProducerRegs <= 256, "register file");
     static constexpr int kStages = kStages_;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
     static constexpr size_t kSmemBytes =
         1024 /* alignment slack */ + kQTileBytes + 2 * kStages * Shape::kKVTileBytes + kBarrierBytes;
-    static_assert(kSmemBytes <= 227 * 1024, "shared memory");
+    static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 
 /* v4 tile shapes per head dim: 128-key tiles where the consumers' registers hold S (64), P (32), O (up to 48) and

@@ -106,7 +106,7 @@ struct V4Consumer {
 };
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads, 1)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
                         const __grid_constant__ CUtensorMap v_map) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -417,8 +417,36 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     }
 }
 
+/* The tile shapes of the sweep entry (FC_V4_TILES_*); two stages where two blocks share an SM. */
+template <typename Elem, int kHeadDim>
+int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
+    switch (tiles) {
+        case FC_V4_TILES_WG2_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 3, 2>>(p, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 3, 2>>(p, stream);
+        case FC_V4_TILES_WG3_N96: return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 3, 3>>(p, stream);
+        case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
+
+template <typename Elem>
+int dispatch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
+    // Head dim 64 only: at 80 the three-consumer and two-blocks-per-SM shapes spill.
+    return p.head_dim == 64 ? launch_v4_tiles<Elem, 64>(p, tiles, stream) : (int)cudaErrorInvalidValue;
+}
+
 }  // namespace
 }  // namespace flashclip_attention
+
+extern "C" int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles,
+                                     cudaStream_t stream) {
+    using namespace flashclip_attention;
+    switch (dtype) {
+        case FC_F16: return dispatch_v4_tiles<__half>(*p, tiles, stream);
+        case FC_BF16: return dispatch_v4_tiles<__nv_bfloat16>(*p, tiles, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
+}
 
 extern "C" int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
     using namespace flashclip_attention;

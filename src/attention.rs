@@ -328,51 +328,90 @@ pub fn flash_attention<T: Element>(
     )
 }
 
-/// Tile shapes of the v3 kernel that can be chosen explicitly, for tuning sweeps (benches/attention.rs); the
-/// [`Version::V3`] path uses the tuned choice per head dim (`Wg2N64` at 64, `Wg1N64` at 80). `WgXNy`: X
-/// warpgroups of 64 query rows per block, y keys per K/V tile.
+/// Tile shapes of the v3 and v4 kernels that can be chosen explicitly, for tuning sweeps (benches/attention.rs);
+/// [`Version::V3`] and [`Version::V4`] use the tuned choice per head dim (v3: `V3Wg2N64` at 64, `V3Wg1N64` at 80;
+/// v4: `V4Wg2N128` at 64). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's
+/// `Wg1` runs two blocks per SM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum V3Tiles {
-    Wg2N64,
-    Wg1N64,
-    Wg2N128,
-    Wg3N64,
+pub enum Tiles {
+    V3Wg2N64,
+    V3Wg1N64,
+    V3Wg2N128,
+    V3Wg3N64,
+    V4Wg2N128,
+    V4Wg2N64,
+    V4Wg3N96,
+    V4Wg1N128,
 }
 
-impl V3Tiles {
-    pub const ALL: [V3Tiles; 4] = [
-        V3Tiles::Wg2N64,
-        V3Tiles::Wg1N64,
-        V3Tiles::Wg2N128,
-        V3Tiles::Wg3N64,
+/// A sweep shape as the C entry point of its version names it.
+enum TilesFfi {
+    V3(ffi::fc_v3_tiles),
+    V4(ffi::fc_v4_tiles),
+}
+
+impl Tiles {
+    pub const ALL: [Tiles; 8] = [
+        Tiles::V3Wg2N64,
+        Tiles::V3Wg1N64,
+        Tiles::V3Wg2N128,
+        Tiles::V3Wg3N64,
+        Tiles::V4Wg2N128,
+        Tiles::V4Wg2N64,
+        Tiles::V4Wg3N96,
+        Tiles::V4Wg1N128,
     ];
-    /// Head dims the sweep entry point is built for.
-    pub const HEAD_DIMS: [usize; 2] = [64, 80];
+
+    /// The kernel version the shape belongs to.
+    pub fn version(self) -> Version {
+        match self {
+            Tiles::V3Wg2N64 | Tiles::V3Wg1N64 | Tiles::V3Wg2N128 | Tiles::V3Wg3N64 => Version::V3,
+            Tiles::V4Wg2N128 | Tiles::V4Wg2N64 | Tiles::V4Wg3N96 | Tiles::V4Wg1N128 => Version::V4,
+        }
+    }
+
+    /// Head dims the version's sweep entry point is built for.
+    pub fn head_dims(self) -> &'static [usize] {
+        match self.version() {
+            Version::V4 => &[64],
+            _ => &[64, 80],
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
-            V3Tiles::Wg2N64 => "v3 wg2 n64",
-            V3Tiles::Wg1N64 => "v3 wg1 n64",
-            V3Tiles::Wg2N128 => "v3 wg2 n128",
-            V3Tiles::Wg3N64 => "v3 wg3 n64",
+            Tiles::V3Wg2N64 => "v3 wg2 n64",
+            Tiles::V3Wg1N64 => "v3 wg1 n64",
+            Tiles::V3Wg2N128 => "v3 wg2 n128",
+            Tiles::V3Wg3N64 => "v3 wg3 n64",
+            Tiles::V4Wg2N128 => "v4 wg2 n128",
+            Tiles::V4Wg2N64 => "v4 wg2 n64",
+            Tiles::V4Wg3N96 => "v4 wg3 n96",
+            Tiles::V4Wg1N128 => "v4 wg1 n128",
         }
     }
 
-    fn ffi(self) -> ffi::fc_v3_tiles {
+    fn ffi(self) -> TilesFfi {
+        use ffi::{fc_v3_tiles as F3, fc_v4_tiles as F4};
         match self {
-            V3Tiles::Wg2N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG2_N64,
-            V3Tiles::Wg1N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG1_N64,
-            V3Tiles::Wg2N128 => ffi::fc_v3_tiles::FC_V3_TILES_WG2_N128,
-            V3Tiles::Wg3N64 => ffi::fc_v3_tiles::FC_V3_TILES_WG3_N64,
+            Tiles::V3Wg2N64 => TilesFfi::V3(F3::FC_V3_TILES_WG2_N64),
+            Tiles::V3Wg1N64 => TilesFfi::V3(F3::FC_V3_TILES_WG1_N64),
+            Tiles::V3Wg2N128 => TilesFfi::V3(F3::FC_V3_TILES_WG2_N128),
+            Tiles::V3Wg3N64 => TilesFfi::V3(F3::FC_V3_TILES_WG3_N64),
+            Tiles::V4Wg2N128 => TilesFfi::V4(F4::FC_V4_TILES_WG2_N128),
+            Tiles::V4Wg2N64 => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64),
+            Tiles::V4Wg3N96 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96),
+            Tiles::V4Wg1N128 => TilesFfi::V4(F4::FC_V4_TILES_WG1_N128),
         }
     }
 }
 
-/// [`flash_attention`] with [`Version::V3`] at an explicit tile shape; head dims [`V3Tiles::HEAD_DIMS`] only.
+/// [`flash_attention`] with the version of `tiles` at that explicit tile shape; head dims [`Tiles::head_dims`]
+/// only.
 #[allow(clippy::too_many_arguments)]
-pub fn flash_attention_v3_tiles<T: Element>(
+pub fn flash_attention_tiles<T: Element>(
     gpu: &Gpu,
-    tiles: V3Tiles,
+    tiles: Tiles,
     q: &View<T>,
     k: &View<T>,
     v: &View<T>,
@@ -382,27 +421,27 @@ pub fn flash_attention_v3_tiles<T: Element>(
     lse: Option<&mut CudaSlice<f32>>,
 ) -> Result<()> {
     let head_dim = q.layout().shape.get(3).copied().unwrap_or(0);
-    if !V3Tiles::HEAD_DIMS.contains(&head_dim) {
+    if !tiles.head_dims().contains(&head_dim) {
         return Err(Error::Unsupported(format!(
             "{} is built for head dims {:?}, not {head_dim}",
             tiles.name(),
-            V3Tiles::HEAD_DIMS
+            tiles.head_dims()
         )));
     }
-    launch(gpu, Kernel::V3Tiles(tiles), q, k, v, key_lens, opts, o, lse)
+    launch(gpu, Kernel::Tiles(tiles), q, k, v, key_lens, opts, o, lse)
 }
 
 #[derive(Clone, Copy)]
 enum Kernel {
     Version(Version),
-    V3Tiles(V3Tiles),
+    Tiles(Tiles),
 }
 
 impl Kernel {
     fn version(self) -> Version {
         match self {
             Kernel::Version(v) => v,
-            Kernel::V3Tiles(_) => Version::V3,
+            Kernel::Tiles(t) => t.version(),
         }
     }
 }
@@ -491,7 +530,10 @@ fn launch<T: Element>(
             Kernel::Version(Version::V3) => ffi::fc_attention_v3(&params, T::DTYPE.ffi(), s),
             Kernel::Version(Version::V4) => ffi::fc_attention_v4(&params, T::DTYPE.ffi(), s),
             // The caller checked the head dim is one the sweep entry is built for.
-            Kernel::V3Tiles(t) => ffi::fc_attention_v3_tiles(&params, T::DTYPE.ffi(), t.ffi(), s),
+            Kernel::Tiles(t) => match t.ffi() {
+                TilesFfi::V3(f) => ffi::fc_attention_v3_tiles(&params, T::DTYPE.ffi(), f, s),
+                TilesFfi::V4(f) => ffi::fc_attention_v4_tiles(&params, T::DTYPE.ffi(), f, s),
+            },
         }
     };
     check_launch(version.name(), code)

@@ -2,7 +2,7 @@
 //! odd lengths, packed QKV strides, causal, key lengths, GQA, lse; and the error paths.
 
 use cudarc::driver::CudaSlice;
-use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, V3Tiles, Version};
+use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, Tiles, Version};
 use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_test, poison, uniform};
 use flashclip::{DType, Element, Error, Gpu, Layout, View};
@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 #[derive(Debug, Clone, Copy)]
 enum Path {
     Flash(Version),
-    V3Tiles(V3Tiles),
+    Tiles(Tiles),
     Materialized,
 }
 
@@ -22,7 +22,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Flash(v) => v.name(),
-            Path::V3Tiles(t) => t.name(),
+            Path::Tiles(t) => t.name(),
             Path::Materialized => "materialized",
         }
     }
@@ -30,7 +30,7 @@ impl Path {
     fn version(self) -> Option<Version> {
         match self {
             Path::Flash(v) => Some(v),
-            Path::V3Tiles(_) => Some(Version::V3),
+            Path::Tiles(t) => Some(t.version()),
             Path::Materialized => None,
         }
     }
@@ -38,8 +38,8 @@ impl Path {
     fn supports(self, dtype: DType, head_dim: usize) -> bool {
         match self {
             Path::Flash(v) => v.supports(dtype, head_dim),
-            Path::V3Tiles(_) => {
-                Version::V3.supports(dtype, head_dim) && V3Tiles::HEAD_DIMS.contains(&head_dim)
+            Path::Tiles(t) => {
+                t.version().supports(dtype, head_dim) && t.head_dims().contains(&head_dim)
             }
             Path::Materialized => true,
         }
@@ -244,7 +244,7 @@ fn run_gpu<T: Element>(
             Some(&mut *lse),
         )
         .unwrap(),
-        Path::V3Tiles(tiles) => attention::flash_attention_v3_tiles(
+        Path::Tiles(tiles) => attention::flash_attention_tiles(
             gpu,
             tiles,
             &q,
@@ -291,7 +291,7 @@ fn launch_tiny<T: Element>(gpu: &Gpu, path: Path) -> Result<(), Error> {
         Path::Flash(v) => {
             attention::flash_attention(gpu, v, &x, &x, &x, None, &opts, &mut o.view_mut(), None)
         }
-        Path::V3Tiles(t) => attention::flash_attention_v3_tiles(
+        Path::Tiles(t) => attention::flash_attention_tiles(
             gpu,
             t,
             &x,
@@ -487,11 +487,11 @@ fn gpu_v4_bf16() {
     });
 }
 #[test]
-fn gpu_v3_tile_shapes() {
-    gpu_test("gpu_v3_tile_shapes", |g, r| {
-        for tiles in V3Tiles::ALL {
-            check_cases::<f16>(g, r, Path::V3Tiles(tiles), cases(&V3Tiles::HEAD_DIMS));
-            check_cases::<bf16>(g, r, Path::V3Tiles(tiles), cases(&V3Tiles::HEAD_DIMS));
+fn gpu_tile_shapes() {
+    gpu_test("gpu_tile_shapes", |g, r| {
+        for tiles in Tiles::ALL {
+            check_cases::<f16>(g, r, Path::Tiles(tiles), cases(tiles.head_dims()));
+            check_cases::<bf16>(g, r, Path::Tiles(tiles), cases(tiles.head_dims()));
         }
     });
 }
@@ -514,7 +514,7 @@ fn gpu_small_every_path() {
         let paths = Version::ALL
             .map(Path::Flash)
             .into_iter()
-            .chain(V3Tiles::ALL.map(Path::V3Tiles))
+            .chain(Tiles::ALL.map(Path::Tiles))
             .chain([Path::Materialized]);
         for path in paths {
             check_cases::<f16>(g, r, path, small_cases());

@@ -70,6 +70,16 @@ typedef enum fc_v3_tiles {
 } fc_v3_tiles;
 int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_tiles tiles, cudaStream_t stream);
 
+/* v4 with an explicit tile shape (consumer warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps;
+ * head_dim 64 only. fc_attention_v4 runs FC_V4_TILES_WG2_N128 there; WG1 runs two blocks per SM. */
+typedef enum fc_v4_tiles {
+    FC_V4_TILES_WG2_N128 = 0,
+    FC_V4_TILES_WG2_N64 = 1,
+    FC_V4_TILES_WG3_N96 = 2,
+    FC_V4_TILES_WG1_N128 = 3,
+} fc_v4_tiles;
+int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
+
 /* Reference path helper: masked row softmax of fp32 scores S [rows = batch*heads_q*seq_q, seq_k] (row stride
  * s_row_stride) into P (dtype, row stride p_row_stride), scale applied before exp, same masking rules as above.
  * Row r = ((b * heads_q) + h) * seq_q + i. lse optional as above. */
