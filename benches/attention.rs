@@ -8,7 +8,7 @@ use flashclip::attention::{
     Tiles, Version,
 };
 use flashclip::gemm::linear;
-use flashclip::testing::{median, time_iters, time_samples_us, Summary};
+use flashclip::testing::{median, time_device_us, time_iters, Summary};
 use flashclip::{Element, Gpu, Tensor};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -44,7 +44,7 @@ fn gemm_ceiling(gpu: &Gpu, rng: &mut StdRng) -> f64 {
     let b = random::<f16>(gpu, rng, &[n, n]);
     let mut c = gpu.zeros::<f16>(&[n, n]).expect("alloc");
     let us = median(
-        &time_samples_us(gpu, 3, 10, 1, || {
+        &time_device_us(gpu, 3, 10, 1, || {
             linear(gpu, &a.view(), &b.view(), &mut c.view_mut(), 0.0)
         })
         .expect("gemm"),
@@ -154,7 +154,7 @@ fn bench_dtype<T: Element>(
                 bencher
                     .iter_custom(|iters| time_iters(gpu, iters, &mut run).expect("attention run"))
             });
-            let us = median(&time_samples_us(gpu, 3, 30, 3, &mut run).expect("attention run"));
+            let us = median(&time_device_us(gpu, 3, 30, 3, &mut run).expect("attention run"));
             let tflops = flops / us / 1e6;
             summary.row(vec![
                 label.clone(),

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashclip::bias_activation::{bias_activation, Activation};
-use flashclip::testing::{copy_ceiling, median, time_iters, time_samples_us, Summary};
+use flashclip::testing::{copy_ceiling, median, time_device_us, time_iters, Summary};
 use flashclip::{Element, Gpu};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -33,7 +33,7 @@ fn bench_dtype<T: Element>(c: &mut Criterion, gpu: &Gpu, rng: &mut StdRng, summa
             group.bench_function(format!("{act:?}/{rows}x{cols}"), |b| {
                 b.iter_custom(|iters| time_iters(gpu, iters, &mut run).expect("run"))
             });
-            let us = median(&time_samples_us(gpu, 5, 50, 5, &mut run).expect("run"));
+            let us = median(&time_device_us(gpu, 5, 50, 5, &mut run).expect("run"));
             let gbs = bytes as f64 / us / 1e3;
             summary.row(vec![
                 format!("{rows}x{cols}"),

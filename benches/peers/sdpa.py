@@ -61,8 +61,8 @@ def make_qkv(b, h, n, d, dtype, device, layout):
 def time_calls(fn, warmup, iters, device, inner=10):
     """Per-call times in microseconds, GPU time alone: each sample is `inner` back-to-back calls between two CUDA
     events, enqueued while the GPU spins in torch.cuda._sleep, so Python's dispatch cost (larger than the kernel at
-    the small shapes) overlaps the spin instead of leaving the GPU idle between calls; flashclip's benches keep
-    their queue full the same way. Wall clock on the CPU."""
+    the small shapes) overlaps the spin instead of leaving the GPU idle between calls; flashclip's kernel benches
+    queue behind a GPU wait the same way (testing::time_device_us). Wall clock on the CPU."""
     for _ in range(warmup):
         fn()
     if device.type == "cuda":

@@ -80,6 +80,10 @@ typedef enum fc_v4_tiles {
 } fc_v4_tiles;
 int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
 
+/* Keeps the stream busy for `ns` nanoseconds of GPU time (one thread waiting on the global timer): queued in front
+ * of timed work so that the host's launch cost does not leave the GPU idle between timed launches. */
+int fc_gpu_spin(unsigned long long ns, cudaStream_t stream);
+
 /* Reference path helper: masked row softmax of fp32 scores S [rows = batch*heads_q*seq_q, seq_k] (row stride
  * s_row_stride) into P (dtype, row stride p_row_stride), scale applied before exp, same masking rules as above.
  * Row r = ((b * heads_q) + h) * seq_q + i. lse optional as above. */

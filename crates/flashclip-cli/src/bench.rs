@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use flashclip::attention::Version;
 use flashclip::gemm::linear;
-use flashclip::testing::{median, time_samples_us, Summary};
+use flashclip::testing::{median, time_device_us, time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
@@ -145,7 +145,7 @@ fn gemm_ceiling(gpu: &Gpu) -> Result<f64> {
     let a = gpu.upload(&block, &[n, n])?;
     let b = gpu.upload(&block, &[n, n])?;
     let mut c = gpu.zeros::<f16>(&[n, n])?;
-    let us = median(&time_samples_us(gpu, 3, 10, 1, || {
+    let us = median(&time_device_us(gpu, 3, 10, 1, || {
         linear(gpu, &a.view(), &b.view(), &mut c.view_mut(), 0.0)
     })?);
     Ok(2.0 * (n as f64).powi(3) / us / 1e6)
