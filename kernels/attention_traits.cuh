@@ -161,12 +161,16 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
 template <typename Elem, int kSTiles, int kOTiles>
 __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
                                                  uint32_t (&p)[kSTiles / 2][4], const float (&alpha)[2]) {
+    // alpha is exactly 1 (exp2 of exactly 0) where a row's max did not move, which after the first tiles is
+    // most tiles: skip the 2 * kOTiles multiplies when that holds for the whole warp (one vote).
+    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
-    for (int nt = 0; nt < kOTiles; ++nt) {
-        o[4 * nt] *= alpha[0];
-        o[4 * nt + 1] *= alpha[0];
-        o[4 * nt + 2] *= alpha[1];
-        o[4 * nt + 3] *= alpha[1];
+        for (int nt = 0; nt < kOTiles; ++nt) {
+            o[4 * nt] *= alpha[0];
+            o[4 * nt + 1] *= alpha[0];
+            o[4 * nt + 2] *= alpha[1];
+            o[4 * nt + 3] *= alpha[1];
+        }
     }
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
