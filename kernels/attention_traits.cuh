@@ -158,9 +158,11 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
         for (int i = 0; i < kLanes; ++i) row_sum[r] += part[r][i];
 }
 
-template <typename Elem, int kSTiles, int kOTiles>
+/* p may hold more k steps than s fills (v4's narrow last key tile packs into the first kSTiles / 2). */
+template <typename Elem, int kSTiles, int kOTiles, int kPSteps>
 __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
-                                                 uint32_t (&p)[kSTiles / 2][4], const float (&alpha)[2]) {
+                                                 uint32_t (&p)[kPSteps][4], const float (&alpha)[2]) {
+    static_assert(kSTiles % 2 == 0 && kSTiles / 2 <= kPSteps, "P fragments hold whole k steps of S");
     // alpha is exactly 1 (exp2 of exactly 0) where a row's max did not move, which after the first tiles is
     // most tiles: skip the 2 * kOTiles multiplies when that holds for the whole warp (one vote).
     if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {

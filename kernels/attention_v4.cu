@@ -76,7 +76,6 @@ template <class Traits>
 struct V4Consumer {
     using Elem = typename Traits::Elem;
     using MmaO = Wgmma<Elem, Traits::kHeadDimPadded>;
-    using MmaS = Wgmma<Elem, Traits::kBlockN>;
     static constexpr int kSw = Traits::kSwizzleBytes;
 
     /* Descriptors of a K stage (K-major) and a V stage (N-major: column blocks kBlockN * kSw bytes apart). */
@@ -85,43 +84,59 @@ struct V4Consumer {
         return smem_desc<kSw>(v_stage, Traits::kBlockN * kSw, 8 * kSw);
     }
 
-    /* Issue S = Q K^T for the K stage of descriptor k (not waited for): k step kk covers head-dim columns
-     * 16kk..16kk+15, in column block 16kk / kAtomCols at byte 2 * (16kk % kAtomCols) of each row. */
-    static __device__ __forceinline__ void issue_qk(float (&s)[Traits::kSRegs],
-                                                    const uint32_t (&q)[Traits::kQKSteps][4], uint64_t k) {
+    /* Issue S = Q K^T against the first kN keys of the K stage of descriptor k (not waited for): k step kk covers
+     * head-dim columns 16kk..16kk+15, in column block 16kk / kAtomCols at byte 2 * (16kk % kAtomCols) of each
+     * row. kN < kBlockN multiplies the narrow last tile only. */
+    template <int kN>
+    static __device__ __forceinline__ void issue_qk(float (&s)[kN / 2], const uint32_t (&q)[Traits::kQKSteps][4],
+                                                    uint64_t k) {
 #pragma unroll
         for (int kk = 0; kk < Traits::kQKSteps; ++kk)
-            MmaS::template mma<0>(s, q[kk],
-                                  desc_advance(k, (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw +
-                                                      2 * (16 * kk % Traits::kAtomCols)),
-                                  kk > 0);
+            Wgmma<Elem, kN>::template mma<0>(s, q[kk],
+                                             desc_advance(k, (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw +
+                                                                 2 * (16 * kk % Traits::kAtomCols)),
+                                             kk > 0);
     }
 
-    /* Issue O += P V for the V stage of descriptor v (not waited for): k step kk = keys 16kk..16kk+15. */
+    /* Issue O += P V over the first kSteps k steps (16 keys each) of the V stage of descriptor v (not waited for). */
+    template <int kSteps>
     static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
                                                     const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v) {
 #pragma unroll
-        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
+        for (int kk = 0; kk < kSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
     }
 };
 
+/* What one consumer warp keeps of its 16 rows while the block's consumers merge a split key range: O, and each
+ * row's max and (partial) sum, per thread. */
 template <class Traits>
+struct V4Partial {
+    static constexpr int kFloats = Traits::kORegs + 4;
+    static constexpr int kBytes = (Traits::kConsumers - 1) * kFloats * 128 * 4;
+    static_assert(kBytes <= 2 * Traits::kStages * Traits::kKVTileBytes, "partials fit in the K/V stages");
+};
+
+/* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
+ * only without causal masking or key_lens) and is multiplied that narrow. The pipeline takes it first, so the loop
+ * body stays one shape: ring slot i holds key tile n_tiles - 1 for i = 0 and i - 1 after. */
+template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
 #elif defined(__CUDA_ARCH__)
     constexpr float kLog2e = 1.4426950408889634f;
     using Elem = typename Traits::Elem;
-    using Ops = ElemOps<Elem>;
     using Consumer = V4Consumer<Traits>;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kStages = Traits::kStages;
+    constexpr int kConsumers = Traits::kConsumers;
     constexpr int kSw = Traits::kSwizzleBytes;
     constexpr int kQStride = Traits::kSmemRowStride;
+    static_assert(kTailN % 16 == 0 && kTailN < kBlockN, "a narrow tile is whole k steps, narrower than a tile");
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -132,7 +147,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     uint64_t *empty = full + kStages;
 
     const int tid = threadIdx.x;
-    const int warpgroup = tid / 128;
+    // Read through a shuffle so that ptxas knows it is warp-uniform: branches on it (and on what derives from it,
+    // such as a consumer's ring slots) then keep the wgmma inside them asynchronous.
+    const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
     const int lane = tid % 32;
 
     const int m_block = (gridDim.x - 1 - blockIdx.x) * kBlockM;  // reversed: longest causal blocks start first
@@ -146,11 +163,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const int block_key_end = causal ? min(key_limit, min(m_block + kBlockM, p.seq_q)) : key_limit;
         return (block_key_end + kBlockN - 1) / kBlockN;
     };
+    const auto key_tile = [](int slot, int n_tiles) { return kTailN == 0 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
 
     if (tid == 0) {
         for (int s = 0; s < kStages; ++s) {
-            mbarrier_init(&full[s], 1);                      // the producer's one arrival (+ the TMA bytes)
-            mbarrier_init(&empty[s], 4 * Traits::kConsumers);  // one per consumer warp
+            mbarrier_init(&full[s], 1);                 // the producer's one arrival (+ the TMA bytes)
+            mbarrier_init(&empty[s], 4 * kConsumers);  // one per consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -168,7 +186,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             if (t >= kStages) mbarrier_wait(&empty[stage], (t / kStages - 1) & 1);
             unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
             unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-            const int key0 = t * kBlockN;
+            const int key0 = key_tile(t, n_tiles) * kBlockN;
             if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
                 load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
                 load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
@@ -196,16 +214,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
     const int warp_in_group = ctid / 32;
     const int group = lane / 4, thread_in_group = lane % 4;
+    // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
+    // first idle for a whole block's time: there they all take those rows and split the key tiles round robin
+    // (ring slots consumer, consumer + kConsumers, ...), then merge through shared memory.
+    const bool split = kConsumers > 1 && split_last_block != 0 && !causal && m_block + 64 >= p.seq_q;
+    const int first_slot = split ? consumer : 0;
+    const int slot_step = split ? kConsumers : 1;
 
     const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
     Elem *my_q = q_tile + 64 * consumer * kQStride;
 
-    const int group_row0 = m_block + 64 * consumer;
+    const int group_row0 = split ? m_block : m_block + 64 * consumer;
     const int warp_row0 = group_row0 + 16 * warp_in_group;
     const int group_key_end =
         group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
-    const int my_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group multiplies
+    const int group_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group's rows see
+    const int my_slots = split ? (n_tiles - first_slot + slot_step - 1) / slot_step : group_tiles;
     const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
     int my_key_limit[2];
 #pragma unroll
@@ -218,7 +243,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.f, 0.f};
 
-    if (my_tiles > 0) {
+    if (my_slots > 0) {
         uint32_t q_frag[Traits::kQKSteps][4];
         load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0, p.seq_q, ctid);
         cp_async_commit();
@@ -231,9 +256,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         float s[Traits::kSRegs];
         uint32_t p_frag[Traits::kPVSteps][4];
         float alpha[2];
-        // The softmax of tile t (scores in s), masked where the tile crosses a row's limit.
-        auto softmax = [&](int t) {
-            const int key0 = t * kBlockN;
+        // The softmax of the full tile in ring slot i (scores in s), masked where the tile crosses a row's limit.
+        auto softmax = [&](int i) {
+            const int key0 = key_tile(i, n_tiles) * kBlockN;
             if (key0 + kBlockN > warp_unmasked_end)
                 softmax_scores<Traits::kSTiles, true>(s, row_max, row_sum, alpha, my_key_limit, key0, thread_in_group,
                                                       scale_log2);
@@ -243,40 +268,68 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         };
         const uint64_t k_desc0 = Consumer::k_desc(smem_addr(k_tiles));
         const uint64_t v_desc0 = Consumer::v_desc(smem_addr(v_tiles));
-        const auto k_base = [&](int t) { return desc_advance(k_desc0, (t % kStages) * Traits::kKVTileBytes); };
-        const auto v_base = [&](int t) { return desc_advance(v_desc0, (t % kStages) * Traits::kKVTileBytes); };
-        const auto release = [&](int t) {
+        const auto k_base = [&](int i) { return desc_advance(k_desc0, (i % kStages) * Traits::kKVTileBytes); };
+        const auto v_base = [&](int i) { return desc_advance(v_desc0, (i % kStages) * Traits::kKVTileBytes); };
+        const auto wait_full = [&](int i) { mbarrier_wait(&full[i % kStages], (i / kStages) & 1); };
+        // In a split block each tile has one consumer, which releases it for all of them.
+        const auto release = [&](int i) {
             __syncwarp();
-            if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
+            if (lane == 0) mbarrier_arrive(&empty[i % kStages], split ? kConsumers : 1);
+        };
+        const auto issue_pv = [&](int i) {
+            if constexpr (kTailN > 0) {
+                if (i == 0) return Consumer::template issue_pv<kTailN / 16>(o_acc, p_frag, v_base(i));
+            }
+            Consumer::template issue_pv<Traits::kPVSteps>(o_acc, p_frag, v_base(i));
         };
 
-        // Tile 0: S, softmax, P.
-        mbarrier_wait(&full[0], 0);
-        wgmma_fence();
-        Consumer::issue_qk(s, q_frag, k_base(0));
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_operand(s);
-        softmax(0);
-        rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
+        // First slot: S, softmax, P.
+        int i = first_slot;
+        wait_full(i);
+        bool first_done = false;
+        if constexpr (kTailN > 0) {
+            if (i == 0) {
+                float s_tail[kTailN / 2];
+                wgmma_fence();
+                Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
+                wgmma_commit();
+                wgmma_wait<0>();
+                fence_operand(s_tail);
+                softmax_scores<kTailN / 8, true>(s_tail, row_max, row_sum, alpha, my_key_limit,
+                                                 (n_tiles - 1) * kBlockN, thread_in_group, scale_log2);
+                rescale_and_pack<Elem, kTailN / 8, Traits::kOTiles>(s_tail, o_acc, p_frag, alpha);
+                first_done = true;
+            }
+        }
+        if (!first_done) {
+            wgmma_fence();
+            Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_operand(s);
+            softmax(i);
+            rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
+        }
 
-        // Tiles 1..: S_t and P_{t-1} V_{t-1} in flight together; the softmax of t runs under P V.
-        for (int t = 1; t < my_tiles; ++t) {
-            mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
+        // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
+        for (int j = 1; j < my_slots; ++j) {
+            const int prev = i;
+            i += slot_step;
+            wait_full(i);
             fence_operand(o_acc);
             fence_operand(p_frag);
             wgmma_fence();
-            Consumer::issue_qk(s, q_frag, k_base(t));
+            Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
             wgmma_commit();
-            Consumer::issue_pv(o_acc, p_frag, v_base(t - 1));
+            issue_pv(prev);
             wgmma_commit();
             wgmma_wait<1>();
             fence_operand(s);
-            softmax(t);
+            softmax(i);
             wgmma_wait<0>();
             fence_operand(o_acc);
             fence_operand(p_frag);
-            release(t - 1);
+            release(prev);
             rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
         }
 
@@ -284,18 +337,56 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         fence_operand(o_acc);
         fence_operand(p_frag);
         wgmma_fence();
-        Consumer::issue_pv(o_acc, p_frag, v_base(my_tiles - 1));
+        issue_pv(i);
         wgmma_commit();
         wgmma_wait<0>();
         fence_operand(o_acc);
-        release(my_tiles - 1);
+        release(i);
     }
-    // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
-    for (int t = my_tiles; t < n_tiles; ++t) {
-        mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
-        if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
+    if (split) {
+        // Every tile was multiplied and released: the K/V stages are free to carry the other consumers' partial
+        // results to the first, which merges them (per thread: same rows and columns in every group).
+        constexpr int kFloats = V4Partial<Traits>::kFloats;
+        float *partial = reinterpret_cast<float *>(k_tiles);
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        if (consumer > 0) {
+            float *mine = partial + (consumer - 1) * kFloats * 128 + ctid;
+#pragma unroll
+            for (int r = 0; r < Traits::kORegs; ++r) mine[r * 128] = o_acc[r];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                mine[(Traits::kORegs + r) * 128] = row_max[r];
+                mine[(Traits::kORegs + 2 + r) * 128] = row_sum[r];
+            }
+        }
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        if (consumer > 0) return;
+#pragma unroll
+        for (int c = 1; c < kConsumers; ++c) {
+            const float *theirs = partial + (c - 1) * kFloats * 128 + ctid;
+            float scale_mine[2], scale_theirs[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float their_max = theirs[(Traits::kORegs + r) * 128];
+                const float new_max = fmaxf(row_max[r], their_max);
+                // A side that saw no key has max -inf and contributes nothing (never exp2 of -inf - -inf).
+                scale_mine[r] = row_max[r] == -INFINITY ? 0.f : exp2_approx((row_max[r] - new_max) * scale_log2);
+                scale_theirs[r] = their_max == -INFINITY ? 0.f : exp2_approx((their_max - new_max) * scale_log2);
+                row_sum[r] = row_sum[r] * scale_mine[r] + theirs[(Traits::kORegs + 2 + r) * 128] * scale_theirs[r];
+                row_max[r] = new_max;
+            }
+#pragma unroll
+            for (int r = 0; r < Traits::kORegs; ++r)
+                o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + theirs[r * 128] * scale_theirs[(r % 4) / 2];
+        }
+    } else {
+        // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
+        for (int t = group_tiles; t < n_tiles; ++t) {
+            mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
+            if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
+        }
+        if (group_row0 >= p.seq_q) return;
     }
-    if (group_row0 >= p.seq_q) return;
 
     // Epilogue (as v3): the warp's rows staged in its own Q rows, then 16-byte stores.
     store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride>(
@@ -390,49 +481,100 @@ cudaError_t kv_tensor_maps(const fc_attention_params &p, CUtensorMap *k_map, CUt
     return cudaSuccess;
 }
 
-template <class Traits>
-int launch_v4(const fc_attention_params &p, cudaStream_t stream) {
+template <class Traits, int kTailN>
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
-    const auto kernel = attention_v4_kernel<Traits>;
+    const auto kernel = attention_v4_kernel<Traits, kTailN>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     const dim3 grid((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads_q, p.batch);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
-/* The one place where runtime shape/dtype choices become v4 template instantiations. */
+/* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
+ * keys left past the full tiles fit: CLIP's lengths are 64k + 1) and a key split among the consumers of a last
+ * query block of at most 64 rows. Without, every tile is full and every consumer owns its rows (the plain
+ * pipeline, kept for comparison). */
+template <class Traits>
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
+    // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
+    if constexpr (Traits::kConsumers > 1) {
+        const int left = p.seq_k % Traits::kBlockN;
+        const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
+        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, stream);
+        if constexpr (Traits::kBlockN > 80) {
+            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, stream);
+        }
+    }
+    return launch_v4_kernel<Traits, 0>(p, tails, stream);
+}
+
+int current_sm_count() {
+    int device = 0, sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+    return sms;
+}
+
+/* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 takes three
+ * consumers of 96-key tiles where the keys are whole 96-key tiles and a narrow rest (577 = 6 x 96 + 1, 197 =
+ * 2 x 96 + 5) and the 192-row blocks fill more than one wave of SMs, two of 128-key tiles otherwise (257 =
+ * 2 x 128 + 1; batch 1, where a block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64: return launch_v4<typename FlashV4Config<Elem, 64>::Traits>(p, stream);
-        case 80: return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, stream);
-        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, stream);
-        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, stream);
-        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, stream);
-        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, stream);
+        case 64: {
+            using Wg3N96 = FlashV4Traits<Elem, 64, 96, 3, 3>;
+            const int left = p.seq_k % 96;
+            const long long blocks =
+                (long long)((p.seq_q + Wg3N96::kBlockM - 1) / Wg3N96::kBlockM) * p.heads_q * p.batch;
+            if (p.causal == 0 && p.key_lens == nullptr && left > 0 && left <= 16 && blocks > current_sm_count())
+                return launch_v4<Wg3N96>(p, true, stream);
+            return launch_v4<typename FlashV4Config<Elem, 64>::Traits>(p, true, stream);
+        }
+        case 80: return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, true, stream);
+        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
+        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
+        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
+        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
 
-/* The tile shapes of the sweep entry (FC_V4_TILES_*); two stages where two blocks share an SM. */
+/* The tile shapes of the sweep entry (FC_V4_TILES_*); two stages where two blocks share an SM. Three consumers
+ * and two blocks per SM spill at head dim 80. */
 template <typename Elem, int kHeadDim>
 int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
+    using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 3, 2>;
+    using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 3, 3>;
     switch (tiles) {
-        case FC_V4_TILES_WG2_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 3, 2>>(p, stream);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 3, 2>>(p, stream);
-        case FC_V4_TILES_WG3_N96: return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 3, 3>>(p, stream);
-        case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, stream);
-        default: return (int)cudaErrorInvalidValue;
+        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
+        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 3, 2>>(p, true, stream);
+        default: break;
     }
+    if constexpr (kHeadDim == 64) {
+        switch (tiles) {
+            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
+            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
+            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
+            default: break;
+        }
+    }
+    return (int)cudaErrorInvalidValue;
 }
 
 template <typename Elem>
 int dispatch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
-    // Head dim 64 only: at 80 the three-consumer and two-blocks-per-SM shapes spill.
-    return p.head_dim == 64 ? launch_v4_tiles<Elem, 64>(p, tiles, stream) : (int)cudaErrorInvalidValue;
+    switch (p.head_dim) {
+        case 64: return launch_v4_tiles<Elem, 64>(p, tiles, stream);
+        case 80: return launch_v4_tiles<Elem, 80>(p, tiles, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
 }
 
 }  // namespace

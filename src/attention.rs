@@ -329,9 +329,11 @@ pub fn flash_attention<T: Element>(
 }
 
 /// Tile shapes of the v3 and v4 kernels that can be chosen explicitly, for tuning sweeps (benches/attention.rs);
-/// [`Version::V3`] and [`Version::V4`] use the tuned choice per head dim (v3: `V3Wg2N64` at 64, `V3Wg1N64` at 80;
-/// v4: `V4Wg2N128` at 64). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's
-/// `Wg1` runs two blocks per SM.
+/// [`Version::V3`] and [`Version::V4`] use the tuned choice per shape (v3: `V3Wg2N64` at head dim 64, `V3Wg1N64`
+/// at 80; v4 at 64: `V4Wg3N96` where the keys are whole 96-key tiles and at most 16 more, `V4Wg2N128` otherwise,
+/// and at 80). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two
+/// blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
+/// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiles {
     V3Wg2N64,
@@ -342,6 +344,8 @@ pub enum Tiles {
     V4Wg2N64,
     V4Wg3N96,
     V4Wg1N128,
+    V4Wg2N128Plain,
+    V4Wg3N96Plain,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -351,7 +355,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 8] = [
+    pub const ALL: [Tiles; 10] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -360,20 +364,27 @@ impl Tiles {
         Tiles::V4Wg2N64,
         Tiles::V4Wg3N96,
         Tiles::V4Wg1N128,
+        Tiles::V4Wg2N128Plain,
+        Tiles::V4Wg3N96Plain,
     ];
 
     /// The kernel version the shape belongs to.
     pub fn version(self) -> Version {
         match self {
             Tiles::V3Wg2N64 | Tiles::V3Wg1N64 | Tiles::V3Wg2N128 | Tiles::V3Wg3N64 => Version::V3,
-            Tiles::V4Wg2N128 | Tiles::V4Wg2N64 | Tiles::V4Wg3N96 | Tiles::V4Wg1N128 => Version::V4,
+            Tiles::V4Wg2N128
+            | Tiles::V4Wg2N64
+            | Tiles::V4Wg3N96
+            | Tiles::V4Wg1N128
+            | Tiles::V4Wg2N128Plain
+            | Tiles::V4Wg3N96Plain => Version::V4,
         }
     }
 
     /// Head dims the version's sweep entry point is built for.
     pub fn head_dims(self) -> &'static [usize] {
-        match self.version() {
-            Version::V4 => &[64],
+        match self {
+            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96Plain => &[64],
             _ => &[64, 80],
         }
     }
@@ -388,6 +399,8 @@ impl Tiles {
             Tiles::V4Wg2N64 => "v4 wg2 n64",
             Tiles::V4Wg3N96 => "v4 wg3 n96",
             Tiles::V4Wg1N128 => "v4 wg1 n128",
+            Tiles::V4Wg2N128Plain => "v4 wg2 n128 plain",
+            Tiles::V4Wg3N96Plain => "v4 wg3 n96 plain",
         }
     }
 
@@ -402,6 +415,8 @@ impl Tiles {
             Tiles::V4Wg2N64 => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64),
             Tiles::V4Wg3N96 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96),
             Tiles::V4Wg1N128 => TilesFfi::V4(F4::FC_V4_TILES_WG1_N128),
+            Tiles::V4Wg2N128Plain => TilesFfi::V4(F4::FC_V4_TILES_WG2_N128_PLAIN),
+            Tiles::V4Wg3N96Plain => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PLAIN),
         }
     }
 }

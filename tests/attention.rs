@@ -339,6 +339,18 @@ fn small_cases() -> Vec<Case> {
         causal: true,
         ..case(1, 67, 3, 80)
     });
+    // v4's narrow last key tile (97 = 96 + 1, 129 = 128 + 1) with the keys split among the consumers of a query
+    // block of at most 64 rows.
+    out.push(Case {
+        packed: false,
+        seq_k: 97,
+        ..case(2, 33, 2, 64)
+    });
+    out.push(Case {
+        packed: false,
+        seq_k: 129,
+        ..case(1, 20, 2, 80)
+    });
     out
 }
 
