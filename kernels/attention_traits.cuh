@@ -483,6 +483,8 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
     static constexpr int kProducerRegs = (kPool - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
     static_assert(kProducerRegs >= 24 && kProducerRegs <= 256, "register file");
     static constexpr int kStages = kStages_;
+    // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
+    static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
@@ -492,10 +494,11 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
 };
 
 /* v4 tile shapes per head dim: 128-key tiles where the consumers' registers hold S (64), P (32), O (up to 48) and
- * Q (up to 24), 64-key tiles above; three stages. */
+ * Q (up to 24), 64-key tiles above; four stages (two per consumer, for the key split of the last query block)
+ * where they fit in shared memory, three at 96. */
 template <typename Elem, int kHeadDim>
 struct FlashV4Config {
-    using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim <= 96 ? 128 : 64), 3>;
+    using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim <= 96 ? 128 : 64), (kHeadDim == 96 ? 3 : 4)>;
 };
 
 }  // namespace flashclip_attention

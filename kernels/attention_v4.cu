@@ -215,11 +215,16 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int warp_in_group = ctid / 32;
     const int group = lane / 4, thread_in_group = lane % 4;
     // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
-    // first idle for a whole block's time: there they all take those rows and split the key tiles round robin
-    // (ring slots consumer, consumer + kConsumers, ...), then merge through shared memory.
-    const bool split = kConsumers > 1 && split_last_block != 0 && !causal && m_block + 64 >= p.seq_q;
-    const int first_slot = split ? consumer : 0;
-    const int slot_step = split ? kConsumers : 1;
+    // first idle for a whole block's time: there they all take those rows, split the key tiles and merge through
+    // shared memory. Each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and multiplies
+    // the slots that land there: the mbarrier phases of a stage are then waited for by one consumer, in order
+    // (a parity wait cannot tell a phase from the one two later), and a consumer's two slots in flight (S of one,
+    // P V of the one before) are in different stages, so the producer never waits on a release that waits on it.
+    constexpr bool kCanSplit = Traits::kCanSplit;
+    const bool split = kCanSplit && split_last_block != 0 && !causal && m_block + 64 >= p.seq_q;
+    const int round = split ? kStages / kConsumers : kStages;  // own slots per pass around the ring
+    const int first_slot = split ? consumer * round : 0;
+    const auto slot_of = [&](int j) { return j / round * kStages + first_slot + j % round; };
 
     const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
@@ -230,7 +235,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int group_key_end =
         group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
     const int group_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group's rows see
-    const int my_slots = split ? (n_tiles - first_slot + slot_step - 1) / slot_step : group_tiles;
+    const int my_slots =
+        split ? n_tiles / kStages * round + min(max(n_tiles % kStages - first_slot, 0), round) : group_tiles;
     const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
     int my_key_limit[2];
 #pragma unroll
@@ -284,7 +290,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         };
 
         // First slot: S, softmax, P.
-        int i = first_slot;
+        int i = slot_of(0);
         wait_full(i);
         bool first_done = false;
         if constexpr (kTailN > 0) {
@@ -314,7 +320,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
         for (int j = 1; j < my_slots; ++j) {
             const int prev = i;
-            i += slot_step;
+            i = slot_of(j);
             wait_full(i);
             fence_operand(o_acc);
             fence_operand(p_frag);
@@ -528,7 +534,7 @@ template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64: {
-            using Wg3N96 = FlashV4Traits<Elem, 64, 96, 3, 3>;
+            using Wg3N96 = FlashV4Traits<Elem, 64, 96, 6, 3>;
             const int left = p.seq_k % 96;
             const long long blocks =
                 (long long)((p.seq_q + Wg3N96::kBlockM - 1) / Wg3N96::kBlockM) * p.heads_q * p.batch;
@@ -549,12 +555,12 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
  * and two blocks per SM spill at head dim 80. */
 template <typename Elem, int kHeadDim>
 int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
-    using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 3, 2>;
-    using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 3, 3>;
+    using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 4, 2>;
+    using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 6, 3>;
     switch (tiles) {
         case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
         case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 3, 2>>(p, true, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
