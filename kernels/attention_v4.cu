@@ -4,14 +4,17 @@
  *   - Warp specialization. One producer warp only loads: per K/V tile, one thread announces the bytes on the
  *     stage's `full` mbarrier and issues TMA boxes (the tensor maps are built on the host from the strides, so the
  *     packed QKV layout is read in place; rows past seq_k and head-dim padding columns arrive as zeros). A stage is
- *     refilled after both consumers released it on `empty`. The other producer warps only give their registers
- *     away (setmaxnreg) and exit. Two consumer warpgroups of 64 query rows each multiply and run the softmax, each
- *     at its own pace: no block-wide barrier in the main loop.
+ *     refilled after every consumer released it on `empty`. The other producer warps only give their registers
+ *     away (setmaxnreg) and exit. Two or three consumer warpgroups of 64 query rows each multiply and run the
+ *     softmax, each at its own pace: no block-wide barrier in the main loop.
  *   - Intra-warpgroup overlap. A consumer issues S = Q K_t^T and O += P_{t-1} V_{t-1} back to back, waits for S
  *     only, runs the softmax of tile t while the tensor cores finish P V, then rescales O. The softmax (MUFU- and
  *     FMA-bound) and the two GEMMs of neighbouring tiles overlap within one warpgroup, and across the two.
  *   - Batches whose key_lens cut a tile short get that tile through cp.async instead, with rows past the limit
  *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
+ *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
+ *     (16 or 80), first in the pipeline; a last query block of at most 64 rows is shared by all consumers, each
+ *     taking part of the key tiles, merged through shared memory at the end.
  * A consumer with no rows left (past seq_q, or past its causal limit) still waits for and releases every tile,
  * so the producer never waits on it forever.
  */
@@ -526,20 +529,18 @@ int current_sm_count() {
     return sms;
 }
 
-/* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 takes three
- * consumers of 96-key tiles where the keys are whole 96-key tiles and a narrow rest (577 = 6 x 96 + 1, 197 =
- * 2 x 96 + 5) and the 192-row blocks fill more than one wave of SMs, two of 128-key tiles otherwise (257 =
- * 2 x 128 + 1; batch 1, where a block's latency is the time): the tile sweep of benches/attention.rs. */
+/* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
+ * masking takes three consumers of 96-key tiles when the 192-row blocks fill more than one wave of SMs (N 577:
+ * 91 us against 98 for two consumers of 128-key tiles at batch 16; N 257: 30 against 37), two consumers
+ * otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64: {
             using Wg3N96 = FlashV4Traits<Elem, 64, 96, 6, 3>;
-            const int left = p.seq_k % 96;
             const long long blocks =
                 (long long)((p.seq_q + Wg3N96::kBlockM - 1) / Wg3N96::kBlockM) * p.heads_q * p.batch;
-            if (p.causal == 0 && p.key_lens == nullptr && left > 0 && left <= 16 && blocks > current_sm_count())
-                return launch_v4<Wg3N96>(p, true, stream);
+            if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wg3N96>(p, true, stream);
             return launch_v4<typename FlashV4Config<Elem, 64>::Traits>(p, true, stream);
         }
         case 80: return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, true, stream);

@@ -85,27 +85,21 @@ impl Version {
     }
 
     /// The fastest version for this problem on this GPU, from the H100 measurements in
-    /// benches/results/2026-11-23-h100-v4: the one place where the per-shape choice is made.
-    /// - Head dims 96-128: v4 (its 128-row blocks and TMA loads, 1.3-1.5x v3).
-    /// - Head dims 64/80: v3 (two resident blocks per SM hide each other's prologue and epilogue; its 64-key
-    ///   tiles waste less on lengths like 257 = 2 x 128 + 1), except a non-causal grid of at most one block per
-    ///   SM (batch 1 at N 577: 80 blocks), where each block's latency is the time and v4's deeper pipeline is
-    ///   1.25x faster.
+    /// benches/results/2026-11-23-h100-v4: the one place where the per-shape choice of version is made (v4 picks
+    /// its tile shape per launch in kernels/attention_v4.cu).
+    /// - Without causal masking: v4 (narrow last key tiles and the key split of the last query block; 0.93x of
+    ///   v3's time at batch 16 N 577 and 0.87x at N 257, head dim 64; 0.6-0.8x at head dims 96-128; 0.78x at
+    ///   batch 1).
+    /// - Causal (text, N 77): v3 at head dims 64/80 (its 64-key tiles fit 77 keys; v4 takes 1.3-1.4x longer),
+    ///   v4 at 96-128.
     /// - No Hopper: v2 for f16/bf16, v1 for f32 or head dims v2 lacks.
     pub fn fastest(gpu: &Gpu, dtype: DType, shape: &Shape, causal: bool) -> Version {
-        Version::fastest_on(
-            gpu.compute_capability(),
-            gpu.sm_count(),
-            dtype,
-            shape,
-            causal,
-        )
+        Version::fastest_on(gpu.compute_capability(), dtype, shape, causal)
     }
 
-    /// [`Version::fastest`] for a device of this compute capability and SM count.
+    /// [`Version::fastest`] for a device of this compute capability.
     pub fn fastest_on(
         capability: (i32, i32),
-        sm_count: usize,
         dtype: DType,
         shape: &Shape,
         causal: bool,
@@ -113,11 +107,11 @@ impl Version {
         let hopper = Version::V3.runs_on_capability(capability)
             && Version::V3.supports(dtype, shape.head_dim);
         if hopper {
-            let blocks = shape.seq_q.div_ceil(128) * shape.heads_q * shape.batch;
-            if shape.head_dim >= 96 || (!causal && blocks <= sm_count) {
-                return Version::V4;
-            }
-            return Version::V3;
+            return if causal && shape.head_dim < 96 {
+                Version::V3
+            } else {
+                Version::V4
+            };
         }
         if Version::V2.supports(dtype, shape.head_dim) {
             Version::V2
@@ -330,8 +324,8 @@ pub fn flash_attention<T: Element>(
 
 /// Tile shapes of the v3 and v4 kernels that can be chosen explicitly, for tuning sweeps (benches/attention.rs);
 /// [`Version::V3`] and [`Version::V4`] use the tuned choice per shape (v3: `V3Wg2N64` at head dim 64, `V3Wg1N64`
-/// at 80; v4 at 64: `V4Wg3N96` where the keys are whole 96-key tiles and at most 16 more, `V4Wg2N128` otherwise,
-/// and at 80). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two
+/// at 80; v4 at 64 without causal masking: `V4Wg3N96` when its blocks fill more than one wave of SMs, else
+/// `V4Wg2N128`; `V4Wg2N64` at 80). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two
 /// blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
 /// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -885,24 +885,28 @@ fn fastest_follows_the_measured_choice() {
         heads_kv: heads,
         head_dim,
     };
-    let h100 =
-        |dtype, s: &attention::Shape, causal| Version::fastest_on((9, 0), 132, dtype, s, causal);
-    // ViT-L/14-336 vision at batch 16 and 256: v3; at batch 1 (80 blocks on 132 SMs): v4.
+    let h100 = |dtype, s: &attention::Shape, causal| Version::fastest_on((9, 0), dtype, s, causal);
+    // ViT-L/14-336 vision at batch 16, 256 and 1, ViT-L/14 and ViT-H/14: v4.
     assert_eq!(
         h100(DType::F16, &shape(16, 16, 577, 64), false),
-        Version::V3
+        Version::V4
     );
     assert_eq!(
         h100(DType::BF16, &shape(256, 16, 577, 64), false),
-        Version::V3
+        Version::V4
     );
     assert_eq!(h100(DType::F16, &shape(1, 16, 577, 64), false), Version::V4);
-    // Causal text at batch 1 stays on v3 (v4 is unmeasured there); head dims 96-128 take v4.
-    assert_eq!(h100(DType::F16, &shape(1, 12, 77, 64), true), Version::V3);
+    assert_eq!(
+        h100(DType::F16, &shape(16, 16, 257, 64), false),
+        Version::V4
+    );
     assert_eq!(
         h100(DType::F16, &shape(16, 16, 257, 80), false),
-        Version::V3
+        Version::V4
     );
+    // Causal text stays on v3; causal at head dims 96-128 takes v4, as every shape there.
+    assert_eq!(h100(DType::F16, &shape(16, 12, 77, 64), true), Version::V3);
+    assert_eq!(h100(DType::F16, &shape(1, 8, 77, 128), true), Version::V4);
     for d in [96, 104, 112, 128] {
         assert_eq!(
             h100(DType::BF16, &shape(16, 16, 577, d), false),
@@ -918,7 +922,7 @@ fn fastest_follows_the_measured_choice() {
         h100(DType::F16, &shape(16, 16, 577, 72), false),
         Version::V1
     );
-    let a100 = Version::fastest_on((8, 0), 108, DType::F16, &shape(1, 16, 577, 64), false);
+    let a100 = Version::fastest_on((8, 0), DType::F16, &shape(1, 16, 577, 64), false);
     assert_eq!(a100, Version::V2);
     // Whatever it picks supports the problem.
     for (dtype, d) in [
@@ -928,7 +932,7 @@ fn fastest_follows_the_measured_choice() {
         (DType::F16, 8),
     ] {
         for cc in [(8, 0), (8, 9), (9, 0), (10, 0)] {
-            let v = Version::fastest_on(cc, 100, dtype, &shape(2, 4, 100, d), false);
+            let v = Version::fastest_on(cc, dtype, &shape(2, 4, 100, d), false);
             assert!(
                 v.supports(dtype, d) && v.runs_on_capability(cc),
                 "{cc:?} {dtype} {d}: {v:?}"

@@ -54,8 +54,8 @@ int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
  * head_dim in {64,80,96,104,112,128}. */
 int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
-/* v4: v3's math with warp specialization (a producer warp loading K/V by TMA through mbarriers, two consumer
- * warpgroups overlapping the softmax with the MMAs), sm_90a only: the caller must check the device is compute
+/* v4: v3's math with warp specialization (a producer warp loading K/V by TMA through mbarriers, two or three
+ * consumer warpgroups overlapping the softmax with the MMAs; tile shape chosen per launch, see fc_v4_tiles), sm_90a only: the caller must check the device is compute
  * capability 9.0. f16/bf16. head_dim in {64,80,96,104,112,128}. K/V row, head and batch strides must be multiples
  * of 8 elements (16 bytes, as for every version); the tensor maps are built here, on the host. */
 int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
@@ -72,7 +72,7 @@ int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_ti
 
 /* v4 with an explicit tile shape (consumer warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps;
  * head_dim 64, and 80 for the WG2 shapes. fc_attention_v4 picks per shape among WG3_N96 and WG2_N128 at 64 and
- * runs WG2_N128 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
+ * runs WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
  * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
  * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. */
 typedef enum fc_v4_tiles {
