@@ -101,12 +101,11 @@ struct V4Consumer {
                                              kk > 0);
     }
 
-    /* Issue O += P V over the first kSteps k steps (16 keys each) of the V stage of descriptor v (not waited for). */
-    template <int kSteps>
+    /* Issue O += P V for the V stage of descriptor v (not waited for): k step kk = keys 16kk..16kk+15. */
     static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
                                                     const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v) {
 #pragma unroll
-        for (int kk = 0; kk < kSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
+        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
     }
 };
 
@@ -285,13 +284,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             __syncwarp();
             if (lane == 0) mbarrier_arrive(&empty[i % kStages], split ? kConsumers : 1);
         };
-        const auto issue_pv = [&](int i) {
-            if constexpr (kTailN > 0) {
-                if (i == 0) return Consumer::template issue_pv<kTailN / 16>(o_acc, p_frag, v_base(i));
-            }
-            Consumer::template issue_pv<Traits::kPVSteps>(o_acc, p_frag, v_base(i));
-        };
-
         // First slot: S, softmax, P.
         int i = slot_of(0);
         wait_full(i);
@@ -307,6 +299,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 softmax_scores<kTailN / 8, true>(s_tail, row_max, row_sum, alpha, my_key_limit,
                                                  (n_tiles - 1) * kBlockN, thread_in_group, scale_log2);
                 rescale_and_pack<Elem, kTailN / 8, Traits::kOTiles>(s_tail, o_acc, p_frag, alpha);
+                // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA filled
+                // with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a commit group
+                // that ends in either of two branches with a dummy wgmma whose wait also waits for P V (no overlap).
+#pragma unroll
+                for (int kk = kTailN / 16; kk < Traits::kPVSteps; ++kk)
+                    p_frag[kk][0] = p_frag[kk][1] = p_frag[kk][2] = p_frag[kk][3] = 0u;
                 first_done = true;
             }
         }
@@ -330,7 +328,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             wgmma_fence();
             Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
             wgmma_commit();
-            issue_pv(prev);
+            Consumer::issue_pv(o_acc, p_frag, v_base(prev));
             wgmma_commit();
             wgmma_wait<1>();
             fence_operand(s);
@@ -346,7 +344,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         fence_operand(o_acc);
         fence_operand(p_frag);
         wgmma_fence();
-        issue_pv(i);
+        Consumer::issue_pv(o_acc, p_frag, v_base(i));
         wgmma_commit();
         wgmma_wait<0>();
         fence_operand(o_acc);

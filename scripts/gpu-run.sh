@@ -4,7 +4,8 @@
 # Writes logs and result tables under $OUT (default ./gpu-out) and prints a short summary last.
 # FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (space-separated name prefixes, e.g. "attention model-gpu")
 # limit those phases to some targets;
-# FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable; FLASHCLIP_CLIP_ATTENTION
+# FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable; FLASHCLIP_BENCH_FILTER (a regex on
+# the criterion ids, e.g. "v3|v4") runs part of each; FLASHCLIP_CLIP_ATTENTION
 # (fastest, v1-v4, materialized) is the ladder's attention for the 16-bit rungs.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -78,7 +79,8 @@ for phase in $phases; do
   bench)
     : >"$out/bench.md"
     for b in $(only bench "${FLASHCLIP_BENCH_ONLY:-}"); do
-      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
+      # shellcheck disable=SC2086 # FLASHCLIP_BENCH_FILTER: an optional criterion filter (a regex on the ids)
+      FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench ${FLASHCLIP_BENCH_FILTER:+"$FLASHCLIP_BENCH_FILTER"} >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
   peers)
