@@ -79,7 +79,6 @@ for phase in $phases; do
   bench)
     : >"$out/bench.md"
     for b in $(only bench "${FLASHCLIP_BENCH_ONLY:-}"); do
-      # shellcheck disable=SC2086 # FLASHCLIP_BENCH_FILTER: an optional criterion filter (a regex on the ids)
       FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench ${FLASHCLIP_BENCH_FILTER:+"$FLASHCLIP_BENCH_FILTER"} >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
     done
     ;;
