@@ -85,7 +85,7 @@ impl Version {
     }
 
     /// The fastest version for this problem on this GPU, from the H100 measurements in
-    /// benches/results/2026-11-23-h100-v4: the one place where the per-shape choice of version is made (v4 picks
+    /// benches/results/2026-11-23-h100-v4-tails: the one place where the per-shape choice of version is made (v4 picks
     /// its tile shape per launch in kernels/attention_v4.cu).
     /// - Without causal masking: v4 (narrow last key tiles and the key split of the last query block; 0.93x of
     ///   v3's time at batch 16 N 577 and 0.87x at N 257, head dim 64; 0.6-0.8x at head dims 96-128; 0.78x at
