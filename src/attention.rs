@@ -90,8 +90,8 @@ impl Version {
     /// - Without causal masking: v4 (narrow last key tiles and the key split of the last query block; 0.93x of
     ///   v3's time at batch 16 N 577 and 0.87x at N 257, head dim 64; 0.6-0.8x at head dims 96-128; 0.78x at
     ///   batch 1).
-    /// - Causal (text, N 77): v3 at head dims 64/80 (its 64-key tiles fit 77 keys; v4 takes 1.3-1.4x longer),
-    ///   v4 at 96-128.
+    /// - Causal (text, N 77): v3 at head dims 64/80 (7.4 µs; v4 10.9 with its 128-key tiles, 9.3 with 64-key
+    ///   tiles), v4 at 96-128.
     /// - No Hopper: v2 for f16/bf16, v1 for f32 or head dims v2 lacks.
     pub fn fastest(gpu: &Gpu, dtype: DType, shape: &Shape, causal: bool) -> Version {
         Version::fastest_on(gpu.compute_capability(), dtype, shape, causal)
