@@ -6,6 +6,7 @@
 //! GPU fails the test instead.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -191,13 +192,15 @@ pub fn time_iters(
     ))
 }
 
-/// Rows of a benchmark summary, printed as one markdown table at the end of a bench binary and appended to the
-/// file named by `FLASHCLIP_BENCH_OUT` when set (the record of a GPU run).
+/// Rows of a benchmark summary, printed as one markdown table at the end of a bench binary and written to the
+/// file named by `FLASHCLIP_BENCH_OUT` when set (the record of a GPU run). The file gets each row as it is added,
+/// so a bench stopped by a time limit still leaves the rows it finished.
 #[derive(Default)]
 pub struct Summary {
     title: String,
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    out: Option<PathBuf>,
 }
 
 impl Summary {
@@ -207,46 +210,57 @@ impl Summary {
             title: title.into(),
             header: header.iter().map(|s| s.to_string()).collect(),
             rows: Vec::new(),
+            out: std::env::var_os("FLASHCLIP_BENCH_OUT").map(PathBuf::from),
         }
     }
 
-    /// Adds a row (one cell per column).
+    /// Adds a row (one cell per column); the first row also writes the title and header to the file.
     pub fn row(&mut self, cells: Vec<String>) {
+        let mut text = if self.rows.is_empty() {
+            self.head()
+        } else {
+            String::new()
+        };
+        text += &Self::line(&cells);
+        self.append(&text);
         self.rows.push(cells);
+    }
+
+    fn head(&self) -> String {
+        format!(
+            "\n### {}\n\n| {} |\n|{}\n",
+            self.title,
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        )
+    }
+
+    fn line(cells: &[String]) -> String {
+        format!("| {} |\n", cells.join(" | "))
+    }
+
+    fn append(&self, text: &str) {
+        let Some(path) = &self.out else { return };
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("could not append to {}: {e}", path.display());
+        }
     }
 
     /// The table as markdown.
     pub fn markdown(&self) -> String {
-        let mut s = format!(
-            "\n### {}\n\n| {} |\n|{}|\n",
-            self.title,
-            self.header.join(" | "),
-            "---|".repeat(self.header.len())
-        );
-        for r in &self.rows {
-            s += &format!("| {} |\n", r.join(" | "));
-        }
-        s
+        self.rows
+            .iter()
+            .fold(self.head(), |s, r| s + &Self::line(r))
     }
 
-    /// Prints the table and appends it to `FLASHCLIP_BENCH_OUT` if set.
+    /// Prints the table (the file already holds its rows).
     pub fn emit(&self) {
-        let md = self.markdown();
-        println!("{md}");
-        if let Some(path) = std::env::var_os("FLASHCLIP_BENCH_OUT") {
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    if let Err(e) = f.write_all(md.as_bytes()) {
-                        eprintln!("could not append to {}: {e}", path.to_string_lossy());
-                    }
-                }
-                Err(e) => eprintln!("could not open {}: {e}", path.to_string_lossy()),
-            }
-        }
+        println!("{}", self.markdown());
     }
 }
 
@@ -261,4 +275,26 @@ pub fn copy_ceiling(gpu: &Gpu, bytes: usize) -> Result<(f64, f64)> {
     })?;
     let us = median(&samples);
     Ok((us, 2.0 * (n * 4) as f64 / us / 1e3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_writes_each_row_as_it_comes() {
+        let path =
+            std::env::temp_dir().join(format!("flashclip-summary-{}.md", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut summary = Summary {
+            out: Some(path.clone()),
+            ..Summary::new("t", &["a", "b"])
+        };
+        summary.row(vec!["1".into(), "2".into()]);
+        let after_one = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(after_one, "\n### t\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
+        summary.row(vec!["3".into(), "4".into()]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), summary.markdown());
+        std::fs::remove_file(&path).unwrap();
+    }
 }
