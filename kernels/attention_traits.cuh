@@ -93,25 +93,33 @@ __device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool caus
 /* ------------------------------------------------------------------ online softmax */
 
 /* The online softmax for 16 query rows (an m16 tile in mma.sync/wgmma accumulator layout) against a tile of
- * kSTiles * 8 keys starting at key0, in two phases so that a kernel can run the first while a P V product that
- * still reads the previous P is in flight (v4):
+ * kSTiles * 8 keys starting at key0, in steps so that a kernel can run the first while a P V product that still
+ * reads the previous P is in flight (v4):
  *   softmax_scores: masks keys at or past each row's limit (kMask), updates the running max (of raw scores) and
- *     sum, and turns S into probabilities in place: p = exp2(s * scale_log2 - max * scale_log2), one FFMA and one
- *     MUFU per score; returns each row's rescale factor alpha for O.
- *   rescale_and_pack: O *= alpha, and the probabilities rounded to Elem as A operands of P V.
+ *     turns S into probabilities in place: p = exp2(s * scale_log2 - max * scale_log2), one FFMA and one MUFU per
+ *     score; returns each row's rescale factor alpha for O and the row sums.
+ *   add_row_sums: the running row sums (per lane: each lane adds its own columns) rescaled and the tile's added.
+ *     v4 has the tensor cores add P's rows instead (a P x ones product next to P V).
+ *   rescale_rows, pack_probs: O *= alpha, and the probabilities rounded to Elem as A operands of P V.
  * Raw scores are compared before scaling, so scale_log2 must be > 0 (the launchers check softmax_scale).
  * Element 4nt+e of s is key key0 + 8nt + 2t + e%2 of row g + 8(e/2) (g = lane/4, t = lane%4); a row's values are
  * spread over the 4 lanes of its group. S tiles 2kk and 2kk+1 (keys 16kk..16kk+15) are exactly the A fragment of
  * k step kk: a[0], a[1] from tile 2kk (rows g, g+8), a[2], a[3] from tile 2kk+1. The masking is a template
  * parameter: only the tiles that cross a row's limit pay for the compares. */
+
+// Row maxima and sums over kLanes independent partials: a single running value would chain every score of the
+// row through one register (2 * kSTiles dependent FMNMX/FADD per row, latency the two or three warps per scheduler
+// cannot hide).
+template <int kSTiles>
+constexpr int softmax_partials() {
+    return kSTiles >= 4 ? 4 : kSTiles;
+}
+
 template <int kSTiles, bool kMask>
-__device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&row_sum)[2],
-                                               float (&alpha)[2], const int (&key_limit)[2], int key0,
-                                               int thread_in_group, float scale_log2) {
-    // Row maxima and sums over kLanes independent partials: a single running value would chain every score of
-    // the row through one register (2 * kSTiles dependent FMNMX/FADD per row, latency the two or three warps per
-    // scheduler cannot hide).
-    constexpr int kLanes = kSTiles >= 4 ? 4 : kSTiles;
+__device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&alpha)[2],
+                                               const int (&key_limit)[2], int key0, int thread_in_group,
+                                               float scale_log2) {
+    constexpr int kLanes = softmax_partials<kSTiles>();
     float part[2][kLanes];
 #pragma unroll
     for (int i = 0; i < kLanes; ++i) part[0][i] = part[1][i] = -INFINITY;
@@ -140,40 +148,54 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
         shift[r] = new_max == -INFINITY ? 0.f : new_max * scale_log2;
         alpha[r] = exp2_approx(row_max[r] * scale_log2 - shift[r]);
         row_max[r] = new_max;
-        row_sum[r] *= alpha[r];
     }
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
+}
+
+template <int kSTiles>
+__device__ __forceinline__ void add_row_sums(const float (&s)[4 * kSTiles], float (&row_sum)[2],
+                                             const float (&alpha)[2]) {
+    constexpr int kLanes = softmax_partials<kSTiles>();
+    float part[2][kLanes];
 #pragma unroll
     for (int i = 0; i < kLanes; ++i) part[0][i] = part[1][i] = 0.f;
 #pragma unroll
-    for (int nt = 0; nt < kSTiles; ++nt) {
+    for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
-            part[e / 2][nt % kLanes] += s[4 * nt + e];
-        }
-    }
+        for (int e = 0; e < 4; ++e) part[e / 2][nt % kLanes] += s[4 * nt + e];
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int r = 0; r < 2; ++r) {
+        row_sum[r] *= alpha[r];
 #pragma unroll
         for (int i = 0; i < kLanes; ++i) row_sum[r] += part[r][i];
+    }
+}
+
+/* alpha is exactly 1 (exp2 of exactly 0) where a row's max did not move, which after the first tiles is most
+ * tiles: the rescale is skipped when that holds for the whole warp (one vote). */
+__device__ __forceinline__ bool row_max_moved(const float (&alpha)[2]) {
+    return !__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f);
+}
+
+/* Accumulators in m16 layout (rows g and g + 8 of each n8 tile) times their row's alpha. */
+template <int kTiles>
+__device__ __forceinline__ void rescale_rows(float (&acc)[4 * kTiles], const float (&alpha)[2]) {
+#pragma unroll
+    for (int nt = 0; nt < kTiles; ++nt) {
+        acc[4 * nt] *= alpha[0];
+        acc[4 * nt + 1] *= alpha[0];
+        acc[4 * nt + 2] *= alpha[1];
+        acc[4 * nt + 3] *= alpha[1];
+    }
 }
 
 /* p may hold more k steps than s fills (v4's narrow last key tile packs into the first kSTiles / 2). */
-template <typename Elem, int kSTiles, int kOTiles, int kPSteps>
-__device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
-                                                 uint32_t (&p)[kPSteps][4], const float (&alpha)[2]) {
+template <typename Elem, int kSTiles, int kPSteps>
+__device__ __forceinline__ void pack_probs(const float (&s)[4 * kSTiles], uint32_t (&p)[kPSteps][4]) {
     static_assert(kSTiles % 2 == 0 && kSTiles / 2 <= kPSteps, "P fragments hold whole k steps of S");
-    // alpha is exactly 1 (exp2 of exactly 0) where a row's max did not move, which after the first tiles is
-    // most tiles: skip the 2 * kOTiles multiplies when that holds for the whole warp (one vote).
-    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-#pragma unroll
-        for (int nt = 0; nt < kOTiles; ++nt) {
-            o[4 * nt] *= alpha[0];
-            o[4 * nt + 1] *= alpha[0];
-            o[4 * nt + 2] *= alpha[1];
-            o[4 * nt + 3] *= alpha[1];
-        }
-    }
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
         p[nt / 2][2 * (nt % 2)] = ElemOps<Elem>::pack2(s[4 * nt], s[4 * nt + 1]);
@@ -181,7 +203,7 @@ __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles], 
     }
 }
 
-/* Both phases back to back (v2, v3): one online-softmax step, masked only where needs_mask. */
+/* All steps back to back (v2, v3): one online-softmax step, masked only where needs_mask. */
 template <typename Elem, int kSTiles, int kOTiles>
 __device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], float (&o)[4 * kOTiles],
                                                     uint32_t (&p)[kSTiles / 2][4], float (&row_max)[2],
@@ -189,19 +211,21 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[4 * kSTiles], flo
                                                     int key0, int thread_in_group, float scale_log2) {
     float alpha[2];
     if (needs_mask)
-        softmax_scores<kSTiles, true>(s, row_max, row_sum, alpha, key_limit, key0, thread_in_group, scale_log2);
+        softmax_scores<kSTiles, true>(s, row_max, alpha, key_limit, key0, thread_in_group, scale_log2);
     else
-        softmax_scores<kSTiles, false>(s, row_max, row_sum, alpha, key_limit, key0, thread_in_group, scale_log2);
-    rescale_and_pack<Elem, kSTiles, kOTiles>(s, o, p, alpha);
+        softmax_scores<kSTiles, false>(s, row_max, alpha, key_limit, key0, thread_in_group, scale_log2);
+    add_row_sums<kSTiles>(s, row_sum, alpha);
+    if (row_max_moved(alpha)) rescale_rows<kOTiles>(o, alpha);
+    pack_probs<Elem, kSTiles>(s, p);
 }
 
 /* The epilogue of one warp of a wgmma kernel (v3, v4), whose 16 query rows from warp_row0 hold O in accumulator
- * layout: finishes the row sums over each row's 4 lanes, normalizes, stages the rows in o_stage (16 rows of
+ * layout: finishes the row sums over each row's 4 lanes (kLaneSums: each lane holds its columns' part), normalizes, stages the rows in o_stage (16 rows of
  * kRowStride elements of shared memory that only this warp uses), writes the rows below seq_q as 16-byte chunks,
  * and the row log-sum-exp where lse_rows (the head's [seq_q] row) is given. Intrinsics, not IEEE division /
  * log2f: their slow paths are calls, and any call in the kernel makes ptxas serialize every wgmma. Both are within
  * 2 ulp here (row_sum >= 1 whenever it is positive). */
-template <typename Elem, int kOTiles, int kChunksPerRow, int kRowStride>
+template <typename Elem, int kOTiles, int kChunksPerRow, int kRowStride, bool kLaneSums>
 __device__ __forceinline__ void store_warp_rows(const float (&o_acc)[4 * kOTiles], float (&row_sum)[2],
                                                 const float (&row_max)[2], float scale_log2, Elem *o_stage, Elem *o,
                                                 long long o_seq_stride, float *lse_rows, int warp_row0, int seq_q,
@@ -212,8 +236,10 @@ __device__ __forceinline__ void store_warp_rows(const float (&o_acc)[4 * kOTiles
     float inv_sum[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        if (kLaneSums) {
+            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        }
         inv_sum[r] = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
     }
 #pragma unroll
@@ -474,10 +500,11 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
     static constexpr int kBlockM = 64 * kConsumers;
     // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, kMinBlocks)).
     // Consumers with 128-key tiles use up to ~220 registers, with 64-key tiles ~210; the producer keeps at least
-    // 40 (its loop spills below that). Three consumers get 152, one consumer of two blocks per SM 216.
+    // 48 (its loop over work items spills below that). Three consumers get 152, one consumer of two blocks per SM
+    // 208.
     static constexpr int kLaunchRegs = 65536 / (kThreads * kMinBlocks) / 8 * 8;
     static constexpr int kPool = kLaunchRegs * kThreads;
-    static constexpr int kConsumerCap = (kPool - 128 * 40) / (128 * kConsumers) / 8 * 8;
+    static constexpr int kConsumerCap = (kPool - 128 * 48) / (128 * kConsumers) / 8 * 8;
     static constexpr int kConsumerWant = kBlockN_ >= 128 ? 224 : 216;
     static constexpr int kConsumerRegs = kConsumerWant < kConsumerCap ? kConsumerWant : kConsumerCap;
     static constexpr int kProducerRegs = (kPool - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
@@ -487,9 +514,13 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
     static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
+    // The B operand of P x ones (the row sums on the tensor cores): 8 rows of one 128-byte swizzle atom.
+    static constexpr int kOnesBytes = 1024;
+    // Where the other consumers' partial results of a split query block meet the first's: O, row max and sum.
+    static constexpr int kPartialBytes = kCanSplit ? (kConsumers - 1) * (Shape::kORegs + 4) * 128 * 4 : 0;
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
-    static constexpr size_t kSmemBytes =
-        1024 /* alignment slack */ + kQTileBytes + 2 * kStages * Shape::kKVTileBytes + kBarrierBytes;
+    static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + kOnesBytes +
+                                         2 * kStages * Shape::kKVTileBytes + kPartialBytes + kBarrierBytes;
     static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 

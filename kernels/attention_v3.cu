@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     }
 
     // Epilogue: the warp's rows staged in its own Q rows of shared memory, then 16-byte stores.
-    store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride>(
+    store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride, true>(
         o_acc, row_sum, row_max, scale_log2, q_tile + (64 * warpgroup + 16 * warp_in_group) * kQStride, o,
         p.o_seq_stride, p.lse == nullptr ? nullptr : p.lse + ((long long)b * p.heads_q + h) * p.seq_q, warp_row0,
         p.seq_q, lane);

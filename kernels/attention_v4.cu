@@ -10,11 +10,18 @@
  *   - Intra-warpgroup overlap. A consumer issues S = Q K_t^T and O += P_{t-1} V_{t-1} back to back, waits for S
  *     only, runs the softmax of tile t while the tensor cores finish P V, then rescales O. The softmax (MUFU- and
  *     FMA-bound) and the two GEMMs of neighbouring tiles overlap within one warpgroup, and across the two.
+ *   - Row sums on the tensor cores: next to each P V k step, P times a shared-memory tile of ones (m64n8k16) adds
+ *     the probabilities of every row, and the result is rescaled with O. One FADD per score fewer for the issue
+ *     slots the softmax is short of, and the sum is that of the rounded P that P V multiplies.
  *   - Batches whose key_lens cut a tile short get that tile through cp.async instead, with rows past the limit
  *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), first in the pipeline; a last query block of at most 64 rows is shared by all consumers, each
  *     taking part of the key tiles, merged through shared memory at the end.
+ *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
+ *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
+ *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
+ *     finish the current one, and each consumer loads its next Q rows under the current item's tiles.
  * A consumer with no rows left (past seq_q, or past its causal limit) still waits for and releases every tile,
  * so the producer never waits on it forever.
  */
@@ -26,6 +33,8 @@
 #include <stdint.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <type_traits>
 
 #include "flashclip.h"
@@ -79,6 +88,7 @@ template <class Traits>
 struct V4Consumer {
     using Elem = typename Traits::Elem;
     using MmaO = Wgmma<Elem, Traits::kHeadDimPadded>;
+    using MmaSum = Wgmma<Elem, 8>;
     static constexpr int kSw = Traits::kSwizzleBytes;
 
     /* Descriptors of a K stage (K-major) and a V stage (N-major: column blocks kBlockN * kSw bytes apart). */
@@ -101,26 +111,112 @@ struct V4Consumer {
                                              kk > 0);
     }
 
-    /* Issue O += P V for the V stage of descriptor v (not waited for): k step kk = keys 16kk..16kk+15. */
-    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs],
-                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v) {
+    /* The ones tile, K-major like K: every element it reads is 1, whatever the layout. */
+    static __device__ __forceinline__ uint64_t ones_desc(uint32_t ones) { return smem_desc<128>(ones, 16, 8 * 128); }
+
+    /* Issue O += P V for the V stage of descriptor v and sums += P x ones (not waited for): k step kk = keys
+     * 16kk..16kk+15. Every column of `sums` ends up with its row's sum: elements 0 and 2 are rows g and g + 8. */
+    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs], float (&sums)[4],
+                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v,
+                                                    uint64_t ones) {
 #pragma unroll
         for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
+#pragma unroll
+        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
+    }
+
+    /* O and the sums times alpha where a row's max moved, and the probabilities packed as P V's A operands. */
+    template <int kSTiles>
+    static __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles],
+                                                            float (&o)[Traits::kORegs], float (&sums)[4],
+                                                            uint32_t (&p)[Traits::kPVSteps][4],
+                                                            const float (&alpha)[2]) {
+        if (row_max_moved(alpha)) {
+            rescale_rows<Traits::kOTiles>(o, alpha);
+            rescale_rows<1>(sums, alpha);
+        }
+        pack_probs<Elem, kSTiles>(s, p);
     }
 };
 
+/* A consumer's place in the K/V ring: slot pass * kStages + stage, in the stage's pass-th phase (parity pass & 1).
+ * A consumer walks the stages [first, first + round) it owns, pass after pass: the next slot is a compare and an
+ * add, not the division by round and the modulo that index arithmetic would cost per tile. */
+struct RingSlot {
+    int stage, pass;
+};
+
 /* What one consumer warp keeps of its 16 rows while the block's consumers merge a split key range: O, and each
- * row's max and (partial) sum, per thread. */
+ * row's max and sum, per thread, float r of thread t at r * 128 + t; the other consumers' in a region of their own
+ * (the ring is already taking the next item's tiles). */
 template <class Traits>
 struct V4Partial {
     static constexpr int kFloats = Traits::kORegs + 4;
-    static constexpr int kBytes = (Traits::kConsumers - 1) * kFloats * 128 * 4;
-    static_assert(kBytes <= 2 * Traits::kStages * Traits::kKVTileBytes, "partials fit in the K/V stages");
+    static_assert(!Traits::kCanSplit || Traits::kPartialBytes == (Traits::kConsumers - 1) * kFloats * 128 * 4,
+                  "the traits reserve the partials");
+};
+
+/* Folds another consumer's O, row max and row sum (laid out as V4Partial says, from this thread's first float) into
+ * this thread's. */
+template <class Traits>
+__device__ __forceinline__ void merge_partial(float (&o_acc)[Traits::kORegs], float (&row_max)[2],
+                                              float (&row_sum)[2], const float *theirs, float scale_log2) {
+    float scale_mine[2], scale_theirs[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const float their_max = theirs[(Traits::kORegs + r) * 128];
+        const float new_max = fmaxf(row_max[r], their_max);
+        // A side that saw no key has max -inf and contributes nothing (never exp2 of -inf - -inf).
+        scale_mine[r] = row_max[r] == -INFINITY ? 0.f : exp2_approx((row_max[r] - new_max) * scale_log2);
+        scale_theirs[r] = their_max == -INFINITY ? 0.f : exp2_approx((their_max - new_max) * scale_log2);
+        row_sum[r] = row_sum[r] * scale_mine[r] + theirs[(Traits::kORegs + 2 + r) * 128] * scale_theirs[r];
+        row_max[r] = new_max;
+    }
+#pragma unroll
+    for (int r = 0; r < Traits::kORegs; ++r)
+        o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + theirs[r * 128] * scale_theirs[(r % 4) / 2];
+}
+
+/* The epilogue of one consumer warp, straight from the accumulators: O / sum of its 16 rows from warp_row0 (rows
+ * below seq_q, real head-dim columns) as 4-byte stores, and the row log-sum-exp where lse_rows (the head's [seq_q]
+ * row) is given. No staging in shared memory: the Q rows there already hold the next item's. */
+template <class Traits>
+__device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs], const float (&row_sum)[2],
+                                           const float (&row_max)[2], float scale_log2, typename Traits::Elem *o,
+                                           long long o_seq_stride, float *lse_rows, int warp_row0, int seq_q,
+                                           int lane) {
+    using Elem = typename Traits::Elem;
+    constexpr float kLn2 = 0.6931471805599453f;
+    const int group = lane / 4, thread_in_group = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = warp_row0 + group + 8 * r;
+        if (row >= seq_q) continue;
+        // Intrinsics, not IEEE division / log2f: their slow paths are calls, and a call makes ptxas serialize the
+        // kernel's wgmma. Within 2 ulp here (row_sum >= 1 whenever it is positive).
+        const float inv_sum = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
+        Elem *dst = o + (long long)row * o_seq_stride + 2 * thread_in_group;
+#pragma unroll
+        for (int nt = 0; nt < Traits::kOTiles; ++nt)
+            if (8 * nt < Traits::kHeadDim)  // the padded head dim's last columns are not the tensor's
+                *reinterpret_cast<uint32_t *>(dst + 8 * nt) =
+                    ElemOps<Elem>::pack2(o_acc[4 * nt + 2 * r] * inv_sum, o_acc[4 * nt + 2 * r + 1] * inv_sum);
+        if (lse_rows != nullptr && thread_in_group == 0)
+            lse_rows[row] = row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
+    }
+}
+
+/* One work item of the persistent grid: a query block of one head. */
+struct V4Item {
+    int m_block, h, b;
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
  * only without causal masking or key_lens) and is multiplied that narrow. The pipeline takes it first, so the loop
- * body stays one shape: ring slot i holds key tile n_tiles - 1 for i = 0 and i - 1 after. */
+ * body stays one shape: an item's slot i holds key tile n_tiles - 1 for i = 0 and i - 1 after.
+ * Persistent: block j takes work items j, j + gridDim.x, ...; the ring's slots run on from item to item, so the
+ * producer loads the next item's K/V while the consumers finish this one, and each consumer loads its next Q rows
+ * under this item's tiles. */
 template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
@@ -143,9 +239,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     Elem *q_tile = reinterpret_cast<Elem *>(smem);
-    unsigned char *k_tiles = smem + Traits::kQTileBytes;
+    unsigned char *ones = smem + Traits::kQTileBytes;
+    unsigned char *k_tiles = ones + Traits::kOnesBytes;
     unsigned char *v_tiles = k_tiles + kStages * Traits::kKVTileBytes;
-    uint64_t *full = reinterpret_cast<uint64_t *>(v_tiles + kStages * Traits::kKVTileBytes);
+    float *partials = reinterpret_cast<float *>(v_tiles + kStages * Traits::kKVTileBytes);
+    uint64_t *full = reinterpret_cast<uint64_t *>(reinterpret_cast<unsigned char *>(partials) + Traits::kPartialBytes);
     uint64_t *empty = full + kStages;
 
     const int tid = threadIdx.x;
@@ -154,19 +252,47 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
     const int lane = tid % 32;
 
-    const int m_block = (gridDim.x - 1 - blockIdx.x) * kBlockM;  // reversed: longest causal blocks start first
-    const int h = blockIdx.y, b = blockIdx.z;
-    const int hk = h / (p.heads_q / p.heads_kv);
     const bool causal = p.causal != 0;
-    const int key_limit = batch_key_limit(p.key_lens, b, p.seq_k);
-    // K/V tiles the block needs (computed after the register split in each branch: kept live across it, ptxas
-    // spilled it at some head dims).
-    const auto block_tiles = [&] {
-        const int block_key_end = causal ? min(key_limit, min(m_block + kBlockM, p.seq_q)) : key_limit;
-        return (block_key_end + kBlockN - 1) / kBlockN;
+    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
+    // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
+    // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
+    // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
+    // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
+    // the light items spread over the blocks (head-major, the light last blocks of a 2-block head landed on the
+    // same half of the blocks every round: +10% at N 257). With causal masking: the costliest (last) query blocks
+    // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
+    // loop (registers).
+    const auto item_at = [&](int i) {
+        const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
+        const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
+        const int n_full = full_per_head * heads_batch;
+        int q_block, hb;
+        if (causal) {
+            q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
+        } else if (i < n_full) {
+            q_block = i % full_per_head, hb = i / full_per_head;
+        } else {
+            q_block = q_blocks - 1, hb = i - n_full;
+        }
+        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
+    };
+    // K/V tiles an item needs.
+    const auto item_tiles = [&](const V4Item &it, int key_limit) {
+        const int key_end = causal ? min(key_limit, min(it.m_block + kBlockM, p.seq_q)) : key_limit;
+        return (key_end + kBlockN - 1) / kBlockN;
+    };
+    // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
+    // first idle for an item's time: there they all take those rows, split the key tiles and merge.
+    const auto item_split = [&](const V4Item &it) {
+        return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
     };
     const auto key_tile = [](int slot, int n_tiles) { return kTailN == 0 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
 
+    if (tid < Traits::kOnesBytes / 16) {
+        const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
+        *reinterpret_cast<uint4 *>(ones + 16 * tid) = make_uint4(one, one, one, one);
+        fence_proxy_async();  // read by the tensor cores
+    }
     if (tid == 0) {
         for (int s = 0; s < kStages; ++s) {
             mbarrier_init(&full[s], 1);                 // the producer's one arrival (+ the TMA bytes)
@@ -180,29 +306,37 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         // ---------------------------------------------------------------- producer
         setmaxnreg_dec<Traits::kProducerRegs>();
         if (tid >= 32) return;
-        const int n_tiles = block_tiles();
-        const Elem *k = static_cast<const Elem *>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-        const Elem *v = static_cast<const Elem *>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-        for (int t = 0; t < n_tiles; ++t) {
-            const int stage = t % kStages;
-            if (t >= kStages) mbarrier_wait(&empty[stage], (t / kStages - 1) & 1);
-            unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
-            unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-            const int key0 = key_tile(t, n_tiles) * kBlockN;
-            if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
-                load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
-                load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
-                cp_async_commit();
-                cp_async_wait<0>();
-                fence_proxy_async();  // generic-proxy writes, read by the tensor cores
-                __syncwarp();
-                if (lane == 0) mbarrier_arrive(&full[stage]);
-            } else if (lane == 0) {
-                mbarrier_arrive_expect_tx(&full[stage], 2 * Traits::kKVTileBytes);
+        int g = 0;  // ring slot, counted over the block's items
+        for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+            const V4Item it = item_at(item);
+            const int hk = it.h / (p.heads_q / p.heads_kv);
+            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+            const int n_tiles = item_tiles(it, key_limit);
+            const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
+            const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
+            for (int t = 0; t < n_tiles; ++t, ++g) {
+                const int stage = g % kStages;
+                if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
+                unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
+                unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
+                const int key0 = key_tile(t, n_tiles) * kBlockN;
+                if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
+                    load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
+                    load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
+                    cp_async_commit();
+                    cp_async_wait<0>();
+                    fence_proxy_async();  // generic-proxy writes, read by the tensor cores
+                    __syncwarp();
+                    if (lane == 0) mbarrier_arrive(&full[stage]);
+                } else if (lane == 0) {
+                    mbarrier_arrive_expect_tx(&full[stage], 2 * Traits::kKVTileBytes);
 #pragma unroll
-                for (int a = 0; a < Traits::kAtoms; ++a) {
-                    tma_load_4d(k_stage + a * kBlockN * kSw, &k_map, a * Traits::kAtomCols, key0, hk, b, &full[stage]);
-                    tma_load_4d(v_stage + a * kBlockN * kSw, &v_map, a * Traits::kAtomCols, key0, hk, b, &full[stage]);
+                    for (int a = 0; a < Traits::kAtoms; ++a) {
+                        tma_load_4d(k_stage + a * kBlockN * kSw, &k_map, a * Traits::kAtomCols, key0, hk, it.b,
+                                    &full[stage]);
+                        tma_load_4d(v_stage + a * kBlockN * kSw, &v_map, a * Traits::kAtomCols, key0, hk, it.b,
+                                    &full[stage]);
+                    }
                 }
             }
         }
@@ -211,194 +345,208 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
     // -------------------------------------------------------------------- consumers
     setmaxnreg_inc<Traits::kConsumerRegs>();
-    const int n_tiles = block_tiles();
     const int consumer = warpgroup - 1;
     const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
     const int warp_in_group = ctid / 32;
     const int group = lane / 4, thread_in_group = lane % 4;
-    // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
-    // first idle for a whole block's time: there they all take those rows, split the key tiles and merge through
-    // shared memory. Each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and multiplies
-    // the slots that land there: the mbarrier phases of a stage are then waited for by one consumer, in order
-    // (a parity wait cannot tell a phase from the one two later), and a consumer's two slots in flight (S of one,
-    // P V of the one before) are in different stages, so the producer never waits on a release that waits on it.
-    constexpr bool kCanSplit = Traits::kCanSplit;
-    const bool split = kCanSplit && split_last_block != 0 && !causal && m_block + 64 >= p.seq_q;
-    const int round = split ? kStages / kConsumers : kStages;  // own slots per pass around the ring
-    const int first_slot = split ? consumer * round : 0;
-    const auto slot_of = [&](int j) { return j / round * kStages + first_slot + j % round; };
-
-    const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-    Elem *my_q = q_tile + 64 * consumer * kQStride;
-
-    const int group_row0 = split ? m_block : m_block + 64 * consumer;
-    const int warp_row0 = group_row0 + 16 * warp_in_group;
-    const int group_key_end =
-        group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
-    const int group_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group's rows see
-    const int my_slots =
-        split ? n_tiles / kStages * round + min(max(n_tiles % kStages - first_slot, 0), round) : group_tiles;
-    const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
-    int my_key_limit[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
     const float scale_log2 = p.softmax_scale * kLog2e;
-
-    float o_acc[Traits::kORegs];
-#pragma unroll
-    for (int i = 0; i < Traits::kORegs; ++i) o_acc[i] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY};
-    float row_sum[2] = {0.f, 0.f};
-
-    if (my_slots > 0) {
-        uint32_t q_frag[Traits::kQKSteps][4];
-        load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0, p.seq_q, ctid);
+    Elem *my_q = q_tile + 64 * consumer * kQStride;
+    // The first query row of this consumer's rows in an item (in a split item all consumers take the same rows).
+    const auto group_row0_of = [&](const V4Item &it, bool split) { return split ? it.m_block : it.m_block + 64 * consumer; };
+    const auto load_q = [&](int item) {
+        const V4Item it = item_at(item);
+        const Elem *q = static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride + it.h * p.q_head_stride;
+        load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0_of(it, item_split(it)), p.seq_q, ctid);
         cp_async_commit();
+    };
+
+    const uint64_t k_desc0 = Consumer::k_desc(smem_addr(k_tiles));
+    const uint64_t v_desc0 = Consumer::v_desc(smem_addr(v_tiles));
+    const uint64_t ones_desc = Consumer::ones_desc(smem_addr(ones));
+    const auto k_base = [&](RingSlot r) { return desc_advance(k_desc0, r.stage * Traits::kKVTileBytes); };
+    const auto v_base = [&](RingSlot r) { return desc_advance(v_desc0, r.stage * Traits::kKVTileBytes); };
+    const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
+
+    int g0 = 0;  // the current item's first ring slot
+    if (blockIdx.x < n_items) load_q(blockIdx.x);
+    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+        const V4Item it = item_at(item);
+        const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+        const int n_tiles = item_tiles(it, key_limit);
+        const bool split = item_split(it);
+        // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
+        // multiplies the item's slots that land there: the mbarrier phases of a stage are then waited for by one
+        // consumer, in order (a parity wait cannot tell a phase from the one two later), and a consumer's two
+        // slots in flight (S of one, P V of the one before) are in different stages, so the producer never waits
+        // on a release that waits on it.
+        const int round = split ? kStages / kConsumers : kStages;  // own stages
+        const int first_stage = split ? consumer * round : 0;
+        const auto next_slot = [&](RingSlot r) {
+            return ++r.stage == first_stage + round ? RingSlot{first_stage, r.pass + 1} : r;
+        };
+        const int group_row0 = group_row0_of(it, split);
+        const int warp_row0 = group_row0 + 16 * warp_in_group;
+        const int group_key_end =
+            group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
+        const int group_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group's rows see
+        // Own slots before slot x of the ring (split items).
+        const auto owned_before = [&](int x) {
+            return x / kStages * round + min(max(x % kStages - first_stage, 0), round);
+        };
+        const int my_slots = split ? owned_before(g0 + n_tiles) - owned_before(g0) : group_tiles;
+        RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
+        if (split && i.stage < first_stage) i.stage = first_stage;
+        if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
+        const bool holds_tail = i.pass * kStages + i.stage == g0;  // the item's slot 0, the narrow tile's
+        const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
+        int my_key_limit[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
+
+        // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
+        uint32_t q_frag[Traits::kQKSteps][4];
         cp_async_wait<0>();
         named_barrier_sync(1 + consumer, 128);
         const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
 #pragma unroll
         for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
+        named_barrier_sync(1 + consumer, 128);
+        if (item + gridDim.x < n_items) load_q(item + gridDim.x);
 
-        float s[Traits::kSRegs];
-        uint32_t p_frag[Traits::kPVSteps][4];
-        float alpha[2];
-        // The softmax of the full tile in ring slot i (scores in s), masked where the tile crosses a row's limit.
-        auto softmax = [&](int i) {
-            const int key0 = key_tile(i, n_tiles) * kBlockN;
-            if (key0 + kBlockN > warp_unmasked_end)
-                softmax_scores<Traits::kSTiles, true>(s, row_max, row_sum, alpha, my_key_limit, key0, thread_in_group,
-                                                      scale_log2);
-            else
-                softmax_scores<Traits::kSTiles, false>(s, row_max, row_sum, alpha, my_key_limit, key0,
-                                                       thread_in_group, scale_log2);
-        };
-        const uint64_t k_desc0 = Consumer::k_desc(smem_addr(k_tiles));
-        const uint64_t v_desc0 = Consumer::v_desc(smem_addr(v_tiles));
-        const auto k_base = [&](int i) { return desc_advance(k_desc0, (i % kStages) * Traits::kKVTileBytes); };
-        const auto v_base = [&](int i) { return desc_advance(v_desc0, (i % kStages) * Traits::kKVTileBytes); };
-        const auto wait_full = [&](int i) { mbarrier_wait(&full[i % kStages], (i / kStages) & 1); };
-        // In a split block each tile has one consumer, which releases it for all of them.
-        const auto release = [&](int i) {
-            __syncwarp();
-            if (lane == 0) mbarrier_arrive(&empty[i % kStages], split ? kConsumers : 1);
-        };
-        // First slot: S, softmax, P.
-        int i = slot_of(0);
-        wait_full(i);
-        bool first_done = false;
-        if constexpr (kTailN > 0) {
-            if (i == 0) {
-                float s_tail[kTailN / 2];
+        float o_acc[Traits::kORegs];
+#pragma unroll
+        for (int r = 0; r < Traits::kORegs; ++r) o_acc[r] = 0.f;
+        float row_sums[4] = {0.f, 0.f, 0.f, 0.f};  // P x ones: rows g (elements 0, 1) and g + 8 (2, 3)
+        float row_max[2] = {-INFINITY, -INFINITY};
+
+        if (my_slots > 0) {
+            float s[Traits::kSRegs];
+            uint32_t p_frag[Traits::kPVSteps][4];
+            float alpha[2];
+            // The softmax of the full tile in ring slot r (scores in s), masked where the tile crosses a row's
+            // limit.
+            auto softmax = [&](RingSlot r) {
+                const int key0 = key_tile(r.pass * kStages + r.stage - g0, n_tiles) * kBlockN;
+                if (key0 + kBlockN > warp_unmasked_end)
+                    softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
+                                                          scale_log2);
+                else
+                    softmax_scores<Traits::kSTiles, false>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
+                                                           scale_log2);
+            };
+            // In a split item each tile has one consumer, which releases it for all of them.
+            const auto release = [&](RingSlot r) {
+                __syncwarp();
+                if (lane == 0) mbarrier_arrive(&empty[r.stage], split ? kConsumers : 1);
+            };
+            // First slot: S, softmax, P.
+            wait_full(i);
+            bool first_done = false;
+            if constexpr (kTailN > 0) {
+                if (holds_tail) {
+                    float s_tail[kTailN / 2];
+                    wgmma_fence();
+                    Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
+                    wgmma_commit();
+                    wgmma_wait<0>();
+                    fence_operand(s_tail);
+                    softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
+                                                     thread_in_group, scale_log2);
+                    Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
+                    // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA
+                    // filled with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a
+                    // commit group that ends in either of two branches with a dummy wgmma whose wait also waits
+                    // for P V (no overlap).
+#pragma unroll
+                    for (int kk = kTailN / 16; kk < Traits::kPVSteps; ++kk)
+                        p_frag[kk][0] = p_frag[kk][1] = p_frag[kk][2] = p_frag[kk][3] = 0u;
+                    first_done = true;
+                }
+            }
+            if (!first_done) {
                 wgmma_fence();
-                Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
+                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
                 wgmma_commit();
                 wgmma_wait<0>();
-                fence_operand(s_tail);
-                softmax_scores<kTailN / 8, true>(s_tail, row_max, row_sum, alpha, my_key_limit,
-                                                 (n_tiles - 1) * kBlockN, thread_in_group, scale_log2);
-                rescale_and_pack<Elem, kTailN / 8, Traits::kOTiles>(s_tail, o_acc, p_frag, alpha);
-                // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA filled
-                // with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a commit group
-                // that ends in either of two branches with a dummy wgmma whose wait also waits for P V (no overlap).
-#pragma unroll
-                for (int kk = kTailN / 16; kk < Traits::kPVSteps; ++kk)
-                    p_frag[kk][0] = p_frag[kk][1] = p_frag[kk][2] = p_frag[kk][3] = 0u;
-                first_done = true;
+                fence_operand(s);
+                softmax(i);
+                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
             }
-        }
-        if (!first_done) {
-            wgmma_fence();
-            Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
-            wgmma_commit();
-            wgmma_wait<0>();
-            fence_operand(s);
-            softmax(i);
-            rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
-        }
 
-        // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
-        for (int j = 1; j < my_slots; ++j) {
-            const int prev = i;
-            i = slot_of(j);
-            wait_full(i);
+            // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
+            for (int j = 1; j < my_slots; ++j) {
+                const RingSlot prev = i;
+                i = next_slot(i);
+                wait_full(i);
+                fence_operand(o_acc);
+                fence_operand(row_sums);
+                fence_operand(p_frag);
+                wgmma_fence();
+                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
+                wgmma_commit();
+                Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
+                wgmma_commit();
+                wgmma_wait<1>();
+                fence_operand(s);
+                softmax(i);
+                wgmma_wait<0>();
+                fence_operand(o_acc);
+                fence_operand(row_sums);
+                fence_operand(p_frag);
+                release(prev);
+                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
+            }
+
+            // The last P V.
             fence_operand(o_acc);
+            fence_operand(row_sums);
             fence_operand(p_frag);
             wgmma_fence();
-            Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
+            Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(i), ones_desc);
             wgmma_commit();
-            Consumer::issue_pv(o_acc, p_frag, v_base(prev));
-            wgmma_commit();
-            wgmma_wait<1>();
-            fence_operand(s);
-            softmax(i);
             wgmma_wait<0>();
             fence_operand(o_acc);
-            fence_operand(p_frag);
-            release(prev);
-            rescale_and_pack<Elem, Traits::kSTiles, Traits::kOTiles>(s, o_acc, p_frag, alpha);
+            fence_operand(row_sums);
+            release(i);
         }
-
-        // The last P V.
-        fence_operand(o_acc);
-        fence_operand(p_frag);
-        wgmma_fence();
-        Consumer::issue_pv(o_acc, p_frag, v_base(i));
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_operand(o_acc);
-        release(i);
-    }
-    if (split) {
-        // Every tile was multiplied and released: the K/V stages are free to carry the other consumers' partial
-        // results to the first, which merges them (per thread: same rows and columns in every group).
-        constexpr int kFloats = V4Partial<Traits>::kFloats;
-        float *partial = reinterpret_cast<float *>(k_tiles);
-        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
-        if (consumer > 0) {
-            float *mine = partial + (consumer - 1) * kFloats * 128 + ctid;
+        float row_sum[2] = {row_sums[0], row_sums[2]};
+        if (split) {
+            // The other consumers' partial results to the first, which merges them (per thread: same rows and
+            // columns in every group); the second barrier keeps the next split item's partials from landing
+            // before the first has read these.
+            constexpr int kFloats = V4Partial<Traits>::kFloats;
+            if (consumer > 0) {
+                float *mine = partials + (consumer - 1) * kFloats * 128 + ctid;
 #pragma unroll
-            for (int r = 0; r < Traits::kORegs; ++r) mine[r * 128] = o_acc[r];
+                for (int r = 0; r < Traits::kORegs; ++r) mine[r * 128] = o_acc[r];
 #pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                mine[(Traits::kORegs + r) * 128] = row_max[r];
-                mine[(Traits::kORegs + 2 + r) * 128] = row_sum[r];
+                for (int r = 0; r < 2; ++r) {
+                    mine[(Traits::kORegs + r) * 128] = row_max[r];
+                    mine[(Traits::kORegs + 2 + r) * 128] = row_sum[r];
+                }
+            }
+            named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+            if (consumer == 0) {
+#pragma unroll
+                for (int c = 1; c < kConsumers; ++c)
+                    merge_partial<Traits>(o_acc, row_max, row_sum, partials + (c - 1) * kFloats * 128 + ctid,
+                                          scale_log2);
+            }
+            named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        } else {
+            // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
+            for (int t = group_tiles; t < n_tiles; ++t) {
+                mbarrier_wait(&full[(g0 + t) % kStages], ((g0 + t) / kStages) & 1);
+                if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
             }
         }
-        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
-        if (consumer > 0) return;
-#pragma unroll
-        for (int c = 1; c < kConsumers; ++c) {
-            const float *theirs = partial + (c - 1) * kFloats * 128 + ctid;
-            float scale_mine[2], scale_theirs[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float their_max = theirs[(Traits::kORegs + r) * 128];
-                const float new_max = fmaxf(row_max[r], their_max);
-                // A side that saw no key has max -inf and contributes nothing (never exp2 of -inf - -inf).
-                scale_mine[r] = row_max[r] == -INFINITY ? 0.f : exp2_approx((row_max[r] - new_max) * scale_log2);
-                scale_theirs[r] = their_max == -INFINITY ? 0.f : exp2_approx((their_max - new_max) * scale_log2);
-                row_sum[r] = row_sum[r] * scale_mine[r] + theirs[(Traits::kORegs + 2 + r) * 128] * scale_theirs[r];
-                row_max[r] = new_max;
-            }
-#pragma unroll
-            for (int r = 0; r < Traits::kORegs; ++r)
-                o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + theirs[r * 128] * scale_theirs[(r % 4) / 2];
-        }
-    } else {
-        // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
-        for (int t = group_tiles; t < n_tiles; ++t) {
-            mbarrier_wait(&full[t % kStages], (t / kStages) & 1);
-            if (lane == 0) mbarrier_arrive(&empty[t % kStages]);
-        }
-        if (group_row0 >= p.seq_q) return;
+        g0 += n_tiles;
+        if (group_row0 >= p.seq_q || (split && consumer > 0)) continue;
+        Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
+        store_rows<Traits>(o_acc, row_sum, row_max, scale_log2, o, p.o_seq_stride,
+                           p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
+                           warp_row0, p.seq_q, lane);
     }
-
-    // Epilogue (as v3): the warp's rows staged in its own Q rows, then 16-byte stores.
-    store_warp_rows<Elem, Traits::kOTiles, Traits::kChunksPerRow, kQStride>(
-        o_acc, row_sum, row_max, scale_log2, my_q + 16 * warp_in_group * kQStride, o, p.o_seq_stride,
-        p.lse == nullptr ? nullptr : p.lse + ((long long)b * p.heads_q + h) * p.seq_q, warp_row0, p.seq_q, lane);
 #endif
 }
 
@@ -488,6 +636,20 @@ cudaError_t kv_tensor_maps(const fc_attention_params &p, CUtensorMap *k_map, CUt
     return cudaSuccess;
 }
 
+/* The SM count of the current device, asked once per device (every launch needs it). */
+int current_sm_count() {
+    constexpr int kDevices = 64;
+    static std::atomic<int> counts[kDevices] = {};  // 0: not asked yet
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return 0;
+    const bool cached = device >= 0 && device < kDevices;
+    if (cached && counts[device].load(std::memory_order_relaxed) > 0) return counts[device].load(std::memory_order_relaxed);
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 0;
+    if (cached) counts[device].store(sms, std::memory_order_relaxed);
+    return sms;
+}
+
 template <class Traits, int kTailN>
 int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
@@ -496,7 +658,12 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaSt
     const auto kernel = attention_v4_kernel<Traits, kTailN>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
-    const dim3 grid((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads_q, p.batch);
+    // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
+    const int sms = current_sm_count();
+    if (sms <= 0) return (int)cudaErrorInvalidDevice;
+    if (items > INT_MAX) return (int)cudaErrorInvalidValue;
+    const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
     kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
@@ -519,13 +686,6 @@ int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
-int current_sm_count() {
-    int device = 0, sms = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return 0;
-    return sms;
-}
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles when the 192-row blocks fill more than one wave of SMs (N 577:

@@ -296,7 +296,9 @@ fn strides3(what: &'static str, strides: &[usize], ptr: u64) -> Result<[i64; 3]>
 }
 
 /// Flash attention forward: `o = softmax(scale * q kᵀ + mask) v`, optionally writing the row log-sum-exp
-/// (`lse`, fp32 `[batch, heads_q, seq_q]`).
+/// (`lse`, fp32 `[batch, heads_q, seq_q]`). v4 sums each row's probabilities as rounded to `T` for the product
+/// with v (so that `o`'s weights sum to one): its lse is that of the rounded probabilities, within `T`'s unit
+/// roundoff of the exact one (bf16: 2⁻⁸).
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention<T: Element>(
     gpu: &Gpu,

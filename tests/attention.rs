@@ -35,11 +35,11 @@ impl Path {
         }
     }
 
-    fn supports(self, dtype: DType, head_dim: usize) -> bool {
+    fn supports(self, dtype: DType, c: &Case) -> bool {
         match self {
-            Path::Flash(v) => v.supports(dtype, head_dim),
+            Path::Flash(v) => v.supports(dtype, c.head_dim),
             Path::Tiles(t) => {
-                t.version().supports(dtype, head_dim) && t.head_dims().contains(&head_dim)
+                t.version().supports(dtype, c.head_dim) && t.head_dims().contains(&c.head_dim)
             }
             Path::Materialized => true,
         }
@@ -354,6 +354,15 @@ fn small_cases() -> Vec<Case> {
         seq_k: 129,
         ..case(1, 20, 2, 80)
     });
+    // Key lengths without causal masking (cut tiles in the middle of the pipeline, every row seeing them).
+    for d in [64, 80] {
+        out.push(Case {
+            packed: false,
+            key_lens: true,
+            seq_k: 250,
+            ..case(4, 20, 2, d)
+        });
+    }
     out
 }
 
@@ -380,7 +389,7 @@ fn check_cases<T: Element>(gpu: &Gpu, rng: &mut StdRng, path: Path, cases: Vec<C
         return;
     }
     for c in cases {
-        if !path.supports(T::DTYPE, c.head_dim) {
+        if !path.supports(T::DTYPE, &c) {
             continue;
         }
         // The flash kernels promise to ignore hidden keys whatever they hold; the materialized path multiplies
@@ -439,9 +448,16 @@ fn check_cases<T: Element>(gpu: &Gpu, rng: &mut StdRng, path: Path, cases: Vec<C
                     m.max(d)
                 }
             });
+        // v4 adds the row sums of the probabilities as rounded for P V (on the tensor cores): its lse may be off by
+        // up to the storage type's unit roundoff (2 atol) more, relative error of the sum.
+        let lse_tol = if version == Some(Version::V4) {
+            1e-3 + 2.0 * atol::<T>()
+        } else {
+            1e-3
+        };
         assert!(
-            lse_err <= 1e-3,
-            "{name} {} {c:?}: lse err {lse_err:.3e}",
+            lse_err <= lse_tol,
+            "{name} {} {c:?}: lse err {lse_err:.3e} > {lse_tol:.1e}",
             T::DTYPE
         );
     }
