@@ -810,6 +810,10 @@ impl<T: Element> ClipModel<T> {
     /// kernels and planning the GEMMs outside the capture) and synchronizes; that run, and the capture, read the
     /// inputs already in the workspace, or placeholder token ids when the uploaded texts have another shape. Upload
     /// real inputs through the returned graph before launching it.
+    ///
+    /// CUDA invalidates a capture when any thread synchronizes the device while it runs, and dropping a [`Gpu`]
+    /// does (destroying its cuBLAS handle synchronizes the device): in a program that drops GPUs on other threads,
+    /// keep them from doing so during the capture, or it fails with a launch error.
     pub fn capture_forward<'a>(
         &'a self,
         gpu: &'a Gpu,

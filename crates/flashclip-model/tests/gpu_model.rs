@@ -3,6 +3,7 @@
 //! forward is (cosine >= 0.999 in fp16), with texts of mixed lengths in one padded batch.
 
 use std::path::PathBuf;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use flashclip::attention::Version;
 use flashclip::testing::gpu_or_skip;
@@ -12,6 +13,19 @@ use flashclip_model::gpu::{AttentionImpl, ClipModel, GraphShape};
 use flashclip_model::weights::ClipWeights;
 use half::{bf16, f16};
 use safetensors::SafeTensors;
+
+/// A stream capture is invalidated when another thread synchronizes the device meanwhile, and a test that ends
+/// does: dropping its Gpu destroys its cuBLAS handle, which synchronizes the device. The tests that hold a Gpu share
+/// this lock (taken before the Gpu, so released after it is dropped); the capture test holds it alone.
+static DEVICE: RwLock<()> = RwLock::new(());
+
+fn shared_device() -> RwLockReadGuard<'static, ()> {
+    DEVICE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
+    DEVICE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn tiny() -> PathBuf {
     PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
@@ -165,6 +179,7 @@ fn run<T: Element>(
 
 #[test]
 fn gpu_small_model_f16() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else {
         return;
     };
@@ -185,6 +200,7 @@ fn gpu_small_model_f16() {
 
 #[test]
 fn gpu_small_model_bf16() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else {
         return;
     };
@@ -208,6 +224,7 @@ fn gpu_small_model_bf16() {
 
 #[test]
 fn gpu_small_model_f32() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_small_model_f32") else {
         return;
     };
@@ -223,6 +240,7 @@ fn gpu_parity_from_env() {
         println!("FLASHCLIP_PARITY_DIRS not set: no full-size parity check requested");
         return;
     };
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_parity_from_env") else {
         return;
     };
@@ -437,6 +455,7 @@ fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: Attenti
 
 #[test]
 fn gpu_small_graph_replay() {
+    let _device = exclusive_device();
     let Some(gpu) = gpu_or_skip("gpu_small_graph_replay") else {
         return;
     };
