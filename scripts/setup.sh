@@ -40,10 +40,12 @@ if ! have_nvcc; then
 fi
 
 have_libclang() {
-  local pattern
-  for pattern in "${LIBCLANG_PATH:-/nonexistent}/libclang*.so*" "/usr/lib/llvm-*/lib/libclang*.so*" \
-    "/usr/lib/x86_64-linux-gnu/libclang*.so*" "$TOOLCHAIN/clang/native/libclang*.so"; do
-    compgen -G "$pattern" >/dev/null && return 0
+  # bindgen loads libclang.so or libclang-<version>.so (libclang-cpp is another library).
+  local dir name
+  for dir in "${LIBCLANG_PATH:-/nonexistent}" /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu "$TOOLCHAIN/clang/native"; do
+    for name in 'libclang.so*' 'libclang-[0-9]*.so*'; do
+      compgen -G "$dir/$name" >/dev/null && return 0
+    done
   done
   return 1
 }
