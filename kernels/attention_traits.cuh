@@ -95,7 +95,7 @@ __device__ __forceinline__ int row_key_limit(int batch_limit, int row, bool caus
 /* The online softmax for 16 query rows (an m16 tile in mma.sync/wgmma accumulator layout) against a tile of
  * kSTiles * 8 keys starting at key0, in steps so that a kernel can run the first while a P V product that still
  * reads the previous P is in flight (v4):
- *   softmax_scores: masks keys at or past each row's limit (kMask), updates the running max (of raw scores) and
+ *   softmax_scores: masks keys at or past each row's limit (kMask), updates the running max (of raw scores, lazily) and
  *     turns S into probabilities in place: p = exp2(s * scale_log2 - max * scale_log2), one FFMA and one MUFU per
  *     score; returns each row's rescale factor alpha for O and the row sums.
  *   add_row_sums: the running row sums (per lane: each lane adds its own columns) rescaled and the tile's added.
@@ -143,7 +143,14 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
     for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[r], tile_max[r]);
+        // Lazy rescaling: a row keeps the max it has (and O its scale) until a tile's max passes it by more than
+        // kRescaleLog2 in exp2 units. Probabilities then reach at most 2^kRescaleLog2, which fp32 sums and fp16/bf16
+        // P hold without loss of relative precision, and the final division by the row sum of the same shift makes
+        // it exact; O's rescale (a multiply per accumulator, almost every tile at N 577 with a running max) is
+        // skipped for a warp whose 16 rows all keep theirs. -inf - -inf (no visible key yet) is NaN: kept.
+        constexpr float kRescaleLog2 = 8.f;
+        const float seen_max = fmaxf(row_max[r], tile_max[r]);
+        const float new_max = (seen_max - row_max[r]) * scale_log2 > kRescaleLog2 ? seen_max : row_max[r];
         // A row with no visible key so far keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
         shift[r] = new_max == -INFINITY ? 0.f : new_max * scale_log2;
         alpha[r] = exp2_approx(row_max[r] * scale_log2 - shift[r]);
