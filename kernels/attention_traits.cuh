@@ -531,13 +531,14 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_> {
     static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 
-/* v4 tile shapes per head dim (two consumers; head dim 64 may take three, see dispatch_v4): 128-key tiles at 64
- * and 96, 64-key tiles at 80 (ViT-H/14's N 257 = 4 x 64 + 1: 44.6 us against 47.3 with 128-key tiles) and
- * 104-128 (registers); four stages (two per consumer, for the key split of the last query block) where they fit
- * in shared memory, three at 96. */
+/* v4 tile shapes per head dim (two consumers; head dim 64 may take three, see dispatch_v4): 128-key tiles at 96,
+ * 64-key tiles elsewhere: at 80 ViT-H/14's N 257 = 4 x 64 + 1 (44.6 us against 47.3 with 128-key tiles), at 64
+ * batch 1 N 577 (12.0 us against 12.5 with lazy rescaling; 12.2 against 12.1 before it), at 104-128 registers.
+ * Four stages (two per consumer, for the key split of the last query block) where they fit in shared memory,
+ * three at 96. */
 template <typename Elem, int kHeadDim>
 struct FlashV4Config {
-    using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim == 64 || kHeadDim == 96 ? 128 : 64), (kHeadDim == 96 ? 3 : 4)>;
+    using Traits = FlashV4Traits<Elem, kHeadDim, (kHeadDim == 96 ? 128 : 64), (kHeadDim == 96 ? 3 : 4)>;
 };
 
 }  // namespace flashclip_attention

@@ -689,8 +689,8 @@ int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles when the 192-row blocks fill more than one wave of SMs (N 577:
- * 91 us against 98 for two consumers of 128-key tiles at batch 16; N 257: 30 against 37), two consumers
- * otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+ * 91 us against 98 for two consumers of 128-key tiles at batch 16; N 257: 30 against 37), two consumers of
+ * 64-key tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
