@@ -20,11 +20,15 @@ use safetensors::SafeTensors;
 static DEVICE: RwLock<()> = RwLock::new(());
 
 fn shared_device() -> RwLockReadGuard<'static, ()> {
-    DEVICE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    DEVICE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
-    DEVICE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    DEVICE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn tiny() -> PathBuf {
