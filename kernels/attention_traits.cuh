@@ -408,10 +408,11 @@ struct FlashV2Config<Elem, 128> {
 
 /* ------------------------------------------------------------------ wgmma tile geometry (v3, v4) */
 
-/* What the Hopper kernels share about their tiles: the head dim padded to the MMA's k depth, the swizzled K/V
- * layout (the widest swizzle that divides the padded head dim: 128 B for 64 and 128, 64 B for 96, 32 B for 80,
- * 104 and 112; column block j holds head-dim columns [j*W, (j+1)*W), W = kAtomCols, of all rows), Q's padded row
- * layout, and the per-thread fragment counts of S = Q K^T (64 x kBlockN) and O = P V (64 x head dim). */
+/* What the Hopper kernels share about their tiles: the head dim padded to whole MMA k steps (or further: v4 pads
+ * 104 and 112 to 128), the swizzled K/V layout (the widest swizzle that divides the padded head dim: 128 B for 64
+ * and 128, 64 B for 96, 32 B for 80 and 112; column block j holds head-dim columns [j*W, (j+1)*W), W = kAtomCols,
+ * of all rows), Q's padded row layout, and the per-thread fragment counts of S = Q K^T (64 x kBlockN) and
+ * O = P V (64 x head dim). */
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kHeadDimPadded_ = (kHeadDim_ + 15) / 16 * 16>
 struct WgmmaTileShape {
     using Elem = Elem_;
@@ -494,8 +495,9 @@ struct FlashV3Config<Elem, 80> {
 /* ------------------------------------------------------------------ v4 kernel traits (Hopper, warp-specialized) */
 
 /* v4 computes head dims 104 and 112 as 128: TMA zero-fills the columns past the head dim, and the tiles get the
- * 128-byte swizzle of 2 column blocks instead of the 32-byte one of 7 (at 112, 32-byte swizzle took 145 us where
- * 128 took 130 for 14% more work; H100, B16 N577). */
+ * 128-byte swizzle of 2 column blocks instead of the 32-byte one of 7. H100, B16 N577, same work for the tensor
+ * cores as head dim 128: 112 took 145 us with 7 column blocks and takes 127 as 128 (128: 128 us); 104 took 190 and
+ * takes 142. */
 constexpr int v4_padded_head_dim(int head_dim) { return head_dim > 96 ? 128 : (head_dim + 15) / 16 * 16; }
 
 /* One fc_attention_v4 instantiation: a producer warp that only loads (TMA boxes into the swizzled K/V layout of

@@ -700,7 +700,14 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
             if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wg3N96>(p, true, stream);
             return launch_v4<typename FlashV4Config<Elem, 64>::Traits>(p, true, stream);
         }
-        case 80: return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, true, stream);
+        case 80: {
+            // Three consumers of 64-key tiles (96-key ones do not fit six stages in shared memory at 80).
+            using Wg3N64 = FlashV4Traits<Elem, 80, 64, 6, 3>;
+            const long long blocks =
+                (long long)((p.seq_q + Wg3N64::kBlockM - 1) / Wg3N64::kBlockM) * p.heads_q * p.batch;
+            if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wg3N64>(p, true, stream);
+            return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, true, stream);
+        }
         case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
         case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
         case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
@@ -719,6 +726,7 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
         case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
         case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
         case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
+        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {

@@ -325,8 +325,9 @@ pub fn flash_attention<T: Element>(
 
 /// Tile shapes of the v3 and v4 kernels that can be chosen explicitly, for tuning sweeps (benches/attention.rs);
 /// [`Version::V3`] and [`Version::V4`] use the tuned choice per shape (v3: `V3Wg2N64` at head dim 64, `V3Wg1N64`
-/// at 80; v4 at 64 without causal masking: `V4Wg3N96` when its blocks fill more than one wave of SMs, else
-/// `V4Wg2N128`; `V4Wg2N64` at 80). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two
+/// at 80; v4 without causal masking: `V4Wg3N96` at 64 and `V4Wg3N64` at 80 when their blocks fill more than one
+/// wave of SMs, else `V4Wg2N64`). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V
+/// tile; v4's `Wg1` runs two
 /// blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
 /// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +342,7 @@ pub enum Tiles {
     V4Wg1N128,
     V4Wg2N128Plain,
     V4Wg3N96Plain,
+    V4Wg3N64,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -350,7 +352,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 10] = [
+    pub const ALL: [Tiles; 11] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -361,6 +363,7 @@ impl Tiles {
         Tiles::V4Wg1N128,
         Tiles::V4Wg2N128Plain,
         Tiles::V4Wg3N96Plain,
+        Tiles::V4Wg3N64,
     ];
 
     /// The kernel version the shape belongs to.
@@ -372,7 +375,8 @@ impl Tiles {
             | Tiles::V4Wg3N96
             | Tiles::V4Wg1N128
             | Tiles::V4Wg2N128Plain
-            | Tiles::V4Wg3N96Plain => Version::V4,
+            | Tiles::V4Wg3N96Plain
+            | Tiles::V4Wg3N64 => Version::V4,
         }
     }
 
@@ -396,6 +400,7 @@ impl Tiles {
             Tiles::V4Wg1N128 => "v4 wg1 n128",
             Tiles::V4Wg2N128Plain => "v4 wg2 n128 plain",
             Tiles::V4Wg3N96Plain => "v4 wg3 n96 plain",
+            Tiles::V4Wg3N64 => "v4 wg3 n64",
         }
     }
 
@@ -412,6 +417,7 @@ impl Tiles {
             Tiles::V4Wg1N128 => TilesFfi::V4(F4::FC_V4_TILES_WG1_N128),
             Tiles::V4Wg2N128Plain => TilesFfi::V4(F4::FC_V4_TILES_WG2_N128_PLAIN),
             Tiles::V4Wg3N96Plain => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PLAIN),
+            Tiles::V4Wg3N64 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64),
         }
     }
 }
