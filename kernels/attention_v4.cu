@@ -688,8 +688,9 @@ int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles when the 192-row blocks fill more than one wave of SMs (batch 16,
- * H100: N 577 76.8 us against 85.6 for two consumers of 128-key tiles, N 257 25.3 against 30.9), two consumers of
- * 64-key tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+ * H100: N 577 76.8 us against 85.6 for two consumers of 128-key tiles, N 257 25.3 against 30.9), head dim 80
+ * three of 64-key tiles (N 257: 34.0 against 41.3), two consumers of 64-key tiles otherwise (batch 1, where one
+ * block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {

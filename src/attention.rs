@@ -88,9 +88,9 @@ impl Version {
     /// benches/results/2026-11-26-h100-v4-persistent: the one place where the per-shape choice of version is made (v4
     /// picks its tile shape per launch in kernels/attention_v4.cu).
     /// - Without causal masking: v4 (persistent blocks, narrow last key tiles, the key split of the last query block;
-    ///   0.78x of v3's time at batch 16 N 577 and 0.72x at N 257, head dim 64; 0.82x at N 257 head dim 80;
-    ///   0.6-0.7x at head dims 96-128 except 0.83x at 104; 0.75x at batch 1).
-    /// - Causal (text, N 77): v3 at head dims 64/80 (7.7 µs; v4 9.0), v4 at 96-128.
+    ///   0.78x of v3's time at batch 16 N 577 and 0.72x at N 257, head dim 64; 0.67x at N 257 head dim 80;
+    ///   0.6-0.7x at head dims 96-128; 0.73x at batch 1).
+    /// - Causal (text, N 77): v3 at head dims 64/80 (7.5 µs; v4 8.8), v4 at 96-128.
     /// - No Hopper: v2 for f16/bf16, v1 for f32 or head dims v2 lacks.
     pub fn fastest(gpu: &Gpu, dtype: DType, shape: &Shape, causal: bool) -> Version {
         Version::fastest_on(gpu.compute_capability(), dtype, shape, causal)
