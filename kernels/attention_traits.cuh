@@ -539,9 +539,10 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 
-/* v4 tile shapes per head dim (two consumers; head dims 64 and 80 may take three, see dispatch_v4): 128-key tiles at 96,
- * 64-key tiles elsewhere: at 80 ViT-H/14's N 257 = 4 x 64 + 1 (44.6 us against 47.3 with 128-key tiles), at 64
- * batch 1 N 577 (12.0 us against 12.5 with lazy rescaling; 12.2 against 12.1 before it), at 104-128 registers.
+/* v4 tile shapes per head dim (two consumers; head dims 64 and 80 may take three, see dispatch_v4): 128-key tiles
+ * at 96, 64-key tiles elsewhere: at 80 ViT-H/14's N 257 = 4 x 64 + 1 (44.6 us against 47.3 with 128-key tiles),
+ * at 64 batch 1 N 577 (12.0 us against 12.5 with lazy rescaling; 12.2 against 12.1 before it), at 104-128
+ * registers.
  * Four stages (two per consumer, for the key split of the last query block) where they fit in shared memory,
  * three at 96. */
 template <typename Elem, int kHeadDim>
