@@ -686,29 +686,29 @@ int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
+/* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
+template <class Wide, class Small>
+int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
+    const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
+    return launch_v4<Small>(p, true, stream);
+}
+
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles when the 192-row blocks fill more than one wave of SMs (batch 16,
  * H100: N 577 76.8 us against 85.6 for two consumers of 128-key tiles, N 257 25.3 against 30.9), head dim 80
- * three of 64-key tiles (N 257: 34.0 against 41.3), two consumers of 64-key tiles otherwise (batch 1, where one
- * block's latency is the time): the tile sweep of benches/attention.rs. */
+ * three of 64-key tiles (N 257: 34.0 against 41.3; 96-key tiles do not fit six stages in shared memory there),
+ * two consumers of 64-key tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of
+ * benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64: {
-            using Wg3N96 = FlashV4Traits<Elem, 64, 96, 6, 3>;
-            const long long blocks =
-                (long long)((p.seq_q + Wg3N96::kBlockM - 1) / Wg3N96::kBlockM) * p.heads_q * p.batch;
-            if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wg3N96>(p, true, stream);
-            return launch_v4<typename FlashV4Config<Elem, 64>::Traits>(p, true, stream);
-        }
-        case 80: {
-            // Three consumers of 64-key tiles (96-key ones do not fit six stages in shared memory at 80).
-            using Wg3N64 = FlashV4Traits<Elem, 80, 64, 6, 3>;
-            const long long blocks =
-                (long long)((p.seq_q + Wg3N64::kBlockM - 1) / Wg3N64::kBlockM) * p.heads_q * p.batch;
-            if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wg3N64>(p, true, stream);
-            return launch_v4<typename FlashV4Config<Elem, 80>::Traits>(p, true, stream);
-        }
+        case 64:
+            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3>, typename FlashV4Config<Elem, 64>::Traits>(
+                p, stream);
+        case 80:
+            return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
+                p, stream);
         case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
         case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
         case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
