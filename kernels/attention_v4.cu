@@ -10,6 +10,10 @@
  *   - Intra-warpgroup overlap. A consumer issues S = Q K_t^T and O += P_{t-1} V_{t-1} back to back, waits for S
  *     only, runs the softmax of tile t while the tensor cores finish P V, then rescales O. The softmax (MUFU- and
  *     FMA-bound) and the two GEMMs of neighbouring tiles overlap within one warpgroup, and across the two.
+ *   - Ping-pong (Traits::kPingPong). All consumers wait for the same tile, so left alone they issue their GEMMs
+ *     together and then run their softmaxes together, contending for the MUFU and issue slots while the tensor
+ *     cores idle. With turns, consumer c issues a tile's GEMMs only after c - 1 has issued its own (a ring of
+ *     hardware barriers): the tensor cores run one consumer's GEMMs while the others exponentiate.
  *   - Row sums on the tensor cores: next to each P V k step, P times a shared-memory tile of ones (m64n8k16) adds
  *     the probabilities of every row, and the result is rescaled with O. One FADD per score fewer for the issue
  *     slots the softmax is short of, and the sum is that of the rounded P that P V multiplies.
@@ -367,6 +371,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto v_base = [&](RingSlot r) { return desc_advance(v_desc0, r.stage * Traits::kKVTileBytes); };
     const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
 
+    // Turns (ping-pong): consumer c waits on its barrier until c - 1 passed it the turn, issues, and passes the
+    // turn on to c + 1. Every consumer takes n_tiles turns per item (a consumer passes the turn for a tile it does
+    // not multiply), so the ring stays in step; split items take none. The last consumer gives the first its first
+    // turn, and the first takes the last consumer's final pass before leaving, so every barrier phase completes.
+    const auto take_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + consumer, 256); };
+    const auto pass_turn = [&] { named_barrier_arrive(Traits::kTurnBarrier + (consumer + 1) % kConsumers, 256); };
+    if (Traits::kPingPong && consumer == kConsumers - 1) pass_turn();
+
     int g0 = 0;  // the current item's first ring slot
     if (blockIdx.x < n_items) load_q(blockIdx.x);
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
@@ -374,6 +386,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
         const int n_tiles = item_tiles(it, key_limit);
         const bool split = item_split(it);
+        const bool turns = Traits::kPingPong && !split;
         // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
         // multiplies the item's slots that land there: the mbarrier phases of a stage are then waited for by one
         // consumer, in order (a parity wait cannot tell a phase from the one two later), and a consumer's two
@@ -445,9 +458,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             if constexpr (kTailN > 0) {
                 if (holds_tail) {
                     float s_tail[kTailN / 2];
+                    if (turns) take_turn();
                     wgmma_fence();
                     Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
                     wgmma_commit();
+                    if (turns) pass_turn();
                     wgmma_wait<0>();
                     fence_operand(s_tail);
                     softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
@@ -464,9 +479,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 }
             }
             if (!first_done) {
+                if (turns) take_turn();
                 wgmma_fence();
                 Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
                 wgmma_commit();
+                if (turns) pass_turn();
                 wgmma_wait<0>();
                 fence_operand(s);
                 softmax(i);
@@ -481,11 +498,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 fence_operand(o_acc);
                 fence_operand(row_sums);
                 fence_operand(p_frag);
+                if (turns) take_turn();
                 wgmma_fence();
                 Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
                 wgmma_commit();
                 Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
                 wgmma_commit();
+                if (turns) pass_turn();
                 wgmma_wait<1>();
                 fence_operand(s);
                 softmax(i);
@@ -534,8 +553,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             }
             named_barrier_sync(1 + kConsumers, 128 * kConsumers);
         } else {
-            // Tiles this group does not need (causal): wait for each, so the release lands in that tile's phase.
+            // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
+            // tile's phase; pass its turn.
             for (int t = group_tiles; t < n_tiles; ++t) {
+                if (turns) {
+                    take_turn();
+                    pass_turn();
+                }
                 mbarrier_wait(&full[(g0 + t) % kStages], ((g0 + t) / kStages) & 1);
                 if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
             }
@@ -547,6 +571,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                            p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
                            warp_row0, p.seq_q, lane);
     }
+    if (Traits::kPingPong && consumer == 0) take_turn();
 #endif
 }
 
@@ -728,12 +753,18 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
         case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
         case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
         case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
+        case FC_V4_TILES_WG2_N64_PINGPONG:
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
+        case FC_V4_TILES_WG3_N64_PINGPONG:
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
         switch (tiles) {
             case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
             case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
+            case FC_V4_TILES_WG3_N96_PINGPONG:
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             default: break;
         }

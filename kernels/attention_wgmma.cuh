@@ -142,6 +142,11 @@ __device__ __forceinline__ void named_barrier_sync(int id, int count) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+/* Arrival at hardware barrier `id` of `count` threads without waiting for it to complete. */
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 /* Move registers between warpgroups (sm_90a): the producer gives some back, the consumers take them. The kernel
  * needs a register cap at entry (__launch_bounds__(threads, 1)) for ptxas to honour these. */
 template <int kRegs>

@@ -329,7 +329,8 @@ pub fn flash_attention<T: Element>(
 /// wave of SMs, else `V4Wg2N64`). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V
 /// tile; v4's `Wg1` runs two
 /// blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
-/// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither.
+/// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither. The
+/// `PingPong` shapes have the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiles {
     V3Wg2N64,
@@ -343,6 +344,9 @@ pub enum Tiles {
     V4Wg2N128Plain,
     V4Wg3N96Plain,
     V4Wg3N64,
+    V4Wg2N64PingPong,
+    V4Wg3N96PingPong,
+    V4Wg3N64PingPong,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -352,7 +356,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 11] = [
+    pub const ALL: [Tiles; 14] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -364,6 +368,9 @@ impl Tiles {
         Tiles::V4Wg2N128Plain,
         Tiles::V4Wg3N96Plain,
         Tiles::V4Wg3N64,
+        Tiles::V4Wg2N64PingPong,
+        Tiles::V4Wg3N96PingPong,
+        Tiles::V4Wg3N64PingPong,
     ];
 
     /// The kernel version the shape belongs to.
@@ -376,14 +383,19 @@ impl Tiles {
             | Tiles::V4Wg1N128
             | Tiles::V4Wg2N128Plain
             | Tiles::V4Wg3N96Plain
-            | Tiles::V4Wg3N64 => Version::V4,
+            | Tiles::V4Wg3N64
+            | Tiles::V4Wg2N64PingPong
+            | Tiles::V4Wg3N96PingPong
+            | Tiles::V4Wg3N64PingPong => Version::V4,
         }
     }
 
     /// Head dims the version's sweep entry point is built for.
     pub fn head_dims(self) -> &'static [usize] {
         match self {
-            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96Plain => &[64],
+            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96Plain | Tiles::V4Wg3N96PingPong => {
+                &[64]
+            }
             _ => &[64, 80],
         }
     }
@@ -401,6 +413,9 @@ impl Tiles {
             Tiles::V4Wg2N128Plain => "v4 wg2 n128 plain",
             Tiles::V4Wg3N96Plain => "v4 wg3 n96 plain",
             Tiles::V4Wg3N64 => "v4 wg3 n64",
+            Tiles::V4Wg2N64PingPong => "v4 wg2 n64 pingpong",
+            Tiles::V4Wg3N96PingPong => "v4 wg3 n96 pingpong",
+            Tiles::V4Wg3N64PingPong => "v4 wg3 n64 pingpong",
         }
     }
 
@@ -418,6 +433,9 @@ impl Tiles {
             Tiles::V4Wg2N128Plain => TilesFfi::V4(F4::FC_V4_TILES_WG2_N128_PLAIN),
             Tiles::V4Wg3N96Plain => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PLAIN),
             Tiles::V4Wg3N64 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64),
+            Tiles::V4Wg2N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64_PINGPONG),
+            Tiles::V4Wg3N96PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG),
+            Tiles::V4Wg3N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64_PINGPONG),
         }
     }
 }
