@@ -94,6 +94,18 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         // More 192-row blocks than an H100 has SMs: v4 takes three consumers, a narrow last key tile (193 = 2 x 96
         // + 1) and splits the keys of the one-row last query block.
         case(6, 193, 12, 64),
+        // The same with three rows past 192 (v4 leaves them to the producer's idle warps, on the CUDA cores) and
+        // key lengths; at head dim 80 with grouped K/V heads and another key length.
+        Case {
+            key_lens: true,
+            ..case(6, 195, 12, 64)
+        },
+        Case {
+            packed: false,
+            heads_kv: 4,
+            seq_k: 150,
+            ..case(6, 257, 16, 80)
+        },
         case(1, 1000, 1, 64),
         case(4, 128, 2, 80),
         case(1, 129, 1, 128),
