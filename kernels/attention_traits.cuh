@@ -57,15 +57,6 @@ struct ElemOps<__half> {
             dst[2 * i] = f.x, dst[2 * i + 1] = f.y;
         }
     }
-    /* The 8 elements of a 16-byte load. */
-    static __device__ __forceinline__ void unpack8(const uint4 &raw, float (&dst)[8]) {
-        const __half2 *pairs = reinterpret_cast<const __half2 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float2 f = __half22float2(pairs[i]);
-            dst[2 * i] = f.x, dst[2 * i + 1] = f.y;
-        }
-    }
 };
 
 template <>
@@ -77,14 +68,6 @@ struct ElemOps<__nv_bfloat16> {
     }
     static __device__ __forceinline__ void load8(const __nv_bfloat16 *src, float (&dst)[8]) {
         const uint4 raw = *reinterpret_cast<const uint4 *>(src);
-        const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float2 f = __bfloat1622float2(pairs[i]);
-            dst[2 * i] = f.x, dst[2 * i + 1] = f.y;
-        }
-    }
-    static __device__ __forceinline__ void unpack8(const uint4 &raw, float (&dst)[8]) {
         const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -557,18 +540,8 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     // Where the other consumers' partial results of a split query block meet the first's: O, row max and sum.
     static constexpr int kPartialBytes = kCanSplit ? (kConsumers - 1) * (Shape::kORegs + 4) * 128 * 4 : 0;
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
-    // The short last query chunk on the CUDA cores (v4's row tail): at most this many rows, by the producer
-    // warpgroup's three idle warps, each with a scratch of floats for its query row, then for the shares of O
-    // that the lanes summed (one per key of a P V step: 32 / (kHeadDim / 8)).
-    // Built for three consumers only (the launches with many work items per block, where they pay off).
-    static constexpr bool kRowTails = kConsumers == 3;
-    static constexpr int kMaxTailRows = 4;
-    static constexpr int kTailWarps = 3;
-    static constexpr int kTailScratchFloats = 32 / (kHeadDim_ / 8) * kHeadDim_;
-    static constexpr int kTailQBytes = kRowTails ? kTailWarps * kTailScratchFloats * 4 : 0;
     static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + kOnesBytes +
-                                         2 * kStages * Shape::kKVTileBytes + kPartialBytes + kTailQBytes +
-                                         kBarrierBytes;
+                                         2 * kStages * Shape::kKVTileBytes + kPartialBytes + kBarrierBytes;
     static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 

@@ -22,9 +22,6 @@
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), first in the pipeline; a last query block of at most 64 rows is shared by all consumers, each
  *     taking part of the key tiles, merged through shared memory at the end.
- *   - Row tails (when the launcher asks for them): the last 1 to 4 query rows past a multiple of 64 go to the
- *     producer warpgroup's three idle warps, on the CUDA cores, while the consumers multiply the rest. A 64-row
- *     wgmma for one row wastes 63: at CLIP's N 577 those one-row blocks were a tenth of the consumers' work.
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
@@ -61,9 +58,6 @@ __device__ __forceinline__ void load_kv_rows_zero_filled(unsigned char *tile, co
     constexpr int kChunks = kRows * Traits::kPaddedChunksPerRow;
     constexpr int kAtomChunks = Traits::kAtomCols / 8;
     constexpr int kSw = Traits::kSwizzleBytes;
-    // Rolled: unrolled, its per-lane offsets were hoisted out of the producer's loop over work items, more
-    // registers than the producer warpgroup keeps (spills).
-#pragma unroll 1
     for (int i = lane; i < kChunks; i += 32) {
         const int r = i / Traits::kPaddedChunksPerRow, c = i % Traits::kPaddedChunksPerRow;
         const uint32_t offset = swizzle<kSw>((c / kAtomChunks) * kRows * kSw + r * kSw + 16 * (c % kAtomChunks));
@@ -216,132 +210,6 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
     }
 }
 
-/* The row tail: query rows [p.seq_q, p.seq_q + row_tail) of every head (the launcher took them off p.seq_q), one
- * row per warp at a time (warp `warp` of `warps` over the grid), on the CUDA cores, in the few registers the
- * producer warpgroup keeps. An online softmax over chunks of 32 keys. Scores: lane j takes key 32c + j, its row
- * in two halves of 16-byte loads against the query row staged in shared memory as floats (pre-scaled into log2
- * units). P V: the warp covers kKeysPerStep keys per step, lane l the 8 head-dim columns 8 (l % kChunks) of key
- * l / kChunks, each lane summing its own keys' share of O; the shares are added through shared memory at the end.
- * K and V come from global memory (L2): the ring holds other heads' tiles. fp32 throughout; P is not rounded to
- * the storage type as the tensor-core path rounds it. */
-/* The lane index, read afresh in each role: one value computed before the warpgroups' roles split was kept in
- * local memory across them (volatile: not merged with another read). */
-__device__ __forceinline__ int lane_id() {
-    int lane;
-    asm volatile("mov.u32 %0, %%laneid;\n" : "=r"(lane));
-    return lane;
-}
-
-template <class Traits>
-__device__ __forceinline__ void tail_rows(const fc_attention_params &p, int row_tail, float *scratch, int warp,
-                                          int warps, int lane) {
-    using Elem = typename Traits::Elem;
-    constexpr int kD = Traits::kHeadDim;
-    constexpr int kChunks = kD / 8;                  // 16-byte column chunks of a row
-    constexpr int kHalf = 2;                         // of them, loaded at once per score
-    constexpr int kKeysPerStep = 32 / kChunks;       // keys of one P V step
-    constexpr int kSteps = (32 + kKeysPerStep - 1) / kKeysPerStep;
-    static_assert(Traits::kTailScratchFloats >= kKeysPerStep * kD, "scratch holds the O shares");
-    constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
-    const int group = lane / kChunks, chunk = lane % kChunks;  // P V: key within the step, column chunk
-    const bool pv_lane = group < kKeysPerStep;
-    const int units = p.batch * p.heads_q * row_tail;
-    // Unit u: row, head, batch; recomputed where needed rather than kept (registers).
-    const auto row_of = [&](int u) { return p.seq_q + u % row_tail; };
-    const auto head_of = [&](int u) { return u / row_tail % p.heads_q; };
-    const auto batch_of = [&](int u) { return u / row_tail / p.heads_q; };
-    for (int u = warp; u < units; u += warps) {
-        const int h = head_of(u), b = batch_of(u), hk = h / (p.heads_q / p.heads_kv);
-        const int key_limit = batch_key_limit(p.key_lens, b, p.seq_k);
-        const Elem *k = static_cast<const Elem *>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-        const Elem *v = static_cast<const Elem *>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride + 8 * chunk;
-        __syncwarp();  // the previous row's reads of the scratch are done
-        {
-            const Elem *q = static_cast<const Elem *>(p.q) + b * p.q_batch_stride + h * p.q_head_stride +
-                            (long long)row_of(u) * p.q_seq_stride;
-            for (int c = lane; c < kChunks; c += 32) {
-                float f[8];
-                ElemOps<Elem>::load8(q + 8 * c, f);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) scratch[8 * c + i] = f[i] * (p.softmax_scale * kLog2e);
-            }
-        }
-        __syncwarp();
-        float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // this lane's keys' share of its 8 columns
-        float row_max = -INFINITY, lane_sum = 0.f;               // lane_sum: this lane's keys, at row_max
-        for (int key0 = 0; key0 < key_limit; key0 += 32) {
-            float s = -INFINITY;
-            if (key0 + lane < key_limit) {
-                const Elem *k_row = k + (long long)(key0 + lane) * p.k_seq_stride;
-                s = 0.f;
-#pragma unroll
-                for (int c0 = 0; c0 < kChunks; c0 += kHalf) {
-                    uint4 raw[kHalf];
-#pragma unroll
-                    for (int c = 0; c < kHalf; ++c)
-                        if (c0 + c < kChunks) raw[c] = *reinterpret_cast<const uint4 *>(k_row + 8 * (c0 + c));
-#pragma unroll
-                    for (int c = 0; c < kHalf; ++c) {
-                        if (c0 + c >= kChunks) continue;
-                        float kf[8];
-                        ElemOps<Elem>::unpack8(raw[c], kf);
-                        const float4 qa = *reinterpret_cast<const float4 *>(scratch + 8 * (c0 + c));
-                        const float4 qb = *reinterpret_cast<const float4 *>(scratch + 8 * (c0 + c) + 4);
-                        s = fmaf(kf[0], qa.x, s), s = fmaf(kf[1], qa.y, s), s = fmaf(kf[2], qa.z, s);
-                        s = fmaf(kf[3], qa.w, s), s = fmaf(kf[4], qb.x, s), s = fmaf(kf[5], qb.y, s);
-                        s = fmaf(kf[6], qb.z, s), s = fmaf(kf[7], qb.w, s);
-                    }
-                }
-            }
-            float chunk_max = s;
-#pragma unroll
-            for (int off = 16; off > 0; off /= 2)
-                chunk_max = fmaxf(chunk_max, __shfl_xor_sync(0xffffffffu, chunk_max, off));
-            // Lane 0's key is below key_limit, so new_max is finite; 2^-inf = 0 covers the first chunk.
-            const float new_max = fmaxf(row_max, chunk_max);
-            const float alpha = exp2_approx(row_max - new_max);
-            row_max = new_max;
-            const float prob = exp2_approx(s - new_max);
-            lane_sum = fmaf(lane_sum, alpha, prob);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) o[i] *= alpha;
-#pragma unroll 2
-            for (int step = 0; step < kSteps; ++step) {
-                const int j = step * kKeysPerStep + group;  // key within the chunk
-                const float pj = __shfl_sync(0xffffffffu, prob, j & 31);
-                if (pv_lane && j < 32 && key0 + j < key_limit) {
-                    float vf[8];
-                    ElemOps<Elem>::load8(v + (long long)(key0 + j) * p.v_seq_stride, vf);
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) o[i] = fmaf(pj, vf[i], o[i]);
-                }
-            }
-        }
-        float sum = lane_sum;
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        __syncwarp();  // every lane is done with the query row
-        if (pv_lane) {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) scratch[group * kD + 8 * chunk + i] = o[i];
-        }
-        __syncwarp();
-        // No key (key_lens 0): O = 0 and lse = -inf, as the tensor-core path writes.
-        const float inv_sum = sum > 0.f ? __fdividef(1.f, sum) : 0.f;
-        Elem *o_row = static_cast<Elem *>(p.o) + batch_of(u) * p.o_batch_stride + head_of(u) * p.o_head_stride +
-                      (long long)row_of(u) * p.o_seq_stride;
-        for (int d = lane; d < kD; d += 32) {
-            float total = 0.f;
-#pragma unroll
-            for (int g = 0; g < kKeysPerStep; ++g) total += scratch[g * kD + d];
-            o_row[d] = ElemOps<Elem>::from_float(total * inv_sum);
-        }
-        if (p.lse != nullptr && lane == 0)
-            p.lse[((long long)batch_of(u) * p.heads_q + head_of(u)) * (p.seq_q + row_tail) + row_of(u)] =
-                sum > 0.f ? (row_max + __log2f(sum)) * kLn2 : -INFINITY;
-    }
-}
-
 /* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
     int m_block, h, b;
@@ -356,7 +224,7 @@ struct V4Item {
 template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map, int split_last_block, int row_tail) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
@@ -379,18 +247,16 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     unsigned char *k_tiles = ones + Traits::kOnesBytes;
     unsigned char *v_tiles = k_tiles + kStages * Traits::kKVTileBytes;
     float *partials = reinterpret_cast<float *>(v_tiles + kStages * Traits::kKVTileBytes);
-    float *tail_q = reinterpret_cast<float *>(reinterpret_cast<unsigned char *>(partials) + Traits::kPartialBytes);
-    uint64_t *full = reinterpret_cast<uint64_t *>(reinterpret_cast<unsigned char *>(tail_q) + Traits::kTailQBytes);
+    uint64_t *full = reinterpret_cast<uint64_t *>(reinterpret_cast<unsigned char *>(partials) + Traits::kPartialBytes);
     uint64_t *empty = full + kStages;
 
     const int tid = threadIdx.x;
     // Read through a shuffle so that ptxas knows it is warp-uniform: branches on it (and on what derives from it,
     // such as a consumer's ring slots) then keep the wgmma inside them asynchronous.
     const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
+    const int lane = tid % 32;
 
     const bool causal = p.causal != 0;
-    // p.seq_q: the rows of the work items; the row tail's follow them (the launcher took them off p.seq_q, so that
-    // the consumers read it from the parameters rather than keep a register for it).
     const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
@@ -443,14 +309,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (warpgroup == 0) {
         // ---------------------------------------------------------------- producer
         setmaxnreg_dec<Traits::kProducerRegs>();
-        if (tid >= 32) {
-            const int tail_warp = tid / 32 - 1;
-            if (Traits::kRowTails && row_tail > 0)
-                tail_rows<Traits>(p, row_tail, tail_q + tail_warp * Traits::kTailScratchFloats,
-                                  blockIdx.x * Traits::kTailWarps + tail_warp, gridDim.x * Traits::kTailWarps, lane_id());
-            return;
-        }
-        const int lane = lane_id();
+        if (tid >= 32) return;
         int g = 0;  // ring slot, counted over the block's items
         for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
             const V4Item it = item_at(item);
@@ -491,7 +350,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // -------------------------------------------------------------------- consumers
     setmaxnreg_inc<Traits::kConsumerRegs>();
     const int consumer = warpgroup - 1;
-    const int lane = lane_id();
     const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
     const int warp_in_group = ctid / 32;
     const int group = lane / 4, thread_in_group = lane % 4;
@@ -710,7 +568,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         if (group_row0 >= p.seq_q || (split && consumer > 0)) continue;
         Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
         store_rows<Traits>(o_acc, row_sum, row_max, scale_log2, o, p.o_seq_stride,
-                           p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * (p.seq_q + row_tail),
+                           p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
                            warp_row0, p.seq_q, lane);
     }
     if (Traits::kPingPong && consumer == 0) take_turn();
@@ -818,7 +676,7 @@ int current_sm_count() {
 }
 
 template <class Traits, int kTailN>
-int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, int row_tail, cudaStream_t stream) {
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
@@ -826,58 +684,47 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, int ro
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    // The kernel's p.seq_q counts the rows of its work items: the row tail follows them.
-    fc_attention_params items_p = p;
-    items_p.seq_q -= row_tail;
-    const long long items =
-        (long long)((items_p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(items_p, k_map, v_map, split_last_block ? 1 : 0,
-                                                                    row_tail);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
 /* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
  * keys left past the full tiles fit: CLIP's lengths are 64k + 1) and a key split among the consumers of a last
  * query block of at most 64 rows. Without, every tile is full and every consumer owns its rows (the plain
- * pipeline, kept for comparison). With `row_tails` (no causal masking), the 1 to kMaxTailRows rows past a multiple
- * of 64 go to the producer warpgroup's idle warps: worth it where every block has several work items to hide
- * them under, not for a batch-1 latency. */
+ * pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, bool tails, bool row_tails, cudaStream_t stream) {
-    const int left_rows = p.seq_q % 64;
-    const int row_tail =
-        row_tails && tails && p.causal == 0 && p.seq_q > 64 && left_rows <= Traits::kMaxTailRows ? left_rows : 0;
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
         const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
-        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, row_tail, stream);
+        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
-            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, row_tail, stream);
+            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, stream);
         }
     }
-    return launch_v4_kernel<Traits, 0>(p, tails, row_tail, stream);
+    return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
 /* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
 int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
     const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
-    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, true, stream);
-    return launch_v4<Small>(p, true, false, stream);
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
+    return launch_v4<Small>(p, true, stream);
 }
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row blocks fill more than one
- * wave of SMs (batch 16, H100: N 577 74.7 us against 76.6 without turns and 85.0 for two consumers of 64-key
- * tiles; N 257 25.0 against 30.0), head dim 80 three of 64-key tiles (N 257: 34.0 against 41.3, 34.5 with turns;
- * 96-key tiles do not fit six stages in shared memory there), two consumers of 64-key tiles otherwise (batch 1,
- * where one block's latency is the time): the tile sweep of benches/attention.rs. The three-consumer launches
- * leave a row tail to the idle warps. */
+ * wave of SMs (batch 16, H100: N 577 74.4 us against 77.3 without turns and 85.1 for two consumers of 64-key
+ * tiles; N 257 24.4 against 29.9), head dim 80 three of 64-key tiles (N 257: 33.5 against 40.6; no gain from
+ * turns there; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles otherwise
+ * (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
@@ -887,10 +734,10 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
                 p, stream);
-        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, false, stream);
-        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, false, stream);
-        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, false, stream);
-        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, false, stream);
+        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
+        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
+        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
+        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
@@ -902,23 +749,23 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
     using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 4, 2>;
     using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 6, 3>;
     switch (tiles) {
-        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, false, stream);
-        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, false, stream);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, false, stream);
-        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, false, stream);
+        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
+        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
+        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
         case FC_V4_TILES_WG2_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, false, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
         case FC_V4_TILES_WG3_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, false, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
         switch (tiles) {
-            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, false, stream);
-            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, false, stream);
+            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
+            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, false, stream);
-            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, false, stream);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
+            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             default: break;
         }
     }

@@ -94,8 +94,8 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         // More 192-row blocks than an H100 has SMs: v4 takes three consumers, a narrow last key tile (193 = 2 x 96
         // + 1) and splits the keys of the one-row last query block.
         case(6, 193, 12, 64),
-        // The same with three rows past 192 (v4 leaves them to the producer's idle warps, on the CUDA cores) and
-        // key lengths; at head dim 80 with grouped K/V heads and another key length.
+        // The same with key lengths and a last query block of three rows; at head dim 80 with grouped K/V heads
+        // and another key length.
         Case {
             key_lens: true,
             ..case(6, 195, 12, 64)
