@@ -85,8 +85,8 @@ impl Version {
     }
 
     /// The fastest version for this problem on this GPU, from the H100 measurements in
-    /// benches/results/2026-11-26-h100-v4-persistent: the one place where the per-shape choice of version is made (v4
-    /// picks its tile shape per launch in kernels/attention_v4.cu).
+    /// benches/results/2026-11-26-h100-v4-persistent and -pingpong: the one place where the per-shape choice of
+    /// version is made (v4 picks its tile shape per launch in kernels/attention_v4.cu).
     /// - Without causal masking: v4 (persistent blocks, narrow last key tiles, the key split of the last query block;
     ///   0.78x of v3's time at batch 16 N 577 and 0.72x at N 257, head dim 64; 0.67x at N 257 head dim 80;
     ///   0.6-0.7x at head dims 96-128; 0.73x at batch 1).
@@ -325,10 +325,9 @@ pub fn flash_attention<T: Element>(
 
 /// Tile shapes of the v3 and v4 kernels that can be chosen explicitly, for tuning sweeps (benches/attention.rs);
 /// [`Version::V3`] and [`Version::V4`] use the tuned choice per shape (v3: `V3Wg2N64` at head dim 64, `V3Wg1N64`
-/// at 80; v4 without causal masking: `V4Wg3N96` at 64 and `V4Wg3N64` at 80 when their blocks fill more than one
-/// wave of SMs, else `V4Wg2N64`). `WgXNy`: X (consumer) warpgroups of 64 query rows per block, y keys per K/V
-/// tile; v4's `Wg1` runs two
-/// blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
+/// at 80; v4 without causal masking: `V4Wg3N96PingPong` at 64 and `V4Wg3N64` at 80 when their blocks fill more
+/// than one wave of SMs, else `V4Wg2N64PingPong` at 64 and `V4Wg2N64` at 80). `WgXNy`: X (consumer) warpgroups of
+/// 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two blocks per SM. v4 shapes narrow the last key tile (16 or 80 keys) where the keys left over fit, and split the
 /// keys of a last query block of at most 64 rows among the consumers; the `Plain` shapes do neither. The
 /// `PingPong` shapes have the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
