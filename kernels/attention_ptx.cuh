@@ -83,23 +83,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
     return y;
 }
 
-/* 2^x for finite x <= 127 on the FMA and integer pipes instead of the MUFU (FlashAttention-4's trick: a scheduler
- * issues one MUFU instruction per 8 cycles, so a softmax that is MUFU-bound can move some exponentials to the
- * pipes that have slack). x = n + f with n the nearest integer (adding 1.5 * 2^23 rounds it into the low mantissa
- * bits) and f in [-0.5, 0.5]; 2^f by a degree-3 polynomial fitted to the relative error (at most 7.5e-5, under
- * half an fp16 ulp of P); 2^n added to the exponent bits. x below -126 gives 2^-126 times the polynomial (at most
- * 1.2e-38, zero once rounded to fp16); no -inf (masked scores keep the MUFU). */
-__device__ __forceinline__ float exp2_poly(float x) {
-    constexpr float kRound = 12582912.f;  // 1.5 * 2^23
-    x = fmaxf(x, -126.f);
-    const float j = x + kRound;
-    const float f = x - (j - kRound);
-    float p = fmaf(0.0551716238f, f, 0.242611125f);
-    p = fmaf(p, f, 0.693260968f);
-    p = fmaf(p, f, 0.999928057f);
-    return __uint_as_float(__float_as_uint(p) + (__float_as_uint(j) << 23));
-}
-
 }  // namespace flashclip_attention
 
 #endif

@@ -115,7 +115,7 @@ constexpr int softmax_partials() {
     return kSTiles >= 4 ? 4 : kSTiles;
 }
 
-template <int kSTiles, bool kMask, int kPolyEvery = 0>
+template <int kSTiles, bool kMask>
 __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&alpha)[2],
                                                const int (&key_limit)[2], int key0, int thread_in_group,
                                                float scale_log2) {
@@ -156,17 +156,10 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
         alpha[r] = exp2_approx(row_max[r] * scale_log2 - shift[r]);
         row_max[r] = new_max;
     }
-    // kPolyEvery > 0: every kPolyEvery-th n8 tile of scores takes exp2_poly instead of the MUFU (unmasked tiles
-    // only: exp2_poly has no -inf).
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]);
-            constexpr int kEvery = kPolyEvery > 0 ? kPolyEvery : 1;
-            const bool poly = !kMask && kPolyEvery > 0 && nt % kEvery == kEvery - 1;
-            s[4 * nt + e] = poly ? exp2_poly(x) : exp2_approx(x);
-        }
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
 }
 
 template <int kSTiles>
@@ -512,8 +505,7 @@ constexpr int v4_padded_head_dim(int head_dim) { return head_dim > 96 ? 128 : (h
  * each that only multiply and run the softmax, each at its own pace; kMinBlocks blocks per SM (2 with one consumer,
  * so that one block's prologue and epilogue overlap the other's main loop). The producer's warpgroup hands
  * registers to the consumers (setmaxnreg) within the pool the launch gave the block. */
-template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false,
-          int kExpPolyEvery_ = 0>
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false>
 struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)> {
     using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)>;
     static constexpr int kConsumers = kConsumers_;                        // warpgroups of 64 query rows
@@ -521,8 +513,6 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     // The consumers issue their GEMMs in turns (FA3's ping-pong), see attention_v4_kernel.
     static constexpr bool kPingPong = kPingPong_;
     static_assert(!kPingPong || kConsumers > 1, "turns need two or more consumers");
-    // Every kExpPolyEvery-th n8 tile of unmasked scores exponentiated on the FMA pipe (exp2_poly); 0: none.
-    static constexpr int kExpPolyEvery = kExpPolyEvery_;
     // Hardware barriers: 1 + c for consumer c's Q rows, 1 + kConsumers for the merge of a split query block,
     // kTurnBarrier + c for consumer c's turn.
     static constexpr int kTurnBarrier = 2 + kConsumers;

@@ -444,8 +444,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
                                                           scale_log2);
                 else
-                    softmax_scores<Traits::kSTiles, false, Traits::kExpPolyEvery>(s, row_max, alpha, my_key_limit,
-                                                                                  key0, thread_in_group, scale_log2);
+                    softmax_scores<Traits::kSTiles, false>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
+                                                           scale_log2);
             };
             // In a split item each tile has one consumer, which releases it for all of them.
             const auto release = [&](RingSlot r) {
@@ -729,7 +729,7 @@ template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true, 4>,
+            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
                                      typename FlashV4Config<Elem, 64>::Traits>(p, stream);
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
