@@ -721,10 +721,10 @@ int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row blocks fill more than one
- * wave of SMs (batch 16, H100: N 577 74.4 us against 77.3 without turns and 85.1 for two consumers of 64-key
- * tiles; N 257 24.4 against 29.9), head dim 80 three of 64-key tiles (N 257: 33.5 against 40.6; no gain from
- * turns there; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles otherwise
- * (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+ * wave of SMs (batch 16, H100, fp16: N 577 74.6 us against 77.2 without turns and 85.6 for two consumers of
+ * 64-key tiles; N 257 24.8 against 30.4), head dim 80 three of 64-key tiles (N 257: 33.9 against 41.1; 34.2 with
+ * turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles otherwise (batch 1,
+ * where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {

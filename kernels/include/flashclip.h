@@ -71,8 +71,8 @@ typedef enum fc_v3_tiles {
 int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_tiles tiles, cudaStream_t stream);
 
 /* v4 with an explicit tile shape (consumer warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps;
- * head_dim 64, and 80 for the WG2 and WG3_N64 shapes. fc_attention_v4 picks per shape among WG3_N96 and WG2_N64
- * at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
+ * head_dim 64, and 80 for the WG2 and WG3_N64 shapes. fc_attention_v4 picks per shape among WG3_N96_PINGPONG and
+ * WG2_N64_PINGPONG at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
  * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
  * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. The _PINGPONG shapes have
  * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). */
