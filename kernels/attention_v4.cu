@@ -210,6 +210,199 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
     }
 }
 
+/* A split query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k: about a tenth of the
+ * N 577 kernel while its consumers multiplied 64-row tiles for it), transposed: S^T = K Q^T with a window of 64
+ * keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M, both operands from
+ * shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows exponentials per
+ * thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the consumer's keys meets
+ * in shared memory, and P^T goes there as the second product's B operand. The consumers take their stages' tiles
+ * as in any split block; the first merges the others' O^T, column maxima and sums and writes the rows.
+ * Accumulator element e of a thread: row 16 w + g + 8 (e / 2) of its warp w (a key of the window, or a head-dim
+ * column), column 2t + e % 2 (a query row of the block). */
+template <class Traits>
+struct V4RowItem {
+    using Elem = typename Traits::Elem;
+    static_assert(Traits::kHeadDim == 64 && Traits::kSwizzleBytes == 128, "one 128-byte atom per K/V row");
+    static constexpr int kBlockN = Traits::kBlockN;
+    // m64 windows of keys over a tile; the last one ends at the tile's end, overlapping its predecessor, whose keys
+    // it leaves to it.
+    static constexpr int kWindows = (kBlockN + 63) / 64;
+    // A consumer's region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), O^T for the merge, and
+    // [3][4 warps][8 columns] floats: column maxima, column sums, then the consumer's maxima and sums.
+    static constexpr int kQT = 0, kPT = 1024, kOT = kPT + 1024 * kWindows, kRed = kOT + 4 * 128 * 4;
+    static_assert(kRed + 3 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
+
+    struct State {
+        float o[4];    // O^T
+        float max[2];  // columns 2t, 2t + 1: running max of the scaled scores (log2 units), the same in every thread
+        float sum[2];  // this thread's part of the columns' sums
+    };
+
+    static __device__ __forceinline__ int window_row0(int w) { return min(64 * w, kBlockN - 64); }
+
+    /* The block's Q rows (zeros past seq_q) as Q^T's B operand: 8 K-major rows, by threads 0..63. */
+    static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q_rows, int ctid) {
+        if (ctid < 64) {
+            const int r = ctid / 8, c = ctid % 8;
+            *reinterpret_cast<uint4 *>(region + kQT + swizzle<128>(r * 128 + 16 * c)) =
+                *reinterpret_cast<const uint4 *>(q_rows + r * Traits::kSmemRowStride + 8 * c);
+            fence_proxy_async();  // read by the tensor cores
+        }
+    }
+
+    static __device__ __forceinline__ uint64_t b_desc(uint32_t address) { return smem_desc<128>(address, 16, 1024); }
+
+    /* One K/V tile (keys key0.., descriptors of its stages) into the state; barrier: the consumer's 128 threads. */
+    static __device__ __forceinline__ void tile(State &st, unsigned char *region, uint64_t k, uint64_t v, int key0,
+                                                int key_limit, float scale_log2, int barrier, int warp, int lane) {
+        const int g = lane / 4, t = lane % 4;
+        const uint32_t base = smem_addr(region);
+        float s[kWindows][4];
+        wgmma_fence();
+#pragma unroll
+        for (int w = 0; w < kWindows; ++w)
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                wgmma_ss_m64n8k16<Elem, 0>(s[w], desc_advance(k, window_row0(w) * 128 + 32 * kk),
+                                           b_desc(base + kQT + 32 * kk), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int w = 0; w < kWindows; ++w) fence_operand(s[w]);
+
+        // Scaled scores, -inf for keys past the limit and for a window's keys its predecessor has; column maxima.
+        // (Columns past the block's rows hold Q^T's zero rows: finite, never stored.)
+        float col_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int w = 0; w < kWindows; ++w)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = window_row0(w) + 16 * warp + g + 8 * (e / 2);
+                s[w][e] = key >= 64 * w && key0 + key < key_limit ? s[w][e] * scale_log2 : -INFINITY;
+                col_max[e % 2] = fmaxf(col_max[e % 2], s[w][e]);
+            }
+        float *red = reinterpret_cast<float *>(region + kRed);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+#pragma unroll
+            for (int offset = 4; offset < 32; offset *= 2)
+                col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffffu, col_max[j], offset));
+            if (g == 0) red[8 * warp + 2 * t + j] = col_max[j];
+        }
+        named_barrier_sync(barrier, 128);
+        float shift[2], alpha[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            float tile_max = red[2 * t + j];
+#pragma unroll
+            for (int w = 1; w < 4; ++w) tile_max = fmaxf(tile_max, red[8 * w + 2 * t + j]);
+            const float new_max = fmaxf(st.max[j], tile_max);
+            // A column with no visible key yet keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
+            shift[j] = new_max == -INFINITY ? 0.f : new_max;
+            alpha[j] = exp2_approx(st.max[j] - shift[j]);
+            st.max[j] = new_max;
+            st.sum[j] *= alpha[j];
+        }
+        // P^T: column 2t + e % 2 is row of the K-major B operand, 64 keys per 128-byte swizzled atom.
+#pragma unroll
+        for (int w = 0; w < kWindows; ++w)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = window_row0(w) + 16 * warp + g + 8 * (e / 2);
+                const float prob = exp2_approx(s[w][e] - shift[e % 2]);
+                st.sum[e % 2] += prob;
+                if (key >= 64 * w)
+                    *reinterpret_cast<Elem *>(region + kPT + 1024 * (key / 64) +
+                                              swizzle<128>((2 * t + e % 2) * 128 + 2 * (key % 64))) =
+                        ElemOps<Elem>::from_float(prob);
+            }
+        fence_proxy_async();
+        named_barrier_sync(barrier, 128);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st.o[e] *= alpha[e % 2];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
+            wgmma_ss_m64n8k16<Elem, 1>(st.o, desc_advance(v, 16 * kk * 128),
+                                       b_desc(base + kPT + 1024 * (kk / 4) + 32 * (kk % 4)), 1);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operand(st.o);
+    }
+
+    /* Every consumer leaves its O^T, column maxima and sums in its region (regions: consumer 0's); the first merges
+     * them and writes rows [row0, row0 + rows) of O (and their lse where lse_rows is given). */
+    static __device__ __forceinline__ void finish(State &st, unsigned char *regions, int consumer, Elem *o,
+                                                  long long o_seq_stride, float *lse_rows, int row0, int rows,
+                                                  int ctid, int warp, int lane) {
+        constexpr int kConsumers = Traits::kConsumers;
+        constexpr float kLn2 = 0.6931471805599453f;
+        const int g = lane / 4, t = lane % 4;
+        unsigned char *mine = regions + consumer * Traits::kRowItemBytes;
+        float *red = reinterpret_cast<float *>(mine + kRed);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+#pragma unroll
+            for (int offset = 4; offset < 32; offset *= 2) st.sum[j] += __shfl_xor_sync(0xffffffffu, st.sum[j], offset);
+            if (g == 0) red[32 + 8 * warp + 2 * t + j] = st.sum[j];
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) reinterpret_cast<float *>(mine + kOT)[e * 128 + ctid] = st.o[e];
+        named_barrier_sync(1 + consumer, 128);
+        if (warp == 0 && g == 0) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                float sum = 0.f;
+#pragma unroll
+                for (int w = 0; w < 4; ++w) sum += red[32 + 8 * w + 2 * t + j];
+                red[64 + 2 * t + j] = st.max[j];
+                red[72 + 2 * t + j] = sum;
+            }
+        }
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        if (consumer == 0) {
+            float factor[kConsumers][2], max[2], sum[2];  // per column 2t + j, over the consumers
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                max[j] = -INFINITY;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c)
+                    max[j] = fmaxf(max[j], reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes +
+                                                                           kRed)[64 + 2 * t + j]);
+                sum[j] = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c) {
+                    const float *theirs = reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes + kRed);
+                    // A consumer that saw no key has max -inf and contributes nothing.
+                    factor[c][j] = theirs[64 + 2 * t + j] == -INFINITY ? 0.f
+                                                                       : exp2_approx(theirs[64 + 2 * t + j] - max[j]);
+                    sum[j] += factor[c][j] * theirs[72 + 2 * t + j];
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
+                float acc = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c)
+                    acc += factor[c][e % 2] *
+                           reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes + kOT)[e * 128 + ctid];
+                if (row < rows)
+                    o[(long long)(row0 + row) * o_seq_stride + col] =
+                        ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? acc * __fdividef(1.f, sum[e % 2]) : 0.f);
+            }
+            if (lse_rows != nullptr && warp == 0 && g == 0) {
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+                    if (2 * t + j < rows)
+                        lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
+            }
+        }
+        // The regions are free again once the first has read them.
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+    }
+};
+
 /* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
     int m_block, h, b;
@@ -415,6 +608,39 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         int my_key_limit[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
+
+        if constexpr (Traits::kRowItems) {
+            if (split && p.seq_q - it.m_block <= Traits::kRowItemRows) {
+                using Rows = V4RowItem<Traits>;
+                // Opaque copies: what the row path derives from them (its shared-memory offsets) is then computed
+                // here, not hoisted out of the item loop and kept live through the main path (ptxas spilled).
+                int row_ctid = ctid, row_warp = warp_in_group, row_lane = lane;
+                asm volatile("" : "+r"(row_ctid), "+r"(row_warp), "+r"(row_lane));
+                unsigned char *regions = reinterpret_cast<unsigned char *>(partials);
+                unsigned char *region = regions + consumer * Traits::kRowItemBytes;
+                cp_async_wait<0>();
+                named_barrier_sync(1 + consumer, 128);
+                Rows::stage_q(region, my_q, row_ctid);
+                named_barrier_sync(1 + consumer, 128);
+                if (item + gridDim.x < n_items) load_q(item + gridDim.x);
+                typename Rows::State st = {{0.f, 0.f, 0.f, 0.f}, {-INFINITY, -INFINITY}, {0.f, 0.f}};
+                for (int j = 0; j < my_slots; ++j) {
+                    if (j > 0) i = next_slot(i);
+                    wait_full(i);
+                    Rows::tile(st, region, k_base(i), v_base(i),
+                               key_tile(i.pass * kStages + i.stage - g0, n_tiles) * kBlockN, key_limit, scale_log2,
+                               1 + consumer, row_warp, row_lane);
+                    __syncwarp();
+                    if (lane == 0) mbarrier_arrive(&empty[i.stage], kConsumers);  // for every consumer
+                }
+                Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
+                Rows::finish(st, regions, consumer, o, p.o_seq_stride,
+                             p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
+                             it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
+                g0 += n_tiles;
+                continue;
+            }
+        }
 
         // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
         uint32_t q_frag[Traits::kQKSteps][4];

@@ -2,8 +2,8 @@
  * mbarrier, TMA and register-reallocation instructions of v4.
  *
  * A warpgroup (4 consecutive warps, the first a multiple of 4) issues wgmma.mma_async together: D (64 x N, fp32,
- * in registers) += A (64 x 16, here always from registers) * B (16 x N, read by the tensor cores straight from
- * shared memory through a 64-bit matrix descriptor). Register layouts are those of mma.sync m16n8k16 repeated: warp
+ * in registers) += A (64 x 16, from registers; from shared memory in v4's few-row blocks) * B (16 x N, read by the
+ * tensor cores straight from shared memory through a 64-bit matrix descriptor). Register layouts are those of mma.sync m16n8k16 repeated: warp
  * w of the group owns rows 16w..16w+15; D element 4i+e of a thread is (row g + 8*(e/2), column 8i + 2t + e%2) with
  * g = lane/4, t = lane%4; A registers 0..3 are (g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..) of the 16-column
  * k slice. So the S accumulator of one GEMM becomes the A operand of the next without leaving registers.
@@ -27,6 +27,8 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "attention_ptx.cuh"
 
@@ -445,6 +447,30 @@ struct Wgmma<__nv_bfloat16, 128> {
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB));
     }
 };
+
+/* D (64 x 8) += A (64 x 16) * B (16 x 8), both from shared memory (descriptors); A is M-major (transposed) when
+ * kTransA = 1, B is K-major. v4's few-row query blocks run transposed (keys or head dims along M, the query rows
+ * along N), see V4RowItem. */
+template <typename Elem, int kTransA>
+__device__ __forceinline__ void wgmma_ss_m64n8k16(float (&d)[4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+    if constexpr (std::is_same<Elem, __half>::value) {
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "setp.ne.b32 p, %6, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 "
+            "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA));
+    } else {
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "setp.ne.b32 p, %6, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA));
+    }
+}
 
 }  // namespace flashclip_attention
 

@@ -100,6 +100,10 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
             key_lens: true,
             ..case(6, 195, 12, 64)
         },
+        // The last query block at the row path's limit (8 rows, transposed products) and one past it (9 rows,
+        // 64-row products).
+        case(6, 200, 12, 64),
+        case(6, 201, 12, 64),
         Case {
             packed: false,
             heads_kv: 4,
