@@ -403,13 +403,6 @@ struct V4RowItem {
     }
 };
 
-/* How a launch shares query blocks among a block's consumers (see attention_v4_kernel). */
-enum V4Split : int {
-    kSplitNone = 0,   // every consumer owns 64 rows of a kBlockM-row item
-    kSplitLast = 1,   // and all consumers split the keys of a last query block of at most 64 rows
-    kSplitEvery = 2,  // items are 64-row blocks, each split among all consumers (grids far below a wave)
-};
-
 /* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
     int m_block, h, b;
@@ -424,7 +417,7 @@ struct V4Item {
 template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map, int split_mode) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
@@ -457,12 +450,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int lane = tid % 32;
 
     const bool causal = p.causal != 0;
-    const int block_m = split_mode == kSplitEvery ? 64 : kBlockM;  // query rows per item
-    // Query blocks of a head, divided by a constant either way (a division by block_m is a call-sized sequence).
-    const auto q_blocks_of = [&] {
-        return split_mode == kSplitEvery ? (p.seq_q + 63) / 64 : (p.seq_q + kBlockM - 1) / kBlockM;
-    };
-    const int n_items = q_blocks_of() * p.heads_q * p.batch;
+    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
@@ -472,8 +460,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
     // loop (registers).
     const auto item_at = [&](int i) {
-        const int q_blocks = q_blocks_of(), heads_batch = p.heads_q * p.batch;
-        const int full_per_head = q_blocks * block_m == p.seq_q ? q_blocks : q_blocks - 1;
+        const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
+        const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
         const int n_full = full_per_head * heads_batch;
         int q_block, hb;
         if (causal) {
@@ -483,20 +471,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         } else {
             q_block = q_blocks - 1, hb = i - n_full;
         }
-        return V4Item{q_block * block_m, hb % p.heads_q, hb / p.heads_q};
+        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
     };
     // K/V tiles an item needs.
     const auto item_tiles = [&](const V4Item &it, int key_limit) {
-        const int key_end = causal ? min(key_limit, min(it.m_block + block_m, p.seq_q)) : key_limit;
+        const int key_end = causal ? min(key_limit, min(it.m_block + kBlockM, p.seq_q)) : key_limit;
         return (key_end + kBlockN - 1) / kBlockN;
     };
     // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
-    // first idle for an item's time: there they all take those rows, split the key tiles and merge. Where the
-    // grid is far below a wave (batch 1), every item is such a block: one item's latency is then a share of its
-    // keys, not all of them.
+    // first idle for an item's time: there they all take those rows, split the key tiles and merge.
     const auto item_split = [&](const V4Item &it) {
-        return Traits::kCanSplit && !causal &&
-               (split_mode == kSplitEvery || (split_mode == kSplitLast && it.m_block + 64 >= p.seq_q));
+        return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
     };
     const auto key_tile = [](int slot, int n_tiles) { return kTailN == 0 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
 
@@ -917,7 +902,7 @@ int current_sm_count() {
 }
 
 template <class Traits, int kTailN>
-int launch_v4_kernel(const fc_attention_params &p, V4Split split, cudaStream_t stream) {
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
@@ -925,46 +910,38 @@ int launch_v4_kernel(const fc_attention_params &p, V4Split split, cudaStream_t s
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    const int block_m = split == kSplitEvery ? 64 : Traits::kBlockM;
-    const long long items = (long long)((p.seq_q + block_m - 1) / block_m) * p.heads_q * p.batch;
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, (int)split);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
 /* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
  * keys left past the full tiles fit: CLIP's lengths are 64k + 1) and a key split among the consumers of a last
- * query block of at most 64 rows (of every 64-row block with `split_every`, without causal masking). Without,
- * every tile is full and every consumer owns its rows (the plain pipeline, kept for comparison). */
+ * query block of at most 64 rows. Without, every tile is full and every consumer owns its rows (the plain
+ * pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool split_every = false) {
-    const V4Split split = !tails ? kSplitNone
-                          : split_every && p.causal == 0 && Traits::kCanSplit ? kSplitEvery
-                                                                               : kSplitLast;
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
         const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
-        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, split, stream);
+        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
-            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, split, stream);
+            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, stream);
         }
     }
-    return launch_v4_kernel<Traits, 0>(p, split, stream);
+    return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
-/* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small;
- * with `split_every_below`, Wide on 64-row blocks split among its consumers where Small's blocks would not fill
- * a wave either. */
+/* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
-int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream, bool split_every_below = false) {
-    const auto blocks = [&](int block_m) { return (long long)((p.seq_q + block_m - 1) / block_m) * p.heads_q * p.batch; };
-    const int sms = current_sm_count();
-    if (p.causal == 0 && blocks(Wide::kBlockM) > sms) return launch_v4<Wide>(p, true, stream);
-    if (p.causal == 0 && split_every_below && blocks(Small::kBlockM) <= sms) return launch_v4<Wide>(p, true, stream, true);
+int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
+    const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
     return launch_v4<Small>(p, true, stream);
 }
 
@@ -979,7 +956,7 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64:
             return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
-                                     typename FlashV4Config<Elem, 64>::Traits>(p, stream, true);
+                                     typename FlashV4Config<Elem, 64>::Traits>(p, stream);
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
                 p, stream);
@@ -1006,10 +983,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
         case FC_V4_TILES_WG3_N64_PINGPONG:
             return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
-        case FC_V4_TILES_WG2_N64_SPLIT:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream, true);
-        case FC_V4_TILES_WG3_N64_SPLIT:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream, true);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
@@ -1018,8 +991,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_SPLIT:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, true);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             default: break;
         }
