@@ -125,33 +125,8 @@ struct V4Consumer {
                                                     uint64_t ones) {
 #pragma unroll
         for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
-        if constexpr (Traits::kTensorSums) {
 #pragma unroll
-            for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
-        }
-    }
-
-    /* Without tensor-core sums: this thread's part of the tile's row sums (rows g and g + 8), added to the running
-     * sums once they are rescaled (add_tile_sums); the 4 lanes of a row meet at the end (total_row_sums). */
-    template <int kSTiles>
-    static __device__ __forceinline__ void tile_sums(const float (&s)[4 * kSTiles], float (&tile)[2]) {
-        tile[0] = tile[1] = 0.f;
-        if constexpr (!Traits::kTensorSums) {
-            const float keep[2] = {1.f, 1.f};
-            add_row_sums<kSTiles>(s, tile, keep);
-        }
-    }
-    static __device__ __forceinline__ void add_tile_sums(float (&sums)[4], const float (&tile)[2]) {
-        if constexpr (!Traits::kTensorSums) sums[0] += tile[0], sums[2] += tile[1];
-    }
-    static __device__ __forceinline__ void total_row_sums(float (&sums)[4]) {
-        if constexpr (!Traits::kTensorSums) {
-#pragma unroll
-            for (int r = 0; r < 4; r += 2) {
-                sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 1);
-                sums[r] += __shfl_xor_sync(0xffffffffu, sums[r], 2);
-            }
-        }
+        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
     }
 
     /* O and the sums times alpha where a row's max moved, and the probabilities packed as P V's A operands. */
@@ -718,10 +693,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     fence_operand(s_tail);
                     softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
                                                      thread_in_group, scale_log2);
-                    float tile_sum[2];
-                    Consumer::template tile_sums<kTailN / 8>(s_tail, tile_sum);
                     Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
-                    Consumer::add_tile_sums(row_sums, tile_sum);
                     // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA
                     // filled with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a
                     // commit group that ends in either of two branches with a dummy wgmma whose wait also waits
@@ -741,10 +713,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 wgmma_wait<0>();
                 fence_operand(s);
                 softmax(i);
-                float tile_sum[2];
-                Consumer::template tile_sums<Traits::kSTiles>(s, tile_sum);
                 Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-                Consumer::add_tile_sums(row_sums, tile_sum);
             }
 
             // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
@@ -765,15 +734,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 wgmma_wait<1>();
                 fence_operand(s);
                 softmax(i);
-                float tile_sum[2];
-                Consumer::template tile_sums<Traits::kSTiles>(s, tile_sum);
                 wgmma_wait<0>();
                 fence_operand(o_acc);
                 fence_operand(row_sums);
                 fence_operand(p_frag);
                 release(prev);
                 Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-                Consumer::add_tile_sums(row_sums, tile_sum);
             }
 
             // The last P V.
@@ -788,7 +754,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             fence_operand(row_sums);
             release(i);
         }
-        Consumer::total_row_sums(row_sums);
         float row_sum[2] = {row_sums[0], row_sums[2]};
         if (split) {
             // The other consumers' partial results to the first, which merges them (per thread: same rows and
@@ -990,7 +955,7 @@ template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true, false>,
+            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
                                      typename FlashV4Config<Elem, 64>::Traits>(p, stream);
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
@@ -1026,8 +991,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PINGPONG_FADD:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true, false>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             default: break;
         }
