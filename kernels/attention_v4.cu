@@ -21,7 +21,8 @@
  *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), first in the pipeline; a last query block of at most 64 rows is shared by all consumers, each
- *     taking part of the key tiles, merged through shared memory at the end.
+ *     taking part of the key tiles, merged through shared memory at the end. At head dim 64 one of at most 8 rows
+ *     (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
@@ -947,8 +948,8 @@ int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row blocks fill more than one
- * wave of SMs (batch 16, H100, fp16: N 577 74.6 us against 77.2 without turns and 85.6 for two consumers of
- * 64-key tiles; N 257 24.8 against 30.4), head dim 80 three of 64-key tiles (N 257: 33.9 against 41.1; 34.2 with
+ * wave of SMs (batch 16, H100, fp16, same run: N 577 72.5 us against 74.9 without turns and 86.5 for two
+ * consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257: 33.9 against 41.1; 34.2 with
  * turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles otherwise (batch 1,
  * where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
