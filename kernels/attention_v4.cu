@@ -241,6 +241,11 @@ struct V4RowItem {
 
     static __device__ __forceinline__ int window_row0(int w) { return min(64 * w, kBlockN - 64); }
 
+    /* Consumer c's floats at `offset` of its region. */
+    static __device__ __forceinline__ float *floats(unsigned char *regions, int c, int offset) {
+        return reinterpret_cast<float *>(regions + c * Traits::kRowItemBytes + offset);
+    }
+
     /* The block's Q rows (zeros past seq_q) as Q^T's B operand: 8 K-major rows, by threads 0..63. */
     static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q_rows, int ctid) {
         if (ctid < 64) {
@@ -339,8 +344,7 @@ struct V4RowItem {
         constexpr int kConsumers = Traits::kConsumers;
         constexpr float kLn2 = 0.6931471805599453f;
         const int g = lane / 4, t = lane % 4;
-        unsigned char *mine = regions + consumer * Traits::kRowItemBytes;
-        float *red = reinterpret_cast<float *>(mine + kRed);
+        float *red = floats(regions, consumer, kRed);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
 #pragma unroll
@@ -348,7 +352,7 @@ struct V4RowItem {
             if (g == 0) red[32 + 8 * warp + 2 * t + j] = st.sum[j];
         }
 #pragma unroll
-        for (int e = 0; e < 4; ++e) reinterpret_cast<float *>(mine + kOT)[e * 128 + ctid] = st.o[e];
+        for (int e = 0; e < 4; ++e) floats(regions, consumer, kOT)[e * 128 + ctid] = st.o[e];
         named_barrier_sync(1 + consumer, 128);
         if (warp == 0 && g == 0) {
 #pragma unroll
@@ -367,17 +371,14 @@ struct V4RowItem {
             for (int j = 0; j < 2; ++j) {
                 max[j] = -INFINITY;
 #pragma unroll
-                for (int c = 0; c < kConsumers; ++c)
-                    max[j] = fmaxf(max[j], reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes +
-                                                                           kRed)[64 + 2 * t + j]);
+                for (int c = 0; c < kConsumers; ++c) max[j] = fmaxf(max[j], floats(regions, c, kRed)[64 + 2 * t + j]);
                 sum[j] = 0.f;
 #pragma unroll
                 for (int c = 0; c < kConsumers; ++c) {
-                    const float *theirs = reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes + kRed);
+                    const float their_max = floats(regions, c, kRed)[64 + 2 * t + j];
                     // A consumer that saw no key has max -inf and contributes nothing.
-                    factor[c][j] = theirs[64 + 2 * t + j] == -INFINITY ? 0.f
-                                                                       : exp2_approx(theirs[64 + 2 * t + j] - max[j]);
-                    sum[j] += factor[c][j] * theirs[72 + 2 * t + j];
+                    factor[c][j] = their_max == -INFINITY ? 0.f : exp2_approx(their_max - max[j]);
+                    sum[j] += factor[c][j] * floats(regions, c, kRed)[72 + 2 * t + j];
                 }
             }
 #pragma unroll
@@ -385,9 +386,7 @@ struct V4RowItem {
                 const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
                 float acc = 0.f;
 #pragma unroll
-                for (int c = 0; c < kConsumers; ++c)
-                    acc += factor[c][e % 2] *
-                           reinterpret_cast<const float *>(regions + c * Traits::kRowItemBytes + kOT)[e * 128 + ctid];
+                for (int c = 0; c < kConsumers; ++c) acc += factor[c][e % 2] * floats(regions, c, kOT)[e * 128 + ctid];
                 if (row < rows)
                     o[(long long)(row0 + row) * o_seq_stride + col] =
                         ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? acc * __fdividef(1.f, sum[e % 2]) : 0.f);
@@ -949,9 +948,9 @@ int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
  * masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row blocks fill more than one
  * wave of SMs (batch 16, H100, fp16, same run: N 577 72.5 us against 74.9 without turns and 86.5 for two
- * consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257: 33.9 against 41.1; 34.2 with
- * turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles otherwise (batch 1,
- * where one block's latency is the time): the tile sweep of benches/attention.rs. */
+ * consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257: 33.9 against
+ * 41.1; 34.2 with turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles
+ * otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {

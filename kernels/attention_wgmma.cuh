@@ -3,10 +3,11 @@
  *
  * A warpgroup (4 consecutive warps, the first a multiple of 4) issues wgmma.mma_async together: D (64 x N, fp32,
  * in registers) += A (64 x 16, from registers; from shared memory in v4's few-row blocks) * B (16 x N, read by the
- * tensor cores straight from shared memory through a 64-bit matrix descriptor). Register layouts are those of mma.sync m16n8k16 repeated: warp
- * w of the group owns rows 16w..16w+15; D element 4i+e of a thread is (row g + 8*(e/2), column 8i + 2t + e%2) with
- * g = lane/4, t = lane%4; A registers 0..3 are (g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..) of the 16-column
- * k slice. So the S accumulator of one GEMM becomes the A operand of the next without leaving registers.
+ * tensor cores straight from shared memory through a 64-bit matrix descriptor). Register layouts are those of
+ * mma.sync m16n8k16 repeated: warp w of the group owns rows 16w..16w+15; D element 4i+e of a thread is
+ * (row g + 8*(e/2), column 8i + 2t + e%2) with g = lane/4, t = lane%4; A registers 0..3 are (g, 2t..), (g+8, 2t..),
+ * (g, 2t+8..), (g+8, 2t+8..) of the 16-column k slice. So the S accumulator of one GEMM becomes the A operand of
+ * the next without leaving registers.
  *
  * The MMA runs asynchronously: wgmma.fence before issuing (registers written by ordinary code become visible to it),
  * commit_group after, wait_group before the accumulators are touched again. fence_operand pins each accumulator
