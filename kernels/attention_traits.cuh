@@ -505,8 +505,7 @@ constexpr int v4_padded_head_dim(int head_dim) { return head_dim > 96 ? 128 : (h
  * each that only multiply and run the softmax, each at its own pace; kMinBlocks blocks per SM (2 with one consumer,
  * so that one block's prologue and epilogue overlap the other's main loop). The producer's warpgroup hands
  * registers to the consumers (setmaxnreg) within the pool the launch gave the block. */
-template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false,
-          bool kExpTurns_ = false>
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false>
 struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)> {
     using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)>;
     static constexpr int kConsumers = kConsumers_;                        // warpgroups of 64 query rows
@@ -514,13 +513,9 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     // The consumers issue their GEMMs in turns (FA3's ping-pong), see attention_v4_kernel.
     static constexpr bool kPingPong = kPingPong_;
     static_assert(!kPingPong || kConsumers > 1, "turns need two or more consumers");
-    // A second ring: the consumers also take turns at the softmax's exponentials, so that no two share the MUFU.
-    static constexpr bool kExpTurns = kExpTurns_;
-    static_assert(!kExpTurns || kPingPong, "exponential turns come with GEMM turns");
     // Hardware barriers: 1 + c for consumer c's Q rows, 1 + kConsumers for the merge of a split query block,
-    // kTurnBarrier + c for consumer c's turn, kExpBarrier + c for its turn at the exponentials.
+    // kTurnBarrier + c for consumer c's turn.
     static constexpr int kTurnBarrier = 2 + kConsumers;
-    static constexpr int kExpBarrier = kTurnBarrier + kConsumers;
     static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kBlockM = 64 * kConsumers;

@@ -571,13 +571,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto take_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + consumer, 256); };
     const auto pass_turn = [&] { named_barrier_arrive(Traits::kTurnBarrier + (consumer + 1) % kConsumers, 256); };
     if (Traits::kPingPong && consumer == kConsumers - 1) pass_turn();
-    // Turns at the exponentials (Traits::kExpTurns), the same way round: a consumer's softmax waits until the
-    // previous consumer's exponentials are issued, so that the softmaxes take the MUFU one after another.
-    const auto take_exp_turn = [&] { named_barrier_sync(Traits::kExpBarrier + consumer, 256); };
-    const auto pass_exp_turn = [&] {
-        named_barrier_arrive(Traits::kExpBarrier + (consumer + 1) % kConsumers, 256);
-    };
-    if (Traits::kExpTurns && consumer == kConsumers - 1) pass_exp_turn();
 
     int g0 = 0;  // the current item's first ring slot
     if (blockIdx.x < n_items) load_q(blockIdx.x);
@@ -587,7 +580,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const int n_tiles = item_tiles(it, key_limit);
         const bool split = item_split(it);
         const bool turns = Traits::kPingPong && !split;
-        const bool exp_turns = Traits::kExpTurns && !split;
         // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
         // multiplies the item's slots that land there: the mbarrier phases of a stage are then waited for by one
         // consumer, in order (a parity wait cannot tell a phase from the one two later), and a consumer's two
@@ -699,10 +691,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     if (turns) pass_turn();
                     wgmma_wait<0>();
                     fence_operand(s_tail);
-                    if (exp_turns) take_exp_turn();
                     softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
                                                      thread_in_group, scale_log2);
-                    if (exp_turns) pass_exp_turn();
                     Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
                     // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA
                     // filled with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a
@@ -722,9 +712,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 if (turns) pass_turn();
                 wgmma_wait<0>();
                 fence_operand(s);
-                if (exp_turns) take_exp_turn();
                 softmax(i);
-                if (exp_turns) pass_exp_turn();
                 Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
             }
 
@@ -745,9 +733,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 if (turns) pass_turn();
                 wgmma_wait<1>();
                 fence_operand(s);
-                if (exp_turns) take_exp_turn();
                 softmax(i);
-                if (exp_turns) pass_exp_turn();
                 wgmma_wait<0>();
                 fence_operand(o_acc);
                 fence_operand(row_sums);
@@ -800,10 +786,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     take_turn();
                     pass_turn();
                 }
-                if (exp_turns) {
-                    take_exp_turn();
-                    pass_exp_turn();
-                }
                 mbarrier_wait(&full[(g0 + t) % kStages], ((g0 + t) / kStages) & 1);
                 if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
             }
@@ -816,7 +798,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                            warp_row0, p.seq_q, lane);
     }
     if (Traits::kPingPong && consumer == 0) take_turn();
-    if (Traits::kExpTurns && consumer == 0) take_exp_turn();
 #endif
 }
 
@@ -974,7 +955,7 @@ template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true, true>,
+            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
                                      typename FlashV4Config<Elem, 64>::Traits>(p, stream);
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
@@ -1010,8 +991,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_EXP_TURNS:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true, true>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             default: break;
         }

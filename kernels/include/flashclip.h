@@ -75,8 +75,7 @@ int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_ti
  * WG2_N64_PINGPONG at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
  * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
  * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. The _PINGPONG shapes have
- * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling); _EXP_TURNS adds turns at the
- * softmax's exponentials (a second ring). */
+ * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). */
 typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N128 = 0,
     FC_V4_TILES_WG2_N64 = 1,
@@ -88,7 +87,6 @@ typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N64_PINGPONG = 7,
     FC_V4_TILES_WG3_N96_PINGPONG = 8,
     FC_V4_TILES_WG3_N64_PINGPONG = 9,
-    FC_V4_TILES_WG3_N96_EXP_TURNS = 10,
 } fc_v4_tiles;
 int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
 
