@@ -449,29 +449,27 @@ struct Wgmma<__nv_bfloat16, 128> {
     }
 };
 
+// wgmma m64n8k16 with both operands from shared memory, for one element type (a string literal: "f16", "bf16").
+#define FLASHCLIP_WGMMA_SS_M64N8K16(TYPE)                                   \
+    asm volatile(                                                         \
+        "{\n.reg .pred p;\n"                                              \
+        "setp.ne.b32 p, %6, 0;\n"                                         \
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32." TYPE "." TYPE " "    \
+        "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"                   \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                  \
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA))
+
 /* D (64 x 8) += A (64 x 16) * B (16 x 8), both from shared memory (descriptors); A is M-major (transposed) when
  * kTransA = 1, B is K-major. v4's few-row query blocks run transposed (keys or head dims along M, the query rows
  * along N), see V4RowItem. */
 template <typename Elem, int kTransA>
 __device__ __forceinline__ void wgmma_ss_m64n8k16(float (&d)[4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-    if constexpr (std::is_same<Elem, __half>::value) {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "setp.ne.b32 p, %6, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 "
-            "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA));
-    } else {
-        asm volatile(
-            "{\n.reg .pred p;\n"
-            "setp.ne.b32 p, %6, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
-            "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA));
-    }
+    if constexpr (std::is_same<Elem, __half>::value)
+        FLASHCLIP_WGMMA_SS_M64N8K16("f16");
+    else
+        FLASHCLIP_WGMMA_SS_M64N8K16("bf16");
 }
+#undef FLASHCLIP_WGMMA_SS_M64N8K16
 
 }  // namespace flashclip_attention
 
