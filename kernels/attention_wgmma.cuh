@@ -162,200 +162,86 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 }
 
 /* D (64 x kN) += A (registers) * B (descriptor); B is N-major (transposed) when kTransB = 1. scale_d = 0 ignores
- * D's old value (the first k step of a fresh product). One specialization per N below, for both element types (a
- * macro over the type string), expanded mechanically: PTX needs every accumulator register named. */
+ * D's old value (the first k step of a fresh product). PTX names every accumulator register: the lists below are
+ * put together from chunks of 8 (register names and "+f" operands), one instruction template per N and element
+ * type (a string literal). */
+#define FC_WGMMA_R8_0 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define FC_WGMMA_R8_8 "%8, %9, %10, %11, %12, %13, %14, %15"
+#define FC_WGMMA_R8_16 "%16, %17, %18, %19, %20, %21, %22, %23"
+#define FC_WGMMA_R8_24 "%24, %25, %26, %27, %28, %29, %30, %31"
+#define FC_WGMMA_R8_32 "%32, %33, %34, %35, %36, %37, %38, %39"
+#define FC_WGMMA_R8_40 "%40, %41, %42, %43, %44, %45, %46, %47"
+#define FC_WGMMA_R8_48 "%48, %49, %50, %51, %52, %53, %54, %55"
+#define FC_WGMMA_R8_56 "%56, %57, %58, %59, %60, %61, %62, %63"
+#define FC_WGMMA_R4 "%0, %1, %2, %3"
+#define FC_WGMMA_D4 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+#define FC_WGMMA_D8(i)                                                                                      \
+    "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
+        "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
+#define FC_WGMMA_R32 FC_WGMMA_R8_0 ", " FC_WGMMA_R8_8 ", " FC_WGMMA_R8_16 ", " FC_WGMMA_R8_24
+#define FC_WGMMA_D32 FC_WGMMA_D8(0), FC_WGMMA_D8(8), FC_WGMMA_D8(16), FC_WGMMA_D8(24)
+#define FC_WGMMA_R40 FC_WGMMA_R32 ", " FC_WGMMA_R8_32
+#define FC_WGMMA_D40 FC_WGMMA_D32, FC_WGMMA_D8(32)
+#define FC_WGMMA_R48 FC_WGMMA_R40 ", " FC_WGMMA_R8_40
+#define FC_WGMMA_D48 FC_WGMMA_D40, FC_WGMMA_D8(40)
+#define FC_WGMMA_R56 FC_WGMMA_R48 ", " FC_WGMMA_R8_48
+#define FC_WGMMA_D56 FC_WGMMA_D48, FC_WGMMA_D8(48)
+#define FC_WGMMA_R64 FC_WGMMA_R56 ", " FC_WGMMA_R8_56
+#define FC_WGMMA_D64 FC_WGMMA_D56, FC_WGMMA_D8(56)
+// Operand numbers: the accumulators first, then A's four registers, the descriptor, scale_d and kTransB.
+#define FC_WGMMA_RS(N, TYPE, REGS, OPERANDS, A0, A1, A2, A3, DESC, SCALE, TRANS)                            \
+    asm volatile("{\n.reg .pred p;\n"                                                                     \
+                 "setp.ne.b32 p, %" #SCALE ", 0;\n"                                                       \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " "                     \
+                 "{" REGS "}, {%" #A0 ", %" #A1 ", %" #A2 ", %" #A3 "}, %" #DESC ", p, 1, 1, %" #TRANS ";\n}\n" \
+                 : OPERANDS                                                                               \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
+#define FC_WGMMA_RS_BY_N(TYPE) \
+    if constexpr (kN == 8) FC_WGMMA_RS(8, TYPE, FC_WGMMA_R4, FC_WGMMA_D4, 4, 5, 6, 7, 8, 9, 10); \
+    else if constexpr (kN == 16) FC_WGMMA_RS(16, TYPE, FC_WGMMA_R8_0, FC_WGMMA_D8(0), 8, 9, 10, 11, 12, 13, 14); \
+    else if constexpr (kN == 64) FC_WGMMA_RS(64, TYPE, FC_WGMMA_R32, FC_WGMMA_D32, 32, 33, 34, 35, 36, 37, 38); \
+    else if constexpr (kN == 80) FC_WGMMA_RS(80, TYPE, FC_WGMMA_R40, FC_WGMMA_D40, 40, 41, 42, 43, 44, 45, 46); \
+    else if constexpr (kN == 96) FC_WGMMA_RS(96, TYPE, FC_WGMMA_R48, FC_WGMMA_D48, 48, 49, 50, 51, 52, 53, 54); \
+    else if constexpr (kN == 112) FC_WGMMA_RS(112, TYPE, FC_WGMMA_R56, FC_WGMMA_D56, 56, 57, 58, 59, 60, 61, 62); \
+    else if constexpr (kN == 128) FC_WGMMA_RS(128, TYPE, FC_WGMMA_R64, FC_WGMMA_D64, 64, 65, 66, 67, 68, 69, 70);
+
 template <typename Elem, int kN>
-struct Wgmma;
-
-#define FLASHCLIP_WGMMA_RS_N8(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %9, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3}, " \
-        "{%4, %5, %6, %7}, %8, p, 1, 1, %10;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 8> {
+struct Wgmma {
+    static_assert(kN == 8 || kN == 16 || kN == 64 || kN == 80 || kN == 96 || kN == 112 || kN == 128,
+                  "an N the wrappers spell out");
     template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N8("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N8("bf16");
+    static __device__ __forceinline__ void mma(float (&d)[kN / 2], const uint32_t (&a)[4], uint64_t desc_b,
+                                               int scale_d) {
+        if constexpr (std::is_same<Elem, __half>::value) {
+            FC_WGMMA_RS_BY_N("f16")
+        } else {
+            FC_WGMMA_RS_BY_N("bf16")
+        }
     }
 };
-#undef FLASHCLIP_WGMMA_RS_N8
-
-#define FLASHCLIP_WGMMA_RS_N16(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %13, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, " \
-        "{%8, %9, %10, %11}, %12, p, 1, 1, %14;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 16> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N16("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N16("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N16
-
-#define FLASHCLIP_WGMMA_RS_N64(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %37, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
-        "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 64> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N64("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N64("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N64
-
-#define FLASHCLIP_WGMMA_RS_N80(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %45, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n80k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-        "%32, %33, %34, %35, %36, %37, %38, %39}, " \
-        "{%40, %41, %42, %43}, %44, p, 1, 1, %46;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 80> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[40], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N80("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N80("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N80
-
-#define FLASHCLIP_WGMMA_RS_N96(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %53, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n96k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, " \
-        "{%48, %49, %50, %51}, %52, p, 1, 1, %54;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 96> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[48], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N96("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N96("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N96
-
-#define FLASHCLIP_WGMMA_RS_N112(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %61, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n112k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-        "%48, %49, %50, %51, %52, %53, %54, %55}, " \
-        "{%56, %57, %58, %59}, %60, p, 1, 1, %62;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 112> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[56], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N112("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N112("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N112
-
-#define FLASHCLIP_WGMMA_RS_N128(TYPE) \
-    asm volatile( \
-        "{\n.reg .pred p;\n" \
-        "setp.ne.b32 p, %69, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, " \
-        "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTransB))
-
-template <typename Elem>
-struct Wgmma<Elem, 128> {
-    template <int kTransB>
-    static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
-        if constexpr (std::is_same<Elem, __half>::value)
-            FLASHCLIP_WGMMA_RS_N128("f16");
-        else
-            FLASHCLIP_WGMMA_RS_N128("bf16");
-    }
-};
-#undef FLASHCLIP_WGMMA_RS_N128
+#undef FC_WGMMA_RS_BY_N
+#undef FC_WGMMA_RS
+#undef FC_WGMMA_R64
+#undef FC_WGMMA_D64
+#undef FC_WGMMA_R56
+#undef FC_WGMMA_D56
+#undef FC_WGMMA_R48
+#undef FC_WGMMA_D48
+#undef FC_WGMMA_R40
+#undef FC_WGMMA_D40
+#undef FC_WGMMA_R32
+#undef FC_WGMMA_D32
+#undef FC_WGMMA_D8
+#undef FC_WGMMA_D4
+#undef FC_WGMMA_R4
+#undef FC_WGMMA_R8_0
+#undef FC_WGMMA_R8_8
+#undef FC_WGMMA_R8_16
+#undef FC_WGMMA_R8_24
+#undef FC_WGMMA_R8_32
+#undef FC_WGMMA_R8_40
+#undef FC_WGMMA_R8_48
+#undef FC_WGMMA_R8_56
 
 // wgmma m64n8k16 with both operands from shared memory, for one element type (a string literal: "f16", "bf16").
 #define FLASHCLIP_WGMMA_SS_M64N8K16(TYPE)                                   \
