@@ -83,23 +83,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
     return y;
 }
 
-/* 2^x on the FMA pipe (FlashAttention-4's trick for a MUFU that the softmax saturates): x = j + f with j an
- * integer (round to nearest: 1.5 * 2^23 added and taken away) and f in [-0.5, 0.5]; 2^f by a degree-3 minimax
- * polynomial (relative error 7.5e-5, a third of fp16's and a thirtieth of bf16's rounding of P), j added to its
- * exponent bits. x is clamped at -125 first, so the exponent never underflows: 2^-inf is 2^-125 here, not 0
- * (callers keep masked scores on exp2_approx); max.NaN keeps a NaN score NaN. Six FMA-pipe and two ALU
- * instructions where exp2_approx is one MUFU op of 8 cycles per warp. */
-__device__ __forceinline__ float exp2_poly(float x) {
-    float clamped;
-    asm("max.NaN.f32 %0, %1, 0fC2FA0000;\n" : "=f"(clamped) : "f"(x));  // -125
-    constexpr float kRound = 12582912.f;                                    // 1.5 * 2^23
-    const float shifted = __fadd_rn(clamped, kRound);
-    const float f = __fsub_rn(clamped, __fsub_rn(shifted, kRound));
-    const float p = fmaf(fmaf(fmaf(0.05517167f, f, 0.24261114f), f, 0.69326097f), f, 0.99992806f);
-    // The low bits of `shifted` hold j (two's complement); shifted left by 23 they are j in the exponent field.
-    return __uint_as_float(__float_as_uint(p) + (__float_as_uint(shifted) << 23));
-}
-
 }  // namespace flashclip_attention
 
 #endif

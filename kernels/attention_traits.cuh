@@ -115,7 +115,7 @@ constexpr int softmax_partials() {
     return kSTiles >= 4 ? 4 : kSTiles;
 }
 
-template <int kSTiles, bool kMask, int kPolyEvery = 0>
+template <int kSTiles, bool kMask>
 __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&alpha)[2],
                                                const int (&key_limit)[2], int key0, int thread_in_group,
                                                float scale_log2) {
@@ -159,11 +159,7 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]);
-            // Every kPolyEvery-th n8 tile on the FMA pipe (never where keys are masked: 2^-inf must be 0 there).
-            s[4 * nt + e] = !kMask && kPolyEvery > 0 && nt % kPolyEvery == kPolyEvery - 1 ? exp2_poly(x) : exp2_approx(x);
-        }
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = exp2_approx(fmaf(s[4 * nt + e], scale_log2, -shift[e / 2]));
 }
 
 template <int kSTiles>
@@ -509,17 +505,13 @@ constexpr int v4_padded_head_dim(int head_dim) { return head_dim > 96 ? 128 : (h
  * each that only multiply and run the softmax, each at its own pace; kMinBlocks blocks per SM (2 with one consumer,
  * so that one block's prologue and epilogue overlap the other's main loop). The producer's warpgroup hands
  * registers to the consumers (setmaxnreg) within the pool the launch gave the block. */
-template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false,
-          int kPolyExpEvery_ = 0>
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, int kConsumers_ = 2, bool kPingPong_ = false>
 struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)> {
     using Shape = WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head_dim(kHeadDim_)>;
     static constexpr int kConsumers = kConsumers_;                        // warpgroups of 64 query rows
     static_assert(kConsumers >= 1 && kConsumers <= 3, "one to three consumer warpgroups");
     // The consumers issue their GEMMs in turns (FA3's ping-pong), see attention_v4_kernel.
     static constexpr bool kPingPong = kPingPong_;
-    // Every kPolyExpEvery-th n8 tile of a full, unmasked key tile exponentiates on the FMA pipe (exp2_poly), the
-    // rest on the MUFU; 0: all on the MUFU.
-    static constexpr int kPolyExpEvery = kPolyExpEvery_;
     static_assert(!kPingPong || kConsumers > 1, "turns need two or more consumers");
     // Hardware barriers: 1 + c for consumer c's Q rows, 1 + kConsumers for the merge of a split query block,
     // kTurnBarrier + c for consumer c's turn.
@@ -570,8 +562,7 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
 template <typename Elem, int kHeadDim>
 struct FlashV4Config {
     using Traits =
-        FlashV4Traits<Elem, kHeadDim, (kHeadDim == 96 ? 128 : 64), (kHeadDim == 96 ? 3 : 4), 2, kHeadDim == 64,
-                      kHeadDim <= 80 ? 4 : 0>;
+        FlashV4Traits<Elem, kHeadDim, (kHeadDim == 96 ? 128 : 64), (kHeadDim == 96 ? 3 : 4), 2, kHeadDim == 64>;
 };
 
 }  // namespace flashclip_attention

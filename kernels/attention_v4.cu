@@ -670,8 +670,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
                                                           scale_log2);
                 else
-                    softmax_scores<Traits::kSTiles, false, Traits::kPolyExpEvery>(s, row_max, alpha, my_key_limit,
-                                                                                  key0, thread_in_group, scale_log2);
+                    softmax_scores<Traits::kSTiles, false>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
+                                                           scale_log2);
             };
             // In a split item each tile has one consumer, which releases it for all of them.
             const auto release = [&](RingSlot r) {
@@ -955,10 +955,10 @@ template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
         case 64:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true, 4>,
+            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
                                      typename FlashV4Config<Elem, 64>::Traits>(p, stream);
         case 80:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3, false, 4>, typename FlashV4Config<Elem, 80>::Traits>(
+            return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
                 p, stream);
         case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
         case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
@@ -992,10 +992,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PINGPONG_POLY3:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true, 3>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PINGPONG_POLY6:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true, 6>>(p, true, stream);
             default: break;
         }
     }
