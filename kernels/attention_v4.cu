@@ -989,17 +989,16 @@ int current_sm_count() {
     return sms;
 }
 
-/* The workspace of a key split: the counters, then the partial results (V4KeySplit), for `full_blocks` query
- * blocks of `parts` parts each; bytes_needed says how much that takes. */
-struct V4KeySplitLayout {
-    long long counter_bytes, partial_bytes;
-    long long bytes_needed() const { return counter_bytes + partial_bytes; }
-};
+/* The workspace of the key split: the counters of every warp that may take part, at a place and size that
+ * depend only on the SM count (a launch may never find counters where an earlier launch of another shape left
+ * partial results), then the partial results (V4KeySplit). A wave holds at most sms / 2 query blocks of two or
+ * more parts, of at most three consumers of four warps. */
+long long key_split_counter_bytes(int sms) { return ((long long)std::max(sms, 0) / 2 * 3 * 4 * 4 + 255) / 256 * 256; }
 
+/* Bytes of partial results for `full_blocks` query blocks of `parts` parts each. */
 template <class Traits>
-V4KeySplitLayout key_split_layout(long long full_blocks, int parts) {
-    const long long warps = full_blocks * Traits::kConsumers * 4;
-    return V4KeySplitLayout{(warps * 4 + 255) / 256 * 256, warps * parts * V4Partial<Traits>::kFloats * 32 * 4};
+long long key_split_partial_bytes(long long full_blocks, int parts) {
+    return full_blocks * Traits::kConsumers * 4 * parts * V4Partial<Traits>::kFloats * 32 * 4;
 }
 
 /* Parts to split each full query block's keys into, among blocks: where a wave of blocks has room for every
@@ -1016,7 +1015,9 @@ int v4_key_parts(const fc_attention_params &p, int sms) {
     if (full_blocks == 0 || room < 2 * full_blocks) return 1;
     const int n_tiles = (p.seq_k + Traits::kBlockN - 1) / Traits::kBlockN;
     const int parts = (int)std::min<long long>(n_tiles / 2, room / full_blocks);
-    if (parts < 2 || key_split_layout<Traits>(full_blocks, parts).bytes_needed() > p.workspace_bytes) return 1;
+    if (parts < 2 || full_blocks * Traits::kConsumers * 4 * 4 > key_split_counter_bytes(sms) ||
+        key_split_counter_bytes(sms) + key_split_partial_bytes<Traits>(full_blocks, parts) > p.workspace_bytes)
+        return 1;
     return parts;
 }
 
@@ -1033,10 +1034,9 @@ int launch_v4_kernel(const fc_attention_params &p, bool tails, cudaStream_t stre
     const int parts = tails ? v4_key_parts<Traits>(p, sms) : 1;
     V4KeySplit key_split{nullptr, nullptr};
     if (parts > 1) {
-        const long long full_blocks = (long long)(p.seq_q / Traits::kBlockM) * p.heads_q * p.batch;
         unsigned char *ws = static_cast<unsigned char *>(p.workspace);
         key_split.counters = reinterpret_cast<int *>(ws);
-        key_split.partials = reinterpret_cast<float *>(ws + key_split_layout<Traits>(full_blocks, parts).counter_bytes);
+        key_split.partials = reinterpret_cast<float *>(ws + key_split_counter_bytes(sms));
     }
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
     const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch +
@@ -1157,8 +1157,8 @@ extern "C" long long fc_attention_v4_workspace_bytes(int sm_count) {
     using Wg3 = FlashV4Traits<__half, 80, 64, 6, 3>;
     using Wg2 = FlashV4Traits<__half, 128, 64, 4, 2>;
     const long long sms = std::max(sm_count, 0);
-    return key_split_layout<Wg3>(sms / 2, 2).counter_bytes +
-           std::max(key_split_layout<Wg3>(sms, 1).partial_bytes, key_split_layout<Wg2>(sms, 1).partial_bytes);
+    return key_split_counter_bytes(sm_count) +
+           std::max(key_split_partial_bytes<Wg3>(sms, 1), key_split_partial_bytes<Wg2>(sms, 1));
 }
 
 extern "C" int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
