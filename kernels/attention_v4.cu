@@ -161,78 +161,25 @@ struct V4Partial {
                   "the traits reserve the partials");
 };
 
-/* A partial result's float r for this thread, at theirs[r * kStride]: written by another block in this launch
- * (kFromL2, read past L1, which is not coherent across SMs) or by another consumer of this one. */
-template <int kStride, bool kFromL2>
-__device__ __forceinline__ float partial_at(const float *theirs, int r) {
-    return kFromL2 ? __ldcg(theirs + r * kStride) : theirs[r * kStride];
-}
-
-/* Folds another consumer's O, row max and row sum (laid out as V4Partial says, from this thread's first float, with
- * kStride threads' floats per register) into this thread's. */
-template <class Traits, int kStride = 128, bool kFromL2 = false>
+/* Folds another consumer's O, row max and row sum (laid out as V4Partial says, from this thread's first float) into
+ * this thread's. */
+template <class Traits>
 __device__ __forceinline__ void merge_partial(float (&o_acc)[Traits::kORegs], float (&row_max)[2],
                                               float (&row_sum)[2], const float *theirs, float scale_log2) {
     float scale_mine[2], scale_theirs[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        const float their_max = partial_at<kStride, kFromL2>(theirs, Traits::kORegs + r);
+        const float their_max = theirs[(Traits::kORegs + r) * 128];
         const float new_max = fmaxf(row_max[r], their_max);
         // A side that saw no key has max -inf and contributes nothing (never exp2 of -inf - -inf).
         scale_mine[r] = row_max[r] == -INFINITY ? 0.f : exp2_approx((row_max[r] - new_max) * scale_log2);
         scale_theirs[r] = their_max == -INFINITY ? 0.f : exp2_approx((their_max - new_max) * scale_log2);
-        row_sum[r] = row_sum[r] * scale_mine[r] +
-                     partial_at<kStride, kFromL2>(theirs, Traits::kORegs + 2 + r) * scale_theirs[r];
+        row_sum[r] = row_sum[r] * scale_mine[r] + theirs[(Traits::kORegs + 2 + r) * 128] * scale_theirs[r];
         row_max[r] = new_max;
     }
 #pragma unroll
     for (int r = 0; r < Traits::kORegs; ++r)
-        o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + partial_at<kStride, kFromL2>(theirs, r) * scale_theirs[(r % 4) / 2];
-}
-
-/* The key split among blocks (V4Item::parts > 1): a query block's keys are shared by `parts` blocks, and each of
- * their consumer warps leaves O, row max and row sum of its 16 rows in the workspace (float r of lane l at r * 32 +
- * l) and counts itself in; the last of a warp's parts to arrive merges all of them, in part order (the result does
- * not depend on which block came last), and returns true: it stores the rows. Release: the partial, a fence, then
- * the count; acquire: the count, a fence, then the others' partials. */
-struct V4KeySplit {
-    float *partials;  // [warp of a split query block][part][V4Partial floats][32 lanes]
-    int *counters;    // [warp of a split query block]: parts arrived, back to 0 once all have
-};
-
-template <class Traits>
-__device__ __forceinline__ bool merge_key_parts(float (&o_acc)[Traits::kORegs], float (&row_max)[2],
-                                                float (&row_sum)[2], const V4KeySplit &ws, int split_warp, int part,
-                                                int parts, float scale_log2, int lane) {
-    constexpr int kFloats = V4Partial<Traits>::kFloats;
-    float *const first = ws.partials + (long long)split_warp * parts * kFloats * 32 + lane;
-    float *const mine = first + part * kFloats * 32;
-#pragma unroll
-    for (int r = 0; r < Traits::kORegs; ++r) mine[r * 32] = o_acc[r];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        mine[(Traits::kORegs + r) * 32] = row_max[r];
-        mine[(Traits::kORegs + 2 + r) * 32] = row_sum[r];
-    }
-    __threadfence();
-    __syncwarp();
-    int arrived = 0;
-    if (lane == 0) {
-        arrived = atomicAdd(&ws.counters[split_warp], 1);
-        if (arrived == parts - 1) ws.counters[split_warp] = 0;  // for the next launch: every part is in
-    }
-    if (__shfl_sync(0xffffffffu, arrived, 0) != parts - 1) return false;
-    __threadfence();
-#pragma unroll
-    for (int r = 0; r < Traits::kORegs; ++r) o_acc[r] = partial_at<32, true>(first, r);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        row_max[r] = partial_at<32, true>(first, Traits::kORegs + r);
-        row_sum[r] = partial_at<32, true>(first, Traits::kORegs + 2 + r);
-    }
-    for (int q = 1; q < parts; ++q)
-        merge_partial<Traits, 32, true>(o_acc, row_max, row_sum, first + q * kFloats * 32, scale_log2);
-    return true;
+        o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + theirs[r * 128] * scale_theirs[(r % 4) / 2];
 }
 
 /* The epilogue of one consumer warp, straight from the accumulators: O / sum of its 16 rows from warp_row0 (rows
@@ -456,9 +403,9 @@ struct V4RowItem {
     }
 };
 
-/* One work item of the persistent grid: a query block of one head, or part `part` of `parts` of its key tiles. */
+/* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
-    int m_block, h, b, part, parts;
+    int m_block, h, b;
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
@@ -470,8 +417,7 @@ struct V4Item {
 template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map, int split_last_block, int key_parts_arg,
-                        V4KeySplit key_split) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
@@ -504,11 +450,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int lane = tid % 32;
 
     const bool causal = p.causal != 0;
-    const int key_parts = Traits::kCanSplit ? key_parts_arg : 1;  // the launcher splits only such shapes
-    // key_parts > 1 (small grids, no causal masking): every full query block is key_parts items, one per share of
-    // its key tiles, merged through the workspace by whichever block finishes last.
-    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch +
-                        (p.seq_q / kBlockM) * p.heads_q * p.batch * (key_parts - 1);
+    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
@@ -517,34 +459,24 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // same half of the blocks every round: +10% at N 257). With causal masking: the costliest (last) query blocks
     // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
     // loop (registers).
-    // The parts of a key-split query block are neighbours (blocks j, j + 1, ... read the same Q rows).
     const auto item_at = [&](int i) {
         const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
         const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
-        const int n_full = full_per_head * heads_batch * key_parts;
-        int q_block, hb, part = 0, parts = 1;
+        const int n_full = full_per_head * heads_batch;
+        int q_block, hb;
         if (causal) {
             q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
         } else if (i < n_full) {
-            if (key_parts > 1) part = i % key_parts, parts = key_parts, i /= key_parts;
             q_block = i % full_per_head, hb = i / full_per_head;
         } else {
             q_block = q_blocks - 1, hb = i - n_full;
         }
-        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q, part, parts};
+        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
     };
-    // K/V tiles an item's query block needs.
+    // K/V tiles an item needs.
     const auto item_tiles = [&](const V4Item &it, int key_limit) {
         const int key_end = causal ? min(key_limit, min(it.m_block + kBlockM, p.seq_q)) : key_limit;
         return (key_end + kBlockN - 1) / kBlockN;
-    };
-    // The item's share of those n_tiles slots (see key_tile): [first, first + count), shares as even as whole
-    // tiles allow.
-    const auto item_first_slot = [](const V4Item &it, int n_tiles) {
-        return (it.part * n_tiles + it.parts / 2) / it.parts;
-    };
-    const auto item_slots = [&](const V4Item &it, int n_tiles) {
-        return ((it.part + 1) * n_tiles + it.parts / 2) / it.parts - item_first_slot(it, n_tiles);
     };
     // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
     // first idle for an item's time: there they all take those rows, split the key tiles and merge.
@@ -577,22 +509,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             const int hk = it.h / (p.heads_q / p.heads_kv);
             const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
             const int n_tiles = item_tiles(it, key_limit);
-            const int first_slot = item_first_slot(it, n_tiles), n_slots = item_slots(it, n_tiles);
             const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
             const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
-            for (int t = 0; t < n_slots; ++t, ++g) {
+            for (int t = 0; t < n_tiles; ++t, ++g) {
                 const int stage = g % kStages;
                 if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
                 unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
                 unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-                const int key0 = key_tile(first_slot + t, n_tiles) * kBlockN;
+                const int key0 = key_tile(t, n_tiles) * kBlockN;
                 if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
-                    // An opaque lane: the loads' offsets are computed here, not hoisted out of the item loop into
-                    // registers the producer does not have (ptxas spilled).
-                    int zero_lane = lane;
-                    asm volatile("" : "+r"(zero_lane));
-                    load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, zero_lane);
-                    load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, zero_lane);
+                    load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
+                    load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
                     cp_async_commit();
                     cp_async_wait<0>();
                     fence_proxy_async();  // generic-proxy writes, read by the tensor cores
@@ -638,7 +565,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
 
     // Turns (ping-pong): consumer c waits on its barrier until c - 1 passed it the turn, issues, and passes the
-    // turn on to c + 1. Every consumer takes n_slots turns per item (a consumer passes the turn for a tile it does
+    // turn on to c + 1. Every consumer takes n_tiles turns per item (a consumer passes the turn for a tile it does
     // not multiply), so the ring stays in step; split items take none. The last consumer gives the first its first
     // turn, and the first takes the last consumer's final pass before leaving, so every barrier phase completes.
     const auto take_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + consumer, 256); };
@@ -651,7 +578,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const V4Item it = item_at(item);
         const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
         const int n_tiles = item_tiles(it, key_limit);
-        const int first_slot = item_first_slot(it, n_tiles), n_slots = item_slots(it, n_tiles);
         const bool split = item_split(it);
         const bool turns = Traits::kPingPong && !split;
         // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
@@ -673,12 +599,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const auto owned_before = [&](int x) {
             return x / kStages * round + min(max(x % kStages - first_stage, 0), round);
         };
-        const int my_slots = split ? owned_before(g0 + n_slots) - owned_before(g0) : it.parts > 1 ? n_slots : group_tiles;
+        const int my_slots = split ? owned_before(g0 + n_tiles) - owned_before(g0) : group_tiles;
         RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
         if (split && i.stage < first_stage) i.stage = first_stage;
         if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
-        const bool holds_tail = first_slot == 0 && i.pass * kStages + i.stage == g0;  // the narrow tile's slot
-        const int slot0 = g0 - first_slot;  // the ring slot the query block's slot 0 has or would have
+        const bool holds_tail = i.pass * kStages + i.stage == g0;  // the item's slot 0, the narrow tile's
         const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
         int my_key_limit[2];
 #pragma unroll
@@ -703,8 +628,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     if (j > 0) i = next_slot(i);
                     wait_full(i);
                     Rows::tile(st, region, k_base(i), v_base(i),
-                               key_tile(i.pass * kStages + i.stage - slot0, n_tiles) * kBlockN, key_limit,
-                               scale_log2,
+                               key_tile(i.pass * kStages + i.stage - g0, n_tiles) * kBlockN, key_limit, scale_log2,
                                1 + consumer, row_warp, row_lane);
                     __syncwarp();
                     if (lane == 0) mbarrier_arrive(&empty[i.stage], kConsumers);  // for every consumer
@@ -713,7 +637,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 Rows::finish(st, regions, consumer, o, p.o_seq_stride,
                              p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
                              it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
-                g0 += n_slots;
+                g0 += n_tiles;
                 continue;
             }
         }
@@ -741,7 +665,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             // The softmax of the full tile in ring slot r (scores in s), masked where the tile crosses a row's
             // limit.
             auto softmax = [&](RingSlot r) {
-                const int key0 = key_tile(r.pass * kStages + r.stage - slot0, n_tiles) * kBlockN;
+                const int key0 = key_tile(r.pass * kStages + r.stage - g0, n_tiles) * kBlockN;
                 if (key0 + kBlockN > warp_unmasked_end)
                     softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
                                                           scale_log2);
@@ -831,13 +755,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             release(i);
         }
         float row_sum[2] = {row_sums[0], row_sums[2]};
-        // The item's share of the slots again, from an opaque copy of its index: recomputed here rather than kept
-        // live through the main loop (registers).
-        int done = item;
-        asm volatile("" : "+r"(done));
-        const V4Item done_item = item_at(done);
-        const int done_slots = item_slots(done_item, n_tiles);
-        g0 = slot0 + item_first_slot(done_item, n_tiles);
         if (split) {
             // The other consumers' partial results to the first, which merges them (per thread: same rows and
             // columns in every group); the second barrier keeps the next split item's partials from landing
@@ -864,7 +781,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         } else {
             // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
             // tile's phase; pass its turn.
-            for (int t = my_slots; t < done_slots; ++t) {
+            for (int t = group_tiles; t < n_tiles; ++t) {
                 if (turns) {
                     take_turn();
                     pass_turn();
@@ -873,13 +790,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
             }
         }
-        g0 += done_slots;
+        g0 += n_tiles;
         if (group_row0 >= p.seq_q || (split && consumer > 0)) continue;
-        if (done_item.parts > 1 &&
-            !merge_key_parts<Traits>(o_acc, row_max, row_sum, key_split,
-                                     ((done / done_item.parts) * kConsumers + consumer) * 4 + warp_in_group,
-                                     done_item.part, done_item.parts, scale_log2, lane))
-            continue;  // a later part stores the rows
         Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
         store_rows<Traits>(o_acc, row_sum, row_max, scale_log2, o, p.o_seq_stride,
                            p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
@@ -989,61 +901,21 @@ int current_sm_count() {
     return sms;
 }
 
-/* The workspace of the key split: the counters of every warp that may take part, at a place and size that
- * depend only on the SM count (a launch may never find counters where an earlier launch of another shape left
- * partial results), then the partial results (V4KeySplit). A wave holds at most sms / 2 query blocks of two or
- * more parts, of at most three consumers of four warps. */
-long long key_split_counter_bytes(int sms) { return ((long long)std::max(sms, 0) / 2 * 3 * 4 * 4 + 255) / 256 * 256; }
-
-/* Bytes of partial results for `full_blocks` query blocks of `parts` parts each. */
-template <class Traits>
-long long key_split_partial_bytes(long long full_blocks, int parts) {
-    return full_blocks * Traits::kConsumers * 4 * parts * V4Partial<Traits>::kFloats * 32 * 4;
-}
-
-/* Parts to split each full query block's keys into, among blocks: where a wave of blocks has room for every
- * block's parts (and the last query blocks' items) the chain of key tiles each SM runs gets `parts` times shorter
- * (batch 1, where one item's latency is the time), at the cost of a merge through the workspace. Two or more tiles
- * per part; only without causal masking and key_lens, and with the workspace. 1: no split. */
-template <class Traits>
-int v4_key_parts(const fc_attention_params &p, int sms) {
-    if (!Traits::kCanSplit || p.causal != 0 || p.key_lens != nullptr || p.workspace == nullptr) return 1;
-    const long long heads_batch = (long long)p.heads_q * p.batch;
-    const long long full_blocks = (long long)(p.seq_q / Traits::kBlockM) * heads_batch;
-    const long long last_blocks = p.seq_q % Traits::kBlockM != 0 ? heads_batch : 0;
-    const long long room = (long long)sms * Traits::kMinBlocks - last_blocks;
-    if (full_blocks == 0 || room < 2 * full_blocks) return 1;
-    const int n_tiles = (p.seq_k + Traits::kBlockN - 1) / Traits::kBlockN;
-    const int parts = (int)std::min<long long>(n_tiles / 2, room / full_blocks);
-    if (parts < 2 || full_blocks * Traits::kConsumers * 4 * 4 > key_split_counter_bytes(sms) ||
-        key_split_counter_bytes(sms) + key_split_partial_bytes<Traits>(full_blocks, parts) > p.workspace_bytes)
-        return 1;
-    return parts;
-}
-
 template <class Traits, int kTailN>
-int launch_v4_kernel(const fc_attention_params &p, bool tails, cudaStream_t stream) {
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
     const auto kernel = attention_v4_kernel<Traits, kTailN>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
+    // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
-    const int parts = tails ? v4_key_parts<Traits>(p, sms) : 1;
-    V4KeySplit key_split{nullptr, nullptr};
-    if (parts > 1) {
-        unsigned char *ws = static_cast<unsigned char *>(p.workspace);
-        key_split.counters = reinterpret_cast<int *>(ws);
-        key_split.partials = reinterpret_cast<float *>(ws + key_split_counter_bytes(sms));
-    }
-    // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch +
-                            (long long)(p.seq_q / Traits::kBlockM) * p.heads_q * p.batch * (parts - 1);
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, tails ? 1 : 0, parts, key_split);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
@@ -1065,13 +937,11 @@ int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
-/* Three consumers (Wide) without causal masking when their blocks fill more than one wave of SMs, or when they
- * split their keys among blocks (the grid is so small that each query block's parts fit in one wave), else Small. */
+/* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
 int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
     const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
-    const int sms = current_sm_count();
-    if (p.causal == 0 && (blocks > sms || v4_key_parts<Wide>(p, sms) > 1)) return launch_v4<Wide>(p, true, stream);
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
     return launch_v4<Small>(p, true, stream);
 }
 
@@ -1148,17 +1018,6 @@ extern "C" int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtyp
         case FC_BF16: return dispatch_v4_tiles<__nv_bfloat16>(*p, tiles, stream);
         default: return (int)cudaErrorInvalidValue;
     }
-}
-
-extern "C" long long fc_attention_v4_workspace_bytes(int sm_count) {
-    using namespace flashclip_attention;
-    // The most any shape splits: the key-split blocks of one wave hold at most sm_count parts, of at most
-    // sm_count / 2 query blocks; the most floats per part are three consumers' at head dim 80 or two at 128.
-    using Wg3 = FlashV4Traits<__half, 80, 64, 6, 3>;
-    using Wg2 = FlashV4Traits<__half, 128, 64, 4, 2>;
-    const long long sms = std::max(sm_count, 0);
-    return key_split_counter_bytes(sm_count) +
-           std::max(key_split_partial_bytes<Wg3>(sms, 1), key_split_partial_bytes<Wg2>(sms, 1));
 }
 
 extern "C" int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {

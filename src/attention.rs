@@ -511,7 +511,6 @@ fn launch<T: Element>(
         )));
     }
     let stream = gpu.stream();
-    let workspace = gpu.attention_workspace();
     let (qp, kp, vp, op) = (
         q.device_ptr(stream),
         k.device_ptr(stream),
@@ -551,15 +550,12 @@ fn launch<T: Element>(
         head_dim: check::fits_i32("head_dim", shape.head_dim)?,
         softmax_scale: scale(opts, shape.head_dim),
         causal: opts.causal as i32,
-        workspace: workspace.map_or(std::ptr::null_mut(), |(ptr, _)| ptr as *mut _),
-        workspace_bytes: workspace.map_or(0, |(_, bytes)| bytes as i64),
     };
     let s = ffi::stream(stream);
     // SAFETY: check_shapes/check_aux/strides3 verified that Q, K, V, O are rank-4 views inside their buffers with
     // matching sizes, unit head_dim stride, 16-byte aligned bases and strides, a supported dtype/head_dim for this
     // version, key_lens of `batch` ints and lse of at least batch*heads_q*seq_q floats. O (and lse) are mutable
-    // borrows, so they alias no input. The launch is ordered on the gpu's stream, the only one that uses the gpu's
-    // attention workspace (its size as allocated, zero-filled then and left zeroed by every launch).
+    // borrows, so they alias no input. The launch is ordered on the gpu's stream.
     let code = unsafe {
         match kernel {
             Kernel::Version(Version::V1) => ffi::fc_attention_v1(&params, T::DTYPE.ffi(), s),

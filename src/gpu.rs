@@ -27,9 +27,7 @@ fn blas_workspace_bytes((major, _minor): (i32, i32)) -> usize {
 /// (which exists to order work across streams) to keep launches free of extra event records.
 ///
 /// The cuBLAS handle works in a workspace owned here (the size cuBLAS recommends for the architecture), so cuBLAS
-/// never allocates on its own, also not while the stream is being captured into a CUDA graph. So does the v4
-/// attention kernel on Hopper, where it splits a small batch's keys among blocks (a few MiB, see
-/// `fc_attention_v4_workspace_bytes`).
+/// never allocates on its own, also not while the stream is being captured into a CUDA graph.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -37,8 +35,6 @@ pub struct Gpu {
     /// Declared after `blas`, so it is freed after the handle that uses it is destroyed.
     _blas_workspace: CudaSlice<u8>,
     lt: crate::gemm::Lt,
-    /// Zero-filled at allocation; the attention kernels leave it so. Used on `stream` only.
-    attention_workspace: Option<CudaSlice<u8>>,
     sm_count: usize,
     compute_capability: (i32, i32),
 }
@@ -86,22 +82,12 @@ impl Gpu {
         let lt = crate::gemm::Lt::new(&stream)?;
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
-        let attention_workspace =
-            if crate::attention::Version::V4.runs_on_capability(compute_capability) {
-                let sms = i32::try_from(sm_count).unwrap_or(i32::MAX);
-                // SAFETY: a pure function of its argument; no device access.
-                let bytes = unsafe { crate::ffi::fc_attention_v4_workspace_bytes(sms) };
-                Some(stream.alloc_zeros::<u8>(usize::try_from(bytes).unwrap_or(0).max(1))?)
-            } else {
-                None
-            };
         Ok(Self {
             ctx,
             stream,
             blas,
             _blas_workspace: blas_workspace,
             lt,
-            attention_workspace,
             sm_count,
             compute_capability,
         })
@@ -124,14 +110,6 @@ impl Gpu {
 
     pub(crate) fn lt(&self) -> &crate::gemm::Lt {
         &self.lt
-    }
-
-    /// The attention kernels' workspace (device pointer and bytes), where this device runs v4.
-    pub(crate) fn attention_workspace(&self) -> Option<(cudarc::driver::sys::CUdeviceptr, usize)> {
-        self.attention_workspace.as_ref().map(|w| {
-            let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(w, &self.stream);
-            (ptr, w.len())
-        })
     }
 
     /// Number of streaming multiprocessors.

@@ -42,12 +42,6 @@ typedef struct fc_attention_params {
     int head_dim;
     float softmax_scale;
     int causal;
-    /* Scratch of fc_attention_v4 (may be NULL): with it, where a launch's query blocks fill less than half the
-     * SMs (batch 1), each block's keys are split among several blocks, whose partial results meet here. Give
-     * fc_attention_v4_workspace_bytes() bytes, zero-filled before the first launch (the kernels leave it so), and
-     * order the launches that share it (one stream). */
-    void *workspace;
-    long long workspace_bytes;
 } fc_attention_params;
 
 /* v1: simple tiled online softmax, fp32 math on CUDA cores. f16/bf16/f32. head_dim % 8 == 0, <= 128. */
@@ -65,10 +59,6 @@ int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t s
  * capability 9.0. f16/bf16. head_dim in {64,80,96,104,112,128}. K/V row, head and batch strides must be multiples
  * of 8 elements (16 bytes, as for every version); the tensor maps are built here, on the host. */
 int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
-
-/* The size of fc_attention_params.workspace that lets fc_attention_v4 split keys among blocks on a device of
- * sm_count SMs. */
-long long fc_attention_v4_workspace_bytes(int sm_count);
 
 /* v3 with an explicit tile shape (warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps; head_dim 64
  * or 80 only. fc_attention_v3 runs FC_V3_TILES_WG2_N64 at head_dim 64 and FC_V3_TILES_WG1_N64 at 80. */
