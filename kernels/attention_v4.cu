@@ -130,22 +130,32 @@ struct V4Consumer {
         for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
     }
 
-    /* The tail key (one key past the full tiles, row k_row of K) against this thread's rows g and g + 8, from the Q
-     * fragments: each lane multiplies its 4 columns per k step, the row's 4 lanes add up. Columns past the head
-     * dim (zeros in Q) are not read from K, whose row may end there. */
+    /* The tail key's K or V elements this thread multiplies: K columns 16kk + 8h + 2t, +1 (element 2kk + h) or V
+     * columns 8nt + 2t, +1 (element nt), each pair in one register; zeros past the head dim (where Q is zero and
+     * the rows may end). K is loaded while the first tile's S runs, V while its softmax does. */
+    template <int kPairs>
+    static __device__ __forceinline__ void load_tail_row(uint32_t (&pairs)[kPairs], const Elem *row,
+                                                         int thread_in_group) {
+#pragma unroll
+        for (int c = 0; c < kPairs; ++c)
+            pairs[c] = 8 * c < Traits::kHeadDim
+                           ? __ldg(reinterpret_cast<const unsigned int *>(row + 8 * c + 2 * thread_in_group))
+                           : 0u;
+    }
+
+    /* The tail key's scores for this thread's rows g and g + 8 from the Q fragments: each lane multiplies its 4
+     * columns per k step (a[0], a[2]: row g; a[1], a[3]: row g + 8), the row's 4 lanes add up. */
     static __device__ __forceinline__ void tail_key_scores(float (&score)[2], const uint32_t (&q)[Traits::kQKSteps][4],
-                                                           const Elem *k_row, int thread_in_group) {
+                                                           const uint32_t (&tail_k)[2 * Traits::kQKSteps]) {
         score[0] = score[1] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < Traits::kQKSteps; ++kk)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int col = 16 * kk + 8 * h;
-                if (col >= Traits::kHeadDim) continue;
-                const float2 k = ElemOps<Elem>::unpack2(__ldg(reinterpret_cast<const unsigned int *>(k_row + col + 2 * thread_in_group)));
+                const float2 k = ElemOps<Elem>::unpack2(tail_k[2 * kk + h]);
 #pragma unroll
                 for (int r = 0; r < 2; ++r) {
-                    const float2 qv = ElemOps<Elem>::unpack2(q[kk][2 * h + r]);  // a[0], a[2]: row g; a[1], a[3]: g + 8
+                    const float2 qv = ElemOps<Elem>::unpack2(q[kk][2 * h + r]);
                     score[r] = fmaf(qv.x, k.x, fmaf(qv.y, k.y, score[r]));
                 }
             }
@@ -158,12 +168,11 @@ struct V4Consumer {
 
     /* The tail key's probabilities (rows g, g + 8) times its V row into O and into the row sums. */
     static __device__ __forceinline__ void add_tail_key(float (&o)[Traits::kORegs], float (&sums)[4],
-                                                        const float (&prob)[2], const Elem *v_row,
-                                                        int thread_in_group) {
+                                                        const float (&prob)[2],
+                                                        const uint32_t (&tail_v)[Traits::kOTiles]) {
 #pragma unroll
         for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-            if (8 * nt >= Traits::kHeadDim) continue;
-            const float2 v = ElemOps<Elem>::unpack2(__ldg(reinterpret_cast<const unsigned int *>(v_row + 8 * nt + 2 * thread_in_group)));
+            const float2 v = ElemOps<Elem>::unpack2(tail_v[nt]);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 o[4 * nt + 2 * r] = fmaf(prob[r], v.x, o[4 * nt + 2 * r]);
@@ -768,22 +777,26 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     // The tail key's scores while S is in flight, then with the first tile (full: every row
                     // sees all of it and the tail key) through one softmax; its probabilities times its V row
                     // join O and the sums once they hold this tile's scale (zero so far).
+                    const long long tail_row = (long long)(n_tiles - 1) * kBlockN;  // the tail key
                     const int hk = it.h / (p.heads_q / p.heads_kv);
-                    const long long last = (long long)(n_tiles - 1) * kBlockN;
+                    uint32_t tail_k[2 * Traits::kQKSteps];
+                    Consumer::load_tail_row(tail_k,
+                                            static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride +
+                                                tail_row * p.k_seq_stride + hk * p.k_head_stride,
+                                            thread_in_group);
                     float tail[2];
-                    Consumer::tail_key_scores(tail, q_frag,
-                                              static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride +
-                                                  last * p.k_seq_stride + hk * p.k_head_stride,
-                                              thread_in_group);
+                    Consumer::tail_key_scores(tail, q_frag, tail_k);
+                    uint32_t tail_v[Traits::kOTiles];
+                    Consumer::load_tail_row(tail_v,
+                                            static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride +
+                                                tail_row * p.v_seq_stride + hk * p.v_head_stride,
+                                            thread_in_group);
                     wgmma_wait<0>();
                     fence_operand(s);
                     softmax_scores<Traits::kSTiles, false, true>(s, row_max, alpha, my_key_limit, 0, thread_in_group,
                                                                  scale_log2, tail);
                     Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-                    Consumer::add_tail_key(o_acc, row_sums, tail,
-                                           static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride +
-                                               last * p.v_seq_stride + hk * p.v_head_stride,
-                                           thread_in_group);
+                    Consumer::add_tail_key(o_acc, row_sums, tail, tail_v);
                 } else {
                     wgmma_wait<0>();
                     fence_operand(s);
