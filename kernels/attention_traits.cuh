@@ -47,10 +47,6 @@ struct ElemOps<__half> {
         const __half2 v = __floats2half2_rn(lo, hi);
         return *reinterpret_cast<const uint32_t *>(&v);
     }
-    /* The two elements of a 32-bit register, `lo` first. */
-    static __device__ __forceinline__ float2 unpack2(uint32_t pair) {
-        return __half22float2(*reinterpret_cast<const __half2 *>(&pair));
-    }
     /* 8 consecutive elements starting at a 16-byte aligned address. */
     static __device__ __forceinline__ void load8(const __half *src, float (&dst)[8]) {
         const uint4 raw = *reinterpret_cast<const uint4 *>(src);
@@ -69,9 +65,6 @@ struct ElemOps<__nv_bfloat16> {
     static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
         const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
         return *reinterpret_cast<const uint32_t *>(&v);
-    }
-    static __device__ __forceinline__ float2 unpack2(uint32_t pair) {
-        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&pair));
     }
     static __device__ __forceinline__ void load8(const __nv_bfloat16 *src, float (&dst)[8]) {
         const uint4 raw = *reinterpret_cast<const uint4 *>(src);
@@ -122,12 +115,10 @@ constexpr int softmax_partials() {
     return kSTiles >= 4 ? 4 : kSTiles;
 }
 
-// kExtra: one more score per row (v4's tail key, `extra`, the same in the row's 4 lanes) joins the tile's max and
-// leaves as its probability.
-template <int kSTiles, bool kMask, bool kExtra = false>
+template <int kSTiles, bool kMask>
 __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&row_max)[2], float (&alpha)[2],
                                                const int (&key_limit)[2], int key0, int thread_in_group,
-                                               float scale_log2, float *extra = nullptr) {
+                                               float scale_log2) {
     constexpr int kLanes = softmax_partials<kSTiles>();
     float part[2][kLanes];
 #pragma unroll
@@ -152,7 +143,6 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
     for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        if (kExtra) tile_max[r] = fmaxf(tile_max[r], extra[r]);
         // Lazy rescaling: a row keeps the max it has (and O its scale) until a tile's max passes it by more than
         // kRescaleLog2 in exp2 units. Probabilities then reach at most 2^kRescaleLog2, which fp32 sums and fp16/bf16
         // P hold without loss of relative precision, and the final division by the row sum of the same shift makes
@@ -165,7 +155,6 @@ __device__ __forceinline__ void softmax_scores(float (&s)[4 * kSTiles], float (&
         shift[r] = new_max == -INFINITY ? 0.f : new_max * scale_log2;
         alpha[r] = exp2_approx(row_max[r] * scale_log2 - shift[r]);
         row_max[r] = new_max;
-        if (kExtra) extra[r] = exp2_approx(fmaf(extra[r], scale_log2, -shift[r]));
     }
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt)

@@ -130,59 +130,6 @@ struct V4Consumer {
         for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
     }
 
-    /* The tail key's K or V elements this thread multiplies: K columns 16kk + 8h + 2t, +1 (element 2kk + h) or V
-     * columns 8nt + 2t, +1 (element nt), each pair in one register; zeros past the head dim (where Q is zero and
-     * the rows may end). K is loaded while the first tile's S runs, V while its softmax does. */
-    template <int kPairs>
-    static __device__ __forceinline__ void load_tail_row(uint32_t (&pairs)[kPairs], const Elem *row,
-                                                         int thread_in_group) {
-#pragma unroll
-        for (int c = 0; c < kPairs; ++c)
-            pairs[c] = 8 * c < Traits::kHeadDim
-                           ? __ldg(reinterpret_cast<const unsigned int *>(row + 8 * c + 2 * thread_in_group))
-                           : 0u;
-    }
-
-    /* The tail key's scores for this thread's rows g and g + 8 from the Q fragments: each lane multiplies its 4
-     * columns per k step (a[0], a[2]: row g; a[1], a[3]: row g + 8), the row's 4 lanes add up. */
-    static __device__ __forceinline__ void tail_key_scores(float (&score)[2], const uint32_t (&q)[Traits::kQKSteps][4],
-                                                           const uint32_t (&tail_k)[2 * Traits::kQKSteps]) {
-        score[0] = score[1] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < Traits::kQKSteps; ++kk)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const float2 k = ElemOps<Elem>::unpack2(tail_k[2 * kk + h]);
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const float2 qv = ElemOps<Elem>::unpack2(q[kk][2 * h + r]);
-                    score[r] = fmaf(qv.x, k.x, fmaf(qv.y, k.y, score[r]));
-                }
-            }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            score[r] += __shfl_xor_sync(0xffffffffu, score[r], 1);
-            score[r] += __shfl_xor_sync(0xffffffffu, score[r], 2);
-        }
-    }
-
-    /* The tail key's probabilities (rows g, g + 8) times its V row into O and into the row sums. */
-    static __device__ __forceinline__ void add_tail_key(float (&o)[Traits::kORegs], float (&sums)[4],
-                                                        const float (&prob)[2],
-                                                        const uint32_t (&tail_v)[Traits::kOTiles]) {
-#pragma unroll
-        for (int nt = 0; nt < Traits::kOTiles; ++nt) {
-            const float2 v = ElemOps<Elem>::unpack2(tail_v[nt]);
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                o[4 * nt + 2 * r] = fmaf(prob[r], v.x, o[4 * nt + 2 * r]);
-                o[4 * nt + 2 * r + 1] = fmaf(prob[r], v.y, o[4 * nt + 2 * r + 1]);
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sums[e] += prob[e / 2];
-    }
-
     /* O and the sums times alpha where a row's max moved, and the probabilities packed as P V's A operands. */
     template <int kSTiles>
     static __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles],
@@ -461,13 +408,9 @@ struct V4Item {
     int m_block, h, b;
 };
 
-/* kTailN > 1: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
+/* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
  * only without causal masking or key_lens) and is multiplied that narrow. The pipeline takes it first, so the loop
  * body stays one shape: an item's slot i holds key tile n_tiles - 1 for i = 0 and i - 1 after.
- * kTailN == 1: the last key tile holds one key (CLIP's 64k + 1 keys in tiles of 64 or 96). A query block that its
- * consumers do not split never loads that tile: each consumer folds the key into its first tile's softmax (the
- * score from its Q registers and the K row, its probability times the V row into O), a pipeline slot less per
- * item. Split blocks multiply it as a masked full tile.
  * Persistent: block j takes work items j, j + gridDim.x, ...; the ring's slots run on from item to item, so the
  * producer loads the next item's K/V while the consumers finish this one, and each consumer loads its next Q rows
  * under this item's tiles. */
@@ -488,9 +431,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     constexpr int kConsumers = Traits::kConsumers;
     constexpr int kSw = Traits::kSwizzleBytes;
     constexpr int kQStride = Traits::kSmemRowStride;
-    static_assert((kTailN == 1 || kTailN % 16 == 0) && kTailN < kBlockN,
-                  "a narrow tile is whole k steps, narrower than a tile; or one key");
-    constexpr bool kTailKey = kTailN == 1;
+    static_assert(kTailN % 16 == 0 && kTailN < kBlockN, "a narrow tile is whole k steps, narrower than a tile");
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -542,9 +483,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto item_split = [&](const V4Item &it) {
         return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
     };
-    const auto key_tile = [](int slot, int n_tiles) { return kTailN <= 1 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
-    // Ring slots an item takes: its tiles, less the tail key's where its consumers fold that in.
-    const auto item_slots = [&](const V4Item &it, int n_tiles) { return n_tiles - (kTailKey && !item_split(it)); };
+    const auto key_tile = [](int slot, int n_tiles) { return kTailN == 0 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
 
     if (tid < Traits::kOnesBytes / 16) {
         const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
@@ -569,10 +508,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             const V4Item it = item_at(item);
             const int hk = it.h / (p.heads_q / p.heads_kv);
             const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-            const int n_tiles = item_tiles(it, key_limit), n_slots = item_slots(it, n_tiles);
+            const int n_tiles = item_tiles(it, key_limit);
             const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
             const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
-            for (int t = 0; t < n_slots; ++t, ++g) {
+            for (int t = 0; t < n_tiles; ++t, ++g) {
                 const int stage = g % kStages;
                 if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
                 unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
@@ -626,7 +565,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
 
     // Turns (ping-pong): consumer c waits on its barrier until c - 1 passed it the turn, issues, and passes the
-    // turn on to c + 1. Every consumer takes n_slots turns per item (a consumer passes the turn for a tile it does
+    // turn on to c + 1. Every consumer takes n_tiles turns per item (a consumer passes the turn for a tile it does
     // not multiply), so the ring stays in step; split items take none. The last consumer gives the first its first
     // turn, and the first takes the last consumer's final pass before leaving, so every barrier phase completes.
     const auto take_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + consumer, 256); };
@@ -638,9 +577,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         const V4Item it = item_at(item);
         const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-        const int n_tiles = item_tiles(it, key_limit), n_slots = item_slots(it, n_tiles);
+        const int n_tiles = item_tiles(it, key_limit);
         const bool split = item_split(it);
-        const bool tail_key = kTailKey && !split;  // this item's consumers fold the last key in
         const bool turns = Traits::kPingPong && !split;
         // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
         // multiplies the item's slots that land there: the mbarrier phases of a stage are then waited for by one
@@ -661,8 +599,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         const auto owned_before = [&](int x) {
             return x / kStages * round + min(max(x % kStages - first_stage, 0), round);
         };
-        const int my_slots =
-            split ? owned_before(g0 + n_slots) - owned_before(g0) : group_tiles > 0 ? group_tiles - tail_key : 0;
+        const int my_slots = split ? owned_before(g0 + n_tiles) - owned_before(g0) : group_tiles;
         RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
         if (split && i.stage < first_stage) i.stage = first_stage;
         if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
@@ -700,7 +637,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 Rows::finish(st, regions, consumer, o, p.o_seq_stride,
                              p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
                              it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
-                g0 += n_slots;
+                g0 += n_tiles;
                 continue;
             }
         }
@@ -744,7 +681,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             // First slot: S, softmax, P.
             wait_full(i);
             bool first_done = false;
-            if constexpr (kTailN > 1) {
+            if constexpr (kTailN > 0) {
                 if (holds_tail) {
                     float s_tail[kTailN / 2];
                     if (turns) take_turn();
@@ -773,36 +710,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
                 wgmma_commit();
                 if (turns) pass_turn();
-                if (kTailKey && tail_key) {
-                    // The tail key's scores while S is in flight, then with the first tile (full: every row
-                    // sees all of it and the tail key) through one softmax; its probabilities times its V row
-                    // join O and the sums once they hold this tile's scale (zero so far).
-                    const long long tail_row = (long long)(n_tiles - 1) * kBlockN;  // the tail key
-                    const int hk = it.h / (p.heads_q / p.heads_kv);
-                    uint32_t tail_k[2 * Traits::kQKSteps];
-                    Consumer::load_tail_row(tail_k,
-                                            static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride +
-                                                tail_row * p.k_seq_stride + hk * p.k_head_stride,
-                                            thread_in_group);
-                    float tail[2];
-                    Consumer::tail_key_scores(tail, q_frag, tail_k);
-                    uint32_t tail_v[Traits::kOTiles];
-                    Consumer::load_tail_row(tail_v,
-                                            static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride +
-                                                tail_row * p.v_seq_stride + hk * p.v_head_stride,
-                                            thread_in_group);
-                    wgmma_wait<0>();
-                    fence_operand(s);
-                    softmax_scores<Traits::kSTiles, false, true>(s, row_max, alpha, my_key_limit, 0, thread_in_group,
-                                                                 scale_log2, tail);
-                    Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-                    Consumer::add_tail_key(o_acc, row_sums, tail, tail_v);
-                } else {
-                    wgmma_wait<0>();
-                    fence_operand(s);
-                    softmax(i);
-                    Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-                }
+                wgmma_wait<0>();
+                fence_operand(s);
+                softmax(i);
+                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
             }
 
             // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
@@ -870,7 +781,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         } else {
             // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
             // tile's phase; pass its turn.
-            for (int t = my_slots; t < n_slots; ++t) {
+            for (int t = group_tiles; t < n_tiles; ++t) {
                 if (turns) {
                     take_turn();
                     pass_turn();
@@ -879,7 +790,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
             }
         }
-        g0 += n_slots;
+        g0 += n_tiles;
         if (group_row0 >= p.seq_q || (split && consumer > 0)) continue;
         Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
         store_rows<Traits>(o_acc, row_sum, row_max, scale_log2, o, p.o_seq_stride,
@@ -1008,18 +919,16 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaSt
     return (int)cudaGetLastError();
 }
 
-/* With `tails`, the shape decides two things per launch: a short last key tile (one key folded into the first tile
- * where `tail_key`, else multiplied 16 or 80 keys wide, where the keys left past the full tiles fit: CLIP's lengths
- * are 64k + 1) and a key split among the consumers of a last query block of at most 64 rows. Without, every tile
- * is full and every consumer owns its rows (the plain pipeline, kept for comparison). */
+/* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
+ * keys left past the full tiles fit: CLIP's lengths are 64k + 1) and a key split among the consumers of a last
+ * query block of at most 64 rows. Without, every tile is full and every consumer owns its rows (the plain
+ * pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool tail_key = true) {
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
         const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
-        if (narrow && tail_key && left == 1 && p.seq_k > Traits::kBlockN)
-            return launch_v4_kernel<Traits, 1>(p, tails, stream);
         if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
             if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, stream);
@@ -1083,8 +992,6 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PINGPONG_NARROW:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, false);
             default: break;
         }
     }

@@ -347,7 +347,6 @@ pub enum Tiles {
     V4Wg2N64PingPong,
     V4Wg3N96PingPong,
     V4Wg3N64PingPong,
-    V4Wg3N96PingPongNarrow,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -357,7 +356,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 15] = [
+    pub const ALL: [Tiles; 14] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -372,7 +371,6 @@ impl Tiles {
         Tiles::V4Wg2N64PingPong,
         Tiles::V4Wg3N96PingPong,
         Tiles::V4Wg3N64PingPong,
-        Tiles::V4Wg3N96PingPongNarrow,
     ];
 
     /// The kernel version the shape belongs to.
@@ -388,19 +386,16 @@ impl Tiles {
             | Tiles::V4Wg3N64
             | Tiles::V4Wg2N64PingPong
             | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N64PingPong
-            | Tiles::V4Wg3N96PingPongNarrow => Version::V4,
+            | Tiles::V4Wg3N64PingPong => Version::V4,
         }
     }
 
     /// Head dims the version's sweep entry point is built for.
     pub fn head_dims(self) -> &'static [usize] {
         match self {
-            Tiles::V4Wg3N96
-            | Tiles::V4Wg1N128
-            | Tiles::V4Wg3N96Plain
-            | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N96PingPongNarrow => &[64],
+            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96Plain | Tiles::V4Wg3N96PingPong => {
+                &[64]
+            }
             _ => &[64, 80],
         }
     }
@@ -421,7 +416,6 @@ impl Tiles {
             Tiles::V4Wg2N64PingPong => "v4 wg2 n64 pingpong",
             Tiles::V4Wg3N96PingPong => "v4 wg3 n96 pingpong",
             Tiles::V4Wg3N64PingPong => "v4 wg3 n64 pingpong",
-            Tiles::V4Wg3N96PingPongNarrow => "v4 wg3 n96 pingpong narrow",
         }
     }
 
@@ -442,7 +436,6 @@ impl Tiles {
             Tiles::V4Wg2N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64_PINGPONG),
             Tiles::V4Wg3N96PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG),
             Tiles::V4Wg3N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64_PINGPONG),
-            Tiles::V4Wg3N96PingPongNarrow => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_NARROW),
         }
     }
 }
