@@ -121,13 +121,14 @@ struct V4Consumer {
 
     /* Issue O += P V for the V stage of descriptor v and sums += P x ones (not waited for): k step kk = keys
      * 16kk..16kk+15. Every column of `sums` ends up with its row's sum: elements 0 and 2 are rows g and g + 8. */
+    template <int kSteps = Traits::kPVSteps>
     static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs], float (&sums)[4],
                                                     const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v,
                                                     uint64_t ones) {
 #pragma unroll
-        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
+        for (int kk = 0; kk < kSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
 #pragma unroll
-        for (int kk = 0; kk < Traits::kPVSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
+        for (int kk = 0; kk < kSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
     }
 
     /* O and the sums times alpha where a row's max moved, and the probabilities packed as P V's A operands. */
@@ -414,7 +415,7 @@ struct V4Item {
  * Persistent: block j takes work items j, j + gridDim.x, ...; the ring's slots run on from item to item, so the
  * producer loads the next item's K/V while the consumers finish this one, and each consumer loads its next Q rows
  * under this item's tiles. */
-template <class Traits, int kTailN>
+template <class Traits, int kTailN, bool kTailLast>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
                         const __grid_constant__ CUtensorMap v_map, int split_last_block) {
@@ -483,7 +484,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto item_split = [&](const V4Item &it) {
         return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
     };
-    const auto key_tile = [](int slot, int n_tiles) { return kTailN == 0 ? slot : slot == 0 ? n_tiles - 1 : slot - 1; };
+    const auto key_tile = [](int slot, int n_tiles) {
+        return kTailN == 0 || kTailLast ? slot : slot == 0 ? n_tiles - 1 : slot - 1;
+    };
 
     if (tid < Traits::kOnesBytes / 16) {
         const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
@@ -603,7 +606,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
         if (split && i.stage < first_stage) i.stage = first_stage;
         if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
-        const bool holds_tail = i.pass * kStages + i.stage == g0;  // the item's slot 0, the narrow tile's
+        // The narrow tile's slot: the item's first (kTailLast: its last); where this consumer has it.
+        const int tail_slot = kTailLast ? g0 + n_tiles - 1 : g0;
+        const bool holds_tail =
+            kTailN > 0 && my_slots > 0 &&
+            (split ? (tail_slot % kStages) / round == consumer : kTailLast ? my_slots == n_tiles : true);
         const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
         int my_key_limit[2];
 #pragma unroll
@@ -680,9 +687,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             };
             // First slot: S, softmax, P.
             wait_full(i);
+            // kTailLast: the narrow tile is this consumer's last slot, run after the loop, both its products narrow.
+            const int loop_slots = kTailLast && holds_tail ? my_slots - 1 : my_slots;
             bool first_done = false;
             if constexpr (kTailN > 0) {
-                if (holds_tail) {
+                if (kTailLast ? loop_slots == 0 : holds_tail) {
                     float s_tail[kTailN / 2];
                     if (turns) take_turn();
                     wgmma_fence();
@@ -717,7 +726,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             }
 
             // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
-            for (int j = 1; j < my_slots; ++j) {
+            for (int j = 1; j < loop_slots; ++j) {
                 const RingSlot prev = i;
                 i = next_slot(i);
                 wait_full(i);
@@ -742,14 +751,53 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
             }
 
-            // The last P V.
+            bool last_narrow = kTailLast && holds_tail && loop_slots == 0;  // the only slot was the narrow one
+            if constexpr (kTailLast && kTailN > 0) {
+                if (holds_tail && loop_slots > 0) {
+                    // The narrow tile after the loop: its S (kTailN keys) with the previous P V, then its softmax.
+                    float s_tail[kTailN / 2];
+                    const RingSlot prev = i;
+                    i = next_slot(i);
+                    wait_full(i);
+                    fence_operand(o_acc);
+                    fence_operand(row_sums);
+                    fence_operand(p_frag);
+                    if (turns) take_turn();
+                    wgmma_fence();
+                    Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
+                    wgmma_commit();
+                    Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
+                    wgmma_commit();
+                    if (turns) pass_turn();
+                    wgmma_wait<1>();
+                    fence_operand(s_tail);
+                    softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
+                                                     thread_in_group, scale_log2);
+                    wgmma_wait<0>();
+                    fence_operand(o_acc);
+                    fence_operand(row_sums);
+                    fence_operand(p_frag);
+                    release(prev);
+                    Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
+                    last_narrow = true;
+                }
+            }
+
+            // The last P V (only the narrow tile's k steps where that is the last slot).
             fence_operand(o_acc);
             fence_operand(row_sums);
             fence_operand(p_frag);
-            wgmma_fence();
-            Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(i), ones_desc);
-            wgmma_commit();
-            wgmma_wait<0>();
+            if (kTailLast && kTailN > 0 && last_narrow) {
+                wgmma_fence();
+                Consumer::template issue_pv<(kTailN + 15) / 16>(o_acc, row_sums, p_frag, v_base(i), ones_desc);
+                wgmma_commit();
+                wgmma_wait<0>();
+            } else {
+                wgmma_fence();
+                Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(i), ones_desc);
+                wgmma_commit();
+                wgmma_wait<0>();
+            }
             fence_operand(o_acc);
             fence_operand(row_sums);
             release(i);
@@ -901,12 +949,12 @@ int current_sm_count() {
     return sms;
 }
 
-template <class Traits, int kTailN>
+template <class Traits, int kTailN, bool kTailLast = true>
 int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
-    const auto kernel = attention_v4_kernel<Traits, kTailN>;
+    const auto kernel = attention_v4_kernel<Traits, kTailN, kTailLast>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
@@ -924,14 +972,18 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaSt
  * query block of at most 64 rows. Without, every tile is full and every consumer owns its rows (the plain
  * pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream) {
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool tail_last = true) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
         const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
-        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, tails, stream);
+        if (narrow && left > 0 && left <= 16)
+            return tail_last ? launch_v4_kernel<Traits, 16>(p, tails, stream)
+                             : launch_v4_kernel<Traits, 16, false>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
-            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, tails, stream);
+            if (narrow && left > 64 && left <= 80)
+                return tail_last ? launch_v4_kernel<Traits, 80>(p, tails, stream)
+                                 : launch_v4_kernel<Traits, 80, false>(p, tails, stream);
         }
     }
     return launch_v4_kernel<Traits, 0>(p, tails, stream);
@@ -992,6 +1044,8 @@ int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_
             case FC_V4_TILES_WG3_N96_PINGPONG:
                 return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
             case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
+            case FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST:
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, false);
             default: break;
         }
     }

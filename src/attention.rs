@@ -347,6 +347,7 @@ pub enum Tiles {
     V4Wg2N64PingPong,
     V4Wg3N96PingPong,
     V4Wg3N64PingPong,
+    V4Wg3N96PingPongTailFirst,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -356,7 +357,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 14] = [
+    pub const ALL: [Tiles; 15] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -371,6 +372,7 @@ impl Tiles {
         Tiles::V4Wg2N64PingPong,
         Tiles::V4Wg3N96PingPong,
         Tiles::V4Wg3N64PingPong,
+        Tiles::V4Wg3N96PingPongTailFirst,
     ];
 
     /// The kernel version the shape belongs to.
@@ -386,16 +388,19 @@ impl Tiles {
             | Tiles::V4Wg3N64
             | Tiles::V4Wg2N64PingPong
             | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N64PingPong => Version::V4,
+            | Tiles::V4Wg3N64PingPong
+            | Tiles::V4Wg3N96PingPongTailFirst => Version::V4,
         }
     }
 
     /// Head dims the version's sweep entry point is built for.
     pub fn head_dims(self) -> &'static [usize] {
         match self {
-            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96Plain | Tiles::V4Wg3N96PingPong => {
-                &[64]
-            }
+            Tiles::V4Wg3N96
+            | Tiles::V4Wg1N128
+            | Tiles::V4Wg3N96Plain
+            | Tiles::V4Wg3N96PingPong
+            | Tiles::V4Wg3N96PingPongTailFirst => &[64],
             _ => &[64, 80],
         }
     }
@@ -416,6 +421,7 @@ impl Tiles {
             Tiles::V4Wg2N64PingPong => "v4 wg2 n64 pingpong",
             Tiles::V4Wg3N96PingPong => "v4 wg3 n96 pingpong",
             Tiles::V4Wg3N64PingPong => "v4 wg3 n64 pingpong",
+            Tiles::V4Wg3N96PingPongTailFirst => "v4 wg3 n96 pingpong tail first",
         }
     }
 
@@ -436,6 +442,9 @@ impl Tiles {
             Tiles::V4Wg2N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64_PINGPONG),
             Tiles::V4Wg3N96PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG),
             Tiles::V4Wg3N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64_PINGPONG),
+            Tiles::V4Wg3N96PingPongTailFirst => {
+                TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST)
+            }
         }
     }
 }

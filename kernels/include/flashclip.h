@@ -87,6 +87,7 @@ typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N64_PINGPONG = 7,
     FC_V4_TILES_WG3_N96_PINGPONG = 8,
     FC_V4_TILES_WG3_N64_PINGPONG = 9,
+    FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST = 10,
 } fc_v4_tiles;
 int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
 
