@@ -92,9 +92,10 @@ STAMPS = [
      "                fence_operand(s);\n                TR(5);\n                softmax(i);\n                TR(6);\n"),
     ("                fence_operand(p_frag);\n                release(prev);\n",
      "                fence_operand(p_frag);\n                TR(7);\n                release(prev);\n"),
-    ("                Consumer::add_tile_sums(row_sums, tile_sum);\n            }\n\n            // The last P V.",
-     "                Consumer::add_tile_sums(row_sums, tile_sum);\n                TR(8);\n            }\n\n"
-     "            // The last P V."),
+    ("                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);\n"
+     "            }\n\n            bool last_narrow",
+     "                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);\n"
+     "                TR(8);\n            }\n\n            bool last_narrow"),
     ("    if (Traits::kPingPong && consumer == 0) take_turn();\n#endif",
      "    if (Traits::kPingPong && consumer == 0) take_turn();\n"
      "    if (blockIdx.x == 0 && ctid == 0) g_trace_n[consumer] = tr_n;\n#endif"),

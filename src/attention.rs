@@ -330,7 +330,8 @@ pub fn flash_attention<T: Element>(
 /// 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two blocks per SM. v4 shapes narrow the last key
 /// tile (16 or 80 keys) where the keys left over fit, and split the keys of a last query block of at most 64 rows
 /// among the consumers; the `Plain` shapes do neither. The `PingPong` shapes have the consumers issue their GEMMs
-/// in turns (FlashAttention-3's ping-pong scheduling).
+/// in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is a query block's last key tile;
+/// `TailFirst` runs it first instead (its P V then full width), for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiles {
     V3Wg2N64,

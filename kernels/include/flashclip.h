@@ -75,7 +75,8 @@ int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_ti
  * WG2_N64_PINGPONG at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
  * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
  * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. The _PINGPONG shapes have
- * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). */
+ * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is the last
+ * of a query block's key tiles; _TAIL_FIRST runs it first instead (its P V then full width), for comparison. */
 typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N128 = 0,
     FC_V4_TILES_WG2_N64 = 1,
