@@ -727,8 +727,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
             }
 
-            // Later slots: S_i and P_prev V_prev in flight together; the softmax of slot i runs under P V.
-            for (int j = 1; j < loop_slots; ++j) {
+            // A later slot of kN keys (scores: float[kN / 2]): S_i and P_prev V_prev in flight together, the softmax
+            // of slot i (run_softmax) under P V.
+            const auto later_slot = [&](auto &scores, auto run_softmax) {
+                constexpr int kN = 2 * std::extent<std::remove_reference_t<decltype(scores)>>::value;
                 const RingSlot prev = i;
                 i = next_slot(i);
                 wait_full(i);
@@ -737,50 +739,32 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 fence_operand(p_frag);
                 if (turns) take_turn();
                 wgmma_fence();
-                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
+                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));
                 wgmma_commit();
                 Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
                 wgmma_commit();
                 if (turns) pass_turn();
                 wgmma_wait<1>();
-                fence_operand(s);
-                softmax(i);
+                fence_operand(scores);
+                run_softmax();
                 wgmma_wait<0>();
                 fence_operand(o_acc);
                 fence_operand(row_sums);
                 fence_operand(p_frag);
                 release(prev);
-                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-            }
+                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);
+            };
+            for (int j = 1; j < loop_slots; ++j) later_slot(s, [&] { softmax(i); });
 
             bool last_narrow = kTailLast && holds_tail && loop_slots == 0;  // the only slot was the narrow one
             if constexpr (kTailLast && kTailN > 0) {
                 if (holds_tail && loop_slots > 0) {
                     // The narrow tile after the loop: its S (kTailN keys) with the previous P V, then its softmax.
                     float s_tail[kTailN / 2];
-                    const RingSlot prev = i;
-                    i = next_slot(i);
-                    wait_full(i);
-                    fence_operand(o_acc);
-                    fence_operand(row_sums);
-                    fence_operand(p_frag);
-                    if (turns) take_turn();
-                    wgmma_fence();
-                    Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
-                    wgmma_commit();
-                    Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
-                    wgmma_commit();
-                    if (turns) pass_turn();
-                    wgmma_wait<1>();
-                    fence_operand(s_tail);
-                    softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
-                                                     thread_in_group, scale_log2);
-                    wgmma_wait<0>();
-                    fence_operand(o_acc);
-                    fence_operand(row_sums);
-                    fence_operand(p_frag);
-                    release(prev);
-                    Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
+                    later_slot(s_tail, [&] {
+                        softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
+                                                         thread_in_group, scale_log2);
+                    });
                     last_narrow = true;
                 }
             }

@@ -7,10 +7,10 @@
                                          # launches, then the timeline of block 0 of the last one
     scripts/v4-trace.py report trace.txt # the phases of the main loop's key tiles per consumer (cycles)
 
-The copy stamps thread 0 of each consumer at the phases of the main loop (the later-slot iterations): before and
-after the wait for the tile's data, after taking the turn, after issuing S and P V (wgmma issue blocks while the
-tensor cores take earlier products, so this is about as long as the consumer's GEMMs), S landed, softmax done,
-P V landed, and P packed. Each stamp is a clock read and a global store (~75 cycles): the instrumented kernel is
+The copy stamps thread 0 of each consumer at the phases of the main loop (the later slots, the narrow last tile's
+included): before and after the wait for the tile's data, after taking the turn, after issuing S and P V (wgmma
+issue blocks while the tensor cores take earlier products, so this is about as long as the consumer's GEMMs), S
+landed, softmax done, P V landed, and P packed. Each stamp is a clock read and a global store (~75 cycles): the instrumented kernel is
 ~20% slower, and each phase below holds about one stamp's cost. The build fails loudly when the code it
 instruments has changed shape.
 """
@@ -81,21 +81,21 @@ STAMPS = [
     ("                i = next_slot(i);\n                wait_full(i);\n",
      "                i = next_slot(i);\n                TR(1);\n                wait_full(i);\n                TR(2);\n"),
     ("                if (turns) take_turn();\n                wgmma_fence();\n"
-     "                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));\n                wgmma_commit();\n"
+     "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv(",
      "                if (turns) take_turn();\n                TR(3);\n                wgmma_fence();\n"
-     "                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));\n                wgmma_commit();\n"
+     "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv("),
-    ("                if (turns) pass_turn();\n                wgmma_wait<1>();\n                fence_operand(s);\n"
-     "                softmax(i);\n",
+    ("                if (turns) pass_turn();\n                wgmma_wait<1>();\n                fence_operand(scores);\n"
+     "                run_softmax();\n",
      "                if (turns) pass_turn();\n                TR(4);\n                wgmma_wait<1>();\n"
-     "                fence_operand(s);\n                TR(5);\n                softmax(i);\n                TR(6);\n"),
+     "                fence_operand(scores);\n                TR(5);\n                run_softmax();\n                TR(6);\n"),
     ("                fence_operand(p_frag);\n                release(prev);\n",
      "                fence_operand(p_frag);\n                TR(7);\n                release(prev);\n"),
-    ("                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);\n"
-     "            }\n\n            bool last_narrow",
-     "                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);\n"
-     "                TR(8);\n            }\n\n            bool last_narrow"),
+    ("                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);\n"
+     "            };\n",
+     "                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);\n"
+     "                TR(8);\n            };\n"),
     ("    if (Traits::kPingPong && consumer == 0) take_turn();\n#endif",
      "    if (Traits::kPingPong && consumer == 0) take_turn();\n"
      "    if (blockIdx.x == 0 && ctid == 0) g_trace_n[consumer] = tr_n;\n#endif"),
