@@ -20,9 +20,9 @@
  *   - Batches whose key_lens cut a tile short get that tile through cp.async instead, with rows past the limit
  *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
- *     (16 or 80), S and P V, last in the pipeline; a last query block of at most 64 rows is shared by all consumers, each
- *     taking part of the key tiles, merged through shared memory at the end. At head dim 64 one of at most 8 rows
- *     (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
+ *     (16 or 80), S and P V, last in the pipeline; a last query block of at most 64 rows is shared by all
+ *     consumers, each taking part of the key tiles, merged through shared memory at the end. At head dim 64 one
+ *     of at most 8 rows (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers

@@ -10,9 +10,9 @@
 The copy stamps thread 0 of each consumer at the phases of the main loop (the later slots, the narrow last tile's
 included): before and after the wait for the tile's data, after taking the turn, after issuing S and P V (wgmma
 issue blocks while the tensor cores take earlier products, so this is about as long as the consumer's GEMMs), S
-landed, softmax done, P V landed, and P packed. Each stamp is a clock read and a global store (~75 cycles): the instrumented kernel is
-~20% slower, and each phase below holds about one stamp's cost. The build fails loudly when the code it
-instruments has changed shape.
+landed, softmax done, P V landed, and P packed. Each stamp is a clock read and a global store (~75 cycles): the
+instrumented kernel is ~20% slower, and each phase below holds about one stamp's cost. The build fails loudly
+when the code it instruments has changed shape.
 """
 import collections
 import os
