@@ -420,7 +420,7 @@ struct V4Item {
 template <class Traits, int kTailN, bool kTailLast>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map, int split_last_block, int light_last) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
@@ -457,30 +457,22 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
-    // the others (CLIP's 64k + 1 rows) costs less. Head-major, the light blocks of a head of q_blocks items land
-    // on the same blocks every round where q_blocks divides the grid (+10% at N 257); after all full blocks, they
-    // read every head's K/V a second time, from memory (at N 577 about half the kernel's bytes, 4.7-5.8 us per
-    // one-row item). So the heads go in segments of about a grid's worth of full blocks, each followed by its
-    // heads' light blocks: those run right after their heads, and the segments' light blocks start one segment's
-    // light count further along the grid each time. light_last (kept for comparison) makes one segment of all
-    // heads. With causal masking: the costliest (last) query blocks of every head first. Recomputed from the
-    // parameters per item rather than kept live across the consumers' loop (registers).
+    // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
+    // the light items spread over the blocks (head-major, the light last blocks of a 2-block head landed on the
+    // same half of the blocks every round: +10% at N 257). With causal masking: the costliest (last) query blocks
+    // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
+    // loop (registers).
     const auto item_at = [&](int i) {
         const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
         const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
+        const int n_full = full_per_head * heads_batch;
         int q_block, hb;
         if (causal) {
             q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
-        } else if (full_per_head == q_blocks || full_per_head == 0) {  // items of one kind
-            q_block = i % q_blocks, hb = i / q_blocks;
+        } else if (i < n_full) {
+            q_block = i % full_per_head, hb = i / full_per_head;
         } else {
-            const int segment_heads = light_last ? heads_batch : max(1, (int)gridDim.x / full_per_head);
-            const int segment = i / (segment_heads * q_blocks), r = i - segment * segment_heads * q_blocks;
-            const int head0 = segment * segment_heads, heads = min(segment_heads, heads_batch - head0);
-            if (r < heads * full_per_head)
-                q_block = r % full_per_head, hb = head0 + r / full_per_head;
-            else
-                q_block = q_blocks - 1, hb = head0 + r - heads * full_per_head;
+            q_block = q_blocks - 1, hb = i - n_full;
         }
         return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
     };
@@ -943,18 +935,8 @@ int current_sm_count() {
     return sms;
 }
 
-/* How launch_v4 schedules a shape. The tuned choice is the default; the others are kept for comparison. */
-struct V4Schedule {
-    // A narrow last key tile (16 or 80 keys wide, where the keys left past the full tiles fit: CLIP's lengths are
-    // 64k + 1) and a key split among the consumers of a last query block of at most 64 rows. Without, every tile
-    // is full and every consumer owns its rows (the plain pipeline).
-    bool tails = true;
-    bool tail_last = true;    // the narrow tile last in the pipeline (else first)
-    bool light_last = false;  // every head's light last query block after all full blocks (else in segments)
-};
-
 template <class Traits, int kTailN, bool kTailLast = true>
-int launch_v4_kernel(const fc_attention_params &p, const V4Schedule &schedule, cudaStream_t stream) {
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
@@ -967,36 +949,38 @@ int launch_v4_kernel(const fc_attention_params &p, const V4Schedule &schedule, c
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, schedule.tails ? 1 : 0,
-                                                                   schedule.light_last ? 1 : 0);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
-/* The narrow last key tile's width per launch, where the schedule asks for tails. */
+/* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
+ * keys left past the full tiles fit: CLIP's lengths are 64k + 1; last in the pipeline unless `tail_last` is false)
+ * and a key split among the consumers of a last query block of at most 64 rows. Without, every tile is full and
+ * every consumer owns its rows (the plain pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, cudaStream_t stream, const V4Schedule &schedule = V4Schedule{}) {
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool tail_last = true) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
-        const bool narrow = schedule.tails && p.causal == 0 && p.key_lens == nullptr;
+        const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
         if (narrow && left > 0 && left <= 16)
-            return schedule.tail_last ? launch_v4_kernel<Traits, 16>(p, schedule, stream)
-                                      : launch_v4_kernel<Traits, 16, false>(p, schedule, stream);
+            return tail_last ? launch_v4_kernel<Traits, 16>(p, tails, stream)
+                             : launch_v4_kernel<Traits, 16, false>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
             if (narrow && left > 64 && left <= 80)
-                return schedule.tail_last ? launch_v4_kernel<Traits, 80>(p, schedule, stream)
-                                          : launch_v4_kernel<Traits, 80, false>(p, schedule, stream);
+                return tail_last ? launch_v4_kernel<Traits, 80>(p, tails, stream)
+                                 : launch_v4_kernel<Traits, 80, false>(p, tails, stream);
         }
     }
-    return launch_v4_kernel<Traits, 0>(p, schedule, stream);
+    return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
 /* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
 int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
     const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
-    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, stream);
-    return launch_v4<Small>(p, stream);
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
+    return launch_v4<Small>(p, true, stream);
 }
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
@@ -1014,10 +998,10 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
                 p, stream);
-        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, stream);
-        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, stream);
-        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, stream);
-        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, stream);
+        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
+        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
+        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
+        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
@@ -1028,29 +1012,26 @@ template <typename Elem, int kHeadDim>
 int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
     using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 4, 2>;
     using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 6, 3>;
-    constexpr V4Schedule kPlain{false, true, false}, kTailFirst{true, false, false}, kLightLast{true, true, true};
     switch (tiles) {
-        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, stream);
-        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, stream, kPlain);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, stream);
-        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, stream);
+        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
+        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
+        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
         case FC_V4_TILES_WG2_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
         case FC_V4_TILES_WG3_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
         switch (tiles) {
-            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, stream);
-            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, stream, kPlain);
+            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
+            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream);
-            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, stream);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
+            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream, kTailFirst);
-            case FC_V4_TILES_WG3_N96_PINGPONG_LIGHT_LAST:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream, kLightLast);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, false);
             default: break;
         }
     }
