@@ -533,11 +533,11 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kStages = kStages_;
     // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
     static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
-    // A last query block of at most kRowItemRows rows runs transposed (V4RowItem in attention_v4.cu) at head dim
-    // 64, kConsumers heads' to an item, each consumer in its own kRowItemBytes of the partials' region: Q^T (1 KB),
-    // P^T (1 KB per 64 keys) and the reductions (1 KB).
+    // A split block of at most kRowItemRows rows runs transposed (V4RowItem in attention_v4.cu) at head dim 64,
+    // each consumer in its own kRowItemBytes of the partials' region: Q^T (1 KB), P^T (1 KB per 64 keys), O^T for
+    // the merge (2 KB) and the reductions.
     static constexpr int kRowItemRows = 8;
-    static constexpr int kRowItemBytes = 1024 * (2 + (kBlockN_ + 63) / 64);
+    static constexpr int kRowItemBytes = 1024 * (4 + (kBlockN_ + 63) / 64);
     static constexpr bool kRowItems = kCanSplit && Shape::kHeadDimPadded == 64;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;

@@ -22,8 +22,7 @@
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), S and P V, last in the pipeline; a last query block of at most 64 rows is shared by all
  *     consumers, each taking part of the key tiles, merged through shared memory at the end. At head dim 64 one
- *     of at most 8 rows (CLIP's one row) runs transposed, so that a row costs no 64-row products, one head's
- *     per consumer of an item (V4RowItem).
+ *     of at most 8 rows (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
@@ -213,14 +212,13 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
     }
 }
 
-/* A last query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k), transposed: S^T = K Q^T
- * with a window of 64 keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M,
- * both operands from shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows
- * exponentials per thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the tile's
- * keys meets in shared memory, and P^T goes there as the second product's B operand. Each tile is a serial chain
- * (product, max, exponentials, product) that leaves the SM nearly idle, so an item holds kConsumers heads' blocks,
- * one per consumer, each walking all of its head's key tiles in its own stages of the ring: split among the
- * consumers and merged, one head's block took 4.7-5.8 us, most of it the chain of three tiles and the merge.
+/* A split query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k: about a tenth of the
+ * N 577 kernel while its consumers multiplied 64-row tiles for it), transposed: S^T = K Q^T with a window of 64
+ * keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M, both operands from
+ * shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows exponentials per
+ * thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the consumer's keys meets
+ * in shared memory, and P^T goes there as the second product's B operand. The consumers take their stages' tiles
+ * as in any split block; the first merges the others' O^T, column maxima and sums and writes the rows.
  * Accumulator element e of a thread: row 16 w + g + 8 (e / 2) of its warp w (a key of the window, or a head-dim
  * column), column 2t + e % 2 (a query row of the block). */
 template <class Traits>
@@ -231,10 +229,10 @@ struct V4RowItem {
     // m64 windows of keys over a tile; the last one ends at the tile's end, overlapping its predecessor, whose keys
     // it leaves to it.
     static constexpr int kWindows = (kBlockN + 63) / 64;
-    // A consumer's region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), and [2][4 warps][8 columns]
-    // floats: a tile's column maxima, then the column sums.
-    static constexpr int kQT = 0, kPT = 1024, kRed = kPT + 1024 * kWindows;
-    static_assert(kRed + 2 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
+    // A consumer's region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), O^T for the merge, and
+    // [3][4 warps][8 columns] floats: column maxima, column sums, then the consumer's maxima and sums.
+    static constexpr int kQT = 0, kPT = 1024, kOT = kPT + 1024 * kWindows, kRed = kOT + 4 * 128 * 4;
+    static_assert(kRed + 3 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
 
     struct State {
         float o[4];    // O^T
@@ -243,6 +241,11 @@ struct V4RowItem {
     };
 
     static __device__ __forceinline__ int window_row0(int w) { return min(64 * w, kBlockN - 64); }
+
+    /* Consumer c's floats at `offset` of its region. */
+    static __device__ __forceinline__ float *floats(unsigned char *regions, int c, int offset) {
+        return reinterpret_cast<float *>(regions + c * Traits::kRowItemBytes + offset);
+    }
 
     /* The block's Q rows (zeros past seq_q) as Q^T's B operand: 8 K-major rows, by threads 0..63. */
     static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q_rows, int ctid) {
@@ -334,70 +337,76 @@ struct V4RowItem {
         fence_operand(st.o);
     }
 
-    /* The column sums meet in the region; rows [row0, row0 + rows) of O (and their lse where lse_rows is given)
-     * straight from O^T. barrier: the consumer's 128 threads. */
-    static __device__ __forceinline__ void finish(State &st, unsigned char *region, Elem *o, long long o_seq_stride,
-                                                  float *lse_rows, int row0, int rows, int barrier, int warp,
-                                                  int lane) {
+    /* Every consumer leaves its O^T, column maxima and sums in its region (regions: consumer 0's); the first merges
+     * them and writes rows [row0, row0 + rows) of O (and their lse where lse_rows is given). */
+    static __device__ __forceinline__ void finish(State &st, unsigned char *regions, int consumer, Elem *o,
+                                                  long long o_seq_stride, float *lse_rows, int row0, int rows,
+                                                  int ctid, int warp, int lane) {
+        constexpr int kConsumers = Traits::kConsumers;
         constexpr float kLn2 = 0.6931471805599453f;
         const int g = lane / 4, t = lane % 4;
-        float *red = reinterpret_cast<float *>(region + kRed);
+        float *red = floats(regions, consumer, kRed);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
 #pragma unroll
             for (int offset = 4; offset < 32; offset *= 2) st.sum[j] += __shfl_xor_sync(0xffffffffu, st.sum[j], offset);
             if (g == 0) red[32 + 8 * warp + 2 * t + j] = st.sum[j];
         }
-        named_barrier_sync(barrier, 128);
-        float sum[2];
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            sum[j] = 0.f;
+        for (int e = 0; e < 4; ++e) floats(regions, consumer, kOT)[e * 128 + ctid] = st.o[e];
+        named_barrier_sync(1 + consumer, 128);
+        if (warp == 0 && g == 0) {
 #pragma unroll
-            for (int w = 0; w < 4; ++w) sum[j] += red[32 + 8 * w + 2 * t + j];
+            for (int j = 0; j < 2; ++j) {
+                float sum = 0.f;
+#pragma unroll
+                for (int w = 0; w < 4; ++w) sum += red[32 + 8 * w + 2 * t + j];
+                red[64 + 2 * t + j] = st.max[j];
+                red[72 + 2 * t + j] = sum;
+            }
         }
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        if (consumer == 0) {
+            float factor[kConsumers][2], max[2], sum[2];  // per column 2t + j, over the consumers
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
-            if (row < rows)
-                o[(long long)(row0 + row) * o_seq_stride + col] =
-                    ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? st.o[e] * __fdividef(1.f, sum[e % 2]) : 0.f);
-        }
-        if (lse_rows != nullptr && warp == 0 && g == 0) {
+            for (int j = 0; j < 2; ++j) {
+                max[j] = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < 2; ++j)
-                if (2 * t + j < rows)
-                    lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (st.max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
+                for (int c = 0; c < kConsumers; ++c) max[j] = fmaxf(max[j], floats(regions, c, kRed)[64 + 2 * t + j]);
+                sum[j] = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c) {
+                    const float their_max = floats(regions, c, kRed)[64 + 2 * t + j];
+                    // A consumer that saw no key has max -inf and contributes nothing.
+                    factor[c][j] = their_max == -INFINITY ? 0.f : exp2_approx(their_max - max[j]);
+                    sum[j] += factor[c][j] * floats(regions, c, kRed)[72 + 2 * t + j];
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
+                float acc = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c) acc += factor[c][e % 2] * floats(regions, c, kOT)[e * 128 + ctid];
+                if (row < rows)
+                    o[(long long)(row0 + row) * o_seq_stride + col] =
+                        ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? acc * __fdividef(1.f, sum[e % 2]) : 0.f);
+            }
+            if (lse_rows != nullptr && warp == 0 && g == 0) {
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+                    if (2 * t + j < rows)
+                        lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
+            }
         }
+        // The regions are free again once the first has read them.
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
     }
 };
 
-/* One work item of the persistent grid: a query block of one head, or (row group, heads > 0) the last query blocks
- * of `heads` neighbouring heads from head h of batch b on, run as V4RowItem. */
+/* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
-    int m_block, h, b, heads;
-};
-
-/* How a launch's work divides into items: every head's full query blocks, then (where seq_q leaves fewer rows than
- * kBlockM) every head's light last block, those of at most kRowItemRows rows in row groups of kConsumers heads. */
-template <class Traits>
-struct V4Items {
-    int q_blocks, full_per_head, heads_batch;
-    bool row_groups;
-
-    __host__ __device__ V4Items(const fc_attention_params &p, bool split_last_block) {
-        const int light_rows = p.seq_q % Traits::kBlockM;
-        q_blocks = (p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM;
-        full_per_head = light_rows == 0 ? q_blocks : q_blocks - 1;
-        heads_batch = p.heads_q * p.batch;
-        row_groups = Traits::kRowItems && split_last_block && p.causal == 0 && light_rows > 0 &&
-                     light_rows <= Traits::kRowItemRows;
-    }
-    __host__ __device__ long long light_items() const {
-        if (full_per_head == q_blocks) return 0;
-        return row_groups ? (heads_batch + Traits::kConsumers - 1) / Traits::kConsumers : heads_batch;
-    }
-    __host__ __device__ long long count() const { return (long long)full_per_head * heads_batch + light_items(); }
+    int m_block, h, b;
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
@@ -444,40 +453,31 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int lane = tid % 32;
 
     const bool causal = p.causal != 0;
-    const int n_items = (int)V4Items<Traits>(p, split_last_block != 0).count();  // the launcher checked the range
+    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
     // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
     // the light items spread over the blocks (head-major, the light last blocks of a 2-block head landed on the
-    // same half of the blocks every round: +10% at N 257; in segments of a grid's worth of full blocks, each
-    // followed by its heads' light blocks, +3% at N 577: the light blocks balance the blocks' last round). With causal masking: the costliest (last) query blocks
+    // same half of the blocks every round: +10% at N 257). With causal masking: the costliest (last) query blocks
     // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
     // loop (registers).
     const auto item_at = [&](int i) {
-        const V4Items<Traits> items(p, split_last_block != 0);
-        const int q_blocks = items.q_blocks, heads_batch = items.heads_batch;
-        const int n_full = items.full_per_head * heads_batch;
-        int q_block, hb, heads = 0;
+        const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
+        const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
+        const int n_full = full_per_head * heads_batch;
+        int q_block, hb;
         if (causal) {
             q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
         } else if (i < n_full) {
-            q_block = i % items.full_per_head, hb = i / items.full_per_head;
-        } else if (items.row_groups) {
-            q_block = q_blocks - 1, hb = (i - n_full) * kConsumers, heads = min(kConsumers, heads_batch - hb);
+            q_block = i % full_per_head, hb = i / full_per_head;
         } else {
             q_block = q_blocks - 1, hb = i - n_full;
         }
-        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q, heads};
+        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
     };
-    // K/V ring slots an item takes: the key tiles its rows see. A row group's consumers each walk every key tile
-    // of their own head in their own stages (kStages / kConsumers of them), so that it takes whole rounds of the
-    // ring and every consumer as many slots (where a head has fewer tiles, or no consumer, the slot stays empty).
+    // K/V tiles an item needs.
     const auto item_tiles = [&](const V4Item &it, int key_limit) {
-        if (Traits::kRowItems && it.heads > 0) {
-            constexpr int kRound = kStages / kConsumers;
-            return kStages * ((p.seq_k + kBlockN * kRound - 1) / (kBlockN * kRound));
-        }
         const int key_end = causal ? min(key_limit, min(it.m_block + kBlockM, p.seq_q)) : key_limit;
         return (key_end + kBlockN - 1) / kBlockN;
     };
@@ -510,35 +510,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         if (tid >= 32) return;
         int g = 0;  // ring slot, counted over the block's items
         for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-            V4Item it = item_at(item);
-            int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+            const V4Item it = item_at(item);
+            const int hk = it.h / (p.heads_q / p.heads_kv);
+            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
             const int n_tiles = item_tiles(it, key_limit);
-            const int g0 = g, hb0 = it.b * p.heads_q + it.h;
+            const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
+            const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
             for (int t = 0; t < n_tiles; ++t, ++g) {
                 const int stage = g % kStages;
                 if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
-                int key0 = key_tile(t, n_tiles) * kBlockN;
-                if (Traits::kRowItems && it.heads > 0) {
-                    // The stage's consumer's head, and its tile: the slots it owned in this item before this one.
-                    constexpr int kRound = kStages / kConsumers;
-                    const int owner = stage / kRound;
-                    const auto owned_before = [&](int x) {
-                        return x / kStages * kRound + min(max(x % kStages - owner * kRound, 0), kRound);
-                    };
-                    const int hb = hb0 + owner;
-                    it.h = hb % p.heads_q, it.b = hb / p.heads_q;
-                    key_limit = owner < it.heads ? batch_key_limit(p.key_lens, it.b, p.seq_k) : 0;
-                    key0 = (owned_before(g) - owned_before(g0)) * kBlockN;
-                    if (key0 >= key_limit) {  // nothing to load: the stage's phase completes empty
-                        if (lane == 0) mbarrier_arrive(&full[stage]);
-                        continue;
-                    }
-                }
-                const int hk = it.h / (p.heads_q / p.heads_kv);
-                const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
-                const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
                 unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
                 unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
+                const int key0 = key_tile(t, n_tiles) * kBlockN;
                 if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
                     load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
                     load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
@@ -573,11 +556,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // The first query row of this consumer's rows in an item (in a split item all consumers take the same rows).
     const auto group_row0_of = [&](const V4Item &it, bool split) { return split ? it.m_block : it.m_block + 64 * consumer; };
     const auto load_q = [&](int item) {
-        V4Item it = item_at(item);
-        if (it.heads > 0) {  // a row group: this consumer's head (the last one's where the group has fewer)
-            const int hb = it.b * p.heads_q + it.h + min(consumer, it.heads - 1);
-            it.h = hb % p.heads_q, it.b = hb / p.heads_q;
-        }
+        const V4Item it = item_at(item);
         const Elem *q = static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride + it.h * p.q_head_stride;
         load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0_of(it, item_split(it)), p.seq_q, ctid);
         cp_async_commit();
@@ -640,38 +619,33 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
 
         if constexpr (Traits::kRowItems) {
-            if (it.heads > 0) {
+            if (split && p.seq_q - it.m_block <= Traits::kRowItemRows) {
                 using Rows = V4RowItem<Traits>;
                 // Opaque copies: what the row path derives from them (its shared-memory offsets) is then computed
                 // here, not hoisted out of the item loop and kept live through the main path (ptxas spilled).
                 int row_ctid = ctid, row_warp = warp_in_group, row_lane = lane;
                 asm volatile("" : "+r"(row_ctid), "+r"(row_warp), "+r"(row_lane));
-                unsigned char *region = reinterpret_cast<unsigned char *>(partials) + consumer * Traits::kRowItemBytes;
+                unsigned char *regions = reinterpret_cast<unsigned char *>(partials);
+                unsigned char *region = regions + consumer * Traits::kRowItemBytes;
                 cp_async_wait<0>();
                 named_barrier_sync(1 + consumer, 128);
                 Rows::stage_q(region, my_q, row_ctid);
                 named_barrier_sync(1 + consumer, 128);
                 if (item + gridDim.x < n_items) load_q(item + gridDim.x);
-                // This consumer's head (none past the group's last): its j-th slot of the item holds key tile j.
-                const int hb = it.b * p.heads_q + it.h + consumer;
-                const int b = hb / p.heads_q, h = hb % p.heads_q;
-                const int head_key_limit = consumer < it.heads ? batch_key_limit(p.key_lens, b, p.seq_k) : 0;
                 typename Rows::State st = {{0.f, 0.f, 0.f, 0.f}, {-INFINITY, -INFINITY}, {0.f, 0.f}};
                 for (int j = 0; j < my_slots; ++j) {
                     if (j > 0) i = next_slot(i);
                     wait_full(i);
-                    if (j * kBlockN < head_key_limit)
-                        Rows::tile(st, region, k_base(i), v_base(i), j * kBlockN, head_key_limit, scale_log2,
-                                   1 + consumer, row_warp, row_lane);
+                    Rows::tile(st, region, k_base(i), v_base(i),
+                               key_tile(i.pass * kStages + i.stage - g0, n_tiles) * kBlockN, key_limit, scale_log2,
+                               1 + consumer, row_warp, row_lane);
                     __syncwarp();
                     if (lane == 0) mbarrier_arrive(&empty[i.stage], kConsumers);  // for every consumer
                 }
-                if (consumer < it.heads) {
-                    Elem *o = static_cast<Elem *>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-                    Rows::finish(st, region, o, p.o_seq_stride,
-                                 p.lse == nullptr ? nullptr : p.lse + ((long long)b * p.heads_q + h) * p.seq_q,
-                                 it.m_block, p.seq_q - it.m_block, 1 + consumer, row_warp, row_lane);
-                }
+                Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
+                Rows::finish(st, regions, consumer, o, p.o_seq_stride,
+                             p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
+                             it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
                 g0 += n_tiles;
                 continue;
             }
@@ -970,7 +944,7 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaSt
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    const long long items = V4Items<Traits>(p, split_last_block).count();
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;

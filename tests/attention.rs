@@ -92,7 +92,7 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         case(2, 197, 2, 64),
         case(1, 577, 2, 64),
         // More 192-row blocks than an H100 has SMs: v4 takes three consumers, a narrow last key tile (193 = 2 x 96
-        // + 1) and the one-row last query blocks in row groups.
+        // + 1) and splits the keys of the one-row last query block.
         case(6, 193, 12, 64),
         // The same with key lengths and a last query block of three rows; at head dim 80 with grouped K/V heads
         // and another key length.
@@ -104,12 +104,6 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         // 64-row products).
         case(6, 200, 12, 64),
         case(6, 201, 12, 64),
-        // Row groups (three heads' last blocks to an item) that cross batches with different key lengths, the last
-        // group holding two heads.
-        Case {
-            key_lens: true,
-            ..case(7, 194, 11, 64)
-        },
         Case {
             packed: false,
             heads_kv: 4,
