@@ -514,24 +514,11 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr bool kPingPong = kPingPong_;
     static_assert(!kPingPong || kConsumers > 1, "turns need two or more consumers");
     // Hardware barriers: 1 + c for consumer c's Q rows, 1 + kConsumers for the merge of a split query block,
-    // kTurnBarrier + c for consumer c's turn, kRiderBarrier for the producer warpgroup.
+    // kTurnBarrier + c for consumer c's turn.
     static constexpr int kTurnBarrier = 2 + kConsumers;
     static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kBlockM = 64 * kConsumers;
-    static constexpr int kStages = kStages_;
-    // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
-    static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
-    // At head dim 64 a last query block of at most kRowItemRows rows rides along its head's last full block: the
-    // producer warpgroup multiplies it transposed (V4RowItem in attention_v4.cu) from the same K/V stages, in
-    // kRowItemBytes of the partials' region (no block is split then): Q^T (1 KB), P^T (1 KB per 64 keys) and the
-    // reductions (1 KB); kRiderBarrier is its warpgroup's hardware barrier.
-    static constexpr int kRowItemRows = 8;
-    static constexpr int kRowItemBytes = 1024 * (2 + (kBlockN_ + 63) / 64);
-    static constexpr bool kRowItems = kCanSplit && Shape::kHeadDimPadded == 64;
-    static constexpr int kRiderBarrier = kTurnBarrier + kConsumers;
-    static_assert(kRiderBarrier < 16, "hardware barriers");
-
     // The pool is what the launch gave: kLaunchRegs x kThreads (__launch_bounds__(kThreads, kMinBlocks)).
     // Consumers with 128-key tiles use up to ~220 registers, with 64-key tiles ~210; the producer keeps at least
     // 48 (its loop over work items spills below that). Three consumers get 152, one consumer of two blocks per SM
@@ -543,13 +530,22 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kConsumerRegs = kConsumerWant < kConsumerCap ? kConsumerWant : kConsumerCap;
     static constexpr int kProducerRegs = (kPool - 128 * kConsumers * kConsumerRegs) / 128 / 8 * 8;
     static_assert(kProducerRegs >= 24 && kProducerRegs <= 256, "register file");
+    static constexpr int kStages = kStages_;
+    // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
+    static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
+    // A split block of at most kRowItemRows rows runs transposed (V4RowItem in attention_v4.cu) at head dim 64,
+    // each consumer in its own kRowItemBytes of the partials' region: Q^T (1 KB), P^T (1 KB per 64 keys), O^T for
+    // the merge (2 KB) and the reductions.
+    static constexpr int kRowItemRows = 8;
+    static constexpr int kRowItemBytes = 1024 * (4 + (kBlockN_ + 63) / 64);
+    static constexpr bool kRowItems = kCanSplit && Shape::kHeadDimPadded == 64;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
     // The B operand of P x ones (the row sums on the tensor cores): 8 rows of one 128-byte swizzle atom.
     static constexpr int kOnesBytes = 1024;
     // Where the other consumers' partial results of a split query block meet the first's: O, row max and sum.
     static constexpr int kPartialBytes = kCanSplit ? (kConsumers - 1) * (Shape::kORegs + 4) * 128 * 4 : 0;
-    static_assert(!kRowItems || kPartialBytes >= kRowItemBytes, "the rider's region fits");
+    static_assert(!kRowItems || kPartialBytes >= kConsumers * kRowItemBytes, "the row items' regions fit");
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
     static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + kOnesBytes +
                                          2 * kStages * Shape::kKVTileBytes + kPartialBytes + kBarrierBytes;

@@ -22,8 +22,7 @@
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), S and P V, last in the pipeline; a last query block of at most 64 rows is shared by all
  *     consumers, each taking part of the key tiles, merged through shared memory at the end. At head dim 64 one
- *     of at most 8 rows (CLIP's one row) rides along its head's last full block: the producer's warpgroup, idle
- *     otherwise, multiplies it transposed from the same K/V stages (V4RowItem).
+ *     of at most 8 rows (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
@@ -213,14 +212,13 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
     }
 }
 
-/* A last query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k), transposed: S^T = K Q^T
- * with a window of 64 keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M,
- * both operands from shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows
- * exponentials per thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the tile's
- * keys meets in shared memory, and P^T goes there as the second product's B operand. Run by the producer's
- * warpgroup on the K/V stages of the head's last full query block (a rider): as work items of their own, split
- * among the consumers and merged, these rows took 4.7-5.8 us per head, a chain of latencies with the SM nearly
- * idle (and 1.22x the time of N 576 at N 577, B16 H16 D64).
+/* A split query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k: about a tenth of the
+ * N 577 kernel while its consumers multiplied 64-row tiles for it), transposed: S^T = K Q^T with a window of 64
+ * keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M, both operands from
+ * shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows exponentials per
+ * thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the consumer's keys meets
+ * in shared memory, and P^T goes there as the second product's B operand. The consumers take their stages' tiles
+ * as in any split block; the first merges the others' O^T, column maxima and sums and writes the rows.
  * Accumulator element e of a thread: row 16 w + g + 8 (e / 2) of its warp w (a key of the window, or a head-dim
  * column), column 2t + e % 2 (a query row of the block). */
 template <class Traits>
@@ -231,10 +229,10 @@ struct V4RowItem {
     // m64 windows of keys over a tile; the last one ends at the tile's end, overlapping its predecessor, whose keys
     // it leaves to it.
     static constexpr int kWindows = (kBlockN + 63) / 64;
-    // The region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), and [2][4 warps][8 columns] floats:
-    // a tile's column maxima, then the column sums.
-    static constexpr int kQT = 0, kPT = 1024, kRed = kPT + 1024 * kWindows;
-    static_assert(kRed + 2 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
+    // A consumer's region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), O^T for the merge, and
+    // [3][4 warps][8 columns] floats: column maxima, column sums, then the consumer's maxima and sums.
+    static constexpr int kQT = 0, kPT = 1024, kOT = kPT + 1024 * kWindows, kRed = kOT + 4 * 128 * 4;
+    static_assert(kRed + 3 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
 
     struct State {
         float o[4];    // O^T
@@ -244,15 +242,17 @@ struct V4RowItem {
 
     static __device__ __forceinline__ int window_row0(int w) { return min(64 * w, kBlockN - 64); }
 
-    /* Query rows [row0, row0 + rows) of one head (zeros past them) as Q^T's B operand: 8 K-major rows, by threads
-     * 0..63 of the warpgroup, straight from global memory. */
-    static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q, long long q_seq_stride,
-                                                   int row0, int rows, int wtid) {
-        if (wtid < 64) {
-            const int r = wtid / 8, c = wtid % 8;
-            uint4 chunk = make_uint4(0u, 0u, 0u, 0u);
-            if (r < rows) chunk = *reinterpret_cast<const uint4 *>(q + (long long)(row0 + r) * q_seq_stride + 8 * c);
-            *reinterpret_cast<uint4 *>(region + kQT + swizzle<128>(r * 128 + 16 * c)) = chunk;
+    /* Consumer c's floats at `offset` of its region. */
+    static __device__ __forceinline__ float *floats(unsigned char *regions, int c, int offset) {
+        return reinterpret_cast<float *>(regions + c * Traits::kRowItemBytes + offset);
+    }
+
+    /* The block's Q rows (zeros past seq_q) as Q^T's B operand: 8 K-major rows, by threads 0..63. */
+    static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q_rows, int ctid) {
+        if (ctid < 64) {
+            const int r = ctid / 8, c = ctid % 8;
+            *reinterpret_cast<uint4 *>(region + kQT + swizzle<128>(r * 128 + 16 * c)) =
+                *reinterpret_cast<const uint4 *>(q_rows + r * Traits::kSmemRowStride + 8 * c);
             fence_proxy_async();  // read by the tensor cores
         }
     }
@@ -337,68 +337,76 @@ struct V4RowItem {
         fence_operand(st.o);
     }
 
-    /* The column sums meet in the region; rows [row0, row0 + rows) of O (and their lse where lse_rows is given)
-     * straight from O^T. barrier: the warpgroup's 128 threads. */
-    static __device__ __forceinline__ void finish(State &st, unsigned char *region, Elem *o, long long o_seq_stride,
-                                                  float *lse_rows, int row0, int rows, int barrier, int warp,
-                                                  int lane) {
+    /* Every consumer leaves its O^T, column maxima and sums in its region (regions: consumer 0's); the first merges
+     * them and writes rows [row0, row0 + rows) of O (and their lse where lse_rows is given). */
+    static __device__ __forceinline__ void finish(State &st, unsigned char *regions, int consumer, Elem *o,
+                                                  long long o_seq_stride, float *lse_rows, int row0, int rows,
+                                                  int ctid, int warp, int lane) {
+        constexpr int kConsumers = Traits::kConsumers;
         constexpr float kLn2 = 0.6931471805599453f;
         const int g = lane / 4, t = lane % 4;
-        float *red = reinterpret_cast<float *>(region + kRed);
+        float *red = floats(regions, consumer, kRed);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
 #pragma unroll
             for (int offset = 4; offset < 32; offset *= 2) st.sum[j] += __shfl_xor_sync(0xffffffffu, st.sum[j], offset);
             if (g == 0) red[32 + 8 * warp + 2 * t + j] = st.sum[j];
         }
-        named_barrier_sync(barrier, 128);
-        float sum[2];
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            sum[j] = 0.f;
+        for (int e = 0; e < 4; ++e) floats(regions, consumer, kOT)[e * 128 + ctid] = st.o[e];
+        named_barrier_sync(1 + consumer, 128);
+        if (warp == 0 && g == 0) {
 #pragma unroll
-            for (int w = 0; w < 4; ++w) sum[j] += red[32 + 8 * w + 2 * t + j];
+            for (int j = 0; j < 2; ++j) {
+                float sum = 0.f;
+#pragma unroll
+                for (int w = 0; w < 4; ++w) sum += red[32 + 8 * w + 2 * t + j];
+                red[64 + 2 * t + j] = st.max[j];
+                red[72 + 2 * t + j] = sum;
+            }
         }
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+        if (consumer == 0) {
+            float factor[kConsumers][2], max[2], sum[2];  // per column 2t + j, over the consumers
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
-            if (row < rows)
-                o[(long long)(row0 + row) * o_seq_stride + col] =
-                    ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? st.o[e] * __fdividef(1.f, sum[e % 2]) : 0.f);
-        }
-        if (lse_rows != nullptr && warp == 0 && g == 0) {
+            for (int j = 0; j < 2; ++j) {
+                max[j] = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < 2; ++j)
-                if (2 * t + j < rows)
-                    lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (st.max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
+                for (int c = 0; c < kConsumers; ++c) max[j] = fmaxf(max[j], floats(regions, c, kRed)[64 + 2 * t + j]);
+                sum[j] = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c) {
+                    const float their_max = floats(regions, c, kRed)[64 + 2 * t + j];
+                    // A consumer that saw no key has max -inf and contributes nothing.
+                    factor[c][j] = their_max == -INFINITY ? 0.f : exp2_approx(their_max - max[j]);
+                    sum[j] += factor[c][j] * floats(regions, c, kRed)[72 + 2 * t + j];
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
+                float acc = 0.f;
+#pragma unroll
+                for (int c = 0; c < kConsumers; ++c) acc += factor[c][e % 2] * floats(regions, c, kOT)[e * 128 + ctid];
+                if (row < rows)
+                    o[(long long)(row0 + row) * o_seq_stride + col] =
+                        ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? acc * __fdividef(1.f, sum[e % 2]) : 0.f);
+            }
+            if (lse_rows != nullptr && warp == 0 && g == 0) {
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+                    if (2 * t + j < rows)
+                        lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
+            }
         }
+        // The regions are free again once the first has read them.
+        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
     }
 };
 
 /* One work item of the persistent grid: a query block of one head. */
 struct V4Item {
     int m_block, h, b;
-};
-
-/* How a launch's work divides into items: every head's full query blocks, then (where seq_q leaves fewer rows than
- * kBlockM) every head's light last block, unless that is riders: at most kRowItemRows rows at head dim 64 without
- * key_lens, run by the producer's warpgroup with the head's last full block (V4RowItem). */
-template <class Traits>
-struct V4Items {
-    int q_blocks, full_per_head, heads_batch;
-    bool riders;
-
-    __host__ __device__ V4Items(const fc_attention_params &p, bool split_last_block) {
-        const int light_rows = p.seq_q % Traits::kBlockM;
-        q_blocks = (p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM;
-        full_per_head = light_rows == 0 ? q_blocks : q_blocks - 1;
-        heads_batch = p.heads_q * p.batch;
-        riders = Traits::kRowItems && split_last_block && p.causal == 0 && p.key_lens == nullptr &&
-                 full_per_head > 0 && light_rows > 0 && light_rows <= Traits::kRowItemRows;
-    }
-    __host__ __device__ long long count() const {
-        return (long long)(riders ? full_per_head : q_blocks) * heads_batch;
-    }
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
@@ -445,8 +453,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int lane = tid % 32;
 
     const bool causal = p.causal != 0;
-    const bool riders = V4Items<Traits>(p, split_last_block != 0).riders;
-    const int n_items = (int)V4Items<Traits>(p, split_last_block != 0).count();  // the launcher checked the range
+    const int n_items = ((p.seq_q + kBlockM - 1) / kBlockM) * p.heads_q * p.batch;
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
@@ -491,8 +498,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (tid == 0) {
         for (int s = 0; s < kStages; ++s) {
             mbarrier_init(&full[s], 1);                 // the producer's one arrival (+ the TMA bytes)
-            // One per consumer warp, and with riders the producer's (when it has loaded a stage, or ridden it).
-            mbarrier_init(&empty[s], 4 * kConsumers + (riders ? 1 : 0));
+            mbarrier_init(&empty[s], 4 * kConsumers);  // one per consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -501,25 +507,22 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (warpgroup == 0) {
         // ---------------------------------------------------------------- producer
         setmaxnreg_dec<Traits::kProducerRegs>();
-        // Warp 0 loads; with riders all four warps multiply the riders' rows (wgmma takes a whole warpgroup).
-        if (tid >= 32 && !riders) return;
-        const int warp = __shfl_sync(0xffffffffu, tid / 32, 0);
+        if (tid >= 32) return;
         int g = 0;  // ring slot, counted over the block's items
         for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
             const V4Item it = item_at(item);
             const int hk = it.h / (p.heads_q / p.heads_kv);
-            // Key tile `tile` into the slot's stage once every reader released it: TMA boxes (lane 0), or rows
-            // through cp.async where key_lens cut the tile short (TMA would bring the real rows there, and 0 * NaN
-            // in P V must not happen).
-            const auto load = [&](int slot, int tile, int key_limit) {
-                const int stage = slot % kStages;
-                if (slot >= kStages) mbarrier_wait(&empty[stage], (slot / kStages - 1) & 1);
+            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+            const int n_tiles = item_tiles(it, key_limit);
+            const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
+            const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
+            for (int t = 0; t < n_tiles; ++t, ++g) {
+                const int stage = g % kStages;
+                if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
                 unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
                 unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-                const int key0 = tile * kBlockN;
+                const int key0 = key_tile(t, n_tiles) * kBlockN;
                 if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
-                    const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
-                    const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
                     load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
                     load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
                     cp_async_commit();
@@ -537,60 +540,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                                     &full[stage]);
                     }
                 }
-            };
-            if constexpr (Traits::kRowItems) {
-                // The head's last full query block carries the rows past it (riders: seq_q leaves at most
-                // kRowItemRows, no key_lens).
-                if (riders && it.m_block + 2 * kBlockM > p.seq_q) {
-                    using Rows = V4RowItem<Traits>;
-                    const int n_tiles = (p.seq_k + kBlockN - 1) / kBlockN;
-                    // Opaque copies, so that what the rider derives from them is computed here (registers).
-                    int rider_tid = tid, rider_lane = lane;
-                    asm volatile("" : "+r"(rider_tid), "+r"(rider_lane));
-                    unsigned char *region = reinterpret_cast<unsigned char *>(partials);
-                    const int row0 = it.m_block + kBlockM;
-                    Rows::stage_q(region,
-                                  static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride + it.h * p.q_head_stride,
-                                  p.q_seq_stride, row0, p.seq_q - row0, rider_tid);
-                    typename Rows::State st = {{0.f, 0.f, 0.f, 0.f}, {-INFINITY, -INFINITY}, {0.f, 0.f}};
-                    // Slot `slot` once loaded: the barrier first keeps every warp behind warp 0's wait for that
-                    // stage's release (a parity wait cannot tell a phase from the one two later).
-                    const auto ride = [&](int slot) {
-                        const int stage = slot % kStages;
-                        named_barrier_sync(Traits::kRiderBarrier, 128);
-                        mbarrier_wait(&full[stage], (slot / kStages) & 1);
-                        Rows::tile(st, region,
-                                   desc_advance(Consumer::k_desc(smem_addr(k_tiles)), stage * Traits::kKVTileBytes),
-                                   desc_advance(Consumer::v_desc(smem_addr(v_tiles)), stage * Traits::kKVTileBytes),
-                                   key_tile(slot - g, n_tiles) * kBlockN, p.seq_k, p.softmax_scale * kLog2e,
-                                   Traits::kRiderBarrier, warp, rider_lane);
-                        named_barrier_sync(Traits::kRiderBarrier, 128);  // every warp's products are done
-                        if (rider_tid == 0) mbarrier_arrive(&empty[stage]);
-                    };
-                    // Each tile kLag slots after its load, so that its data has had time to land.
-                    constexpr int kLag = 2;
-                    for (int t = 0; t < n_tiles; ++t) {
-                        if (warp == 0) load(g + t, key_tile(t, n_tiles), p.seq_k);
-                        if (t >= kLag) ride(g + t - kLag);
-                    }
-                    for (int t = max(n_tiles - kLag, 0); t < n_tiles; ++t) ride(g + t);
-                    Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
-                    Rows::finish(st, region, o, p.o_seq_stride,
-                                 p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
-                                 row0, p.seq_q - row0, Traits::kRiderBarrier, warp, rider_lane);
-                    g += n_tiles;
-                    continue;
-                }
             }
-            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-            const int n_tiles = item_tiles(it, key_limit);
-            if (warp == 0) {
-                for (int t = 0; t < n_tiles; ++t) {
-                    load(g + t, key_tile(t, n_tiles), key_limit);
-                    if (riders && lane == 0) mbarrier_arrive(&empty[(g + t) % kStages]);  // not ridden
-                }
-            }
-            g += n_tiles;
         }
         return;
     }
@@ -667,6 +617,39 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         int my_key_limit[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
+
+        if constexpr (Traits::kRowItems) {
+            if (split && p.seq_q - it.m_block <= Traits::kRowItemRows) {
+                using Rows = V4RowItem<Traits>;
+                // Opaque copies: what the row path derives from them (its shared-memory offsets) is then computed
+                // here, not hoisted out of the item loop and kept live through the main path (ptxas spilled).
+                int row_ctid = ctid, row_warp = warp_in_group, row_lane = lane;
+                asm volatile("" : "+r"(row_ctid), "+r"(row_warp), "+r"(row_lane));
+                unsigned char *regions = reinterpret_cast<unsigned char *>(partials);
+                unsigned char *region = regions + consumer * Traits::kRowItemBytes;
+                cp_async_wait<0>();
+                named_barrier_sync(1 + consumer, 128);
+                Rows::stage_q(region, my_q, row_ctid);
+                named_barrier_sync(1 + consumer, 128);
+                if (item + gridDim.x < n_items) load_q(item + gridDim.x);
+                typename Rows::State st = {{0.f, 0.f, 0.f, 0.f}, {-INFINITY, -INFINITY}, {0.f, 0.f}};
+                for (int j = 0; j < my_slots; ++j) {
+                    if (j > 0) i = next_slot(i);
+                    wait_full(i);
+                    Rows::tile(st, region, k_base(i), v_base(i),
+                               key_tile(i.pass * kStages + i.stage - g0, n_tiles) * kBlockN, key_limit, scale_log2,
+                               1 + consumer, row_warp, row_lane);
+                    __syncwarp();
+                    if (lane == 0) mbarrier_arrive(&empty[i.stage], kConsumers);  // for every consumer
+                }
+                Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
+                Rows::finish(st, regions, consumer, o, p.o_seq_stride,
+                             p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
+                             it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
+                g0 += n_tiles;
+                continue;
+            }
+        }
 
         // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
         uint32_t q_frag[Traits::kQKSteps][4];
@@ -961,7 +944,7 @@ int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaSt
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    const long long items = V4Items<Traits>(p, split_last_block).count();
+    const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM) * p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;

@@ -92,7 +92,7 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         case(2, 197, 2, 64),
         case(1, 577, 2, 64),
         // More 192-row blocks than an H100 has SMs: v4 takes three consumers, a narrow last key tile (193 = 2 x 96
-        // + 1) and the one-row last query blocks as riders.
+        // + 1) and splits the keys of the one-row last query block.
         case(6, 193, 12, 64),
         // The same with key lengths and a last query block of three rows; at head dim 80 with grouped K/V heads
         // and another key length.
@@ -100,11 +100,10 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
             key_lens: true,
             ..case(6, 195, 12, 64)
         },
-        // The last query block at the riders' limit (8 rows, transposed products in the producer's warpgroup)
-        // and one past it (9 rows, 64-row products split among the consumers); riders of 128-row blocks.
+        // The last query block at the row path's limit (8 rows, transposed products) and one past it (9 rows,
+        // 64-row products).
         case(6, 200, 12, 64),
         case(6, 201, 12, 64),
-        case(1, 130, 4, 64),
         Case {
             packed: false,
             heads_kv: 4,
@@ -371,15 +370,6 @@ fn small_cases() -> Vec<Case> {
         seq_k: 129,
         ..case(1, 20, 2, 80)
     });
-    // Riders: a last query block of at most 8 rows along the head's last full block (193 = 192 + 1 rows for
-    // three consumers, 130 = 128 + 2 for two).
-    for seq in [193, 130] {
-        out.push(Case {
-            packed: false,
-            seq_k: 97,
-            ..case(1, seq, 2, 64)
-        });
-    }
     // Key lengths without causal masking (cut tiles in the middle of the pipeline, every row seeing them).
     for d in [64, 80] {
         out.push(Case {
