@@ -458,8 +458,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
     // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
-    // the light items spread over the blocks (head-major, the light last blocks of a 2-block head landed on the
-    // same half of the blocks every round: +10% at N 257). With causal masking: the costliest (last) query blocks
+    // the light items spread over the blocks and fill the last round (head-major, the light last blocks of a
+    // 2-block head landed on the same half of the blocks every round: +10% at N 257; each head's right after its
+    // full blocks, in segments of a grid's worth of them: +3% at N 577). With causal masking: the costliest (last) query blocks
     // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
     // loop (registers).
     const auto item_at = [&](int i) {
