@@ -420,7 +420,7 @@ struct V4Item {
 template <class Traits, int kTailN, bool kTailLast>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
-                        const __grid_constant__ CUtensorMap v_map, int split_last_block, int light_last) {
+                        const __grid_constant__ CUtensorMap v_map, int split_last_block) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
@@ -457,31 +457,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
     // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
     // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
-    // the others (CLIP's 64k + 1 rows) costs less; head-major, a head of q_blocks items puts its light block on
-    // the same blocks every round where q_blocks divides the grid (+10% at N 257). Two orders, the launcher's
-    // choice (light_last): every head's light block after all full blocks, where they fill the last round (few
-    // rounds: H100, B16 N577 D64, 72.4 against 75.5 us in segments); or the heads in segments of about a grid's
-    // worth of full blocks, each followed by its heads' light blocks, which then find the head's K/V still in L2
-    // and land one segment's light count further along the grid each time (many rounds: B256 N577 D64, 1072
-    // against 1110-1162 us; B16 N577 D96, 108 against 113). With causal masking: the costliest (last) query
-    // blocks of every head first. Recomputed from the parameters per item rather than kept live across the
-    // consumers' loop (registers).
+    // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
+    // the light items spread over the blocks and fill the last round (head-major, the light last blocks of a
+    // 2-block head landed on the same half of the blocks every round: +10% at N 257; each head's right after its
+    // full blocks, in segments of a grid's worth of them: +3% at N 577). With causal masking: the costliest (last) query blocks
+    // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
+    // loop (registers).
     const auto item_at = [&](int i) {
         const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
         const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
+        const int n_full = full_per_head * heads_batch;
         int q_block, hb;
         if (causal) {
             q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
-        } else if (full_per_head == q_blocks || full_per_head == 0) {  // items of one kind
-            q_block = i % q_blocks, hb = i / q_blocks;
+        } else if (i < n_full) {
+            q_block = i % full_per_head, hb = i / full_per_head;
         } else {
-            const int segment_heads = light_last ? heads_batch : max(1, (int)gridDim.x / full_per_head);
-            const int segment = i / (segment_heads * q_blocks), r = i - segment * segment_heads * q_blocks;
-            const int head0 = segment * segment_heads, heads = min(segment_heads, heads_batch - head0);
-            if (r < heads * full_per_head)
-                q_block = r % full_per_head, hb = head0 + r / full_per_head;
-            else
-                q_block = q_blocks - 1, hb = head0 + r - heads * full_per_head;
+            q_block = q_blocks - 1, hb = i - n_full;
         }
         return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
     };
@@ -944,23 +936,8 @@ int current_sm_count() {
     return sms;
 }
 
-/* How launch_v4 schedules a shape. The tuned choice is the default; the others are kept for comparison. */
-struct V4Schedule {
-    // A narrow last key tile (16 or 80 keys wide, where the keys left past the full tiles fit: CLIP's lengths are
-    // 64k + 1) and a key split among the consumers of a last query block of at most 64 rows. Without, every tile
-    // is full and every consumer owns its rows (the plain pipeline).
-    bool tails = true;
-    bool tail_last = true;  // the narrow tile last in the pipeline (else first)
-    // Where every head's light last query block goes (see the kernel's item_at): after all full blocks, or right
-    // after its head's, in segments; by default the first where the grid runs fewer than kSegmentRounds rounds
-    // of items (a threshold between the shapes measured: B16 N577 at head dim 64 runs 7.8 and gains from the
-    // light blocks last, at 96-128 it runs 9.7 and B256 124, and both gain from the segments).
-    enum class ItemOrder { kByRounds, kLightLast, kSegments } order = ItemOrder::kByRounds;
-    static constexpr int kSegmentRounds = 8;
-};
-
 template <class Traits, int kTailN, bool kTailLast = true>
-int launch_v4_kernel(const fc_attention_params &p, const V4Schedule &schedule, cudaStream_t stream) {
+int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
@@ -973,39 +950,38 @@ int launch_v4_kernel(const fc_attention_params &p, const V4Schedule &schedule, c
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    using Order = V4Schedule::ItemOrder;
-    const bool light_last = schedule.order == Order::kLightLast ||
-                            (schedule.order == Order::kByRounds && items < (long long)V4Schedule::kSegmentRounds * grid);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, schedule.tails ? 1 : 0,
-                                                                   light_last ? 1 : 0);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
-/* The narrow last key tile's width per launch, where the schedule asks for tails. */
+/* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
+ * keys left past the full tiles fit: CLIP's lengths are 64k + 1; last in the pipeline unless `tail_last` is false)
+ * and a key split among the consumers of a last query block of at most 64 rows. Without, every tile is full and
+ * every consumer owns its rows (the plain pipeline, kept for comparison). */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, cudaStream_t stream, const V4Schedule &schedule = V4Schedule{}) {
+int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool tail_last = true) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
-        const bool narrow = schedule.tails && p.causal == 0 && p.key_lens == nullptr;
+        const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
         if (narrow && left > 0 && left <= 16)
-            return schedule.tail_last ? launch_v4_kernel<Traits, 16>(p, schedule, stream)
-                                      : launch_v4_kernel<Traits, 16, false>(p, schedule, stream);
+            return tail_last ? launch_v4_kernel<Traits, 16>(p, tails, stream)
+                             : launch_v4_kernel<Traits, 16, false>(p, tails, stream);
         if constexpr (Traits::kBlockN > 80) {
             if (narrow && left > 64 && left <= 80)
-                return schedule.tail_last ? launch_v4_kernel<Traits, 80>(p, schedule, stream)
-                                          : launch_v4_kernel<Traits, 80, false>(p, schedule, stream);
+                return tail_last ? launch_v4_kernel<Traits, 80>(p, tails, stream)
+                                 : launch_v4_kernel<Traits, 80, false>(p, tails, stream);
         }
     }
-    return launch_v4_kernel<Traits, 0>(p, schedule, stream);
+    return launch_v4_kernel<Traits, 0>(p, tails, stream);
 }
 
 /* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
 int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
     const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
-    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, stream);
-    return launch_v4<Small>(p, stream);
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
+    return launch_v4<Small>(p, true, stream);
 }
 
 /* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
@@ -1023,10 +999,10 @@ int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
         case 80:
             return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
                 p, stream);
-        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, stream);
-        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, stream);
-        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, stream);
-        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, stream);
+        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
+        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
+        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
+        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
@@ -1037,33 +1013,26 @@ template <typename Elem, int kHeadDim>
 int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
     using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 4, 2>;
     using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 6, 3>;
-    using Order = V4Schedule::ItemOrder;
-    constexpr V4Schedule kPlain{false, true, Order::kByRounds}, kTailFirst{true, false, Order::kByRounds},
-        kLightLast{true, true, Order::kLightLast}, kSegments{true, true, Order::kSegments};
     switch (tiles) {
-        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, stream);
-        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, stream, kPlain);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, stream);
-        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, stream);
+        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
+        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
+        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
         case FC_V4_TILES_WG2_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
         case FC_V4_TILES_WG3_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, stream);
+            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
         switch (tiles) {
-            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, stream);
-            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, stream, kPlain);
+            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
+            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream);
-            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, stream);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
+            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream, kTailFirst);
-            case FC_V4_TILES_WG3_N96_PINGPONG_LIGHT_LAST:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream, kLightLast);
-            case FC_V4_TILES_WG3_N96_PINGPONG_SEGMENTS:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream, kSegments);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, false);
             default: break;
         }
     }

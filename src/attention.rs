@@ -331,9 +331,7 @@ pub fn flash_attention<T: Element>(
 /// tile (16 or 80 keys) where the keys left over fit, and split the keys of a last query block of at most 64 rows
 /// among the consumers; the `Plain` shapes do neither. The `PingPong` shapes have the consumers issue their GEMMs
 /// in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is a query block's last key tile;
-/// `TailFirst` runs it first instead (its P V then full width), for comparison. Every head's light last query
-/// block runs after all full blocks where the grid runs few rounds of items, else right after its head's full
-/// blocks; `LightLast` and `Segments` force one order, for comparison.
+/// `TailFirst` runs it first instead (its P V then full width), for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiles {
     V3Wg2N64,
@@ -351,8 +349,6 @@ pub enum Tiles {
     V4Wg3N96PingPong,
     V4Wg3N64PingPong,
     V4Wg3N96PingPongTailFirst,
-    V4Wg3N96PingPongLightLast,
-    V4Wg3N96PingPongSegments,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -362,7 +358,7 @@ enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 17] = [
+    pub const ALL: [Tiles; 15] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -378,8 +374,6 @@ impl Tiles {
         Tiles::V4Wg3N96PingPong,
         Tiles::V4Wg3N64PingPong,
         Tiles::V4Wg3N96PingPongTailFirst,
-        Tiles::V4Wg3N96PingPongLightLast,
-        Tiles::V4Wg3N96PingPongSegments,
     ];
 
     /// The kernel version the shape belongs to.
@@ -396,9 +390,7 @@ impl Tiles {
             | Tiles::V4Wg2N64PingPong
             | Tiles::V4Wg3N96PingPong
             | Tiles::V4Wg3N64PingPong
-            | Tiles::V4Wg3N96PingPongTailFirst
-            | Tiles::V4Wg3N96PingPongLightLast
-            | Tiles::V4Wg3N96PingPongSegments => Version::V4,
+            | Tiles::V4Wg3N96PingPongTailFirst => Version::V4,
         }
     }
 
@@ -409,9 +401,7 @@ impl Tiles {
             | Tiles::V4Wg1N128
             | Tiles::V4Wg3N96Plain
             | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N96PingPongTailFirst
-            | Tiles::V4Wg3N96PingPongLightLast
-            | Tiles::V4Wg3N96PingPongSegments => &[64],
+            | Tiles::V4Wg3N96PingPongTailFirst => &[64],
             _ => &[64, 80],
         }
     }
@@ -433,8 +423,6 @@ impl Tiles {
             Tiles::V4Wg3N96PingPong => "v4 wg3 n96 pingpong",
             Tiles::V4Wg3N64PingPong => "v4 wg3 n64 pingpong",
             Tiles::V4Wg3N96PingPongTailFirst => "v4 wg3 n96 pingpong tail first",
-            Tiles::V4Wg3N96PingPongLightLast => "v4 wg3 n96 pingpong light last",
-            Tiles::V4Wg3N96PingPongSegments => "v4 wg3 n96 pingpong segments",
         }
     }
 
@@ -457,12 +445,6 @@ impl Tiles {
             Tiles::V4Wg3N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64_PINGPONG),
             Tiles::V4Wg3N96PingPongTailFirst => {
                 TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST)
-            }
-            Tiles::V4Wg3N96PingPongLightLast => {
-                TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_LIGHT_LAST)
-            }
-            Tiles::V4Wg3N96PingPongSegments => {
-                TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_SEGMENTS)
             }
         }
     }

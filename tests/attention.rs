@@ -104,8 +104,6 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         // 64-row products).
         case(6, 200, 12, 64),
         case(6, 201, 12, 64),
-        // More heads than a grid's worth of full blocks: two segments where the item order takes them.
-        case(16, 195, 12, 64),
         Case {
             packed: false,
             heads_kv: 4,

@@ -76,10 +76,7 @@ int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_ti
  * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
  * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. The _PINGPONG shapes have
  * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is the last
- * of a query block's key tiles; _TAIL_FIRST runs it first instead (its P V then full width), for comparison. Every
- * head's light last query block runs after all full blocks where the grid runs few rounds of items, else right
- * after its head's full blocks (heads in segments of about a grid's worth of them); _LIGHT_LAST and _SEGMENTS force
- * one order, for comparison. */
+ * of a query block's key tiles; _TAIL_FIRST runs it first instead (its P V then full width), for comparison. */
 typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N128 = 0,
     FC_V4_TILES_WG2_N64 = 1,
@@ -92,8 +89,6 @@ typedef enum fc_v4_tiles {
     FC_V4_TILES_WG3_N96_PINGPONG = 8,
     FC_V4_TILES_WG3_N64_PINGPONG = 9,
     FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST = 10,
-    FC_V4_TILES_WG3_N96_PINGPONG_LIGHT_LAST = 11,
-    FC_V4_TILES_WG3_N96_PINGPONG_SEGMENTS = 12,
 } fc_v4_tiles;
 int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
 
