@@ -460,9 +460,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
     // the light items spread over the blocks and fill the last round (head-major, the light last blocks of a
     // 2-block head landed on the same half of the blocks every round: +10% at N 257; each head's right after its
-    // full blocks, in segments of a grid's worth of them: +3% at N 577). With causal masking: the costliest (last) query blocks
-    // of every head first. Recomputed from the parameters per item rather than kept live across the consumers'
-    // loop (registers).
+    // full blocks, in segments of a grid's worth of them: +3% at N 577). With causal masking: the costliest (last)
+    // query blocks of every head first. Recomputed from the parameters per item rather than kept live across the
+    // consumers' loop (registers).
     const auto item_at = [&](int i) {
         const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
         const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
