@@ -3,7 +3,9 @@
 # only the NVIDIA driver and CUDA libraries on the target, and packs it as dist/gpu.tar.xz: copy the work tree and
 # that archive to a GPU machine, unpack it there (tar -C dist -xJf dist/gpu.tar.xz) and run, from the repository root,
 #   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]  (no argument: all but profile)
-# Binaries are stripped to keep the bundle small.
+# Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
+# (bin/baseline-<commit>-*), which run.sh's bench phase times after the current ones: a change against the code
+# before it, in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -26,7 +28,8 @@ for line in sys.stdin:
     except ValueError:
         continue
     # Bench builds also produce the library unit-test harnesses: keep real bench targets only.
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and (prefix != "bench" or m["target"]["kind"] == ["bench"]):
+    bench = prefix == "bench" or prefix.startswith("baseline-")
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and (not bench or m["target"]["kind"] == ["bench"]):
         # package ids look like "path+file:///dir#name@version", or "path+file:///dir/name#version"
         url, _, frag = m["package_id"].partition("#")
         pkg = frag.split("@")[0] if "@" in frag else url.rstrip("/").split("/")[-1]
@@ -38,6 +41,15 @@ for line in sys.stdin:
 
 collect test test --release --workspace --no-run
 collect bench bench --workspace --no-run # the bench profile is optimized
+if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
+  base=$(git rev-parse --short "$FLASHCLIP_BASELINE")
+  tree=target/baseline-src
+  git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+  git worktree add --force --detach "$tree" "$base" >/dev/null
+  ln -sfn "$PWD/.toolchain" "$tree/.toolchain" # build.rs finds nvcc and libclang there
+  CARGO_TARGET_DIR=target/baseline collect "baseline-$base" bench --workspace --no-run --manifest-path "$tree/Cargo.toml"
+  git worktree remove --force "$tree"
+fi
 collect bin build --release -p flashclip-cli
 # The CLI's own tests run the binary from its build path: they belong to CI, not to the bundle.
 rm -f "$out"/bin/test-flashclip-cli-*

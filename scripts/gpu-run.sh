@@ -5,7 +5,8 @@
 # FLASHCLIP_BENCH_ONLY / FLASHCLIP_SANITIZE_ONLY (space-separated name prefixes, e.g. "attention model-gpu")
 # limit those phases to some targets;
 # FLASHCLIP_BENCH_TIMEOUT (seconds, default 400) bounds each bench executable; FLASHCLIP_BENCH_FILTER (a regex on
-# the criterion ids, e.g. "v3|v4") runs part of each; FLASHCLIP_CLIP_ATTENTION
+# the criterion ids, e.g. "v3|v4") runs part of each, the baseline's too (bench-<commit>.md, where the bundle has
+# one: FLASHCLIP_BASELINE in scripts/gpu-bundle.sh); FLASHCLIP_CLIP_ATTENTION
 # (fastest, v1-v4, materialized) is the ladder's attention for the 16-bit rungs.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +81,15 @@ for phase in $phases; do
     : >"$out/bench.md"
     for b in $(only bench "${FLASHCLIP_BENCH_ONLY:-}"); do
       FLASHCLIP_BENCH_OUT="$out/bench.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$b" --bench ${FLASHCLIP_BENCH_FILTER:+"$FLASHCLIP_BENCH_FILTER"} >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$b")"); }
+    done
+    # The baseline commit's executables of the same benches, after the current ones.
+    for b in $(only bench "${FLASHCLIP_BENCH_ONLY:-}"); do
+      for base in "$bundle"/bin/baseline-*-"${b#"$bundle"/bin/bench-}"; do
+        [ -x "$base" ] || continue
+        commit=${base#"$bundle"/bin/baseline-}
+        commit=${commit%%-*}
+        FLASHCLIP_BENCH_OUT="$out/bench-$commit.md" timeout "${FLASHCLIP_BENCH_TIMEOUT:-400}" "$base" --bench ${FLASHCLIP_BENCH_FILTER:+"$FLASHCLIP_BENCH_FILTER"} >>"$out/bench.log" 2>&1 || { failed=1; summary+=("FAIL $(basename "$base")"); }
+      done
     done
     ;;
   peers)
