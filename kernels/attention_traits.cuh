@@ -539,6 +539,14 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kRowItemRows = 8;
     static constexpr int kRowItemBytes = 1024 * (4 + (kBlockN_ + 63) / 64);
     static constexpr bool kRowItems = kCanSplit && Shape::kHeadDimPadded == 64;
+    // Riders (V4Rider in attention_v4.cu): with three consumers at head dim 64, a last query block of at most
+    // kRiderRows rows is computed by the producer warpgroup's three other warps, on mma.sync, from the K/V tiles of
+    // one of its head's full blocks; they meet on hardware barrier kRiderBarrier and merge through kRiderBytes.
+    static constexpr bool kRiders = kConsumers == 3 && Shape::kHeadDimPadded == 64 && kBlockN_ % 16 == 0;
+    static constexpr int kRiderRows = 8;
+    static constexpr int kRiderBarrier = kTurnBarrier + kConsumers;
+    static_assert(kRiderBarrier < 16, "hardware barriers");
+    static constexpr int kRiderBytes = kRiders ? 2 * (16 * 32 + 16) * 4 + 3 * 4 * 32 * 8 : 0;
 
     static constexpr int kQTileBytes = (kBlockM * Shape::kSmemRowStride * 2 + 1023) / 1024 * 1024;
     // The B operand of P x ones (the row sums on the tensor cores): 8 rows of one 128-byte swizzle atom.
@@ -548,7 +556,8 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static_assert(!kRowItems || kPartialBytes >= kConsumers * kRowItemBytes, "the row items' regions fit");
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
     static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + kOnesBytes +
-                                         2 * kStages * Shape::kKVTileBytes + kPartialBytes + kBarrierBytes;
+                                         2 * kStages * Shape::kKVTileBytes + kPartialBytes + kRiderBytes +
+                                         kBarrierBytes;
     static_assert(kSmemBytes * kMinBlocks <= 227 * 1024, "shared memory");
 };
 

@@ -92,7 +92,8 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
         case(2, 197, 2, 64),
         case(1, 577, 2, 64),
         // More 192-row blocks than an H100 has SMs: v4 takes three consumers, a narrow last key tile (193 = 2 x 96
-        // + 1) and splits the keys of the one-row last query block.
+        // + 1), and the one-row last query block rides on the head's full block (computed by the producer
+        // warpgroup's other warps).
         case(6, 193, 12, 64),
         // The same with key lengths and a last query block of three rows; at head dim 80 with grouped K/V heads
         // and another key length.
@@ -100,8 +101,13 @@ fn cases(head_dims: &[usize]) -> Vec<Case> {
             key_lens: true,
             ..case(6, 195, 12, 64)
         },
-        // The last query block at the row path's limit (8 rows, transposed products) and one past it (9 rows,
-        // 64-row products).
+        // Two full blocks per head, the rows riding on either (by head), blocks taking one or two items.
+        Case {
+            key_lens: true,
+            ..case(2, 387, 40, 64)
+        },
+        // The last query block at the riders' limit (8 rows) and one past it (9 rows: the consumers split its keys
+        // and multiply 64-row tiles).
         case(6, 200, 12, 64),
         case(6, 201, 12, 64),
         Case {
@@ -358,6 +364,9 @@ fn small_cases() -> Vec<Case> {
         causal: true,
         ..case(1, 67, 3, 80)
     });
+    // v4's riders: more 192-row blocks than SMs, the one-row last query block of each head computed alongside a
+    // full one.
+    out.push(case(6, 193, 12, 64));
     // v4's narrow last key tile (97 = 96 + 1, 129 = 128 + 1) with the keys split among the consumers of a query
     // block of at most 64 rows.
     out.push(Case {
