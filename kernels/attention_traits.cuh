@@ -533,12 +533,6 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kStages = kStages_;
     // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
     static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
-    // A split block of at most kRowItemRows rows runs transposed (V4RowItem in attention_v4.cu) at head dim 64,
-    // each consumer in its own kRowItemBytes of the partials' region: Q^T (1 KB), P^T (1 KB per 64 keys), O^T for
-    // the merge (2 KB) and the reductions.
-    static constexpr int kRowItemRows = 8;
-    static constexpr int kRowItemBytes = 1024 * (4 + (kBlockN_ + 63) / 64);
-    static constexpr bool kRowItems = kCanSplit && Shape::kHeadDimPadded == 64;
     // Riders (V4Rider in attention_v4.cu): with three consumers at head dim 64, a last query block of at most
     // kRiderRows rows is computed by the producer warpgroup's three other warps, on mma.sync, from the K/V tiles of
     // one of its head's full blocks; they meet on hardware barrier kRiderBarrier and merge through kRiderBytes.
@@ -553,7 +547,6 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kOnesBytes = 1024;
     // Where the other consumers' partial results of a split query block meet the first's: O, row max and sum.
     static constexpr int kPartialBytes = kCanSplit ? (kConsumers - 1) * (Shape::kORegs + 4) * 128 * 4 : 0;
-    static_assert(!kRowItems || kPartialBytes >= kConsumers * kRowItemBytes, "the row items' regions fit");
     static constexpr int kBarrierBytes = 2 * kStages * 8;                  // full[] and empty[] mbarriers
     static constexpr size_t kSmemBytes = 1024 /* alignment slack */ + kQTileBytes + kOnesBytes +
                                          2 * kStages * Shape::kKVTileBytes + kPartialBytes + kRiderBytes +

@@ -21,8 +21,10 @@
  *     zero-filled: TMA would bring the real rows there, and 0 * NaN in P V must not happen.
  *   - Ragged ends (CLIP's lengths are 64k + 1). The last key tile is multiplied only as wide as the keys left
  *     (16 or 80), S and P V, last in the pipeline; a last query block of at most 64 rows is shared by all
- *     consumers, each taking part of the key tiles, merged through shared memory at the end. At head dim 64 one
- *     of at most 8 rows (CLIP's one row) runs transposed, so that a row costs no 64-row products (V4RowItem).
+ *     consumers, each taking part of the key tiles, merged through shared memory at the end. With three consumers
+ *     at head dim 64, one of at most 8 rows (CLIP's one row past 3 x 192) is no work item at all: it rides on one
+ *     of its head's full blocks, computed by the producer warpgroup's idle warps from the same K/V tiles
+ *     (V4Rider).
  *   - Persistent blocks: one wave of blocks, each looping over work items (a query block of one head). A block's
  *     fixed costs (launch, barrier setup, the first Q and K/V loads, the pipeline's fill and drain) were about half
  *     of its time at CLIP's lengths; now the producer streams the next item's K/V into the ring while the consumers
@@ -214,198 +216,6 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
     }
 }
 
-/* A split query block of at most kRowItemRows rows at head dim 64 (CLIP's one row past 64k: about a tenth of the
- * N 577 kernel while its consumers multiplied 64-row tiles for it), transposed: S^T = K Q^T with a window of 64
- * keys along M and the block's rows along N (m64n8), O^T += V^T P^T with the head dims along M, both operands from
- * shared memory. Per tile that is an eighth of a 64-row tile's tensor work and 2 * kWindows exponentials per
- * thread instead of kBlockN / 2. The softmax runs down the columns: a column's max over the consumer's keys meets
- * in shared memory, and P^T goes there as the second product's B operand. The consumers take their stages' tiles
- * as in any split block; the first merges the others' O^T, column maxima and sums and writes the rows.
- * Accumulator element e of a thread: row 16 w + g + 8 (e / 2) of its warp w (a key of the window, or a head-dim
- * column), column 2t + e % 2 (a query row of the block). */
-template <class Traits>
-struct V4RowItem {
-    using Elem = typename Traits::Elem;
-    static_assert(Traits::kHeadDim == 64 && Traits::kSwizzleBytes == 128, "one 128-byte atom per K/V row");
-    static constexpr int kBlockN = Traits::kBlockN;
-    // m64 windows of keys over a tile; the last one ends at the tile's end, overlapping its predecessor, whose keys
-    // it leaves to it.
-    static constexpr int kWindows = (kBlockN + 63) / 64;
-    // A consumer's region: Q^T (8 rows of 128 bytes), P^T (one such atom per 64 keys), O^T for the merge, and
-    // [3][4 warps][8 columns] floats: column maxima, column sums, then the consumer's maxima and sums.
-    static constexpr int kQT = 0, kPT = 1024, kOT = kPT + 1024 * kWindows, kRed = kOT + 4 * 128 * 4;
-    static_assert(kRed + 3 * 32 * 4 <= Traits::kRowItemBytes, "the region holds it");
-
-    struct State {
-        float o[4];    // O^T
-        float max[2];  // columns 2t, 2t + 1: running max of the scaled scores (log2 units), the same in every thread
-        float sum[2];  // this thread's part of the columns' sums
-    };
-
-    static __device__ __forceinline__ int window_row0(int w) { return min(64 * w, kBlockN - 64); }
-
-    /* Consumer c's floats at `offset` of its region. */
-    static __device__ __forceinline__ float *floats(unsigned char *regions, int c, int offset) {
-        return reinterpret_cast<float *>(regions + c * Traits::kRowItemBytes + offset);
-    }
-
-    /* The block's Q rows (zeros past seq_q) as Q^T's B operand: 8 K-major rows, by threads 0..63. */
-    static __device__ __forceinline__ void stage_q(unsigned char *region, const Elem *q_rows, int ctid) {
-        if (ctid < 64) {
-            const int r = ctid / 8, c = ctid % 8;
-            *reinterpret_cast<uint4 *>(region + kQT + swizzle<128>(r * 128 + 16 * c)) =
-                *reinterpret_cast<const uint4 *>(q_rows + r * Traits::kSmemRowStride + 8 * c);
-            fence_proxy_async();  // read by the tensor cores
-        }
-    }
-
-    static __device__ __forceinline__ uint64_t b_desc(uint32_t address) { return smem_desc<128>(address, 16, 1024); }
-
-    /* One K/V tile (keys key0.., descriptors of its stages) into the state; barrier: the consumer's 128 threads. */
-    static __device__ __forceinline__ void tile(State &st, unsigned char *region, uint64_t k, uint64_t v, int key0,
-                                                int key_limit, float scale_log2, int barrier, int warp, int lane) {
-        const int g = lane / 4, t = lane % 4;
-        const uint32_t base = smem_addr(region);
-        float s[kWindows][4];
-        wgmma_fence();
-#pragma unroll
-        for (int w = 0; w < kWindows; ++w)
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
-                wgmma_ss_m64n8k16<Elem, 0>(s[w], desc_advance(k, window_row0(w) * 128 + 32 * kk),
-                                           b_desc(base + kQT + 32 * kk), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int w = 0; w < kWindows; ++w) fence_operand(s[w]);
-
-        // Scaled scores, -inf for keys past the limit and for a window's keys its predecessor has; column maxima.
-        // (Columns past the block's rows hold Q^T's zero rows: finite, never stored.)
-        float col_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int w = 0; w < kWindows; ++w)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int key = window_row0(w) + 16 * warp + g + 8 * (e / 2);
-                s[w][e] = key >= 64 * w && key0 + key < key_limit ? s[w][e] * scale_log2 : -INFINITY;
-                col_max[e % 2] = fmaxf(col_max[e % 2], s[w][e]);
-            }
-        float *red = reinterpret_cast<float *>(region + kRed);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-#pragma unroll
-            for (int offset = 4; offset < 32; offset *= 2)
-                col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffffu, col_max[j], offset));
-            if (g == 0) red[8 * warp + 2 * t + j] = col_max[j];
-        }
-        named_barrier_sync(barrier, 128);
-        float shift[2], alpha[2];
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            float tile_max = red[2 * t + j];
-#pragma unroll
-            for (int w = 1; w < 4; ++w) tile_max = fmaxf(tile_max, red[8 * w + 2 * t + j]);
-            const float new_max = fmaxf(st.max[j], tile_max);
-            // A column with no visible key yet keeps max -inf; shifting by 0 keeps exp2 at 0, not NaN.
-            shift[j] = new_max == -INFINITY ? 0.f : new_max;
-            alpha[j] = exp2_approx(st.max[j] - shift[j]);
-            st.max[j] = new_max;
-            st.sum[j] *= alpha[j];
-        }
-        // P^T: column 2t + e % 2 is row of the K-major B operand, 64 keys per 128-byte swizzled atom.
-#pragma unroll
-        for (int w = 0; w < kWindows; ++w)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int key = window_row0(w) + 16 * warp + g + 8 * (e / 2);
-                const float prob = exp2_approx(s[w][e] - shift[e % 2]);
-                st.sum[e % 2] += prob;
-                if (key >= 64 * w)
-                    *reinterpret_cast<Elem *>(region + kPT + 1024 * (key / 64) +
-                                              swizzle<128>((2 * t + e % 2) * 128 + 2 * (key % 64))) =
-                        ElemOps<Elem>::from_float(prob);
-            }
-        fence_proxy_async();
-        named_barrier_sync(barrier, 128);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) st.o[e] *= alpha[e % 2];
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk)
-            wgmma_ss_m64n8k16<Elem, 1>(st.o, desc_advance(v, 16 * kk * 128),
-                                       b_desc(base + kPT + 1024 * (kk / 4) + 32 * (kk % 4)), 1);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_operand(st.o);
-    }
-
-    /* Every consumer leaves its O^T, column maxima and sums in its region (regions: consumer 0's); the first merges
-     * them and writes rows [row0, row0 + rows) of O (and their lse where lse_rows is given). */
-    static __device__ __forceinline__ void finish(State &st, unsigned char *regions, int consumer, Elem *o,
-                                                  long long o_seq_stride, float *lse_rows, int row0, int rows,
-                                                  int ctid, int warp, int lane) {
-        constexpr int kConsumers = Traits::kConsumers;
-        constexpr float kLn2 = 0.6931471805599453f;
-        const int g = lane / 4, t = lane % 4;
-        float *red = floats(regions, consumer, kRed);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-#pragma unroll
-            for (int offset = 4; offset < 32; offset *= 2) st.sum[j] += __shfl_xor_sync(0xffffffffu, st.sum[j], offset);
-            if (g == 0) red[32 + 8 * warp + 2 * t + j] = st.sum[j];
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) floats(regions, consumer, kOT)[e * 128 + ctid] = st.o[e];
-        named_barrier_sync(1 + consumer, 128);
-        if (warp == 0 && g == 0) {
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                float sum = 0.f;
-#pragma unroll
-                for (int w = 0; w < 4; ++w) sum += red[32 + 8 * w + 2 * t + j];
-                red[64 + 2 * t + j] = st.max[j];
-                red[72 + 2 * t + j] = sum;
-            }
-        }
-        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
-        if (consumer == 0) {
-            float factor[kConsumers][2], max[2], sum[2];  // per column 2t + j, over the consumers
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                max[j] = -INFINITY;
-#pragma unroll
-                for (int c = 0; c < kConsumers; ++c) max[j] = fmaxf(max[j], floats(regions, c, kRed)[64 + 2 * t + j]);
-                sum[j] = 0.f;
-#pragma unroll
-                for (int c = 0; c < kConsumers; ++c) {
-                    const float their_max = floats(regions, c, kRed)[64 + 2 * t + j];
-                    // A consumer that saw no key has max -inf and contributes nothing.
-                    factor[c][j] = their_max == -INFINITY ? 0.f : exp2_approx(their_max - max[j]);
-                    sum[j] += factor[c][j] * floats(regions, c, kRed)[72 + 2 * t + j];
-                }
-            }
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int row = 2 * t + e % 2, col = 16 * warp + g + 8 * (e / 2);
-                float acc = 0.f;
-#pragma unroll
-                for (int c = 0; c < kConsumers; ++c) acc += factor[c][e % 2] * floats(regions, c, kOT)[e * 128 + ctid];
-                if (row < rows)
-                    o[(long long)(row0 + row) * o_seq_stride + col] =
-                        ElemOps<Elem>::from_float(sum[e % 2] > 0.f ? acc * __fdividef(1.f, sum[e % 2]) : 0.f);
-            }
-            if (lse_rows != nullptr && warp == 0 && g == 0) {
-#pragma unroll
-                for (int j = 0; j < 2; ++j)
-                    if (2 * t + j < rows)
-                        lse_rows[row0 + 2 * t + j] = sum[j] > 0.f ? (max[j] + __log2f(sum[j])) * kLn2 : -INFINITY;
-            }
-        }
-        // The regions are free again once the first has read them.
-        named_barrier_sync(1 + kConsumers, 128 * kConsumers);
-    }
-};
-
 /* Riders: a last query block of at most kRiderRows rows (CLIP's one row past 3 x 192) computed by the producer
  * warpgroup's three other warps (which would otherwise exit) from the K/V tiles that one full query block of the
  * same head streams through the ring anyway: no item of its own, no extra loads, and the consumers never wait for
@@ -590,13 +400,16 @@ struct V4Rider {
                     for (int e = 0; e < 4; ++e)
                         st.o[mo][e] += factor[w][e % 2] * region[(w - 1) * kWarpFloats + (4 * mo + e) * 32 + lane];
             }
+            // Rows 2t and 2t + 1, head dims 16mo + g + 8 (e / 2).
 #pragma unroll
-            for (int mo = 0; mo < 4; ++mo)
+            for (int c = 0; c < 2; ++c) {
+                if (2 * t + c >= rows) continue;
+                Elem *dst = o_rows + (long long)(2 * t + c) * o_seq_stride + g;
 #pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (2 * t + e % 2 < rows)
-                        o_rows[(long long)(2 * t + e % 2) * o_seq_stride + 16 * mo + g + 8 * (e / 2)] =
-                            ElemOps<Elem>::from_float(st.o[mo][e]);
+                for (int mo = 0; mo < 4; ++mo)
+#pragma unroll
+                    for (int e = c; e < 4; e += 2) dst[16 * mo + 8 * (e / 2)] = ElemOps<Elem>::from_float(st.o[mo][e]);
+            }
         }
         // The region is free again once the first warp has read it.
         named_barrier_sync(Traits::kRiderBarrier, 32 * kWarps);
@@ -693,6 +506,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         return kTailN == 0 || kTailLast ? slot : slot == 0 ? n_tiles - 1 : slot - 1;
     };
 
+    if (tid == 0) {
+        // The first loads wait for the maps otherwise: one block's whole latency at batch 1.
+        prefetch_tensor_map(&k_map);
+        prefetch_tensor_map(&v_map);
+    }
     if (tid < Traits::kOnesBytes / 16) {
         const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
         *reinterpret_cast<uint4 *>(ones + 16 * tid) = make_uint4(one, one, one, one);
@@ -868,39 +686,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         int my_key_limit[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
-
-        if constexpr (Traits::kRowItems) {
-            if (split && p.seq_q - it.m_block <= Traits::kRowItemRows) {
-                using Rows = V4RowItem<Traits>;
-                // Opaque copies: what the row path derives from them (its shared-memory offsets) is then computed
-                // here, not hoisted out of the item loop and kept live through the main path (ptxas spilled).
-                int row_ctid = ctid, row_warp = warp_in_group, row_lane = lane;
-                asm volatile("" : "+r"(row_ctid), "+r"(row_warp), "+r"(row_lane));
-                unsigned char *regions = reinterpret_cast<unsigned char *>(partials);
-                unsigned char *region = regions + consumer * Traits::kRowItemBytes;
-                cp_async_wait<0>();
-                named_barrier_sync(1 + consumer, 128);
-                Rows::stage_q(region, my_q, row_ctid);
-                named_barrier_sync(1 + consumer, 128);
-                if (item + gridDim.x < n_items) load_q(item + gridDim.x);
-                typename Rows::State st = {{0.f, 0.f, 0.f, 0.f}, {-INFINITY, -INFINITY}, {0.f, 0.f}};
-                for (int j = 0; j < my_slots; ++j) {
-                    if (j > 0) i = next_slot(i);
-                    wait_full(i);
-                    Rows::tile(st, region, k_base(i), v_base(i),
-                               key_tile(i.pass * kStages + i.stage - g0, n_tiles) * kBlockN, key_limit, scale_log2,
-                               1 + consumer, row_warp, row_lane);
-                    __syncwarp();
-                    if (lane == 0) mbarrier_arrive(&empty[i.stage], kConsumers);  // for every consumer
-                }
-                Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
-                Rows::finish(st, regions, consumer, o, p.o_seq_stride,
-                             p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
-                             it.m_block, p.seq_q - it.m_block, row_ctid, row_warp, row_lane);
-                g0 += n_tiles;
-                continue;
-            }
-        }
 
         // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
         uint32_t q_frag[Traits::kQKSteps][4];

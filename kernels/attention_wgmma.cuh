@@ -129,6 +129,11 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_
                  : "memory");
 }
 
+/* Fetch a tensor map (a __grid_constant__ parameter) into the TMA unit's cache ahead of its first use. */
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap *map) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
 /* TMA: one box of a 4-d tensor map (coordinates innermost first) into shared memory, laid out and swizzled as
  * the map says; `bar` counts the bytes as they land. Parts of the box outside the tensor are written as zeros. */
 __device__ __forceinline__ void tma_load_4d(void *smem_dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
@@ -242,28 +247,6 @@ struct Wgmma {
 #undef FC_WGMMA_R8_40
 #undef FC_WGMMA_R8_48
 #undef FC_WGMMA_R8_56
-
-// wgmma m64n8k16 with both operands from shared memory, for one element type (a string literal: "f16", "bf16").
-#define FLASHCLIP_WGMMA_SS_M64N8K16(TYPE)                                   \
-    asm volatile(                                                         \
-        "{\n.reg .pred p;\n"                                              \
-        "setp.ne.b32 p, %6, 0;\n"                                         \
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32." TYPE "." TYPE " "    \
-        "{%0, %1, %2, %3}, %4, %5, p, 1, 1, %7, 0;\n}\n"                   \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                  \
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransA))
-
-/* D (64 x 8) += A (64 x 16) * B (16 x 8), both from shared memory (descriptors); A is M-major (transposed) when
- * kTransA = 1, B is K-major. v4's few-row query blocks run transposed (keys or head dims along M, the query rows
- * along N), see V4RowItem. */
-template <typename Elem, int kTransA>
-__device__ __forceinline__ void wgmma_ss_m64n8k16(float (&d)[4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-    if constexpr (std::is_same<Elem, __half>::value)
-        FLASHCLIP_WGMMA_SS_M64N8K16("f16");
-    else
-        FLASHCLIP_WGMMA_SS_M64N8K16("bf16");
-}
-#undef FLASHCLIP_WGMMA_SS_M64N8K16
 
 }  // namespace flashclip_attention
 
