@@ -506,11 +506,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         return kTailN == 0 || kTailLast ? slot : slot == 0 ? n_tiles - 1 : slot - 1;
     };
 
-    if (tid == 0) {
-        // The first loads wait for the maps otherwise: one block's whole latency at batch 1.
-        prefetch_tensor_map(&k_map);
-        prefetch_tensor_map(&v_map);
-    }
     if (tid < Traits::kOnesBytes / 16) {
         const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
         *reinterpret_cast<uint4 *>(ones + 16 * tid) = make_uint4(one, one, one, one);

@@ -129,11 +129,6 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_
                  : "memory");
 }
 
-/* Fetch a tensor map (a __grid_constant__ parameter) into the TMA unit's cache ahead of its first use. */
-__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap *map) {
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-
 /* TMA: one box of a 4-d tensor map (coordinates innermost first) into shared memory, laid out and swizzled as
  * the map says; `bar` counts the bytes as they land. Parts of the box outside the tensor are written as zeros. */
 __device__ __forceinline__ void tma_load_4d(void *smem_dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
