@@ -217,18 +217,19 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
 }
 
 /* Riders: a last query block of at most kRiderRows rows (CLIP's one row past 3 x 192) computed by the producer
- * warpgroup's three other warps (which would otherwise exit) from the K/V tiles that one full query block of the
- * same head streams through the ring anyway: no item of its own, no extra loads, and the consumers never wait for
- * it. (As an item of its own, a row cost about half of a full item, its consumers waiting on loads and on each
- * other; riding, H100 B16 H16 N577 D64 went from 72.4 to 65.8 us, B256 from 1102 to 946.) mma.sync, not wgmma,
- * so that the loading warp takes no part. Transposed, as the rows are few: per 16-key m tile, S^T = K Q^T
- * (m16n8k16: keys along M, the block's rows along N, Q^T as B operands staged once per item) and O^T += V^T P^T (head dims along M, V^T by ldmatrix.trans, P^T shuffled from the accumulators into B
- * operands). Rider warp w takes m tiles w, w + 3, ... of each K/V tile with its own online softmax per column, so
- * the warps never meet until the block's end, where the first merges the others' O^T, maxima and sums and writes
- * the rows. Each rider warp waits for every tile of the block's items and releases it (the `empty` barriers count
- * three more arrivals), multiplying only the tiles of the item it rides on.
- * Accumulator element e of lane (g = lane / 4, t = lane % 4): row g + 8 (e / 2) of its m tile (a key, or a head
- * dim), column 2t + e % 2 (a row of the block). */
+ * warpgroup's three other warps (which would otherwise exit) from the K/V tiles that one full query block of the same
+ * head streams through the ring anyway: no item of its own, no extra loads, and the consumers never wait for it. (As
+ * an item of its own, a row cost about half of a full item, its consumers waiting on loads and on each other; riding,
+ * H100 B16 H16 N577 D64 went from 72.4 to 65.8 us, B256 from 1102 to 946.) mma.sync, not wgmma, so that the loading
+ * warp takes no part. Transposed, as the rows are few: per 16-key m tile, S^T = K Q^T (m16n8k16: keys along M, the
+ * block's rows along N, Q^T as B operands staged once per item) and O^T += V^T P^T (head dims along M, V^T by
+ * ldmatrix.trans, P^T shuffled from the accumulators into B operands). Rider warp w takes m tiles w, w + 3, ... of
+ * each K/V tile with its own online softmax per column, so the warps never meet until the block's end, where the first
+ * merges the others' O^T, maxima and sums and writes the rows. Each rider warp waits for every tile of the block's
+ * items and releases it (the `empty` barriers count three more arrivals), multiplying only the tiles of the item it
+ * rides on.
+ * Accumulator element e of lane (g = lane / 4, t = lane % 4): row g + 8 (e / 2) of its m tile (a key, or a head dim),
+ * column 2t + e % 2 (a row of the block). */
 template <class Traits>
 struct V4Rider {
     using Elem = typename Traits::Elem;
@@ -322,7 +323,8 @@ struct V4Rider {
             // and 8t + 4 + g / 2, in the low (g even) or high half of their pairs.
             const uint32_t near = ElemOps<Elem>::pack2(prob[0], prob[1]), far = ElemOps<Elem>::pack2(prob[2], prob[3]);
             const int src = 8 * t + g / 2;
-            const uint32_t near_a = __shfl_sync(0xffffffffu, near, src), near_b = __shfl_sync(0xffffffffu, near, src + 4);
+            const uint32_t near_a = __shfl_sync(0xffffffffu, near, src);
+            const uint32_t near_b = __shfl_sync(0xffffffffu, near, src + 4);
             const uint32_t far_a = __shfl_sync(0xffffffffu, far, src), far_b = __shfl_sync(0xffffffffu, far, src + 4);
             const uint32_t select = g % 2 == 0 ? 0x5410u : 0x7632u;
             const uint32_t b0 = __byte_perm(near_a, near_b, select), b1 = __byte_perm(far_a, far_b, select);
