@@ -9,8 +9,7 @@ use flashclip::attention::Version;
 use flashclip::testing::gpu_or_skip;
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::gpu::{AttentionImpl, ClipModel, GraphShape};
-use flashclip_model::weights::ClipWeights;
+use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, GraphShape};
 use half::{bf16, f16};
 use safetensors::SafeTensors;
 
@@ -86,7 +85,7 @@ fn run<T: Element>(
 ) {
     let fixture = |name: &str| dir.join(name);
     let config = ClipConfig::from_hf_json_file(fixture("config.json")).unwrap();
-    let weights = ClipWeights::load(fixture("model.safetensors"), &config).unwrap();
+    let checkpoint = Checkpoint::open(fixture("model.safetensors")).unwrap();
     let inputs = std::fs::read(fixture("inputs.safetensors")).unwrap();
     let expected = std::fs::read(fixture("expected.safetensors")).unwrap();
     let (pshape, pixels) = tensor(&inputs, "pixel_values");
@@ -101,19 +100,14 @@ fn run<T: Element>(
         })
         .collect();
 
-    let model = ClipModel::<T>::new(gpu, &config, &weights, attention).unwrap();
+    let model = ClipModel::<T>::load(gpu, &config, &checkpoint, attention).unwrap();
     let mut ws = model.workspace(gpu, pshape[0], texts.len()).unwrap();
     let pixels32: Vec<f32> = pixels.iter().map(|&x| x as f32).collect();
     let batch = model.upload_images(gpu, &mut ws, &pixels32).unwrap();
-    let mut vision_hidden = Vec::new();
-    model
-        .run_vision(gpu, &mut ws, batch, Some(&mut vision_hidden))
-        .unwrap();
+    let vision_hidden = model.vision_hidden_states(gpu, &mut ws, batch).unwrap();
     let image = model.read_image_embeds(gpu, &ws, batch).unwrap();
-    let mut text_hidden = Vec::new();
-    model
-        .run_text(gpu, &mut ws, &texts, Some(&mut text_hidden))
-        .unwrap();
+    model.upload_texts(gpu, &mut ws, &texts, None).unwrap();
+    let text_hidden = model.text_hidden_states(gpu, &mut ws).unwrap();
     let text = model.read_text_embeds(gpu, &ws, texts.len()).unwrap();
 
     let tag = format!(
@@ -293,7 +287,7 @@ fn bits(a: &ndarray::Array2<f32>) -> Vec<u32> {
 /// plans, same padding), and the two inputs must give different embeddings (the graph reads the buffers fresh).
 fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: AttentionImpl) {
     let config = ClipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
-    let weights = ClipWeights::load(dir.join("model.safetensors"), &config).unwrap();
+    let checkpoint = Checkpoint::open(dir.join("model.safetensors")).unwrap();
     let (images, pixels_a, texts_a) = fixture_inputs(dir);
     let n_texts = texts_a.len();
     let len = texts_a.iter().map(Vec::len).max().unwrap();
@@ -302,14 +296,14 @@ fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: Attenti
     let texts_b: Vec<Vec<u32>> = texts_a.iter().rev().cloned().collect();
     let tag = format!("{} {attention:?}", T::DTYPE);
 
-    let model = ClipModel::<T>::new(gpu, &config, &weights, attention).unwrap();
+    let model = ClipModel::<T>::load(gpu, &config, &checkpoint, attention).unwrap();
     let mut ws = model.workspace(gpu, images, n_texts).unwrap();
     let mut direct = |pixels: &[f32], texts: &[Vec<u32>]| {
         let batch = model.upload_images(gpu, &mut ws, pixels).unwrap();
-        model.run_vision(gpu, &mut ws, batch, None).unwrap();
+        model.run_vision(gpu, &mut ws, batch).unwrap();
         let shape = model.upload_texts(gpu, &mut ws, texts, Some(len)).unwrap();
         assert_eq!((shape.batch, shape.len), (n_texts, len));
-        model.run_uploaded_texts(gpu, &mut ws, None).unwrap();
+        model.run_uploaded_texts(gpu, &mut ws).unwrap();
         (
             model.read_image_embeds(gpu, &ws, batch).unwrap(),
             model.read_text_embeds(gpu, &ws, n_texts).unwrap(),
@@ -335,7 +329,7 @@ fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: Attenti
         "{tag}: inputs A and B give the same text embeddings"
     );
     // run_text (upload + run in one call) is the same computation.
-    model.run_text(gpu, &mut ws, &texts_a, None).unwrap();
+    model.run_text(gpu, &mut ws, &texts_a).unwrap();
     let again = model.read_text_embeds(gpu, &ws, n_texts).unwrap();
     assert_eq!(
         bits(&again),
@@ -436,8 +430,7 @@ fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: Attenti
             cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
         )
         .unwrap();
-    let mut hidden = Vec::new();
-    let refused = model.run_vision(gpu, &mut gws, images, Some(&mut hidden));
+    let refused = model.vision_hidden_states(gpu, &mut gws, images);
     let _ = gpu
         .stream()
         .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
@@ -445,11 +438,10 @@ fn graph_replay<T: Element>(gpu: &Gpu, dir: &std::path::Path, attention: Attenti
         refused.is_err(),
         "{tag}: hidden snapshot during capture accepted"
     );
-    assert!(hidden.is_empty());
 
     // The workspace is free again after the graph is dropped: the direct path still gives the same result.
     let batch = model.upload_images(gpu, &mut gws, &pixels_b).unwrap();
-    model.run_vision(gpu, &mut gws, batch, None).unwrap();
+    model.run_vision(gpu, &mut gws, batch).unwrap();
     assert_eq!(
         bits(&model.read_image_embeds(gpu, &gws, batch).unwrap()),
         bits(&image_b),

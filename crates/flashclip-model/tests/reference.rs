@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use flashclip_model::config::{Activation, ClipConfig};
 use flashclip_model::reference::{
-    activation, clip_logits, erf, l2_normalize, pooling_position, ClipReference, ReferenceError,
+    activation, clip_logits, erf, l2_normalize, ClipReference, ReferenceError,
 };
-use flashclip_model::weights::ClipWeights;
+use flashclip_model::text::pooling_position;
+use flashclip_model::ClipWeights;
 use ndarray::{s, Array4, ArrayD, ArrayViewD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 

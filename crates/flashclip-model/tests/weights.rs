@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use flashclip_model::checkpoint::{CheckpointError, CheckpointFormat, CheckpointMismatch};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::weights::{CheckpointFormat, ClipWeights, WeightsError};
+use flashclip_model::ClipWeights;
 use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -211,9 +212,9 @@ fn to_open_clip(hf: &Raw, cfg: &ClipConfig) -> Raw {
     oc
 }
 
-fn mismatch(err: WeightsError) -> flashclip_model::weights::CheckpointMismatch {
+fn mismatch(err: CheckpointError) -> CheckpointMismatch {
     match err {
-        WeightsError::Mismatch(m) => *m,
+        CheckpointError::Mismatch(m) => *m,
         other => panic!("expected a mismatch error, got: {other}"),
     }
 }
@@ -282,8 +283,8 @@ fn loads_the_hf_fixture_with_packed_qkv() {
     );
 
     // Every array is contiguous row-major, and tensors() names them canonically.
-    let tensors = w.tensors();
-    assert!(tensors.iter().all(|t| t.view.is_standard_layout()));
+    let tensors = w.tensors(&cfg);
+    assert!(tensors.iter().all(|t| t.tensor.is_standard_layout()));
     assert_eq!(tensors.len(), 5 + 2 * 12 + 2 + 2 + 2 * 12 + 2 + 2);
     assert_eq!(
         tensors[5].name,
@@ -337,12 +338,12 @@ fn half_precision_checkpoints_are_converted() {
             Dtype::F16 => f16::from_f32(v).to_f32(),
             _ => bf16::from_f32(v).to_f32(),
         };
-        for (a, b) in w.tensors().iter().zip(full.tensors().iter()) {
+        for (a, b) in w.tensors(&cfg).iter().zip(full.tensors(&cfg).iter()) {
             assert_eq!(a.name, b.name);
             assert!(
-                a.view
+                a.tensor
                     .iter()
-                    .zip(b.view.iter())
+                    .zip(b.tensor.iter())
                     .all(|(&x, &y)| x == round(y)),
                 "{dtype:?} {}",
                 a.name
@@ -454,7 +455,10 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
         let path = dir.write("model.safetensors", &bytes);
         let err = ClipWeights::load(&path, &cfg).unwrap_err();
         println!("{what}: {err}");
-        assert!(matches!(err, WeightsError::Corrupt { .. }), "{what}: {err}");
+        assert!(
+            matches!(err, CheckpointError::Corrupt { .. }),
+            "{what}: {err}"
+        );
         assert!(
             err.to_string().contains("corrupt or truncated"),
             "{what}: {err}"
@@ -470,13 +474,16 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
 fn missing_file_and_unknown_layout() {
     let cfg = config();
     let err = ClipWeights::load(fixture("no-such-file.safetensors"), &cfg).unwrap_err();
-    assert!(matches!(err, WeightsError::NotFound { .. }), "{err}");
+    assert!(matches!(err, CheckpointError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("no-such-file.safetensors"));
 
     let mut raw = Raw(BTreeMap::new());
     raw.put_f32("encoder.weight", vec![1], &[0.0]);
     let err = ClipWeights::from_safetensors_bytes(&raw.bytes(), &cfg).unwrap_err();
-    assert!(matches!(err, WeightsError::UnknownFormat { .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::UnknownFormat { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("encoder.weight"), "{err}");
 }
 
@@ -489,7 +496,7 @@ fn load_dir_reads_config_and_weights() {
     let dir = TempDir::new("dir");
     let err = ClipWeights::load_dir(&dir.0).unwrap_err();
     assert!(
-        matches!(err, WeightsError::NotFoundInDir { what: "config", .. }),
+        matches!(err, CheckpointError::NotFoundInDir { what: "config", .. }),
         "{err}"
     );
     dir.write(
@@ -498,7 +505,7 @@ fn load_dir_reads_config_and_weights() {
     );
     dir.write("model.safetensors", b"");
     let err = ClipWeights::load_dir(&dir.0).unwrap_err();
-    assert!(matches!(err, WeightsError::Config(_)), "{err}");
+    assert!(matches!(err, CheckpointError::Config(_)), "{err}");
     assert!(
         err.to_string().contains("vision_config.hidden_size"),
         "{err}"
@@ -533,7 +540,7 @@ fn check_shapes_reports_hand_edited_weights() {
     let cfg = config();
     let mut w = ClipWeights::load(fixture("model.safetensors"), &cfg).unwrap();
     w.text_model.encoder.layers.pop();
-    w.visual_projection = ndarray::Array2::zeros((3, 3));
+    w.visual_projection = ndarray::Array2::zeros((3, 3)).into_dyn();
     let m = mismatch(w.check_shapes(&cfg).unwrap_err());
     assert_eq!(m.missing.len(), 12);
     assert!(m

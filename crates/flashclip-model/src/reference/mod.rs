@@ -18,13 +18,18 @@
 //! sums are accumulated in f64. Build tests with optimizations for large models: a ViT-B/32
 //! image + text forward takes about a second in release mode.
 
-use ndarray::{
-    s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut1, Axis,
-};
+mod ops;
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
 
-use crate::config::{Activation, ClipConfig, ConfigError};
-use crate::weights::{ClipWeights, Encoder, EncoderLayer, LayerNorm, Linear, WeightsError};
+pub use ops::{activation, clip_logits, cosine, erf, l2_normalize};
+use ops::{internal_shape, layer_norm, mat, run_encoder, unfold_patches, Layers};
+
+use crate::checkpoint::CheckpointError;
+use crate::config::{ClipConfig, ConfigError};
+use crate::text::pooling_position;
+use crate::weights::ClipWeights;
 
 /// Errors from the reference forward.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +39,7 @@ pub enum ReferenceError {
     Config(#[from] ConfigError),
     /// The weights don't match the config.
     #[error(transparent)]
-    Weights(#[from] WeightsError),
+    Weights(#[from] CheckpointError),
     /// `pixel_values` is not `[batch, channels, image_size, image_size]`.
     #[error("pixel_values must have shape [batch, {channels}, {size}, {size}], got {found:?}")]
     PixelShape {
@@ -116,7 +121,7 @@ pub struct TextOutput {
     pub text_embeds: Array2<f32>,
     /// Each text's length.
     pub lengths: Vec<usize>,
-    /// Each text's pooling position (see [`pooling_position`]).
+    /// Each text's pooling position (see [`crate::text::pooling_position`]).
     pub pooling_positions: Vec<usize>,
 }
 
@@ -166,38 +171,38 @@ impl<'a> ClipReference<'a> {
             });
         }
         let d = v.hidden_size;
-        let patch_dim = v.patch_dim();
+        let e = &w.embeddings;
         // [D, C, P, P] -> [D, C·P·P]: the convolution as a matrix over unfolded patches.
-        let kernel = w
-            .embeddings
+        let kernel = e
             .patch_embedding
-            .to_shape((d, patch_dim))
-            .map_err(|e| internal_shape("patch_embedding", e))?;
+            .view()
+            .into_shape_with_order((d, v.patch_dim()))
+            .map_err(|err| internal_shape("patch_embedding", err))?;
+        let class = ops::vector("class_embedding", &e.class_embedding)?;
+        let positions = mat("position_embedding", &e.position_embedding)?;
+        let opts = Layers {
+            heads: v.num_attention_heads,
+            eps: v.layer_norm_eps,
+            act: v.hidden_act,
+            causal: false,
+        };
         let images: Vec<ArrayView3<'_, f32>> = pixel_values.axis_iter(Axis(0)).collect();
         let per_image: Vec<(States, Array2<f32>, Array1<f32>)> = images
             .par_iter()
             .map(|image| {
                 let patches = unfold_patches(image.view(), v.patch_size);
                 let mut x = Array2::<f32>::zeros((v.seq_len(), d));
-                x.row_mut(0).assign(&w.embeddings.class_embedding);
+                x.row_mut(0).assign(&class);
                 x.slice_mut(s![1.., ..]).assign(&patches.dot(&kernel.t()));
-                x += &w.embeddings.position_embedding;
+                x += &positions;
                 let x = layer_norm(x.view(), &w.pre_layrnorm, v.layer_norm_eps);
-                let (states, x) = run_encoder(
-                    x,
-                    &w.encoder,
-                    v.num_attention_heads,
-                    v.layer_norm_eps,
-                    v.hidden_act,
-                    false,
-                    output_hidden_states,
-                );
+                let (states, x) = run_encoder(x, &w.encoder, opts, output_hidden_states)?;
                 let pooled = layer_norm(x.slice(s![0..1, ..]), &w.post_layernorm, v.layer_norm_eps)
                     .row(0)
                     .to_owned();
-                (states, x, pooled)
+                Ok((states, x, pooled))
             })
-            .collect();
+            .collect::<Result<_, ReferenceError>>()?;
 
         let batch = per_image.len();
         let seq = v.seq_len();
@@ -217,7 +222,8 @@ impl<'a> ClipReference<'a> {
             last_hidden_state.slice_mut(s![b, .., ..]).assign(x);
             pooler_output.row_mut(b).assign(pooled);
         }
-        let image_embeds = pooler_output.dot(&self.weights.visual_projection.t());
+        let image_embeds =
+            pooler_output.dot(&mat("visual_projection", &self.weights.visual_projection)?.t());
         Ok(VisionOutput {
             hidden_states,
             last_hidden_state,
@@ -261,6 +267,14 @@ impl<'a> ClipReference<'a> {
             }
         }
         let d = t.hidden_size;
+        let tokens = mat("token_embedding", &w.embeddings.token_embedding)?;
+        let positions = mat("position_embedding", &w.embeddings.position_embedding)?;
+        let opts = Layers {
+            heads: t.num_attention_heads,
+            eps: t.layer_norm_eps,
+            act: t.hidden_act,
+            causal: true,
+        };
         let per_text: Vec<(States, Array2<f32>, usize)> = input_ids
             .par_iter()
             .map(|ids| {
@@ -268,22 +282,14 @@ impl<'a> ClipReference<'a> {
                 let mut x = Array2::<f32>::zeros((ids.len(), d));
                 for (i, &id) in ids.iter().enumerate() {
                     let mut row = x.row_mut(i);
-                    row.assign(&w.embeddings.token_embedding.row(id as usize));
-                    row += &w.embeddings.position_embedding.row(i);
+                    row.assign(&tokens.row(id as usize));
+                    row += &positions.row(i);
                 }
-                let (states, x) = run_encoder(
-                    x,
-                    &w.encoder,
-                    t.num_attention_heads,
-                    t.layer_norm_eps,
-                    t.hidden_act,
-                    true,
-                    output_hidden_states,
-                );
+                let (states, x) = run_encoder(x, &w.encoder, opts, output_hidden_states)?;
                 let x = layer_norm(x.view(), &w.final_layer_norm, t.layer_norm_eps);
-                (states, x, pooling_position(ids, t.eos_token_id))
+                Ok((states, x, pooling_position(ids, t.eos_token_id)))
             })
-            .collect();
+            .collect::<Result<_, ReferenceError>>()?;
 
         let batch = per_text.len();
         let lengths: Vec<usize> = input_ids.iter().map(|ids| ids.as_ref().len()).collect();
@@ -308,7 +314,8 @@ impl<'a> ClipReference<'a> {
             pooler_output.row_mut(b).assign(&x.row(*pos));
             pooling_positions.push(*pos);
         }
-        let text_embeds = pooler_output.dot(&self.weights.text_projection.t());
+        let text_embeds =
+            pooler_output.dot(&mat("text_projection", &self.weights.text_projection)?.t());
         Ok(TextOutput {
             hidden_states,
             last_hidden_state,
@@ -356,259 +363,4 @@ fn check_structure(config: &ClipConfig) -> Result<(), ConfigError> {
         });
     }
     Ok(())
-}
-
-fn internal_shape(name: &str, err: ndarray::ShapeError) -> ReferenceError {
-    // Unreachable after check_shapes, but reported rather than panicking.
-    ReferenceError::Config(ConfigError::Inconsistent {
-        message: format!("{name} cannot be reshaped: {err}"),
-    })
-}
-
-/// The position whose final state is the text embedding, following HF: with the legacy
-/// `eos_token_id == 2` the position of the largest id (first one on ties), otherwise the
-/// first position holding `eos_token_id`, or 0 if there is none (HF's `argmax` of an
-/// all-false mask).
-pub fn pooling_position(ids: &[u32], eos_token_id: u32) -> usize {
-    if eos_token_id == 2 {
-        let mut best = 0;
-        for (i, &id) in ids.iter().enumerate() {
-            if id > ids[best] {
-                best = i;
-            }
-        }
-        best
-    } else {
-        ids.iter().position(|&id| id == eos_token_id).unwrap_or(0)
-    }
-}
-
-/// Unfolds one image `[C, S, S]` into `[grid², C·P·P]` rows, patches in row-major grid
-/// order and each row in the `[C, P, P]` order of the convolution kernel.
-fn unfold_patches(image: ArrayView3<'_, f32>, patch: usize) -> Array2<f32> {
-    let (channels, size) = (image.shape()[0], image.shape()[1]);
-    let grid = size / patch;
-    let mut out = Array2::zeros((grid * grid, channels * patch * patch));
-    for gy in 0..grid {
-        for gx in 0..grid {
-            let tile = image.slice(s![
-                ..,
-                gy * patch..(gy + 1) * patch,
-                gx * patch..(gx + 1) * patch
-            ]);
-            let mut row = out.row_mut(gy * grid + gx);
-            for (dst, &src) in row.iter_mut().zip(tile.iter()) {
-                *dst = src;
-            }
-        }
-    }
-    out
-}
-
-/// Runs an encoder on one sequence `[L, D]`; returns the per-layer states (input first) if
-/// asked, and the final state.
-fn run_encoder(
-    mut x: Array2<f32>,
-    encoder: &Encoder,
-    heads: usize,
-    eps: f64,
-    act: Activation,
-    causal: bool,
-    keep_states: bool,
-) -> (Vec<Array2<f32>>, Array2<f32>) {
-    let mut states = Vec::new();
-    if keep_states {
-        states.push(x.clone());
-    }
-    for layer in &encoder.layers {
-        encoder_layer(&mut x, layer, heads, eps, act, causal);
-        if keep_states {
-            states.push(x.clone());
-        }
-    }
-    (states, x)
-}
-
-/// One pre-norm layer, in place: `x += attn(LN1(x))`, `x += mlp(LN2(x))`.
-fn encoder_layer(
-    x: &mut Array2<f32>,
-    layer: &EncoderLayer,
-    heads: usize,
-    eps: f64,
-    act: Activation,
-    causal: bool,
-) {
-    let h = layer_norm(x.view(), &layer.layer_norm1, eps);
-    let qkv = linear(h.view(), &layer.self_attn.qkv_proj);
-    let attn = attention(qkv.view(), heads, causal);
-    *x += &linear(attn.view(), &layer.self_attn.out_proj);
-
-    let h = layer_norm(x.view(), &layer.layer_norm2, eps);
-    let mut m = linear(h.view(), &layer.mlp.fc1);
-    m.mapv_inplace(|v| activation(act, v));
-    *x += &linear(m.view(), &layer.mlp.fc2);
-}
-
-/// `x Wᵀ + b` for `x` `[L, in]`.
-fn linear(x: ArrayView2<'_, f32>, layer: &Linear) -> Array2<f32> {
-    let mut y = x.dot(&layer.weight.t());
-    y += &layer.bias;
-    y
-}
-
-/// Row-wise LayerNorm of `x` `[L, D]` (biased variance, statistics in f64).
-fn layer_norm(x: ArrayView2<'_, f32>, ln: &LayerNorm, eps: f64) -> Array2<f32> {
-    let mut out = Array2::zeros(x.raw_dim());
-    for (row, mut dst) in x.rows().into_iter().zip(out.rows_mut()) {
-        let n = row.len() as f64;
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let inv = 1.0 / (var + eps).sqrt();
-        for (((d, &v), &g), &b) in dst
-            .iter_mut()
-            .zip(row.iter())
-            .zip(ln.weight.iter())
-            .zip(ln.bias.iter())
-        {
-            *d = ((v as f64 - mean) * inv) as f32 * g + b;
-        }
-    }
-    out
-}
-
-/// Multi-head scaled dot-product attention over packed `qkv` `[L, 3D]` (q, k, v blocks,
-/// heads contiguous within each); returns `[L, D]`. `causal` masks keys after the query.
-fn attention(qkv: ArrayView2<'_, f32>, heads: usize, causal: bool) -> Array2<f32> {
-    let len = qkv.nrows();
-    let d = qkv.ncols() / 3;
-    let hd = d / heads.max(1);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = Array2::zeros((len, d));
-    for h in 0..heads {
-        let cols = h * hd..(h + 1) * hd;
-        let q = qkv.slice(s![.., cols.clone()]);
-        let k = qkv.slice(s![.., d + cols.start..d + cols.end]);
-        let v = qkv.slice(s![.., 2 * d + cols.start..2 * d + cols.end]);
-        let mut scores = q.dot(&k.t());
-        for (i, row) in scores.rows_mut().into_iter().enumerate() {
-            let visible = if causal { i + 1 } else { len };
-            softmax_prefix(row, visible, scale);
-        }
-        out.slice_mut(s![.., cols]).assign(&scores.dot(&v));
-    }
-    out
-}
-
-/// Softmax of `scale · row[..visible]` in place, zeroing `row[visible..]`.
-fn softmax_prefix(mut row: ArrayViewMut1<'_, f32>, visible: usize, scale: f32) {
-    let visible = visible.min(row.len());
-    let max = row
-        .iter()
-        .take(visible)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0.0f64;
-    for v in row.iter_mut().take(visible) {
-        *v = (*v * scale - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for (j, v) in row.iter_mut().enumerate() {
-        *v = if j < visible { *v * inv } else { 0.0 };
-    }
-}
-
-/// The activation function, elementwise.
-pub fn activation(act: Activation, x: f32) -> f32 {
-    match act {
-        Activation::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
-        Activation::Gelu => {
-            let x = x as f64;
-            (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
-        }
-        Activation::GeluTanh => {
-            let x = x as f64;
-            let c = (2.0 / std::f64::consts::PI).sqrt();
-            (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
-        }
-    }
-}
-
-/// The error function, to about 1e-15 relative accuracy (std's `erf` is not stable).
-///
-/// Maclaurin series for |x| < 2.5, Laplace continued fraction for erfc beyond.
-pub fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 2.5 {
-        // erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1))
-        let x2 = a * a;
-        let mut term = a;
-        let mut sum = a;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else if a < 27.0 {
-        // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + 2/(x + ...)))))
-        let mut frac = a;
-        for k in (1..=60).rev() {
-            frac = a + (k as f64 / 2.0) / frac;
-        }
-        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * frac)
-    } else {
-        1.0
-    };
-    r.copysign(x)
-}
-
-/// Each row divided by its L2 norm (rows of norm 0 stay 0).
-pub fn l2_normalize(x: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut out = x.to_owned();
-    for mut row in out.rows_mut() {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt();
-        if norm > 0.0 {
-            row.mapv_inplace(|v| (v as f64 / norm) as f32);
-        }
-    }
-    out
-}
-
-/// `logit_scale.exp() · cos(image_i, text_j)`, `[B_img, B_txt]`, from unnormalized
-/// embeddings.
-pub fn clip_logits(
-    image_embeds: ArrayView2<'_, f32>,
-    text_embeds: ArrayView2<'_, f32>,
-    logit_scale: f32,
-) -> Result<Array2<f32>, ReferenceError> {
-    if image_embeds.ncols() != text_embeds.ncols() {
-        return Err(ReferenceError::EmbedDimMismatch {
-            image: image_embeds.ncols(),
-            text: text_embeds.ncols(),
-        });
-    }
-    let i = l2_normalize(image_embeds);
-    let t = l2_normalize(text_embeds);
-    Ok(i.dot(&t.t()) * logit_scale.exp())
-}
-
-/// Cosine similarity of two vectors (0 if either is zero).
-pub fn cosine(a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f32 {
-    let dot: f64 = a
-        .iter()
-        .zip(b.iter())
-        .map(|(&x, &y)| x as f64 * y as f64)
-        .sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        (dot / (na * nb)) as f32
-    }
 }

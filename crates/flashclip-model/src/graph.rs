@@ -1,0 +1,198 @@
+//! One forward captured into a CUDA graph and replayed in one launch instead of a few hundred, which is what
+//! bounds small batches. A graph holds the shape it was captured for (images, texts, padded text length) and
+//! borrows the GPU, the model and the workspace whose buffers it bakes in, so it cannot outlive them and they
+//! cannot change under it; inputs for each replay go in through the graph's own upload methods.
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
+use cudarc::driver::CudaGraph;
+use flashclip::{Element, Gpu};
+use ndarray::Array2;
+
+use crate::error::{ModelError, Result};
+use crate::model::ClipModel;
+use crate::text::TextBatch;
+use crate::workspace::Workspace;
+
+/// Whether the GPU's stream is being captured into a CUDA graph.
+pub(crate) fn capturing(gpu: &Gpu) -> Result<bool> {
+    let status = gpu
+        .stream()
+        .capture_status()
+        .map_err(flashclip::Error::from)?;
+    Ok(status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+}
+
+/// What a [`ForwardGraph`] runs: `images` images through the vision tower and `texts` texts of `text_len` tokens
+/// (after padding) through the text tower. 0 images or 0 texts leaves that tower out (`text_len` is then ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphShape {
+    pub images: usize,
+    pub texts: usize,
+    pub text_len: usize,
+}
+
+/// One CLIP forward of a fixed [`GraphShape`] captured into a CUDA graph: [`ForwardGraph::launch`] replays every
+/// kernel and GEMM of it in one launch. The graph reads its inputs from the workspace it was captured with, so
+/// each replay sees what [`ForwardGraph::upload_images`] / [`ForwardGraph::upload_texts`] copied there last (they
+/// refuse inputs of another shape), and writes the embeddings that [`ForwardGraph::read_image_embeds`] /
+/// [`ForwardGraph::read_text_embeds`] return.
+pub struct ForwardGraph<'a, T: Element> {
+    gpu: &'a Gpu,
+    model: &'a ClipModel<T>,
+    ws: &'a mut Workspace<T>,
+    shape: GraphShape,
+    graph: CudaGraph,
+}
+
+impl<T: Element> ClipModel<T> {
+    /// Captures one forward of `shape` on `ws` into a CUDA graph. Runs the forward once eagerly first (loading the
+    /// kernels and planning the GEMMs outside the capture) and synchronizes; that run, and the capture, read the
+    /// inputs already in the workspace, or placeholder token ids when the uploaded texts have another shape.
+    /// Upload real inputs through the returned graph before launching it.
+    ///
+    /// CUDA invalidates a capture when any thread synchronizes the device while it runs, and dropping a [`Gpu`]
+    /// does (destroying its cuBLAS handle synchronizes the device): in a program that drops GPUs on other threads,
+    /// keep them from doing so during the capture, or it fails with a launch error.
+    pub fn capture_forward<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        ws: &'a mut Workspace<T>,
+        shape: GraphShape,
+    ) -> Result<ForwardGraph<'a, T>> {
+        let max_len = self.config().text.max_len();
+        if shape.images == 0 && shape.texts == 0 {
+            return Err(ModelError::Input(
+                "a forward graph needs at least one image or one text".into(),
+            ));
+        }
+        if shape.images > ws.max_images() || shape.texts > ws.max_texts() {
+            return Err(ModelError::Input(format!(
+                "{} images and {} texts exceed the workspace's {} and {}",
+                shape.images,
+                shape.texts,
+                ws.max_images(),
+                ws.max_texts()
+            )));
+        }
+        if shape.texts > 0 {
+            if shape.text_len == 0 || shape.text_len > max_len {
+                return Err(ModelError::Input(format!(
+                    "text length {} outside 1..={max_len}",
+                    shape.text_len
+                )));
+            }
+            let want = TextBatch {
+                batch: shape.texts,
+                len: shape.text_len,
+            };
+            let vocab = self.config().text.vocab_size;
+            if !ws
+                .texts
+                .is_some_and(|s| s.shape == want && s.id_bound <= vocab)
+            {
+                let placeholder = vec![vec![0u32; shape.text_len]; shape.texts];
+                self.upload_texts(gpu, ws, &placeholder, Some(shape.text_len))?;
+            }
+        }
+        self.enqueue_forward(gpu, ws, &shape)?;
+        gpu.synchronize()?;
+        let stream = gpu.stream();
+        // Thread-local mode: a call from this thread that is not allowed during capture (a synchronizing copy, an
+        // allocation) fails the capture instead of being recorded; other threads' work is left alone.
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(flashclip::Error::from)?;
+        let enqueued = self.enqueue_forward(gpu, ws, &shape);
+        // The capture always ends, also after a failed enqueue, so the stream leaves capture mode.
+        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+        enqueued?;
+        let graph = ended
+            .map_err(flashclip::Error::from)?
+            .ok_or_else(|| ModelError::Input("the captured forward is empty".into()))?;
+        graph.upload().map_err(flashclip::Error::from)?;
+        Ok(ForwardGraph {
+            gpu,
+            model: self,
+            ws,
+            shape,
+            graph,
+        })
+    }
+
+    /// The device part of a forward of `shape`: no copy, no sync, so it can be captured.
+    fn enqueue_forward(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: &GraphShape) -> Result<()> {
+        if shape.images > 0 {
+            self.run_vision(gpu, ws, shape.images)?;
+        }
+        if shape.texts > 0 {
+            let ran = self.run_uploaded_texts(gpu, ws)?;
+            if ran.batch != shape.texts || ran.len != shape.text_len {
+                return Err(ModelError::Input(format!(
+                    "the workspace holds {} texts of {} tokens, the graph is for {} of {}",
+                    ran.batch, ran.len, shape.texts, shape.text_len
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element> ForwardGraph<'_, T> {
+    /// The shape the graph was captured for.
+    pub fn shape(&self) -> GraphShape {
+        self.shape
+    }
+
+    /// Copies the images of the next replays (`[images, C, S, S]` f32, exactly the captured number of images).
+    pub fn upload_images(&mut self, pixels: &[f32]) -> Result<()> {
+        let v = &self.model.config().vision;
+        let want = self.shape.images * v.num_channels * v.image_size * v.image_size;
+        if self.shape.images == 0 || pixels.len() != want {
+            return Err(ModelError::Input(format!(
+                "the graph takes {} images ({want} floats), got {} floats",
+                self.shape.images,
+                pixels.len()
+            )));
+        }
+        self.model.upload_images(self.gpu, self.ws, pixels)?;
+        Ok(())
+    }
+
+    /// Copies the token ids of the next replays: exactly the captured number of texts, each at most the captured
+    /// length (shorter ones are padded to it).
+    pub fn upload_texts(&mut self, texts: &[Vec<u32>]) -> Result<()> {
+        if self.shape.texts == 0 || texts.len() != self.shape.texts {
+            return Err(ModelError::Input(format!(
+                "the graph takes {} texts, got {}",
+                self.shape.texts,
+                texts.len()
+            )));
+        }
+        self.model
+            .upload_texts(self.gpu, self.ws, texts, Some(self.shape.text_len))?;
+        Ok(())
+    }
+
+    /// Enqueues one replay of the captured forward on the GPU's stream (no sync).
+    pub fn launch(&self) -> Result<()> {
+        Ok(self.graph.launch().map_err(flashclip::Error::from)?)
+    }
+
+    /// The projected image embeddings of the last replay (syncs).
+    pub fn read_image_embeds(&self) -> Result<Array2<f32>> {
+        if self.shape.images == 0 {
+            return Err(ModelError::Input("the graph has no vision tower".into()));
+        }
+        self.model
+            .read_image_embeds(self.gpu, self.ws, self.shape.images)
+    }
+
+    /// The projected text embeddings of the last replay (syncs).
+    pub fn read_text_embeds(&self) -> Result<Array2<f32>> {
+        if self.shape.texts == 0 {
+            return Err(ModelError::Input("the graph has no text tower".into()));
+        }
+        self.model
+            .read_text_embeds(self.gpu, self.ws, self.shape.texts)
+    }
+}

@@ -1,0 +1,272 @@
+//! The text tower (Hugging Face's `CLIPTextTransformer`): token and position embeddings, the causal encoder, a
+//! final norm, and pooling at each text's end-of-text token.
+
+use flashclip::embedding::{gather_rows_device, text_embed_device};
+use flashclip::{Element, Gpu, Tensor};
+
+use crate::checkpoint::{key, Source};
+use crate::config::TextConfig;
+use crate::error::{ModelError, Result};
+use crate::nn::{AttentionImpl, Encoder, EncoderSpec, LayerNorm};
+use crate::workspace::Workspace;
+
+/// Token and position embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEmbeddings<A> {
+    /// `[vocab_size, D]`.
+    pub token_embedding: A,
+    /// `[max_position_embeddings, D]`.
+    pub position_embedding: A,
+}
+
+/// The text tower.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTransformer<A> {
+    /// Embeddings.
+    pub embeddings: TextEmbeddings<A>,
+    /// Encoder layers (causal attention).
+    pub encoder: Encoder<A>,
+    /// LayerNorm after the encoder (open_clip `ln_final`).
+    pub final_layer_norm: LayerNorm<A>,
+}
+
+impl<A> TextTransformer<A> {
+    /// Loads the tower at `text_model`.
+    pub fn load<S: Source<Tensor = A>>(s: &mut S, t: &TextConfig) -> Result<Self, S::Error> {
+        let (p, d) = ("text_model", t.hidden_size);
+        let e = key(p, "embeddings");
+        Ok(TextTransformer {
+            embeddings: TextEmbeddings {
+                token_embedding: s
+                    .tensor(&key(&e, "token_embedding.weight"), &[t.vocab_size, d])?,
+                position_embedding: s.tensor(
+                    &key(&e, "position_embedding.weight"),
+                    &[t.max_position_embeddings, d],
+                )?,
+            },
+            encoder: Encoder::load(
+                s,
+                &key(p, "encoder"),
+                t.num_hidden_layers,
+                d,
+                t.intermediate_size,
+            )?,
+            final_layer_norm: LayerNorm::load(s, &key(p, "final_layer_norm"), d)?,
+        })
+    }
+
+    /// Visits the tensors in `load` order.
+    pub fn for_each_tensor<'a>(&'a self, f: &mut dyn FnMut(&'a A)) {
+        f(&self.embeddings.token_embedding);
+        f(&self.embeddings.position_embedding);
+        self.encoder.for_each_tensor(f);
+        self.final_layer_norm.for_each_tensor(f);
+    }
+}
+
+/// The position whose final state is the text embedding, following Hugging Face: with the legacy
+/// `eos_token_id == 2` the position of the largest id (first one on ties), otherwise the first position holding
+/// `eos_token_id`, or 0 if there is none (HF's `argmax` of an all-false mask).
+pub fn pooling_position(ids: &[u32], eos_token_id: u32) -> usize {
+    if eos_token_id == 2 {
+        let mut best = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if id > ids[best] {
+                best = i;
+            }
+        }
+        best
+    } else {
+        ids.iter().position(|&id| id == eos_token_id).unwrap_or(0)
+    }
+}
+
+/// The shape of a text batch as the text tower runs it: `batch` texts, each padded to `len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextBatch {
+    pub batch: usize,
+    pub len: usize,
+}
+
+/// Texts whose token ids and pooling rows have been copied into the workspace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StagedTexts {
+    pub shape: TextBatch,
+    /// Every staged id is below this (the vocabulary size the ids were checked against).
+    pub id_bound: usize,
+}
+
+/// Checks token ids (one Vec per text, each with start and end tokens, at most the context length) and copies
+/// them, padded to `pad_to` tokens (default: the longest text), with each text's pooling row, into the
+/// workspace, from pinned memory without synchronizing the stream. Padding is exact under the causal mask.
+pub(crate) fn upload_texts<T: Element>(
+    gpu: &Gpu,
+    t: &TextConfig,
+    ws: &mut Workspace<T>,
+    texts: &[Vec<u32>],
+    pad_to: Option<usize>,
+) -> Result<TextBatch> {
+    let batch = texts.len();
+    if batch == 0 || batch > ws.text.max_batch {
+        return Err(ModelError::Input(format!(
+            "{batch} texts: need 1 to {}",
+            ws.text.max_batch
+        )));
+    }
+    let longest = texts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest == 0 || longest > t.max_len() {
+        return Err(ModelError::Input(format!(
+            "texts must have 1 to {} tokens, the longest has {longest}",
+            t.max_len()
+        )));
+    }
+    let len = match pad_to {
+        None => longest,
+        Some(l) if (longest..=t.max_len()).contains(&l) => l,
+        Some(l) => return Err(ModelError::Input(format!(
+            "cannot pad texts to {l} tokens: the longest has {longest}, the context length is {}",
+            t.max_len()
+        ))),
+    };
+    for (b, text) in texts.iter().enumerate() {
+        if text.is_empty() {
+            return Err(ModelError::Input(format!("text {b} has no tokens")));
+        }
+        if let Some(&id) = text.iter().find(|&&id| id as usize >= t.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "text {b}: token id {id} outside the vocabulary of {}",
+                t.vocab_size
+            )));
+        }
+    }
+    let (n_ids, shape) = (batch * len, TextBatch { batch, len });
+    if n_ids > ws.ids.len() || batch > ws.rows.len() || n_ids + batch > ws.staging.host.len() {
+        return Err(ModelError::Input(format!(
+            "{batch} texts of {len} tokens exceed the workspace"
+        )));
+    }
+    let pad = t.pad_token_id.min(t.vocab_size.saturating_sub(1) as u32) as i32;
+    // The previous copy out of the staging buffer must be done before it is overwritten.
+    ws.staging
+        .copied
+        .synchronize()
+        .map_err(flashclip::Error::from)?;
+    let host = ws
+        .staging
+        .host
+        .as_mut_slice()
+        .map_err(flashclip::Error::from)?;
+    let (ids, rest) = host.split_at_mut(n_ids);
+    let rows = &mut rest[..batch];
+    for (b, text) in texts.iter().enumerate() {
+        let row = &mut ids[b * len..(b + 1) * len];
+        for (dst, &id) in row.iter_mut().zip(text) {
+            *dst = id as i32;
+        }
+        row[text.len()..].fill(pad);
+        // Below text.len(): pooling_position returns an index of the text.
+        rows[b] = (b * len + pooling_position(text, t.eos_token_id)) as i32;
+    }
+    // Until both copies are enqueued the device buffers hold a mix; a forward must not run on them.
+    ws.texts = None;
+    let stream = gpu.stream();
+    let copied = stream
+        .memcpy_htod(&ids[..], &mut ws.ids.slice_mut(..n_ids))
+        .and_then(|_| stream.memcpy_htod(&rows[..], &mut ws.rows.slice_mut(..batch)));
+    // Recorded even after a failed copy, so the next upload waits for whatever was enqueued.
+    let recorded = ws.staging.copied.record(stream);
+    copied.and(recorded).map_err(flashclip::Error::from)?;
+    ws.texts = Some(StagedTexts {
+        shape,
+        id_bound: t.vocab_size,
+    });
+    Ok(shape)
+}
+
+impl<T: Element> TextTransformer<Tensor<T>> {
+    /// `residual = token + position embeddings` of the texts in the workspace; returns their shape.
+    pub fn embed(&self, gpu: &Gpu, t: &TextConfig, ws: &mut Workspace<T>) -> Result<TextBatch> {
+        let staged = ws
+            .texts
+            .ok_or_else(|| ModelError::Input("no texts uploaded to the workspace".into()))?;
+        let vocab = self
+            .embeddings
+            .token_embedding
+            .shape()
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if staged.id_bound > vocab {
+            return Err(ModelError::Input(format!(
+                "the uploaded token ids were checked against a vocabulary of {}, this model's has {vocab}",
+                staged.id_bound
+            )));
+        }
+        let TextBatch { batch, len } = staged.shape;
+        let tokens = batch * len;
+        let mut x = ws
+            .text
+            .residual
+            .view_mut()
+            .narrow(0, 0, tokens)?
+            .reshape(&[batch, len, t.hidden_size])?;
+        // SAFETY: `ws.texts` is only set by upload_texts, after it enqueued the copy of batch*len ids into
+        // `ws.ids`, each checked to be below `id_bound`, which is at most this model's vocabulary (checked above):
+        // the copy is ordered before this launch on the stream, and nothing else writes `ws.ids`.
+        unsafe {
+            text_embed_device(
+                gpu,
+                &ws.ids,
+                &self.embeddings.token_embedding.view(),
+                &self.embeddings.position_embedding.view(),
+                &mut x,
+            )?;
+        }
+        Ok(staged.shape)
+    }
+
+    /// `pooled` = each text's row of `normed` at its pooling position.
+    pub(crate) fn pool(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: TextBatch) -> Result<()> {
+        if !ws.texts.is_some_and(|s| s.shape == shape) {
+            return Err(ModelError::Input(format!(
+                "the workspace holds no uploaded texts of shape {shape:?}"
+            )));
+        }
+        let b = &mut ws.text;
+        let normed = b.normed.view().narrow(0, 0, shape.batch * shape.len)?;
+        // SAFETY: upload_texts copied `batch` rows into `ws.rows` before `ws.texts` was set to this shape (checked above), row
+        // b being b*len + p with p < len, so each is below batch*len, the row count of `normed`.
+        unsafe {
+            gather_rows_device(
+                gpu,
+                &normed,
+                &ws.rows,
+                &mut b.pooled.view_mut().narrow(0, 0, shape.batch)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The tower on the texts in the workspace; on return `pooled` holds each text's final state at its pooling
+    /// position. Returns their shape.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        t: &TextConfig,
+        ws: &mut Workspace<T>,
+        attention: AttentionImpl,
+    ) -> Result<TextBatch> {
+        let shape = self.embed(gpu, t, ws)?;
+        let spec = EncoderSpec::text(t);
+        self.encoder.forward(
+            gpu,
+            &mut ws.text,
+            &spec,
+            (shape.batch, shape.len),
+            &self.final_layer_norm,
+            attention,
+        )?;
+        self.pool(gpu, ws, shape)?;
+        Ok(shape)
+    }
+}

@@ -1,0 +1,176 @@
+//! Device scratch for forwards, allocated once per maximum batch and reused by every forward: a forward neither
+//! allocates on the device nor synchronizes the host (its only sync is the final read of the embeddings).
+
+use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
+use flashclip::attention::MaterializedWorkspace;
+use flashclip::{Element, Gpu, Tensor};
+
+use crate::config::ClipConfig;
+use crate::error::{ModelError, Result};
+use crate::nn::{AttentionImpl, EncoderSpec};
+use crate::text::StagedTexts;
+
+/// One tower's buffers for up to `max_tokens` tokens (batch × sequence), named by role.
+pub struct TowerBuffers<T: Element> {
+    /// The residual stream, `[tokens, dim]`.
+    pub(crate) residual: Tensor<T>,
+    /// A LayerNorm's output, `[tokens, dim]`: the input of the QKV projection and of the MLP; after the last
+    /// layer, the tower's final norm of the residual.
+    pub(crate) normed: Tensor<T>,
+    /// Packed Q, K, V, `[tokens, 3 dim]`.
+    pub(crate) qkv: Tensor<T>,
+    /// The attention out-projection's or fc2's output before its bias and the residual add, `[tokens, dim]`.
+    pub(crate) branch: Tensor<T>,
+    /// The MLP's hidden activations, `[tokens, mlp]`. While attention runs (before the MLP needs it) its head
+    /// holds the attention output, which saves a `[tokens, dim]` buffer.
+    pub(crate) mlp: Tensor<T>,
+    /// Each sequence's pooled row, `[batch, dim]`.
+    pub(crate) pooled: Tensor<T>,
+    /// The projected embeddings, `[batch, projection_dim]`.
+    pub(crate) projected: Tensor<T>,
+    /// Scores and probabilities of the materialized attention path (only when that path is used).
+    pub(crate) materialized: Option<MaterializedWorkspace<T>>,
+    pub(crate) max_tokens: usize,
+    pub(crate) max_batch: usize,
+}
+
+fn product(what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| ModelError::Input(format!("the workspace's {what} ({dims:?}) overflows")))
+}
+
+impl<T: Element> TowerBuffers<T> {
+    fn new(
+        gpu: &Gpu,
+        s: &EncoderSpec,
+        (max_batch, max_seq): (usize, usize),
+        proj: usize,
+        attention: AttentionImpl,
+    ) -> Result<Self> {
+        let t = product("token count", &[max_batch, max_seq])?;
+        product("widest buffer", &[t, 3 * s.dim.max(s.mlp)])?;
+        Ok(Self {
+            residual: gpu.zeros(&[t, s.dim])?,
+            normed: gpu.zeros(&[t, s.dim])?,
+            qkv: gpu.zeros(&[t, 3 * s.dim])?,
+            branch: gpu.zeros(&[t, s.dim])?,
+            mlp: gpu.zeros(&[t, s.mlp.max(s.dim)])?,
+            pooled: gpu.zeros(&[max_batch, s.dim])?,
+            projected: gpu.zeros(&[max_batch, proj])?,
+            materialized: match attention {
+                AttentionImpl::Materialized => Some(MaterializedWorkspace::new(
+                    gpu, max_batch, s.heads, max_seq, max_seq,
+                )?),
+                AttentionImpl::Flash(_) | AttentionImpl::Fastest => None,
+            },
+            max_tokens: t,
+            max_batch,
+        })
+    }
+}
+
+/// Pinned host memory the token ids and pooling rows are written to before their asynchronous copy to the
+/// device, and an event recorded after that copy: the host waits on it before writing the buffer again.
+pub(crate) struct IndexStaging {
+    pub(crate) host: PinnedHostSlice<i32>,
+    pub(crate) copied: CudaEvent,
+}
+
+impl Drop for IndexStaging {
+    fn drop(&mut self) {
+        // The pinned buffer is freed right after this; a copy still reading it must finish first. An error here
+        // cannot be reported from drop (the context records it).
+        let _ = self.copied.synchronize();
+    }
+}
+
+impl IndexStaging {
+    fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        let ctx = gpu.context();
+        // SAFETY: the buffer starts uninitialized and is zeroed below before anything reads it.
+        let mut host = unsafe { ctx.alloc_pinned::<i32>(len) }.map_err(flashclip::Error::from)?;
+        let ptr = host.as_mut_ptr().map_err(flashclip::Error::from)?;
+        // SAFETY: `ptr` addresses the `len` i32 just allocated, owned by `host`, and nothing else uses them yet.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(Self {
+            host,
+            copied: ctx.new_event(None).map_err(flashclip::Error::from)?,
+        })
+    }
+}
+
+/// Device scratch for forwards of up to `max_images` images and `max_texts` texts of up to the model's context
+/// length ([`crate::ClipModel::workspace`]).
+pub struct Workspace<T: Element> {
+    pub(crate) vision: TowerBuffers<T>,
+    pub(crate) text: TowerBuffers<T>,
+    /// Preprocessed images, f32 `[batch, C, S, S]`.
+    pub(crate) pixels: CudaSlice<f32>,
+    /// The images unfolded into patch rows, `[batch · patches, C·P·P]`.
+    pub(crate) patches: Tensor<T>,
+    /// The patch embedding's output, `[batch · patches, dim]`.
+    pub(crate) patch_out: Tensor<T>,
+    /// Token ids, `[batch · len]`.
+    pub(crate) ids: CudaSlice<i32>,
+    /// Each text's pooling row in the token rows.
+    pub(crate) rows: CudaSlice<i32>,
+    pub(crate) staging: IndexStaging,
+    /// What the ids and rows hold, once both copies are enqueued.
+    pub(crate) texts: Option<StagedTexts>,
+}
+
+impl<T: Element> Workspace<T> {
+    pub(crate) fn new(
+        gpu: &Gpu,
+        config: &ClipConfig,
+        attention: AttentionImpl,
+        max_images: usize,
+        max_texts: usize,
+    ) -> Result<Self> {
+        let (v, t) = (&config.vision, &config.text);
+        let (max_images, max_texts) = (max_images.max(1), max_texts.max(1));
+        let patches = product("patch rows", &[max_images, v.num_patches()])?;
+        let pixels = product(
+            "pixels",
+            &[max_images, v.num_channels, v.image_size, v.image_size],
+        )?;
+        let ids = product("token ids", &[max_texts, t.max_len()])?;
+        Ok(Workspace {
+            vision: TowerBuffers::new(
+                gpu,
+                &EncoderSpec::vision(v),
+                (max_images, v.seq_len()),
+                config.projection_dim,
+                attention,
+            )?,
+            text: TowerBuffers::new(
+                gpu,
+                &EncoderSpec::text(t),
+                (max_texts, t.max_len()),
+                config.projection_dim,
+                attention,
+            )?,
+            pixels: gpu
+                .stream()
+                .alloc_zeros::<f32>(pixels)
+                .map_err(flashclip::Error::from)?,
+            patches: gpu.zeros(&[patches, v.patch_dim()])?,
+            patch_out: gpu.zeros(&[patches, v.hidden_size])?,
+            ids: gpu.upload_slice(&vec![0i32; ids])?,
+            rows: gpu.upload_slice(&vec![0i32; max_texts.max(max_images)])?,
+            staging: IndexStaging::new(gpu, ids + max_texts)?,
+            texts: None,
+        })
+    }
+
+    /// The most images a forward on this workspace takes.
+    pub fn max_images(&self) -> usize {
+        self.vision.max_batch
+    }
+
+    /// The most texts a forward on this workspace takes.
+    pub fn max_texts(&self) -> usize {
+        self.text.max_batch
+    }
+}
