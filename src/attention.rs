@@ -21,6 +21,7 @@ use crate::tensor::{DType, Element, Layout, View, ViewMut};
 
 /// Flash attention kernel versions, simplest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Version {
     /// Tiled online softmax on CUDA cores, fp32 math (f16, bf16, f32).
     V1,

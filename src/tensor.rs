@@ -11,6 +11,7 @@ use crate::ffi;
 
 /// Element types the kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DType {
     F16,
     BF16,

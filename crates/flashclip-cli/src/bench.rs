@@ -2,35 +2,75 @@
 
 use std::path::PathBuf;
 
+use clap::Args;
 use flashclip::attention::Version;
 use flashclip::gemm::linear;
 use flashclip::testing::{median, time_device_us, time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
-use flashclip_model::gpu::{AttentionImpl, ClipModel, GraphShape, ModelError};
-use flashclip_model::weights::ClipWeights;
+use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, ClipWeights, GraphShape, ModelError};
 use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::{open_gpu, CliError, Result};
-use crate::BenchAttention;
-use crate::{load_model, random};
+use crate::{model_dir, random};
 
 /// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
 const SEED: u64 = 0x5EED_C11B;
 
-/// What `flashclip bench` was asked for.
+/// `flashclip bench` arguments.
+#[derive(Debug, Args)]
 pub struct BenchArgs {
-    pub model: Option<PathBuf>,
-    pub preset: String,
-    pub batch: usize,
-    pub text_len: usize,
-    pub warmup: usize,
-    pub iters: usize,
-    pub json: Option<PathBuf>,
-    pub markdown: Option<PathBuf>,
-    pub attention: BenchAttention,
+    /// Model directory (default: random weights of --preset).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Architecture of the random weights when no --model is given.
+    #[arg(long, default_value = "ViT-L-14-336")]
+    preset: String,
+    /// Images and texts per forward.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Tokens per text.
+    #[arg(long, default_value_t = 77)]
+    text_len: usize,
+    #[arg(long, default_value_t = 4)]
+    warmup: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    iters: u32,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the markdown table.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Attention of the fp16/bf16 rungs: the per-shape choice, or one version everywhere (to compare versions
+    /// end to end).
+    #[arg(long, value_enum, default_value_t = AttentionImpl::Fastest)]
+    attention: AttentionImpl,
+}
+
+/// Where the benchmarked weights come from.
+enum Weights {
+    Checkpoint(Checkpoint),
+    /// Seeded random weights ([`random::weights`]).
+    Random(u64),
+}
+
+impl Weights {
+    fn build<T: Element>(
+        &self,
+        gpu: &Gpu,
+        config: &ClipConfig,
+        attention: AttentionImpl,
+    ) -> Result<ClipModel<T>> {
+        Ok(match self {
+            Weights::Checkpoint(c) => ClipModel::load(gpu, config, c, attention)?,
+            Weights::Random(seed) => {
+                ClipModel::from_fn(gpu, config, attention, random::weights(config, *seed))?
+            }
+        })
+    }
 }
 
 /// One rung of the ladder.
@@ -61,15 +101,8 @@ impl Rung {
     }
 
     /// The rung's attention; `chosen` (--attention) applies to the 16-bit rungs.
-    fn attention(self, gpu: &Gpu, config: &ClipConfig, chosen: BenchAttention) -> AttentionImpl {
-        let fixed = match chosen {
-            BenchAttention::Fastest => None,
-            BenchAttention::V1 => Some(AttentionImpl::Flash(Version::V1)),
-            BenchAttention::V2 => Some(AttentionImpl::Flash(Version::V2)),
-            BenchAttention::V3 => Some(AttentionImpl::Flash(Version::V3)),
-            BenchAttention::V4 => Some(AttentionImpl::Flash(Version::V4)),
-            BenchAttention::Materialized => Some(AttentionImpl::Materialized),
-        };
+    fn attention(self, gpu: &Gpu, config: &ClipConfig, chosen: AttentionImpl) -> AttentionImpl {
+        let fixed = Some(chosen).filter(|&c| c != AttentionImpl::Fastest);
         match self {
             Rung::F32Materialized => AttentionImpl::Materialized,
             Rung::F32FlashV1 => AttentionImpl::Flash(Version::V1),
@@ -170,7 +203,7 @@ fn as_gpu_error(e: ModelError) -> flashclip::Error {
 fn time_rung<T: Element>(
     gpu: &Gpu,
     config: &ClipConfig,
-    weights: &ClipWeights,
+    weights: &Weights,
     attention: AttentionImpl,
     pixels: &[f32],
     texts: &[Vec<u32>],
@@ -178,7 +211,7 @@ fn time_rung<T: Element>(
     warmup: usize,
     iters: usize,
 ) -> Result<Vec<f64>> {
-    let model = ClipModel::<T>::new(gpu, config, weights, attention)?;
+    let model = weights.build::<T>(gpu, config, attention)?;
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
     let images = model.upload_images(gpu, &mut ws, pixels)?;
     let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
@@ -202,10 +235,10 @@ fn time_rung<T: Element>(
     } else {
         let samples = time_samples_us(gpu, warmup, iters, 1, || {
             model
-                .run_vision(gpu, &mut ws, images, None)
+                .run_vision(gpu, &mut ws, images)
                 .map_err(as_gpu_error)?;
             model
-                .run_uploaded_texts(gpu, &mut ws, None)
+                .run_uploaded_texts(gpu, &mut ws)
                 .map(|_| ())
                 .map_err(as_gpu_error)
         })?;
@@ -241,9 +274,6 @@ fn write_file(path: &PathBuf, text: &str) -> Result<()> {
 
 /// Runs the ladder and prints the table.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.iters == 0 {
-        return Err(CliError::Usage("--iters must be at least 1".into()));
-    }
     // The GPU first: without one there is nothing to do, and no reason to build gigabytes of weights.
     let gpu = open_gpu()?;
     let gpu_name = gpu.name().unwrap_or_else(|_| "unknown GPU".into());
@@ -255,14 +285,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let (config, weights, model_name, weights_desc) = match &args.model {
         Some(dir) => {
-            let (config, weights) = load_model(dir)?;
+            let (config, checkpoint) = model_dir::open(dir)?;
             let name = dir.display().to_string();
-            (config, weights, name.clone(), name)
+            (config, Weights::Checkpoint(checkpoint), name.clone(), name)
         }
         None => {
             let config = ClipConfig::preset(&args.preset)?;
             println!("random weights (no --model given)");
-            let weights = random::weights(&config, SEED)?;
+            let weights = Weights::Random(SEED);
             let desc = format!(
                 "random (seed {SEED:#x}, uniform ±{}, LayerNorm 1, biases 0)",
                 random::WEIGHT_SCALE
@@ -277,11 +307,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.text_len
         )));
     }
-    let b = args.batch;
+    let b = args.batch as usize;
     let v = &config.vision;
     println!(
         "model {model_name}: {} params; images {b} x {}x{} ({} tokens), texts {b} x {} tokens; warmup {}, iters {}",
-        weights.num_parameters(),
+        ClipWeights::parameter_count(&config),
         v.image_size,
         v.image_size,
         v.seq_len(),
@@ -310,7 +340,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let attention = rung.attention(&gpu, &config, args.attention);
         let name = rung.name(attention);
         eprintln!("[{}/{}] {name} ...", i + 1, Rung::ALL.len());
-        let (w, it) = (args.warmup, args.iters);
+        let (w, it) = (args.warmup, args.iters as usize);
         let g = rung.graph();
         let result = match rung {
             Rung::F32Materialized | Rung::F32FlashV1 => time_rung::<f32>(
@@ -411,7 +441,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             text_batch: b,
             text_len: args.text_len,
             warmup: args.warmup,
-            iters: args.iters,
+            iters: args.iters as usize,
             flops_convention: "2/MAC, both towers + projections",
             flops_per_forward: flops,
             gemm_ceiling_tflops: ceiling,

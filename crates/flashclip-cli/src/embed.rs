@@ -1,94 +1,52 @@
-//! `flashclip embed` and `flashclip zero-shot`: a checkpoint on the GPU, fed decoded images and tokenized texts in
-//! batches.
+//! `flashclip embed`: a checkpoint on the GPU, fed decoded images and tokenized texts in batches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use flashclip::{Element, Gpu};
+use clap::Args;
+use flashclip::{DType, Element};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::gpu::{AttentionImpl, ClipModel, Workspace};
 use flashclip_model::preprocess::Preprocessor;
-use flashclip_model::tokenizer::{ClipTokenizer, TokenizerError};
-use flashclip_model::weights::ClipWeights;
-use half::{bf16, f16};
+use flashclip_model::Checkpoint;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::error::{open_gpu, CliError, Result};
+use crate::error::{CliError, Result};
+use crate::inputs;
+use crate::model_dir::{self, with_dtype, Runner};
 use crate::output::{self, l2_normalize, Embeddings, Format};
-use crate::{inputs, load_model, Dtype};
 
-/// What `flashclip embed` was asked for.
+/// `flashclip embed` arguments.
+#[derive(Debug, Args)]
 pub struct EmbedArgs {
-    pub model: PathBuf,
-    pub images: Vec<PathBuf>,
-    pub texts: Vec<String>,
-    pub texts_file: Option<PathBuf>,
-    pub out: Option<PathBuf>,
-    pub format: Option<Format>,
-    pub batch: usize,
-    pub dtype: Dtype,
+    /// Model directory: config.json + model.safetensors (Hugging Face) or open_clip_config.json +
+    /// open_clip_model.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Image files, directories (searched recursively for jpg/jpeg/png/webp) or patterns with `*` / `?` in
+    /// the file name (quote them so the shell leaves them alone).
+    #[arg(long, num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// Texts to embed.
+    #[arg(long, num_args = 1..)]
+    texts: Vec<String>,
+    /// A file with one text per line (empty lines skipped; `-` reads standard input).
+    #[arg(long)]
+    texts_file: Option<PathBuf>,
+    /// Output file (default: JSON lines on standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Output format (default: from the --out extension, else jsonl). npy stacks image rows, then text rows.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Images or texts per GPU batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Element type of the weights and activations on the GPU.
+    #[arg(long, value_enum, default_value_t = DType::F16)]
+    dtype: DType,
 }
 
-/// The tokenizer of a model directory, or OpenAI's when the directory has none.
-fn tokenizer(dir: &Path) -> Result<ClipTokenizer> {
-    match ClipTokenizer::from_dir(dir) {
-        Ok(t) => Ok(t),
-        Err(TokenizerError::NotFound { .. }) => {
-            eprintln!(
-                "no tokenizer files in {}: using OpenAI's CLIP vocabulary",
-                dir.display()
-            );
-            Ok(ClipTokenizer::openai()?)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Tokenizes `texts` for `config`, checking that the ids fit the model's vocabulary (a model directory without
-/// tokenizer files gets OpenAI's, which fits only CLIP's 49,408-token vocabulary).
-fn tokenize(dir: &Path, config: &ClipConfig, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-    let ids = tokenizer(dir)?.encode_batch(texts, config.text.max_len())?;
-    let vocab = config.text.vocab_size;
-    if let Some(max) = ids
-        .iter()
-        .flatten()
-        .copied()
-        .max()
-        .filter(|&m| m as usize >= vocab)
-    {
-        return Err(CliError::Usage(format!(
-            "the tokenizer produces id {max}, outside the model's vocabulary of {vocab}: put the model's \
-             tokenizer.json (or vocab.json + merges.txt) in {}",
-            dir.display()
-        )));
-    }
-    Ok(ids)
-}
-
-/// A model on the GPU with its workspace.
-struct Runner<T: Element> {
-    gpu: Gpu,
-    model: ClipModel<T>,
-    ws: Workspace<T>,
-}
-
+/// A model on the GPU, embedding batches.
 impl<T: Element> Runner<T> {
-    fn new(
-        config: &ClipConfig,
-        weights: &ClipWeights,
-        max_images: usize,
-        max_texts: usize,
-    ) -> Result<Self> {
-        let gpu = open_gpu()?;
-        let model = ClipModel::<T>::new(
-            &gpu,
-            config,
-            weights,
-            AttentionImpl::best::<T>(&gpu, config),
-        )?;
-        let ws = model.workspace(&gpu, max_images, max_texts)?;
-        Ok(Self { gpu, model, ws })
-    }
-
     /// Decodes `paths` in parallel batches and embeds those that decode; the others are reported and skipped.
     /// Returns the paths embedded, their normalized embeddings and the number skipped.
     fn images(
@@ -152,10 +110,9 @@ fn progress(batches: usize) -> ProgressBar {
 }
 
 /// Everything `embed` computes, in the element type `T`.
-#[allow(clippy::too_many_arguments)]
 fn embed_with<T: Element>(
     config: &ClipConfig,
-    weights: &ClipWeights,
+    checkpoint: &Checkpoint,
     paths: &[PathBuf],
     texts: &[String],
     ids: &[Vec<u32>],
@@ -163,7 +120,7 @@ fn embed_with<T: Element>(
 ) -> Result<(Embeddings, usize)> {
     let mut runner = Runner::<T>::new(
         config,
-        weights,
+        checkpoint,
         batch.min(paths.len()),
         batch.min(ids.len()),
     )?;
@@ -205,7 +162,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     if let Some(file) = &args.texts_file {
         texts.extend(inputs::read_texts_file(file)?);
     }
-    let (config, weights) = load_model(&args.model)?;
+    let (config, checkpoint) = model_dir::open(&args.model)?;
     if paths.is_empty() && texts.is_empty() {
         return Err(CliError::Usage(
             "nothing to embed: give --images PATH... and/or --texts TEXT... / --texts-file FILE"
@@ -215,13 +172,12 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let ids = if texts.is_empty() {
         Vec::new()
     } else {
-        tokenize(&args.model, &config, &texts)?
+        model_dir::tokenize(&args.model, &config, &texts)?
     };
-    let (embeddings, skipped) = match args.dtype {
-        Dtype::F16 => embed_with::<f16>(&config, &weights, &paths, &texts, &ids, args.batch)?,
-        Dtype::Bf16 => embed_with::<bf16>(&config, &weights, &paths, &texts, &ids, args.batch)?,
-        Dtype::F32 => embed_with::<f32>(&config, &weights, &paths, &texts, &ids, args.batch)?,
-    };
+    let batch = args.batch as usize;
+    let (embeddings, skipped) = with_dtype!(args.dtype, T => {
+        embed_with::<T>(&config, &checkpoint, &paths, &texts, &ids, batch)?
+    });
     output::write(&embeddings, format, args.out.as_deref())?;
     if !paths.is_empty() {
         eprintln!(
@@ -233,114 +189,4 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         eprintln!("embedded {} texts", embeddings.texts.len());
     }
     Ok(())
-}
-
-/// What `flashclip zero-shot` was asked for.
-pub struct ZeroShotArgs {
-    pub model: PathBuf,
-    pub image: PathBuf,
-    pub labels: String,
-    pub template: String,
-    pub dtype: Dtype,
-}
-
-/// `softmax(scale · cos)` of one image against each prompt.
-pub fn probabilities(image: &[f32], texts: &[f32], dim: usize, scale: f32) -> Vec<f64> {
-    let logits: Vec<f64> = texts
-        .chunks_exact(dim)
-        .map(|t| {
-            f64::from(scale)
-                * t.iter()
-                    .zip(image)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum::<f64>()
-        })
-        .collect();
-    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-fn zero_shot_with<T: Element>(
-    config: &ClipConfig,
-    weights: &ClipWeights,
-    pixels: &[f32],
-    ids: &[Vec<u32>],
-) -> Result<Vec<f64>> {
-    let mut r = Runner::<T>::new(config, weights, 1, ids.len())?;
-    let dim = config.projection_dim;
-    let mut image: Vec<f32> = r
-        .model
-        .encode_images(&r.gpu, &mut r.ws, pixels)?
-        .iter()
-        .copied()
-        .collect();
-    let mut text: Vec<f32> = r
-        .model
-        .encode_texts(&r.gpu, &mut r.ws, ids)?
-        .iter()
-        .copied()
-        .collect();
-    l2_normalize(&mut image, dim);
-    l2_normalize(&mut text, dim);
-    Ok(probabilities(&image, &text, dim, r.model.logit_scale()))
-}
-
-/// `flashclip zero-shot`.
-pub fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
-    let labels: Vec<&str> = args
-        .labels
-        .split(',')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if labels.is_empty() {
-        return Err(CliError::Usage(
-            "--labels needs at least one label, e.g. --labels \"a cat,a dog\"".into(),
-        ));
-    }
-    if !args.template.contains("{}") {
-        return Err(CliError::Usage(format!(
-            "--template must contain {{}} where the label goes, got \"{}\"",
-            args.template
-        )));
-    }
-    let prompts: Vec<String> = labels
-        .iter()
-        .map(|l| args.template.replace("{}", l))
-        .collect();
-    let (config, weights) = load_model(&args.model)?;
-    let pre = Preprocessor::new(config.vision.image_size as u32);
-    let pixels = pre
-        .load_and_preprocess(&args.image)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let ids = tokenize(&args.model, &config, &prompts)?;
-    let probs = match args.dtype {
-        Dtype::F16 => zero_shot_with::<f16>(&config, &weights, &pixels, &ids)?,
-        Dtype::Bf16 => zero_shot_with::<bf16>(&config, &weights, &pixels, &ids)?,
-        Dtype::F32 => zero_shot_with::<f32>(&config, &weights, &pixels, &ids)?,
-    };
-    let mut ranked: Vec<(&str, f64)> = labels.iter().copied().zip(probs).collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    for (label, p) in ranked {
-        println!("{label}\t{p:.4}");
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_of_scaled_cosines() {
-        let image = [1.0, 0.0];
-        let texts = [1.0, 0.0, 0.0, 1.0];
-        let p = probabilities(&image, &texts, 2, 100.0);
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(p[0] > 0.999 && p[1] < 1e-3);
-        let even = probabilities(&image, &[0.0, 1.0, 0.0, -1.0], 2, 100.0);
-        assert!((even[0] - 0.5).abs() < 1e-12);
-    }
 }

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use flashclip_model::config::ConfigError;
 use flashclip_model::flops::FlopsError;
-use flashclip_model::gpu::ModelError;
 use flashclip_model::tokenizer::TokenizerError;
-use flashclip_model::weights::WeightsError;
+use flashclip_model::{CheckpointError, ModelError};
 
 /// Everything that can make a `flashclip` command fail.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +24,8 @@ pub enum CliError {
     LoadModel {
         dir: PathBuf,
         #[source]
-        source: WeightsError,
+        source: CheckpointError,
     },
-    /// Random weights could not be built.
-    #[error("cannot build weights: {0}")]
-    Weights(#[from] WeightsError),
     /// A config or preset is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),

@@ -1,11 +1,51 @@
 //! `flashclip flops`: FLOP counts of a CLIP forward in both conventions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput, FlopsReport};
 
 use crate::error::{CliError, Result};
+
+/// `flashclip flops` arguments.
+#[derive(Debug, Args)]
+pub struct FlopsArgs {
+    /// A Hugging Face config.json, open_clip or EVA-CLIP model JSON.
+    #[arg(long, conflicts_with_all = ["preset", "eva", "all"])]
+    config: Option<PathBuf>,
+    /// A built-in architecture (default ViT-L-14-336).
+    #[arg(long, conflicts_with_all = ["eva", "all"])]
+    preset: Option<String>,
+    /// EVA02-CLIP-bigE-14.
+    #[arg(long, conflicts_with = "all")]
+    eva: bool,
+    /// The seed table: ViT-L/14-336, LAION ViT-H/14 and EVA02-CLIP-E/14.
+    #[arg(long)]
+    all: bool,
+    /// Images and texts.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Tokens per text.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    text_len: u32,
+}
+
+/// `flashclip flops`.
+pub fn run_args(a: &FlopsArgs) -> Result<()> {
+    let (batch, text_len) = (a.batch as usize, a.text_len as usize);
+    if a.all {
+        return run_all(batch, text_len);
+    }
+    let source = match (&a.config, &a.preset, a.eva) {
+        (Some(path), _, _) => Source::Config(path),
+        (None, _, true) => Source::Eva,
+        (None, Some(name), false) => Source::Preset(name),
+        (None, None, false) => Source::Preset("ViT-L-14-336"),
+    };
+    run(&source, batch, text_len)
+}
 
 /// Where the model shape comes from.
 pub enum Source<'a> {

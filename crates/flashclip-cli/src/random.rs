@@ -3,9 +3,6 @@
 use rayon::prelude::*;
 
 use flashclip_model::config::ClipConfig;
-use flashclip_model::weights::ClipWeights;
-
-use crate::error::Result;
 
 /// Weights are uniform in `[-WEIGHT_SCALE, WEIGHT_SCALE)`.
 pub const WEIGHT_SCALE: f32 = 0.02;
@@ -67,10 +64,10 @@ pub fn uniform(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     out
 }
 
-/// Random weights for `config`: LayerNorm weights 1, biases 0, the logit scale at its init, everything else
-/// uniform in ±[`WEIGHT_SCALE`].
-pub fn weights(config: &ClipConfig, seed: u64) -> Result<ClipWeights> {
-    Ok(ClipWeights::from_fn(config, |name, shape| {
+/// Random weights for `config` as a function of (checkpoint key, shape): LayerNorm weights 1, biases 0, the
+/// logit scale at its init, everything else uniform in ±[`WEIGHT_SCALE`].
+pub fn weights(config: &ClipConfig, seed: u64) -> impl FnMut(&str, &[usize]) -> Vec<f32> + '_ {
+    move |name, shape| {
         let n: usize = shape.iter().product();
         let is_norm = ["layer_norm", "layrnorm", "layernorm"]
             .iter()
@@ -84,7 +81,7 @@ pub fn weights(config: &ClipConfig, seed: u64) -> Result<ClipWeights> {
         } else {
             uniform(seed ^ name_hash(name), n, WEIGHT_SCALE)
         }
-    })?)
+    }
 }
 
 /// `batch` preprocessed-looking images: values uniform in `[-2, 2)` (the range of CLIP-normalized pixels).
@@ -146,7 +143,7 @@ mod tests {
     #[test]
     fn random_weights_build() {
         let config = ClipConfig::preset("ViT-B-32").unwrap();
-        let w = weights(&config, 0).unwrap();
+        let w = flashclip_model::ClipWeights::from_fn(&config, weights(&config, 0)).unwrap();
         assert!(w.num_parameters() > 100_000_000);
         assert!(w.vision_model.pre_layrnorm.weight.iter().all(|&x| x == 1.0));
         assert!(w.vision_model.pre_layrnorm.bias.iter().all(|&x| x == 0.0));
