@@ -11,8 +11,10 @@ use crate::ffi;
 
 /// Element types the kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DType {
     F16,
+    #[cfg_attr(feature = "clap", value(name = "bf16"))]
     BF16,
     F32,
 }

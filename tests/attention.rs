@@ -2,7 +2,9 @@
 //! odd lengths, packed QKV strides, causal, key lengths, GQA, lse; and the error paths.
 
 use cudarc::driver::CudaSlice;
-use flashclip::attention::{self, check_flash, MaterializedWorkspace, Options, Tiles, Version};
+use flashclip::ops::attention::{
+    self, check_flash, MaterializedWorkspace, Options, Tiles, Version,
+};
 use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_test, poison, uniform};
 use flashclip::{DType, Element, Error, Gpu, Layout, View};
@@ -345,7 +347,7 @@ fn atol<T: Element>() -> f64 {
 /// Small odd shapes covering every code path (tails, causal, key lengths, GQA, each head dim), cheap enough for
 /// compute-sanitizer.
 fn small_cases() -> Vec<Case> {
-    let mut out: Vec<Case> = [64, 80, 96, 104, 112, 128]
+    let mut out: Vec<Case> = flashclip::FLASH_HEAD_DIMS
         .iter()
         .map(|&d| Case {
             causal: true,
@@ -394,7 +396,7 @@ fn small_cases() -> Vec<Case> {
 }
 
 fn check_version<T: Element>(gpu: &Gpu, rng: &mut StdRng, version: Option<Version>) {
-    let head_dims: &[usize] = version.map_or(&[64, 80, 96, 104, 112, 128], |v| match v {
+    let head_dims: &[usize] = version.map_or(&flashclip::FLASH_HEAD_DIMS, |v| match v {
         Version::V1 => &[64, 80, 104, 128],
         _ => v.head_dims(),
     });
