@@ -1,4 +1,5 @@
-//! cuBLAS GEMMs in row-major terms: the linear layers of the model and the materialized attention path.
+//! cuBLAS GEMMs in row-major terms: the linear layers of the model (the strided-batched call and the cuBLASLt
+//! plans behind them live in `blas.rs`, which the materialized attention path shares).
 //!
 //! cuBLAS is column-major; a row-major `[rows, cols]` matrix with row stride `ld` is the same memory as a
 //! column-major `[cols, rows]` matrix with leading dimension `ld`, so every call below swaps operands instead of
