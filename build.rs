@@ -40,6 +40,77 @@ fn main() {
     compile_kernels(&root, &nvcc);
     link_cudart(&cuda_home);
     generate_bindings(&root);
+    write_head_dims(&root);
+}
+
+/// Whether the `tuning` feature is on: the explicit-tile-shape entry points are then compiled and bound.
+fn tuning() -> bool {
+    env::var_os("CARGO_FEATURE_TUNING").is_some()
+}
+
+/// Writes `$OUT_DIR/head_dims.rs` from the `FC_FLASH_HEAD_DIMS(X)` X-macro of kernels/include/flashclip_head_dims.h,
+/// so the Rust list is the kernels' list.
+fn write_head_dims(root: &Path) {
+    let header = root.join("kernels/include/flashclip_head_dims.h");
+    println!("cargo:rerun-if-changed={}", header.display());
+    let text = std::fs::read_to_string(&header)
+        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", header.display())));
+    let dims = parse_head_dims(&text).unwrap_or_else(|why| {
+        fail(&format!(
+            "cannot parse `#define FC_FLASH_HEAD_DIMS(X) X(64) X(80) ...` in {}: {why}",
+            header.display()
+        ))
+    });
+    let list = dims
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let code = format!(
+        "/// Head dims the tensor-core flash kernels (v2, v3, v4) are built for, ascending (from\n\
+         /// kernels/include/flashclip_head_dims.h).\n\
+         pub const FLASH_HEAD_DIMS: [usize; {}] = [{list}];\n",
+        dims.len()
+    );
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("head_dims.rs");
+    std::fs::write(&out, code)
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
+}
+
+/// The numbers `N` of the `X(N)` items after `#define FC_FLASH_HEAD_DIMS(X)` (one line, no continuations).
+fn parse_head_dims(text: &str) -> Result<Vec<usize>, String> {
+    let line = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("#define")
+                .map(str::trim_start)
+                .and_then(|l| l.strip_prefix("FC_FLASH_HEAD_DIMS(X)"))
+        })
+        .ok_or("no `#define FC_FLASH_HEAD_DIMS(X)` line")?;
+    let mut dims = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let item = rest
+            .strip_prefix("X(")
+            .ok_or_else(|| format!("expected `X(<n>)` at {rest:?}"))?;
+        let (n, after) = item
+            .split_once(')')
+            .ok_or_else(|| format!("unclosed `X(` at {rest:?}"))?;
+        dims.push(
+            n.trim()
+                .parse()
+                .map_err(|e| format!("{n:?} is not a head dim: {e}"))?,
+        );
+        rest = after.trim_start();
+    }
+    if dims.is_empty() {
+        return Err("the list is empty".into());
+    }
+    if !dims.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!("{dims:?} is not strictly ascending"));
+    }
+    Ok(dims)
 }
 
 fn fail(msg: &str) -> ! {
@@ -114,6 +185,9 @@ fn compile_kernels(root: &Path, nvcc: &Path) {
         .flag("--expt-relaxed-constexpr")
         .flag("-Xptxas=-warn-spills")
         .warnings(false);
+    if tuning() {
+        build.define("FLASHCLIP_TUNING", None);
+    }
     for flag in gencode_flags() {
         build.flag(&flag);
     }
@@ -198,7 +272,11 @@ fn generate_bindings(root: &Path) {
         env::set_var("LIBCLANG_PATH", &libclang);
     }
     let header = root.join("kernels/include/flashclip.h");
-    let bindings = bindgen::Builder::default()
+    let mut builder = bindgen::Builder::default();
+    if tuning() {
+        builder = builder.clang_arg("-DFLASHCLIP_TUNING");
+    }
+    let bindings = builder
         .header(header.to_string_lossy())
         .allowlist_function("fc_.*")
         .allowlist_type("fc_.*")

@@ -3,12 +3,12 @@
 //! same run is the compute ceiling. PyTorch's SDPA backends on the same shapes: benches/peers/sdpa.py.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flashclip::attention::{
+use flashclip::bench::{median, time_device_us, time_iters, Summary};
+use flashclip::ops::attention::{
     flash_attention, flash_attention_tiles, materialized_attention, MaterializedWorkspace, Options,
     Tiles, Version,
 };
-use flashclip::gemm::linear;
-use flashclip::testing::{median, time_device_us, time_iters, Summary};
+use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu, Tensor};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -95,7 +95,7 @@ fn bench_dtype<T: Element>(
             softmax_scale: None,
             causal,
         };
-        let flops = flashclip::attention::Shape {
+        let flops = flashclip::ops::attention::Shape {
             batch: b,
             seq_q: n,
             seq_k: n,

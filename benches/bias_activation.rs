@@ -2,8 +2,8 @@
 //! y written once) next to a device-to-device copy of the same bytes measured in the same run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flashclip::bias_activation::{bias_activation, Activation};
-use flashclip::testing::{copy_ceiling, median, time_device_us, time_iters, Summary};
+use flashclip::bench::{copy_ceiling, median, time_device_us, time_iters, Summary};
+use flashclip::ops::bias_activation::{bias_activation, Activation};
 use flashclip::{Element, Gpu};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};

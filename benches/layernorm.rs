@@ -3,8 +3,8 @@
 //! the same bytes measured in the same run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flashclip::layernorm::{bias_residual_layernorm, layernorm};
-use flashclip::testing::{copy_ceiling, median, time_device_us, time_iters, Summary};
+use flashclip::bench::{copy_ceiling, median, time_device_us, time_iters, Summary};
+use flashclip::ops::layernorm::{bias_residual_layernorm, layernorm};
 use flashclip::{Element, Gpu};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};

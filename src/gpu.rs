@@ -34,7 +34,7 @@ pub struct Gpu {
     blas: CudaBlas,
     /// Declared after `blas`, so it is freed after the handle that uses it is destroyed.
     _blas_workspace: CudaSlice<u8>,
-    lt: crate::gemm::Lt,
+    lt: crate::blas::Lt,
     sm_count: usize,
     compute_capability: (i32, i32),
 }
@@ -79,7 +79,7 @@ impl Gpu {
                     .result()?;
             }
         }
-        let lt = crate::gemm::Lt::new(&stream)?;
+        let lt = crate::blas::Lt::new(&stream)?;
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
         Ok(Self {
@@ -108,7 +108,7 @@ impl Gpu {
         &self.blas
     }
 
-    pub(crate) fn lt(&self) -> &crate::gemm::Lt {
+    pub(crate) fn lt(&self) -> &crate::blas::Lt {
         &self.lt
     }
 

@@ -14,6 +14,7 @@ use crate::ffi;
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DType {
     F16,
+    #[cfg_attr(feature = "clap", value(name = "bf16"))]
     BF16,
     F32,
 }

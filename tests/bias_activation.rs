@@ -1,6 +1,6 @@
 //! Fused bias + activation against the float64 reference, and its error paths.
 
-use flashclip::bias_activation::{bias_activation, bias_activation_inplace, Activation};
+use flashclip::ops::bias_activation::{bias_activation, bias_activation_inplace, Activation};
 use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_or_skip, poison, rng, uniform};
 use flashclip::{DType, Element, Error, Gpu};

@@ -1,6 +1,6 @@
 //! cuBLAS / cuBLASLt linear layers against the float64 reference: plain and bias-fused, strided rows.
 
-use flashclip::gemm::{linear, linear_bias};
+use flashclip::ops::gemm::{linear, linear_bias};
 use flashclip::reference::{max_abs_diff, round};
 use flashclip::testing::{gpu_or_skip, gpu_test, poison, uniform};
 use flashclip::{Element, Error, Gpu, View};

@@ -1,6 +1,6 @@
 //! LayerNorm kernels against the float64 reference, and their error paths.
 
-use flashclip::layernorm::{bias_residual_layernorm, layernorm, MAX_COLS};
+use flashclip::ops::layernorm::{bias_residual_layernorm, layernorm, MAX_COLS};
 use flashclip::reference::{self, max_abs_diff, round};
 use flashclip::testing::{gpu_or_skip, poison, rng, uniform};
 use flashclip::{DType, Element, Error, Gpu, View, ViewMut};

@@ -11,7 +11,7 @@ pub struct AttentionRef {
     pub lse: Array3<f64>,
 }
 
-/// f64 attention with the kernels' semantics (see [`crate::attention`]): q `[B, Nq, Hq, D]`, k and v
+/// f64 attention with the kernels' semantics (see [`crate::ops::attention`]): q `[B, Nq, Hq, D]`, k and v
 /// `[B, Nk, Hkv, D]`.
 pub fn attention(
     q: &Array4<f64>,

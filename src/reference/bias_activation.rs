@@ -1,7 +1,7 @@
 use ndarray::{Array1, Array2};
 
 use super::round;
-use crate::bias_activation::Activation;
+use crate::ops::bias_activation::Activation;
 use crate::tensor::Element;
 
 /// The activation in f64.
