@@ -42,6 +42,11 @@ fn main() {
     generate_bindings(&root);
 }
 
+/// The `tuning` feature builds the tile-sweep entry points (fc_attention_v3_tiles, fc_attention_v4_tiles).
+fn tuning() -> bool {
+    env::var_os("CARGO_FEATURE_TUNING").is_some()
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("\nerror: flashclip build: {msg}\n");
     std::process::exit(1);
@@ -114,6 +119,9 @@ fn compile_kernels(root: &Path, nvcc: &Path) {
         .flag("--expt-relaxed-constexpr")
         .flag("-Xptxas=-warn-spills")
         .warnings(false);
+    if tuning() {
+        build.define("FLASHCLIP_TUNING", None);
+    }
     for flag in gencode_flags() {
         build.flag(&flag);
     }
@@ -203,6 +211,7 @@ fn generate_bindings(root: &Path) {
         .allowlist_function("fc_.*")
         .allowlist_type("fc_.*")
         .rustified_enum("fc_.*")
+        .clang_args(tuning().then_some("-DFLASHCLIP_TUNING"))
         .generate()
         .unwrap_or_else(|e| fail(&format!("bindgen failed on {}: {e}", header.display())));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
