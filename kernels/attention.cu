@@ -36,10 +36,15 @@
 #include <stdint.h>
 
 #include "flashclip.h"
-#include "attention_ptx.cuh"
-#include "attention_traits.cuh"
+#include "flashclip_head_dims.h"
+#include "dtype.cuh"
+#include "ptx.cuh"
+#include "attention_mask.cuh"
+#include "attention_tile_loads.cuh"
+#include "attention_v2_traits.cuh"
+#include "online_softmax.cuh"
 
-namespace flashclip_attention {
+namespace flashclip::attention {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -57,7 +62,6 @@ constexpr int kV1ColsPerThread = kV1MaxHeadDim / kV1ThreadsPerRow;
 
 template <typename Elem>
 __global__ void __launch_bounds__(kV1Threads) attention_v1_kernel(const fc_attention_params p) {
-    using Ops = ElemOps<Elem>;
     // +1 float padding on rows read across threads of one warp at the same column: the 4 rows (Q, P) or 8 keys
     // (K) a warp touches per instruction then fall in different banks.
     __shared__ float q_tile[kV1Rows][kV1MaxHeadDim + 1];
@@ -89,7 +93,7 @@ __global__ void __launch_bounds__(kV1Threads) attention_v1_kernel(const fc_atten
     for (int i = tid; i < kV1Rows * chunks_per_row; i += kV1Threads) {
         const int r = i / chunks_per_row, c = i % chunks_per_row;
         float x[8] = {};
-        if (row0 + r < p.seq_q) Ops::load8(q + (long long)(row0 + r) * p.q_seq_stride + 8 * c, x);
+        if (row0 + r < p.seq_q) load8(q + (long long)(row0 + r) * p.q_seq_stride + 8 * c, x);
 #pragma unroll
         for (int e = 0; e < 8; ++e) q_tile[r][8 * c + e] = x[e] * p.softmax_scale;
     }
@@ -105,8 +109,8 @@ __global__ void __launch_bounds__(kV1Threads) attention_v1_kernel(const fc_atten
             float kx[8] = {}, vx[8] = {};
             // Keys past the limit are zero, not garbage: P is 0 there, but 0 * NaN would still poison O.
             if (key0 + r < key_limit) {
-                Ops::load8(k + (long long)(key0 + r) * p.k_seq_stride + 8 * c, kx);
-                Ops::load8(v + (long long)(key0 + r) * p.v_seq_stride + 8 * c, vx);
+                load8(k + (long long)(key0 + r) * p.k_seq_stride + 8 * c, kx);
+                load8(v + (long long)(key0 + r) * p.v_seq_stride + 8 * c, vx);
             }
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
@@ -166,7 +170,7 @@ __global__ void __launch_bounds__(kV1Threads) attention_v1_kernel(const fc_atten
 #pragma unroll
         for (int j = 0; j < kV1ColsPerThread; ++j) {
             const int col = sub + kV1ThreadsPerRow * j;
-            if (col < head_dim) o_row[col] = Ops::from_float(acc[j] * inv_sum);
+            if (col < head_dim) o_row[col] = from_float<Elem>(acc[j] * inv_sum);
         }
         if (p.lse != nullptr && sub == 0)
             p.lse[((long long)b * p.heads_q + h) * p.seq_q + row] =
@@ -186,7 +190,6 @@ int launch_v1(const fc_attention_params &p, cudaStream_t stream) {
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads) attention_v2_kernel(const fc_attention_params p) {
     using Elem = typename Traits::Elem;
-    using Ops = ElemOps<Elem>;
     constexpr int kStride = Traits::kSmemRowStride;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -360,9 +363,9 @@ __global__ void __launch_bounds__(Traits::kThreads) attention_v2_kernel(const fc
         for (int nt = 0; nt < Traits::kOTiles; ++nt) {
             Elem *dst = o_stage + (16 * mt + group) * kStride + 8 * nt + 2 * thread_in_group;
             *reinterpret_cast<uint32_t *>(dst) =
-                Ops::pack2(o_acc[mt][nt][0] * inv_sum[0], o_acc[mt][nt][1] * inv_sum[0]);
+                pack2<Elem>(o_acc[mt][nt][0] * inv_sum[0], o_acc[mt][nt][1] * inv_sum[0]);
             *reinterpret_cast<uint32_t *>(dst + 8 * kStride) =
-                Ops::pack2(o_acc[mt][nt][2] * inv_sum[1], o_acc[mt][nt][3] * inv_sum[1]);
+                pack2<Elem>(o_acc[mt][nt][2] * inv_sum[1], o_acc[mt][nt][3] * inv_sum[1]);
         }
     }
     __syncwarp();
@@ -411,21 +414,19 @@ int launch_v2_for_head_dim(const fc_attention_params &p, cudaStream_t stream) {
 template <typename Elem>
 int dispatch_v2(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64: return launch_v2_for_head_dim<Elem, 64>(p, stream);
-        case 80: return launch_v2_for_head_dim<Elem, 80>(p, stream);
-        case 96: return launch_v2_for_head_dim<Elem, 96>(p, stream);
-        case 104: return launch_v2_for_head_dim<Elem, 104>(p, stream);
-        case 112: return launch_v2_for_head_dim<Elem, 112>(p, stream);
-        case 128: return launch_v2_for_head_dim<Elem, 128>(p, stream);
+#define FC_CASE(D) \
+    case D: return launch_v2_for_head_dim<Elem, D>(p, stream);
+        FC_FLASH_HEAD_DIMS(FC_CASE)
+#undef FC_CASE
         default: return (int)cudaErrorInvalidValue;
     }
 }
 
 }  // namespace
-}  // namespace flashclip_attention
+}  // namespace flashclip::attention
 
 extern "C" int fc_attention_v1(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     if (p->head_dim <= 0 || p->head_dim > kV1MaxHeadDim || p->head_dim % 8 != 0) return (int)cudaErrorInvalidValue;
     switch (dtype) {
         case FC_F16: return launch_v1<__half>(*p, stream);
@@ -436,7 +437,7 @@ extern "C" int fc_attention_v1(const fc_attention_params *p, fc_dtype dtype, cud
 }
 
 extern "C" int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16: return dispatch_v2<__half>(*p, stream);
         case FC_BF16: return dispatch_v2<__nv_bfloat16>(*p, stream);

@@ -12,9 +12,10 @@
 #include <stdint.h>
 
 #include "flashclip.h"
-#include "attention_traits.cuh"
+#include "dtype.cuh"
+#include "attention_mask.cuh"
 
-namespace flashclip_attention {
+namespace flashclip::attention {
 namespace {
 
 constexpr int kSoftmaxRowsPerBlock = 8;
@@ -59,7 +60,7 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
     const float inv_sum = row_sum > 0.f ? 1.f / row_sum : 0.f;
     for (int j = lane; j < seq_k; j += 32) {
         const float prob = j < key_limit ? expf(s_row[j] * softmax_scale - row_max) * inv_sum : 0.f;
-        p_row[j] = ElemOps<Elem>::from_float(prob);
+        p_row[j] = from_float<Elem>(prob);
     }
     if (lse != nullptr && lane == 0) lse[row] = row_sum > 0.f ? row_max + logf(row_sum) : -INFINITY;
 }
@@ -77,12 +78,12 @@ int launch_softmax(const float *s, long long s_row_stride, void *p, long long p_
 }
 
 }  // namespace
-}  // namespace flashclip_attention
+}  // namespace flashclip::attention
 
 extern "C" int fc_attention_softmax(const float *s, long long s_row_stride, void *p, long long p_row_stride,
                                     float *lse, const int *key_lens, int batch, int heads_q, int seq_q, int seq_k,
                                     float softmax_scale, int causal, fc_dtype dtype, cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16:
             return launch_softmax<__half>(s, s_row_stride, p, p_row_stride, lse, key_lens, batch, heads_q, seq_q,

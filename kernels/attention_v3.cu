@@ -21,11 +21,17 @@
 #include <stdint.h>
 
 #include "flashclip.h"
-#include "attention_ptx.cuh"
-#include "attention_traits.cuh"
-#include "attention_wgmma.cuh"
+#include "flashclip_head_dims.h"
+#include "dtype.cuh"
+#include "ptx.cuh"
+#include "wgmma.cuh"
+#include "attention_epilogue.cuh"
+#include "attention_mask.cuh"
+#include "attention_tile_loads.cuh"
+#include "attention_v3_traits.cuh"
+#include "online_softmax.cuh"
 
-namespace flashclip_attention {
+namespace flashclip::attention {
 namespace {
 
 /* Rows [row0, row0 + kRows) of one head into a K or V tile in the swizzled layout (real head-dim chunks only).
@@ -59,7 +65,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
 #elif defined(__CUDA_ARCH__)
     constexpr float kLog2e = 1.4426950408889634f;
     using Elem = typename Traits::Elem;
-    using Ops = ElemOps<Elem>;
     using Mma = Wgmma<Elem, Traits::kHeadDimPadded>;
     using MmaS = Wgmma<Elem, Traits::kBlockN>;
     constexpr int kBlockM = Traits::kBlockM;
@@ -226,16 +231,15 @@ int launch_v3(const fc_attention_params &p, cudaStream_t stream) {
 template <typename Elem>
 int dispatch_v3(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64: return launch_v3<typename FlashV3Config<Elem, 64>::Traits>(p, stream);
-        case 80: return launch_v3<typename FlashV3Config<Elem, 80>::Traits>(p, stream);
-        case 96: return launch_v3<typename FlashV3Config<Elem, 96>::Traits>(p, stream);
-        case 104: return launch_v3<typename FlashV3Config<Elem, 104>::Traits>(p, stream);
-        case 112: return launch_v3<typename FlashV3Config<Elem, 112>::Traits>(p, stream);
-        case 128: return launch_v3<typename FlashV3Config<Elem, 128>::Traits>(p, stream);
+#define FC_CASE(D) \
+    case D: return launch_v3<typename FlashV3Config<Elem, D>::Traits>(p, stream);
+        FC_FLASH_HEAD_DIMS(FC_CASE)
+#undef FC_CASE
         default: return (int)cudaErrorInvalidValue;
     }
 }
 
+#ifdef FLASHCLIP_TUNING
 template <typename Elem, int kHeadDim>
 int launch_v3_tiles(const fc_attention_params &p, fc_v3_tiles tiles, cudaStream_t stream) {
     switch (tiles) {
@@ -255,12 +259,13 @@ int dispatch_v3_tiles(const fc_attention_params &p, fc_v3_tiles tiles, cudaStrea
         default: return (int)cudaErrorInvalidValue;
     }
 }
+#endif
 
 }  // namespace
-}  // namespace flashclip_attention
+}  // namespace flashclip::attention
 
 extern "C" int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16: return dispatch_v3<__half>(*p, stream);
         case FC_BF16: return dispatch_v3<__nv_bfloat16>(*p, stream);
@@ -268,12 +273,14 @@ extern "C" int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cud
     }
 }
 
+#ifdef FLASHCLIP_TUNING
 extern "C" int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_tiles tiles,
                                      cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16: return dispatch_v3_tiles<__half>(*p, tiles, stream);
         case FC_BF16: return dispatch_v3_tiles<__nv_bfloat16>(*p, tiles, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
+#endif

@@ -45,11 +45,16 @@
 #include <type_traits>
 
 #include "flashclip.h"
-#include "attention_ptx.cuh"
-#include "attention_traits.cuh"
-#include "attention_wgmma.cuh"
+#include "flashclip_head_dims.h"
+#include "dtype.cuh"
+#include "ptx.cuh"
+#include "warp_specialization.cuh"
+#include "wgmma.cuh"
+#include "attention_mask.cuh"
+#include "online_softmax.cuh"
+#include "attention_v4/traits.cuh"
 
-namespace flashclip_attention {
+namespace flashclip::attention {
 namespace {
 
 /* Rows [row0, row0 + kRows) of K or V into a swizzled stage by the 32 lanes of the producer warp, every column
@@ -210,7 +215,7 @@ __device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs],
         for (int nt = 0; nt < Traits::kOTiles; ++nt)
             if (8 * nt < Traits::kHeadDim)  // the padded head dim's last columns are not the tensor's
                 *reinterpret_cast<uint32_t *>(dst + 8 * nt) =
-                    ElemOps<Elem>::pack2(o_acc[4 * nt + 2 * r] * inv_sum, o_acc[4 * nt + 2 * r + 1] * inv_sum);
+                    pack2<Elem>(o_acc[4 * nt + 2 * r] * inv_sum, o_acc[4 * nt + 2 * r + 1] * inv_sum);
         if (lse_rows != nullptr && thread_in_group == 0)
             lse_rows[row] = row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
     }
@@ -321,7 +326,7 @@ struct V4Rider {
             // P^T as B operands: lane (g, t) takes keys 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of column g, held
             // as keys g', g' + 8 of columns 2t', 2t' + 1 by lane 4g' + t': keys 2t and 2t + 1 by lanes 8t + g / 2
             // and 8t + 4 + g / 2, in the low (g even) or high half of their pairs.
-            const uint32_t near = ElemOps<Elem>::pack2(prob[0], prob[1]), far = ElemOps<Elem>::pack2(prob[2], prob[3]);
+            const uint32_t near = pack2<Elem>(prob[0], prob[1]), far = pack2<Elem>(prob[2], prob[3]);
             const int src = 8 * t + g / 2;
             const uint32_t near_a = __shfl_sync(0xffffffffu, near, src);
             const uint32_t near_b = __shfl_sync(0xffffffffu, near, src + 4);
@@ -410,7 +415,7 @@ struct V4Rider {
 #pragma unroll
                 for (int mo = 0; mo < 4; ++mo)
 #pragma unroll
-                    for (int e = c; e < 4; e += 2) dst[16 * mo + 8 * (e / 2)] = ElemOps<Elem>::from_float(st.o[mo][e]);
+                    for (int e = c; e < 4; e += 2) dst[16 * mo + 8 * (e / 2)] = from_float<Elem>(st.o[mo][e]);
             }
         }
         // The region is free again once the first warp has read it.
@@ -424,14 +429,13 @@ struct V4Item {
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
- * only without causal masking or key_lens) and is multiplied that narrow. kTailLast: it is the item's last slot, run
- * after the loop (S and the previous P V, its softmax, then its own P V of kTailN / 16 k steps), so the loop body
- * stays one shape. Else (kept for comparison) the pipeline takes it first: slot i holds key tile n_tiles - 1 for
- * i = 0 and i - 1 after, and its P V, in the loop, is full width (H100, B16 N577 D64: 72.5 against 73.9 us).
+ * only without causal masking or key_lens) and is multiplied that narrow. It is the item's last slot, run after the
+ * loop (S and the previous P V, its softmax, then its own P V of kTailN / 16 k steps), so the loop body stays one
+ * shape (taking it first, its P V full width in the loop, measured slower: H100, B16 N577 D64 73.9 against 72.5 us).
  * Persistent: block j takes work items j, j + gridDim.x, ...; the ring's slots run on from item to item, so the
  * producer loads the next item's K/V while the consumers finish this one, and each consumer loads its next Q rows
  * under this item's tiles. */
-template <class Traits, int kTailN, bool kTailLast>
+template <class Traits, int kTailN>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     attention_v4_kernel(const fc_attention_params p, const __grid_constant__ CUtensorMap k_map,
                         const __grid_constant__ CUtensorMap v_map, int split_last_block, int riders) {
@@ -504,12 +508,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto item_split = [&](const V4Item &it) {
         return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
     };
-    const auto key_tile = [](int slot, int n_tiles) {
-        return kTailN == 0 || kTailLast ? slot : slot == 0 ? n_tiles - 1 : slot - 1;
-    };
 
     if (tid < Traits::kOnesBytes / 16) {
-        const uint32_t one = ElemOps<Elem>::pack2(1.f, 1.f);
+        const uint32_t one = pack2<Elem>(1.f, 1.f);
         *reinterpret_cast<uint4 *>(ones + 16 * tid) = make_uint4(one, one, one, one);
         fence_proxy_async();  // read by the tensor cores
     }
@@ -539,7 +540,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
                 unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
                 unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-                const int key0 = key_tile(t, n_tiles) * kBlockN;
+                const int key0 = t * kBlockN;
                 if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
                     load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
                     load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
@@ -591,7 +592,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                         mbarrier_wait(&full[stage], (g / kStages) & 1);
                         if (rides)
                             Rider::tile(st, rider_region, k_tiles + stage * Traits::kKVTileBytes,
-                                        v_tiles + stage * Traits::kKVTileBytes, key_tile(t, n_tiles) * kBlockN,
+                                        v_tiles + stage * Traits::kKVTileBytes, t * kBlockN,
                                         key_limit, scale_log2, rider_warp, rider_lane);
                         __syncwarp();
                         if (rider_lane == 0) mbarrier_arrive(&empty[stage]);
@@ -674,11 +675,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
         if (split && i.stage < first_stage) i.stage = first_stage;
         if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
-        // The narrow tile's slot: the item's first (kTailLast: its last); where this consumer has it.
-        const int tail_slot = kTailLast ? g0 + n_tiles - 1 : g0;
+        // The narrow tile's slot: the item's last; whether this consumer has it.
+        const int tail_slot = g0 + n_tiles - 1;
         const bool holds_tail =
-            kTailN > 0 && my_slots > 0 &&
-            (split ? (tail_slot % kStages) / round == consumer : kTailLast ? my_slots == n_tiles : true);
+            kTailN > 0 && my_slots > 0 && (split ? (tail_slot % kStages) / round == consumer : my_slots == n_tiles);
         const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
         int my_key_limit[2];
 #pragma unroll
@@ -687,11 +687,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
         uint32_t q_frag[Traits::kQKSteps][4];
         cp_async_wait<0>();
-        named_barrier_sync(1 + consumer, 128);
+        named_barrier_sync(Traits::kQRowsBarrier + consumer, 128);
         const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
 #pragma unroll
         for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
-        named_barrier_sync(1 + consumer, 128);
+        named_barrier_sync(Traits::kQRowsBarrier + consumer, 128);
         if (item + gridDim.x < n_items) load_q(item + gridDim.x);
 
         float o_acc[Traits::kORegs];
@@ -707,7 +707,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             // The softmax of the full tile in ring slot r (scores in s), masked where the tile crosses a row's
             // limit.
             auto softmax = [&](RingSlot r) {
-                const int key0 = key_tile(r.pass * kStages + r.stage - g0, n_tiles) * kBlockN;
+                const int key0 = (r.pass * kStages + r.stage - g0) * kBlockN;
                 if (key0 + kBlockN > warp_unmasked_end)
                     softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
                                                           scale_log2);
@@ -722,11 +722,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             };
             // First slot: S, softmax, P.
             wait_full(i);
-            // kTailLast: the narrow tile is this consumer's last slot, run after the loop, both its products narrow.
-            const int loop_slots = kTailLast && holds_tail ? my_slots - 1 : my_slots;
+            // The narrow tile is this consumer's last slot, run after the loop, both its products narrow.
+            const int loop_slots = holds_tail ? my_slots - 1 : my_slots;
             bool first_done = false;
             if constexpr (kTailN > 0) {
-                if (kTailLast ? loop_slots == 0 : holds_tail) {
+                if (loop_slots == 0) {  // the narrow tile is the only slot
                     float s_tail[kTailN / 2];
                     if (turns) take_turn();
                     wgmma_fence();
@@ -738,10 +738,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
                                                      thread_in_group, scale_log2);
                     Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
-                    // P V stays full width: zero probabilities against the stage's rows past seq_k, which TMA
-                    // filled with zeros. Narrowing it too would need a second P V in the loop, and ptxas closes a
-                    // commit group that ends in either of two branches with a dummy wgmma whose wait also waits
-                    // for P V (no overlap).
+                    // The k steps past the narrow tile as zero probabilities. The narrow P V below reads only the
+                    // first kTailN / 16, but the fences pin every P register: kept as the kernel was measured.
 #pragma unroll
                     for (int kk = kTailN / 16; kk < Traits::kPVSteps; ++kk)
                         p_frag[kk][0] = p_frag[kk][1] = p_frag[kk][2] = p_frag[kk][3] = 0u;
@@ -789,8 +787,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             };
             for (int j = 1; j < loop_slots; ++j) later_slot(s, [&] { softmax(i); });
 
-            bool last_narrow = kTailLast && holds_tail && loop_slots == 0;  // the only slot was the narrow one
-            if constexpr (kTailLast && kTailN > 0) {
+            bool last_narrow = holds_tail && loop_slots == 0;  // the only slot was the narrow one
+            if constexpr (kTailN > 0) {
                 if (holds_tail && loop_slots > 0) {
                     // The narrow tile after the loop: its S (kTailN keys) with the previous P V, then its softmax.
                     float s_tail[kTailN / 2];
@@ -806,7 +804,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             fence_operand(o_acc);
             fence_operand(row_sums);
             fence_operand(p_frag);
-            if (kTailLast && kTailN > 0 && last_narrow) {
+            if (kTailN > 0 && last_narrow) {
                 wgmma_fence();
                 Consumer::template issue_pv<(kTailN + 15) / 16>(o_acc, row_sums, p_frag, v_base(i), ones_desc);
                 wgmma_commit();
@@ -837,14 +835,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                     mine[(Traits::kORegs + 2 + r) * 128] = row_sum[r];
                 }
             }
-            named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+            named_barrier_sync(Traits::kMergeBarrier, 128 * kConsumers);
             if (consumer == 0) {
 #pragma unroll
                 for (int c = 1; c < kConsumers; ++c)
                     merge_partial<Traits>(o_acc, row_max, row_sum, partials + (c - 1) * kFloats * 128 + ctid,
                                           scale_log2);
             }
-            named_barrier_sync(1 + kConsumers, 128 * kConsumers);
+            named_barrier_sync(Traits::kMergeBarrier, 128 * kConsumers);
         } else {
             // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
             // tile's phase; pass its turn.
@@ -970,114 +968,108 @@ int current_sm_count() {
 
 /* Whether the last query block of each head rides on a full one (V4Rider): a block of at most kRiderRows rows
  * after one or more full ones, without causal masking (whose item order and key limits per row it does not
- * follow); with the split of the last block (the `tails` of launch_v4). */
+ * follow). */
 template <class Traits>
-bool v4_riders(const fc_attention_params &p, bool split_last_block) {
+bool v4_riders(const fc_attention_params &p) {
     const int last_rows = p.seq_q % Traits::kBlockM;
-    return Traits::kRiders && split_last_block && p.causal == 0 && p.seq_q > Traits::kBlockM && last_rows > 0 &&
+    return Traits::kRiders && p.causal == 0 && p.seq_q > Traits::kBlockM && last_rows > 0 &&
            last_rows <= Traits::kRiderRows;
 }
 
-template <class Traits, int kTailN, bool kTailLast = true>
-int launch_v4_kernel(const fc_attention_params &p, bool split_last_block, cudaStream_t stream) {
+template <class Traits, int kTailN>
+int launch_v4_kernel(const fc_attention_params &p, cudaStream_t stream) {
     CUtensorMap k_map, v_map;
     cudaError_t err = kv_tensor_maps<Traits>(p, &k_map, &v_map);
     if (err != cudaSuccess) return (int)err;
-    const auto kernel = attention_v4_kernel<Traits, kTailN, kTailLast>;
+    const auto kernel = attention_v4_kernel<Traits, kTailN>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
     // Persistent: as many blocks as fit at once (one wave), each looping over its work items.
-    const bool riders = v4_riders<Traits>(p, split_last_block);
+    const bool riders = v4_riders<Traits>(p);
     const long long items = (long long)((p.seq_q + Traits::kBlockM - 1) / Traits::kBlockM - (riders ? 1 : 0)) *
                             p.heads_q * p.batch;
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
     if (items > INT_MAX) return (int)cudaErrorInvalidValue;
     const int grid = (int)std::min<long long>(items, (long long)sms * Traits::kMinBlocks);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, split_last_block ? 1 : 0,
-                                                                   riders ? 1 : 0);
+    // split_last_block is always 1 since the plain pipeline left; the kernel keeps the flag so that its code stays
+    // as measured.
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, k_map, v_map, 1, riders ? 1 : 0);
     return (int)cudaGetLastError();
 }
 
-/* With `tails`, the shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the
- * keys left past the full tiles fit: CLIP's lengths are 64k + 1; last in the pipeline unless `tail_last` is false)
- * and a key split among the consumers of a last query block of at most 64 rows. Without, every tile is full and
- * every consumer owns its rows (the plain pipeline, kept for comparison). */
+/* The shape decides two things per launch: a narrow last key tile (16 or 80 keys wide, where the keys left past
+ * the full tiles fit: CLIP's lengths are 64k + 1) and a key split among the consumers of a last query block of at
+ * most 64 rows. */
 template <class Traits>
-int launch_v4(const fc_attention_params &p, bool tails, cudaStream_t stream, bool tail_last = true) {
+int launch_v4(const fc_attention_params &p, cudaStream_t stream) {
     // One consumer (two blocks per SM, 128 registers a thread at launch) has no room for the narrow tile's scores.
     if constexpr (Traits::kConsumers > 1) {
         const int left = p.seq_k % Traits::kBlockN;
-        const bool narrow = tails && p.causal == 0 && p.key_lens == nullptr;
-        if (narrow && left > 0 && left <= 16)
-            return tail_last ? launch_v4_kernel<Traits, 16>(p, tails, stream)
-                             : launch_v4_kernel<Traits, 16, false>(p, tails, stream);
+        const bool narrow = p.causal == 0 && p.key_lens == nullptr;
+        if (narrow && left > 0 && left <= 16) return launch_v4_kernel<Traits, 16>(p, stream);
         if constexpr (Traits::kBlockN > 80) {
-            if (narrow && left > 64 && left <= 80)
-                return tail_last ? launch_v4_kernel<Traits, 80>(p, tails, stream)
-                                 : launch_v4_kernel<Traits, 80, false>(p, tails, stream);
+            if (narrow && left > 64 && left <= 80) return launch_v4_kernel<Traits, 80>(p, stream);
         }
     }
-    return launch_v4_kernel<Traits, 0>(p, tails, stream);
+    return launch_v4_kernel<Traits, 0>(p, stream);
 }
 
 /* Three consumers (Wide) when their blocks fill more than one wave of SMs without causal masking, else Small. */
 template <class Wide, class Small>
 int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
     const long long blocks = (long long)((p.seq_q + Wide::kBlockM - 1) / Wide::kBlockM) * p.heads_q * p.batch;
-    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, true, stream);
-    return launch_v4<Small>(p, true, stream);
+    if (p.causal == 0 && blocks > current_sm_count()) return launch_v4<Wide>(p, stream);
+    return launch_v4<Small>(p, stream);
 }
 
-/* The one place where runtime shape/dtype choices become v4 template instantiations. Head dim 64 without causal
- * masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row blocks fill more than one
- * wave of SMs (batch 16, H100, fp16, same run: N 577 72.5 us against 74.9 without turns and 86.5 for two
- * consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257: 33.9 against
- * 41.1; 34.2 with turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key tiles
- * otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+/* Head dim 64 without causal masking takes three consumers of 96-key tiles, in ping-pong turns, when the 192-row
+ * blocks fill more than one wave of SMs (batch 16, H100, fp16, same run: N 577 72.5 us against 74.9 without turns
+ * and 86.5 for two consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257:
+ * 33.9 against 41.1; 34.2 with turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key
+ * tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+template <typename Elem, int kHeadDim>
+int launch_v4_for_head_dim(const fc_attention_params &p, cudaStream_t stream) {
+    using Config = typename FlashV4Config<Elem, kHeadDim>::Traits;
+    if constexpr (kHeadDim == 64)
+        return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>, Config>(p, stream);
+    else if constexpr (kHeadDim == 80)
+        return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, Config>(p, stream);
+    else
+        return launch_v4<Config>(p, stream);
+}
+
+/* The one place where runtime shape/dtype choices become v4 template instantiations. */
 template <typename Elem>
 int dispatch_v4(const fc_attention_params &p, cudaStream_t stream) {
     switch (p.head_dim) {
-        case 64:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>,
-                                     typename FlashV4Config<Elem, 64>::Traits>(p, stream);
-        case 80:
-            return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, typename FlashV4Config<Elem, 80>::Traits>(
-                p, stream);
-        case 96: return launch_v4<typename FlashV4Config<Elem, 96>::Traits>(p, true, stream);
-        case 104: return launch_v4<typename FlashV4Config<Elem, 104>::Traits>(p, true, stream);
-        case 112: return launch_v4<typename FlashV4Config<Elem, 112>::Traits>(p, true, stream);
-        case 128: return launch_v4<typename FlashV4Config<Elem, 128>::Traits>(p, true, stream);
+#define FC_CASE(D) \
+    case D: return launch_v4_for_head_dim<Elem, D>(p, stream);
+        FC_FLASH_HEAD_DIMS(FC_CASE)
+#undef FC_CASE
         default: return (int)cudaErrorInvalidValue;
     }
 }
 
+#ifdef FLASHCLIP_TUNING
 /* The tile shapes of the sweep entry (FC_V4_TILES_*); two stages where two blocks share an SM. Three consumers
  * and two blocks per SM spill at head dim 80. */
 template <typename Elem, int kHeadDim>
 int launch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStream_t stream) {
-    using Wg2N128 = FlashV4Traits<Elem, kHeadDim, 128, 4, 2>;
-    using Wg3N96 = FlashV4Traits<Elem, kHeadDim, 96, 6, 3>;
     switch (tiles) {
-        case FC_V4_TILES_WG2_N128: return launch_v4<Wg2N128>(p, true, stream);
-        case FC_V4_TILES_WG2_N128_PLAIN: return launch_v4<Wg2N128>(p, false, stream);
-        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, true, stream);
-        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, true, stream);
-        case FC_V4_TILES_WG2_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, true, stream);
-        case FC_V4_TILES_WG3_N64_PINGPONG:
-            return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, true, stream);
+        case FC_V4_TILES_WG2_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 4, 2>>(p, stream);
+        case FC_V4_TILES_WG2_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2>>(p, stream);
+        case FC_V4_TILES_WG3_N64: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>>(p, stream);
+        case FC_V4_TILES_WG2_N64_PINGPONG: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 4, 2, true>>(p, stream);
+        case FC_V4_TILES_WG3_N64_PINGPONG: return launch_v4<FlashV4Traits<Elem, kHeadDim, 64, 6, 3, true>>(p, stream);
         default: break;
     }
     if constexpr (kHeadDim == 64) {
         switch (tiles) {
-            case FC_V4_TILES_WG3_N96: return launch_v4<Wg3N96>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PLAIN: return launch_v4<Wg3N96>(p, false, stream);
+            case FC_V4_TILES_WG3_N96: return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3>>(p, stream);
             case FC_V4_TILES_WG3_N96_PINGPONG:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream);
-            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, true, stream);
-            case FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST:
-                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, true, stream, false);
+                return launch_v4<FlashV4Traits<Elem, kHeadDim, 96, 6, 3, true>>(p, stream);
+            case FC_V4_TILES_WG1_N128: return launch_v4<FlashV4Traits<Elem, kHeadDim, 128, 2, 1>>(p, stream);
             default: break;
         }
     }
@@ -1092,22 +1084,25 @@ int dispatch_v4_tiles(const fc_attention_params &p, fc_v4_tiles tiles, cudaStrea
         default: return (int)cudaErrorInvalidValue;
     }
 }
+#endif
 
 }  // namespace
-}  // namespace flashclip_attention
+}  // namespace flashclip::attention
 
+#ifdef FLASHCLIP_TUNING
 extern "C" int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles,
                                      cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16: return dispatch_v4_tiles<__half>(*p, tiles, stream);
         case FC_BF16: return dispatch_v4_tiles<__nv_bfloat16>(*p, tiles, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
+#endif
 
 extern "C" int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream) {
-    using namespace flashclip_attention;
+    using namespace flashclip::attention;
     switch (dtype) {
         case FC_F16: return dispatch_v4<__half>(*p, stream);
         case FC_BF16: return dispatch_v4<__nv_bfloat16>(*p, stream);

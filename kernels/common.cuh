@@ -1,4 +1,5 @@
-// Shared device helpers for the elementwise kernels: dtype conversion and packed vector access.
+// Shared device helpers for the elementwise kernels: packed vector access and the dtype dispatch (conversions
+// are in dtype.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -6,20 +7,10 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "dtype.cuh"
 #include "flashclip.h"
 
 namespace flashclip {
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
-}
 
 // N elements of T moved as one access: N * sizeof(T) == 16 gives 128-bit loads/stores, N == 1 the scalar tail path.
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack {

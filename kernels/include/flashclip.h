@@ -47,18 +47,23 @@ typedef struct fc_attention_params {
 /* v1: simple tiled online softmax, fp32 math on CUDA cores. f16/bf16/f32. head_dim % 8 == 0, <= 128. */
 int fc_attention_v1(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
-/* v2: FlashAttention-2 style, mma.sync tensor cores (sm_80+). f16/bf16. head_dim in {64,80,96,104,112,128}. */
+/* v2: FlashAttention-2 style, mma.sync tensor cores (sm_80+). f16/bf16. head_dim in FC_FLASH_HEAD_DIMS
+ * (flashclip_head_dims.h). */
 int fc_attention_v2(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
 /* v3: warpgroup MMA (wgmma), sm_90a only: the caller must check the device is compute capability 9.0. f16/bf16.
- * head_dim in {64,80,96,104,112,128}. */
+ * head_dim in FC_FLASH_HEAD_DIMS. */
 int fc_attention_v3(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
 
 /* v4: v3's math with warp specialization (a producer warp loading K/V by TMA through mbarriers, two or three
- * consumer warpgroups overlapping the softmax with the MMAs; tile shape chosen per launch, see fc_v4_tiles), sm_90a only: the caller must check the device is compute
- * capability 9.0. f16/bf16. head_dim in {64,80,96,104,112,128}. K/V row, head and batch strides must be multiples
- * of 8 elements (16 bytes, as for every version); the tensor maps are built here, on the host. */
+ * consumer warpgroups overlapping the softmax with the MMAs; tile shape chosen per launch), sm_90a only: the caller
+ * must check the device is compute capability 9.0. f16/bf16. head_dim in FC_FLASH_HEAD_DIMS. K/V row, head and
+ * batch strides must be multiples of 8 elements (16 bytes, as for every version); the tensor maps are built here,
+ * on the host. */
 int fc_attention_v4(const fc_attention_params *p, fc_dtype dtype, cudaStream_t stream);
+
+#ifdef FLASHCLIP_TUNING
+/* Tuning sweeps only (built with FLASHCLIP_TUNING). */
 
 /* v3 with an explicit tile shape (warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps; head_dim 64
  * or 80 only. fc_attention_v3 runs FC_V3_TILES_WG2_N64 at head_dim 64 and FC_V3_TILES_WG1_N64 at 80. */
@@ -72,25 +77,22 @@ int fc_attention_v3_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v3_ti
 
 /* v4 with an explicit tile shape (consumer warpgroups of 64 query rows x keys per K/V tile), for tuning sweeps;
  * head_dim 64, and 80 for the WG2 and WG3_N64 shapes. fc_attention_v4 picks per shape among WG3_N96_PINGPONG and
- * WG2_N64_PINGPONG at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows the last key tile to what is left of the
- * keys where that fits 16 or 80 keys, and splits the keys among the consumers of a last query block of at most 64
- * rows; the _PLAIN shapes do neither (full tiles, one owner per row), for comparison. The _PINGPONG shapes have
- * the consumers issue their GEMMs in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is the last
- * of a query block's key tiles; _TAIL_FIRST runs it first instead (its P V then full width), for comparison. */
+ * WG2_N64_PINGPONG at 64 and among WG3_N64 and WG2_N64 at 80; WG1 runs two blocks per SM. Every shape narrows
+ * the last key tile to what is left of the keys where that fits 16 or 80 keys, and splits the keys among the
+ * consumers of a last query block of at most 64 rows. The _PINGPONG shapes have the consumers issue their GEMMs in
+ * turns (FlashAttention-3's ping-pong scheduling). Values are kept stable across removals. */
 typedef enum fc_v4_tiles {
     FC_V4_TILES_WG2_N128 = 0,
     FC_V4_TILES_WG2_N64 = 1,
     FC_V4_TILES_WG3_N96 = 2,
     FC_V4_TILES_WG1_N128 = 3,
-    FC_V4_TILES_WG2_N128_PLAIN = 4,
-    FC_V4_TILES_WG3_N96_PLAIN = 5,
     FC_V4_TILES_WG3_N64 = 6,
     FC_V4_TILES_WG2_N64_PINGPONG = 7,
     FC_V4_TILES_WG3_N96_PINGPONG = 8,
-    FC_V4_TILES_WG3_N64_PINGPONG = 9,
-    FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST = 10,
+    FC_V4_TILES_WG3_N64_PINGPONG = 9
 } fc_v4_tiles;
 int fc_attention_v4_tiles(const fc_attention_params *p, fc_dtype dtype, fc_v4_tiles tiles, cudaStream_t stream);
+#endif /* FLASHCLIP_TUNING */
 
 /* Keeps the stream busy for `ns` nanoseconds of GPU time (one thread waiting on the global timer): queued in front
  * of timed work so that the host's launch cost does not leave the GPU idle between timed launches. */

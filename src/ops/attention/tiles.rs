@@ -14,9 +14,8 @@ use crate::tensor::{Element, View, ViewMut};
 /// than one wave of SMs, else `V4Wg2N64PingPong` at 64 and `V4Wg2N64` at 80). `WgXNy`: X (consumer) warpgroups of
 /// 64 query rows per block, y keys per K/V tile; v4's `Wg1` runs two blocks per SM. v4 shapes narrow the last key
 /// tile (16 or 80 keys) where the keys left over fit, and split the keys of a last query block of at most 64 rows
-/// among the consumers; the `Plain` shapes do neither. The `PingPong` shapes have the consumers issue their GEMMs
-/// in turns (FlashAttention-3's ping-pong scheduling). The narrow tile is a query block's last key tile;
-/// `TailFirst` runs it first instead (its P V then full width), for comparison.
+/// among the consumers. The `PingPong` shapes have the consumers issue their GEMMs in turns (FlashAttention-3's
+/// ping-pong scheduling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiles {
     V3Wg2N64,
@@ -27,13 +26,10 @@ pub enum Tiles {
     V4Wg2N64,
     V4Wg3N96,
     V4Wg1N128,
-    V4Wg2N128Plain,
-    V4Wg3N96Plain,
     V4Wg3N64,
     V4Wg2N64PingPong,
     V4Wg3N96PingPong,
     V4Wg3N64PingPong,
-    V4Wg3N96PingPongTailFirst,
 }
 
 /// A sweep shape as the C entry point of its version names it.
@@ -43,7 +39,7 @@ pub(super) enum TilesFfi {
 }
 
 impl Tiles {
-    pub const ALL: [Tiles; 15] = [
+    pub const ALL: [Tiles; 12] = [
         Tiles::V3Wg2N64,
         Tiles::V3Wg1N64,
         Tiles::V3Wg2N128,
@@ -52,13 +48,10 @@ impl Tiles {
         Tiles::V4Wg2N64,
         Tiles::V4Wg3N96,
         Tiles::V4Wg1N128,
-        Tiles::V4Wg2N128Plain,
-        Tiles::V4Wg3N96Plain,
         Tiles::V4Wg3N64,
         Tiles::V4Wg2N64PingPong,
         Tiles::V4Wg3N96PingPong,
         Tiles::V4Wg3N64PingPong,
-        Tiles::V4Wg3N96PingPongTailFirst,
     ];
 
     /// The kernel version the shape belongs to.
@@ -69,13 +62,10 @@ impl Tiles {
             | Tiles::V4Wg2N64
             | Tiles::V4Wg3N96
             | Tiles::V4Wg1N128
-            | Tiles::V4Wg2N128Plain
-            | Tiles::V4Wg3N96Plain
             | Tiles::V4Wg3N64
             | Tiles::V4Wg2N64PingPong
             | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N64PingPong
-            | Tiles::V4Wg3N96PingPongTailFirst => Version::V4,
+            | Tiles::V4Wg3N64PingPong => Version::V4,
         }
     }
 
@@ -84,9 +74,7 @@ impl Tiles {
         match self {
             Tiles::V4Wg3N96
             | Tiles::V4Wg1N128
-            | Tiles::V4Wg3N96Plain
-            | Tiles::V4Wg3N96PingPong
-            | Tiles::V4Wg3N96PingPongTailFirst => &[64],
+            | Tiles::V4Wg3N96PingPong => &[64],
             _ => &[64, 80],
         }
     }
@@ -101,13 +89,10 @@ impl Tiles {
             Tiles::V4Wg2N64 => "v4 wg2 n64",
             Tiles::V4Wg3N96 => "v4 wg3 n96",
             Tiles::V4Wg1N128 => "v4 wg1 n128",
-            Tiles::V4Wg2N128Plain => "v4 wg2 n128 plain",
-            Tiles::V4Wg3N96Plain => "v4 wg3 n96 plain",
             Tiles::V4Wg3N64 => "v4 wg3 n64",
             Tiles::V4Wg2N64PingPong => "v4 wg2 n64 pingpong",
             Tiles::V4Wg3N96PingPong => "v4 wg3 n96 pingpong",
             Tiles::V4Wg3N64PingPong => "v4 wg3 n64 pingpong",
-            Tiles::V4Wg3N96PingPongTailFirst => "v4 wg3 n96 pingpong tail first",
         }
     }
 
@@ -122,15 +107,10 @@ impl Tiles {
             Tiles::V4Wg2N64 => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64),
             Tiles::V4Wg3N96 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96),
             Tiles::V4Wg1N128 => TilesFfi::V4(F4::FC_V4_TILES_WG1_N128),
-            Tiles::V4Wg2N128Plain => TilesFfi::V4(F4::FC_V4_TILES_WG2_N128_PLAIN),
-            Tiles::V4Wg3N96Plain => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PLAIN),
             Tiles::V4Wg3N64 => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64),
             Tiles::V4Wg2N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG2_N64_PINGPONG),
             Tiles::V4Wg3N96PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG),
             Tiles::V4Wg3N64PingPong => TilesFfi::V4(F4::FC_V4_TILES_WG3_N64_PINGPONG),
-            Tiles::V4Wg3N96PingPongTailFirst => {
-                TilesFfi::V4(F4::FC_V4_TILES_WG3_N96_PINGPONG_TAIL_FIRST)
-            }
         }
     }
 }

@@ -1,19 +1,19 @@
-/* Thin inline-PTX wrappers used by the tensor-core attention kernel (sm_80+): cp.async, ldmatrix, mma.sync and
+/* Thin inline-PTX wrappers for sm_80+ (the tensor-core attention kernels): cp.async, ldmatrix, mma.sync and
  * ex2. Each wrapper is one instruction; the fragment layouts they produce are spelled out next to each so the kernel
  * can be checked against the PTX ISA by reading.
  *
  * Memory clobbers on the shared-memory instructions keep the compiler from moving them across __syncthreads() and
  * the cp.async waits; the hot loop has no other memory traffic for them to constrain.
  */
-#ifndef FLASHCLIP_ATTENTION_PTX_CUH
-#define FLASHCLIP_ATTENTION_PTX_CUH
+#ifndef FLASHCLIP_PTX_CUH
+#define FLASHCLIP_PTX_CUH
 
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-namespace flashclip_attention {
+namespace flashclip {
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -83,6 +83,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
     return y;
 }
 
-}  // namespace flashclip_attention
+}  // namespace flashclip
 
 #endif

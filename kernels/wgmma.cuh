@@ -1,5 +1,6 @@
-/* Inline-PTX wrappers for Hopper's warpgroup MMA (wgmma, sm_90a only), used by fc_attention_v3 and v4, and the
- * mbarrier, TMA and register-reallocation instructions of v4.
+/* Inline-PTX wrappers for Hopper's warpgroup MMA (wgmma, sm_90a only) and its shared-memory descriptors, used by
+ * fc_attention_v3 and v4 (the mbarrier, TMA and register-reallocation instructions of v4 are in
+ * warp_specialization.cuh).
  *
  * A warpgroup (4 consecutive warps, the first a multiple of 4) issues wgmma.mma_async together: D (64 x N, fp32,
  * in registers) += A (64 x 16, from registers; from shared memory in v4's few-row blocks) * B (16 x N, read by the
@@ -20,10 +21,9 @@
  * gives the stride between 8-row groups (SBO = 8*S); for an MN-major operand (B = V in O = P V, the head dim
  * contiguous) additionally the stride between S-byte column blocks along N (LBO).
  */
-#ifndef FLASHCLIP_ATTENTION_WGMMA_CUH
-#define FLASHCLIP_ATTENTION_WGMMA_CUH
+#ifndef FLASHCLIP_WGMMA_CUH
+#define FLASHCLIP_WGMMA_CUH
 
-#include <cuda.h>  // CUtensorMap
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -31,9 +31,9 @@
 
 #include <type_traits>
 
-#include "attention_ptx.cuh"
+#include "ptx.cuh"
 
-namespace flashclip_attention {
+namespace flashclip {
 
 /* Swizzle width in bytes -> the descriptor's 2-bit layout code. */
 template <int kSwizzleBytes>
@@ -96,70 +96,6 @@ __device__ __forceinline__ void fence_operand(uint32_t (&a)[kN][4]) {
 /* Shared memory written through the generic proxy (plain stores, cp.async) must be fenced before the tensor cores
  * read it through the async proxy; each writing thread fences, then the block barrier orders the rest. */
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-/* ------------------------------------------------------------------ warp specialization (v4) */
-
-/* mbarrier in shared memory: a phase completes when `count` arrivals have happened; waiters name the phase by its
- * parity (0 for the first completion, then 1, 0, ...). Arrive has release and the wait acquire semantics (CTA). */
-__device__ __forceinline__ void mbarrier_init(uint64_t *bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarrier_arrive(uint64_t *bar) {
-    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_addr(bar))
-                 : "memory");
-}
-/* `count` arrivals at once (a warp that stands for several). */
-__device__ __forceinline__ void mbarrier_arrive(uint64_t *bar, uint32_t count) {
-    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(smem_addr(bar)),
-                 "r"(count)
-                 : "memory");
-}
-__device__ __forceinline__ void mbarrier_wait(uint64_t *bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred done;\nwait:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra wait;\n}\n" ::"r"(smem_addr(bar)),
-        "r"(parity)
-        : "memory");
-}
-
-/* Arrive on `bar` and announce `bytes` more of asynchronous (TMA) writes that its phase must wait for. */
-__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
-                 : "memory");
-}
-
-/* TMA: one box of a 4-d tensor map (coordinates innermost first) into shared memory, laid out and swizzled as
- * the map says; `bar` counts the bytes as they land. Parts of the box outside the tensor are written as zeros. */
-__device__ __forceinline__ void tma_load_4d(void *smem_dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
-                                            uint64_t *bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
-        "%5}], [%6];\n" ::"r"(smem_addr(smem_dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
-        : "memory");
-}
-
-/* Barrier among `count` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads'). */
-__device__ __forceinline__ void named_barrier_sync(int id, int count) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-
-/* Arrival at hardware barrier `id` of `count` threads without waiting for it to complete. */
-__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-
-/* Move registers between warpgroups (sm_90a): the producer gives some back, the consumers take them. The kernel
- * needs a register cap at entry (__launch_bounds__(threads, 1)) for ptxas to honour these. */
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_dec() {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-}
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_inc() {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-}
 
 /* D (64 x kN) += A (registers) * B (descriptor); B is N-major (transposed) when kTransB = 1. scale_d = 0 ignores
  * D's old value (the first k step of a fresh product). PTX names every accumulator register: the lists below are
@@ -243,6 +179,6 @@ struct Wgmma {
 #undef FC_WGMMA_R8_48
 #undef FC_WGMMA_R8_56
 
-}  // namespace flashclip_attention
+}  // namespace flashclip
 
 #endif
