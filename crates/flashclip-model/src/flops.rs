@@ -76,9 +76,13 @@
 use std::fmt;
 use std::ops::{Add, Mul, Sub};
 
-use serde_json::{Map, Value};
+use std::path::Path;
 
-use crate::config::{Activation, ClipConfig, ConfigError};
+use serde_json::Value;
+
+use crate::config::{
+    self, Activation, ClipConfig, ConfigError, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
+};
 
 /// How much the reference calculator's constant term exceeds this module's count for any
 /// CLIP with the ViT-L/14-336 head counts at image and text batch 128, text length 64
@@ -222,30 +226,13 @@ pub enum FlopsError {
     /// The config module rejected the config.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The text is not valid JSON.
-    #[error("invalid JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A key holds a value of the wrong type or range.
-    #[error("field `{field}` must be {expected}, found {found}")]
-    WrongType {
-        /// JSON path of the key.
-        field: String,
-        /// What was expected.
-        expected: &'static str,
-        /// The value found.
-        found: String,
-    },
-    /// A required key is absent.
-    #[error("missing required field `{field}`")]
-    MissingField {
-        /// JSON path of the key.
-        field: String,
-    },
-    /// The config describes an architecture this calculator does not model.
-    #[error("unsupported model: {what}")]
-    Unsupported {
-        /// What and why.
-        what: String,
+    /// The text length to count is zero or longer than the context length.
+    #[error("text length {text_len} must be between 1 and the context length {context_length}")]
+    TextLen {
+        /// The text length asked for.
+        text_len: usize,
+        /// The text tower's context length.
+        context_length: usize,
     },
     /// The shape is inconsistent or has a zero size.
     #[error("invalid shape: {message}")]
@@ -320,99 +307,36 @@ impl FlopsInput {
     /// `drop_path_rate`, ...) are ignored. ResNet, timm and Hugging Face towers are
     /// rejected.
     pub fn from_open_clip_json_str(text: &str) -> Result<FlopsInput, FlopsError> {
-        let value: Value = serde_json::from_str(text)?;
-        let outer = Obj::root(&value)?;
-        let root = outer.child("model_cfg")?.unwrap_or(outer);
-        let projection_dim = root.usize_req("embed_dim")?;
-        let act = if root.bool_or("quick_gelu", false)? {
-            Activation::QuickGelu
-        } else {
-            Activation::Gelu
-        };
-        let empty = Value::Object(Map::new());
-        let v = match root.child("vision_cfg")? {
-            Some(obj) => obj,
-            None => Obj::new(&empty, root.path("vision_cfg"))?,
-        };
-        let t = match root.child("text_cfg")? {
-            Some(obj) => obj,
-            None => Obj::new(&empty, root.path("text_cfg"))?,
-        };
-        if matches!(v.get("layers"), Some(Value::Array(_))) {
-            return Err(unsupported(v.path("layers"), "ResNet vision towers"));
-        }
-        for (obj, key, what) in [
-            (&v, "timm_model_name", "timm vision towers"),
-            (&t, "hf_model_name", "Hugging Face text towers"),
-        ] {
-            if obj.get(key).is_some_and(|x| !x.is_null()) {
-                return Err(unsupported(obj.path(key), what));
-            }
-        }
+        FlopsInput::from_open_clip_value(&config::parse_json(text, "config string")?)
+    }
 
-        let eva = v.get("eva_model_name").is_some_and(|x| !x.is_null());
-        let width = v.usize_or("width", 768)?;
-        let head_width = v.usize_or("head_width", 64)?;
-        if head_width == 0 || width % head_width != 0 {
-            return Err(FlopsError::Invalid {
-                message: format!(
-                    "vision width {width} is not a multiple of head_width {head_width}"
-                ),
-            });
-        }
-        let image_size = match v.get("image_size") {
-            Some(Value::Array(sides)) => match sides.as_slice() {
-                [h, w] if h == w => v.usize_of(h, "image_size")?,
-                _ => return Err(unsupported(v.path("image_size"), "non-square images")),
-            },
-            _ => v.usize_or("image_size", 224)?,
-        };
-        let patch = PatchEmbed {
-            image_size,
-            patch_size: v.usize_or("patch_size", 16)?,
-            num_channels: 3,
-            bias: eva,
-        };
-        let swiglu = eva && (v.bool_or("naiveswiglu", false)? || v.bool_or("swiglu", false)?);
-        let vision_details = if eva {
-            VisionDetails {
-                sub_norm: v.bool_or("subln", false)?,
-                rope: v.bool_or("rope", false)?,
-                ..VisionDetails::EVA
-            }
+    /// The shape of a config file in either format (see [`ClipConfig::from_json_file`]),
+    /// EVA-CLIP towers included.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<FlopsInput, FlopsError> {
+        let value = config::read_json(path.as_ref())?;
+        if config::is_open_clip(&value) {
+            FlopsInput::from_open_clip_value(&value)
         } else {
-            VisionDetails::CLIP
-        };
-        let vision = TowerShape {
-            width,
-            layers: v.usize_or("layers", 12)?,
-            heads: width / head_width,
-            mlp_width: v.mlp_width(width)?,
-            seq_len: patch.num_patches().saturating_add(1),
-            activation: act,
-            mlp: if swiglu {
-                MlpKind::SwiGlu
-            } else {
-                MlpKind::Plain
-            },
-        };
-        let text_width = t.usize_or("width", 512)?;
-        let text = TowerShape {
-            width: text_width,
-            layers: t.usize_or("layers", 12)?,
-            heads: t.usize_or("heads", 8)?,
-            mlp_width: t.mlp_width(text_width)?,
-            seq_len: t.usize_or("context_length", 77)?,
-            activation: act,
-            mlp: MlpKind::Plain,
-        };
-        let input = FlopsInput {
-            vision,
-            patch,
-            vision_details,
-            text,
-            projection_dim,
-        };
+            Ok(FlopsInput::from(&ClipConfig::from_hf_value(&value)?))
+        }
+    }
+
+    fn from_open_clip_value(value: &Value) -> Result<FlopsInput, FlopsError> {
+        let parsed = config::parse_open_clip(value)?;
+        // Shape checks only: a FLOP count needs no kernel for the head size.
+        parsed.config.validate_shape_noting(&parsed.assumed)?;
+        let mut input = FlopsInput::from(&parsed.config);
+        if let Some(eva) = parsed.eva {
+            input.patch.bias = true;
+            input.vision_details = VisionDetails {
+                sub_norm: eva.sub_norm,
+                rope: eva.rope,
+                ..VisionDetails::EVA
+            };
+            if eva.swiglu {
+                input.vision.mlp = MlpKind::SwiGlu;
+            }
+        }
         input.validate()?;
         Ok(input)
     }
@@ -453,6 +377,19 @@ impl FlopsInput {
                 message: format!("{name} is zero"),
             });
         }
+        // The config module's limits, so that a count never describes an absurd model.
+        for (name, value) in fields {
+            let limit = if name.ends_with(".layers") {
+                MAX_LAYERS
+            } else {
+                MAX_WIDTH
+            };
+            if value > limit {
+                return Err(FlopsError::Invalid {
+                    message: format!("{name} = {value} exceeds the limit of {limit}"),
+                });
+            }
+        }
         for (name, tower) in [("vision", &self.vision), ("text", &self.text)] {
             if tower.width % tower.heads != 0 {
                 return Err(FlopsError::Invalid {
@@ -471,7 +408,16 @@ impl FlopsInput {
                 ),
             });
         }
-        let expected = self.patch.num_patches().saturating_add(1);
+        let patches = self.patch.num_patches();
+        if patches > MAX_PATCHES {
+            return Err(FlopsError::Invalid {
+                message: format!(
+                    "image size {} / patch size {} gives {patches} patches, more than the limit of {MAX_PATCHES}",
+                    self.patch.image_size, self.patch.patch_size
+                ),
+            });
+        }
+        let expected = patches + 1;
         if self.vision.seq_len != expected {
             return Err(FlopsError::Invalid {
                 message: format!(
@@ -579,11 +525,30 @@ impl FlopsReport {
     }
 }
 
+/// [`count`] for a model and batch that make sense: `input` passes
+/// [`FlopsInput::validate`] and `text_len` is between 1 and the text tower's context
+/// length.
+pub fn checked_count(
+    input: &FlopsInput,
+    image_batch: usize,
+    text_batch: usize,
+    text_len: usize,
+) -> Result<FlopsReport, FlopsError> {
+    input.validate()?;
+    if text_len == 0 || text_len > input.text.seq_len {
+        return Err(FlopsError::TextLen {
+            text_len,
+            context_length: input.text.seq_len,
+        });
+    }
+    Ok(count(input, image_batch, text_batch, text_len))
+}
+
 /// Counts the FLOPs of encoding `image_batch` images and `text_batch` texts of `text_len`
 /// tokens, projecting both, and computing the `image_batch × text_batch` logits.
 ///
 /// Any input is accepted; [`FlopsInput::validate`] tells whether it describes a real model.
-/// `text_len` is not checked against `input.text.seq_len`. Counts saturate at `u128::MAX`
+/// `text_len` is not checked against `input.text.seq_len` ([`checked_count`] checks). Counts saturate at `u128::MAX`
 /// instead of overflowing.
 pub fn count(
     input: &FlopsInput,
@@ -823,119 +788,5 @@ fn unit_for(max: u128) -> (f64, &'static str) {
         (1e6, "MFLOP")
     } else {
         (1.0, "FLOP")
-    }
-}
-
-/// A JSON object with its path, for error messages.
-#[derive(Clone)]
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn root(value: &'a Value) -> Result<Obj<'a>, FlopsError> {
-        Obj::new(value, String::new())
-    }
-
-    fn new(value: &'a Value, path: String) -> Result<Obj<'a>, FlopsError> {
-        match value {
-            Value::Object(map) => Ok(Obj { map, path }),
-            other => Err(FlopsError::WrongType {
-                field: if path.is_empty() {
-                    "<root>".into()
-                } else {
-                    path
-                },
-                expected: "an object",
-                found: other.to_string(),
-            }),
-        }
-    }
-
-    fn path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key)
-    }
-
-    /// A nested object, `None` when absent or null.
-    fn child(&self, key: &'static str) -> Result<Option<Obj<'a>>, FlopsError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => Obj::new(value, self.path(key)).map(Some),
-        }
-    }
-
-    fn usize_of(&self, value: &Value, key: &str) -> Result<usize, FlopsError> {
-        value
-            .as_u64()
-            .and_then(|x| usize::try_from(x).ok())
-            .ok_or_else(|| FlopsError::WrongType {
-                field: self.path(key),
-                expected: "a non-negative integer",
-                found: value.to_string(),
-            })
-    }
-
-    fn usize_req(&self, key: &str) -> Result<usize, FlopsError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Err(FlopsError::MissingField {
-                field: self.path(key),
-            }),
-            Some(value) => self.usize_of(value, key),
-        }
-    }
-
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, FlopsError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(value) => self.usize_of(value, key),
-        }
-    }
-
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, FlopsError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(FlopsError::WrongType {
-                field: self.path(key),
-                expected: "a boolean",
-                found: other.to_string(),
-            }),
-        }
-    }
-
-    /// `int(width * mlp_ratio)`, as open_clip and EVA-CLIP compute it.
-    fn mlp_width(&self, width: usize) -> Result<usize, FlopsError> {
-        let ratio = match self.map.get("mlp_ratio") {
-            None | Some(Value::Null) => 4.0,
-            Some(value) => value.as_f64().ok_or_else(|| FlopsError::WrongType {
-                field: self.path("mlp_ratio"),
-                expected: "a number",
-                found: value.to_string(),
-            })?,
-        };
-        if !(ratio.is_finite() && ratio > 0.0) {
-            return Err(FlopsError::WrongType {
-                field: self.path("mlp_ratio"),
-                expected: "a positive number",
-                found: ratio.to_string(),
-            });
-        }
-        // Truncation toward zero, like Python's int(); the cast saturates on huge values.
-        Ok((width as f64 * ratio) as usize)
-    }
-}
-
-fn unsupported(field: String, what: &str) -> FlopsError {
-    FlopsError::Unsupported {
-        what: format!("{field}: {what} are not supported"),
     }
 }
