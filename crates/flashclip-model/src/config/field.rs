@@ -28,17 +28,12 @@ pub(crate) enum Bad {
 
 /// A config key as found in the JSON: absent (or `null`, which HF writes for unset keys),
 /// a valid value, or an invalid one kept for the error message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) enum Field<T> {
+    #[default]
     Absent,
     Present(T),
     Invalid(Value, Bad),
-}
-
-impl<T> Default for Field<T> {
-    fn default() -> Self {
-        Field::Absent
-    }
 }
 
 impl<'de, T: Leaf> Deserialize<'de> for Field<T> {
