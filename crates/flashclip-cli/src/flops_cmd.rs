@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use flashclip_model::config::ClipConfig;
-use flashclip_model::flops::{count, FlopsInput, FlopsReport};
+use flashclip_model::flops::{checked_count, FlopsInput, FlopsReport};
 
 use crate::error::{CliError, Result};
 
@@ -54,24 +54,10 @@ pub enum Source<'a> {
     Eva,
 }
 
-/// Reads a config file as open_clip / EVA-CLIP JSON when it looks like one, else as a Hugging Face
-/// `config.json`.
+/// Reads a config file in either format (open_clip / EVA-CLIP or Hugging Face).
 fn input_from_file(path: &Path) -> Result<FlopsInput> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| CliError::io("cannot read config", path, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("invalid JSON in {}: {e}", path.display())))?;
-    let open_clip = value.as_object().is_some_and(|m| {
-        ["model_cfg", "vision_cfg", "text_cfg", "embed_dim"]
-            .iter()
-            .any(|k| m.contains_key(*k))
-    });
-    let input = if open_clip {
-        FlopsInput::from_open_clip_json_str(&text)
-    } else {
-        FlopsInput::from_hf_json_str(&text)
-    };
-    input.map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    FlopsInput::from_json_file(path)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
 /// The model shape and a display name.
@@ -101,8 +87,7 @@ fn totals(report: &FlopsReport) -> String {
 /// Prints the report of one model.
 pub fn run(source: &Source, batch: usize, text_len: usize) -> Result<()> {
     let (name, input) = input(source)?;
-    input.validate()?;
-    let report = count(&input, batch, batch, text_len);
+    let report = checked_count(&input, batch, batch, text_len)?;
     println!("model: {name}");
     println!("{report}");
     print!("{}", totals(&report));
@@ -132,7 +117,7 @@ pub fn run_all(batch: usize, text_len: usize) -> Result<()> {
     );
     for (label, source, reference) in &models {
         let (_, input) = input(source)?;
-        let report = count(&input, batch, batch, text_len);
+        let report = checked_count(&input, batch, batch, text_len)?;
         println!("model: {label}");
         println!("{report}");
         print!("{}", totals(&report));

@@ -77,6 +77,21 @@ fn flops_unknown_preset_lists_the_presets() {
 }
 
 #[test]
+fn flops_rejects_text_lengths_outside_the_context() {
+    // 0 is refused by the argument parser already.
+    for len in ["78", "1000"] {
+        let out = flashclip(&["flops", "--preset", "ViT-B-32", "--text-len", len]);
+        let stderr = assert_clean_failure(&out);
+        assert!(
+            stderr.contains(&format!(
+                "text length {len} must be between 1 and the context length 77"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn embed_missing_model_fails_clearly() {
     let out = flashclip(&["embed", "--model", "/nonexistent", "--texts", "a cat"]);
     let stderr = assert_clean_failure(&out);
