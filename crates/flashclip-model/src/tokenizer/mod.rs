@@ -48,7 +48,7 @@ use tokenizers::{
 };
 
 /// OpenAI's `bpe_simple_vocab_16e6.txt.gz`, embedded so the default tokenizer needs no files.
-const OPENAI_BPE_VOCAB_GZ: &[u8] = include_bytes!("../assets/bpe_simple_vocab_16e6.txt.gz");
+const OPENAI_BPE_VOCAB_GZ: &[u8] = include_bytes!("../../assets/bpe_simple_vocab_16e6.txt.gz");
 
 /// The context length of every released CLIP text encoder.
 pub const DEFAULT_CONTEXT_LENGTH: usize = 77;
