@@ -50,7 +50,7 @@ impl ClipTokenizer {
             .enumerate()
             .map(|(i, line)| parse_merge(line, i + 2))
             .collect::<Result<Vec<_>, _>>()?;
-        let vocab = openai_vocab(&merges)?;
+        let vocab = openai_vocab(&merges);
         Self::from_parts(vocab, merges)
     }
 

@@ -31,15 +31,11 @@ pub(super) fn byte_level_chars() -> Vec<char> {
 }
 
 /// OpenAI's vocabulary: bytes, bytes + `</w>`, merge results, then the two special tokens.
-pub(super) fn openai_vocab(
-    merges: &[(String, String)],
-) -> Result<HashMap<String, u32>, TokenizerError> {
+///
+/// Infallible: the alphabet always has 256 chars (see the test below) and the callers pass
+/// [`OPENAI_NUM_MERGES`](super::OPENAI_NUM_MERGES) merges, so every id fits in a `u32`.
+pub(super) fn openai_vocab(merges: &[(String, String)]) -> HashMap<String, u32> {
     let bytes = byte_level_chars();
-    if bytes.len() != 256 {
-        return Err(TokenizerError::InvalidVocab(
-            "byte alphabet is not 256 chars".into(),
-        ));
-    }
     let tokens = bytes
         .iter()
         .map(|c| c.to_string())
@@ -48,12 +44,10 @@ pub(super) fn openai_vocab(
         .chain([START_OF_TEXT.to_owned(), END_OF_TEXT.to_owned()]);
     // Later duplicates win, as with Python's dict(zip(vocab, range(len(vocab)))).
     let mut vocab = HashMap::with_capacity(OPENAI_VOCAB_SIZE);
-    for (id, token) in tokens.enumerate() {
-        let id = u32::try_from(id)
-            .map_err(|_| TokenizerError::InvalidVocab("vocabulary too large".into()))?;
+    for (id, token) in (0u32..).zip(tokens) {
         vocab.insert(token, id);
     }
-    Ok(vocab)
+    vocab
 }
 
 #[cfg(test)]
