@@ -13,6 +13,9 @@ use super::{ClipTokenizer, TokenizerError, END_OF_TEXT, OPENAI_NUM_MERGES, START
 /// OpenAI's `bpe_simple_vocab_16e6.txt.gz`, embedded so the default tokenizer needs no files.
 const OPENAI_BPE_VOCAB_GZ: &[u8] = include_bytes!("../../assets/bpe_simple_vocab_16e6.txt.gz");
 
+/// Largest decompressed vocabulary accepted; OpenAI's file decompresses to 3.2 MB.
+const MAX_VOCAB_TEXT_BYTES: u64 = 64 << 20;
+
 impl ClipTokenizer {
     /// OpenAI's tokenizer, built from the vocabulary embedded in this crate (no files needed).
     pub fn openai() -> Result<Self, TokenizerError> {
@@ -33,10 +36,23 @@ impl ClipTokenizer {
     ///
     /// Like OpenAI's code, uses lines `1..=48894` of the file (line 0 is a header) as merges.
     pub fn from_bpe_vocab_gz_bytes(gz: &[u8]) -> Result<Self, TokenizerError> {
-        let mut text = String::new();
+        // Bounded: a few kilobytes of crafted gzip could otherwise expand until memory runs out.
+        let mut raw = Vec::new();
         flate2::read::GzDecoder::new(gz)
-            .read_to_string(&mut text)
+            .take(MAX_VOCAB_TEXT_BYTES + 1)
+            .read_to_end(&mut raw)
             .map_err(|e| TokenizerError::InvalidVocab(format!("cannot decompress: {e}")))?;
+        if raw.len() as u64 > MAX_VOCAB_TEXT_BYTES {
+            return Err(TokenizerError::InvalidVocab(format!(
+                "decompressed vocabulary is larger than {} MiB",
+                MAX_VOCAB_TEXT_BYTES >> 20
+            )));
+        }
+        let text = String::from_utf8(raw).map_err(|_| {
+            TokenizerError::InvalidVocab(
+                "cannot decompress: stream did not contain valid UTF-8".into(),
+            )
+        })?;
         let lines: Vec<&str> = text.split('\n').collect();
         if lines.len() < OPENAI_NUM_MERGES + 1 {
             return Err(TokenizerError::InvalidVocab(format!(
