@@ -10,7 +10,7 @@ use super::html::unescape_html;
 /// mode), Latin ligatures, fullwidth/halfwidth forms, curly quotes, control characters; then
 /// two more rounds of HTML unescaping as OpenAI does, and Python-style lowercasing (with
 /// the final-sigma rule). NFC and whitespace are handled by the tokenizer's normalizer.
-/// Mojibake repair is not attempted (see the module docs).
+/// Mojibake repair is not attempted (see the [module docs](super)).
 pub fn clean_text(text: &str) -> String {
     let text = if text.contains('&') && !text.contains('<') {
         unescape_html(text, false)
