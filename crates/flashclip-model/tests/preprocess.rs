@@ -371,3 +371,36 @@ fn degenerate_inputs_do_not_panic() {
     let line = DynamicImage::ImageRgb8(RgbImage::from_pixel(1000, 1, Rgb([1, 2, 3])));
     assert_eq!(Preprocessor::new(16).preprocess_image(&line).len(), 3 * 256);
 }
+
+/// A header claiming a 30 GB image is refused by the decoder's memory limit before anything
+/// is allocated, not by the allocator aborting the process.
+#[test]
+fn huge_dimensions_in_a_png_header_are_an_error() {
+    let mut png = Vec::new();
+    RgbImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    // IHDR: length (8..12), type (12..16), width (16..20), height (20..24), ..., CRC (29..33).
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+
+    let dir = scratch_dir("huge");
+    let path = dir.join("huge.png");
+    std::fs::write(&path, &png).unwrap();
+    let err = Preprocessor::new(224)
+        .load_and_preprocess(&path)
+        .unwrap_err();
+    assert!(matches!(err, PreprocessError::Decode { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to decode image {}: Memory limit exceeded",
+            path.display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

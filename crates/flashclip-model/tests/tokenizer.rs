@@ -299,3 +299,32 @@ fn tokenizer_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ClipTokenizer>();
 }
+
+#[test]
+fn oversized_gz_vocabulary_is_refused_before_it_is_inflated() {
+    use std::io::Write;
+    // 65 MiB of newlines compress to about 64 KiB.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let chunk = vec![b'\n'; 1 << 20];
+    for _ in 0..65 {
+        gz.write_all(&chunk).unwrap();
+    }
+    let gz = gz.finish().unwrap();
+    let err = ClipTokenizer::from_bpe_vocab_gz_bytes(&gz).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid BPE vocabulary: decompressed vocabulary is larger than 64 MiB"
+    );
+}
+
+#[test]
+fn gz_vocabulary_that_is_not_utf8_is_an_error() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"header\n\xff\xfe\n").unwrap();
+    let err = ClipTokenizer::from_bpe_vocab_gz_bytes(&gz.finish().unwrap()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid BPE vocabulary: cannot decompress: stream did not contain valid UTF-8"
+    );
+}

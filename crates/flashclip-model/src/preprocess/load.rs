@@ -1,0 +1,97 @@
+//! Reading and decoding image files, one or many (in parallel), with Pillow's per-mode quirks.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader};
+use rayon::prelude::*;
+
+use super::resize::Filter;
+use super::{PreprocessError, Preprocessor};
+
+impl Preprocessor {
+    /// Reads, decodes (JPEG, PNG or WebP, detected from the content) and preprocesses one
+    /// image file into a CHW `[3, image_size, image_size]` array.
+    pub fn load_and_preprocess(&self, path: impl AsRef<Path>) -> Result<Vec<f32>, PreprocessError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| PreprocessError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let decode_err = |source| PreprocessError::Decode {
+            path: path.to_path_buf(),
+            source,
+        };
+        let image = ImageReader::new(Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|source| PreprocessError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .decode()
+            .map_err(decode_err)?;
+        if image.width() == 0 || image.height() == 0 {
+            return Err(PreprocessError::Empty {
+                path: path.to_path_buf(),
+                width: image.width(),
+                height: image.height(),
+            });
+        }
+        Ok(match png_mode(&bytes) {
+            PngMode::PaletteOrBilevel => self.run(&image, Filter::Nearest),
+            // Pillow keeps a tRNS color key of a gray/RGB PNG as metadata, not as an alpha
+            // channel, so it resizes without premultiplying: drop the decoder's alpha.
+            PngMode::NoAlphaChannel if image.color().has_alpha() => {
+                let opaque = match &image {
+                    DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLuma8(image.to_luma8()),
+                    DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLuma16(image.to_luma16()),
+                    DynamicImage::ImageRgba16(_) => DynamicImage::ImageRgb16(image.to_rgb16()),
+                    _ => DynamicImage::ImageRgb8(image.to_rgb8()),
+                };
+                self.run(&opaque, Filter::Bicubic)
+            }
+            _ => self.run(&image, Filter::Bicubic),
+        })
+    }
+
+    /// Loads and preprocesses many files, decoding in parallel on rayon's pool.
+    ///
+    /// Results are in input order; an unreadable or corrupt file is an error for its own slot
+    /// only.
+    pub fn preprocess_batch<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+    ) -> Vec<Result<Vec<f32>, PreprocessError>> {
+        paths
+            .par_iter()
+            .map(|path| self.load_and_preprocess(path))
+            .collect()
+    }
+}
+
+/// What Pillow's PNG reader makes of a file, where it differs from the `image` crate's
+/// decoded pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PngMode {
+    /// Not a PNG (or an unreadable header).
+    Other,
+    /// Mode `P` (palette) or `1` (1-bit gray): Pillow resizes these with `NEAREST`.
+    PaletteOrBilevel,
+    /// Gray or RGB without an alpha channel (a `tRNS` color key stays metadata in Pillow).
+    NoAlphaChannel,
+    /// Gray + alpha or RGBA.
+    AlphaChannel,
+}
+
+/// Reads the PNG header's bit depth and color type.
+fn png_mode(bytes: &[u8]) -> PngMode {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.len() < 26 || !bytes.starts_with(SIGNATURE) || &bytes[12..16] != b"IHDR" {
+        return PngMode::Other;
+    }
+    match (bytes[24], bytes[25]) {
+        (_, 3) | (1, 0) => PngMode::PaletteOrBilevel,
+        (_, 0 | 2) => PngMode::NoAlphaChannel,
+        _ => PngMode::AlphaChannel,
+    }
+}
