@@ -93,8 +93,8 @@ for phase in $phases; do
     done
     ;;
   peers)
-    (cd "$root" && PYTHONUNBUFFERED=1 timeout 120 python3 benches/peers/sdpa.py --json "$out/sdpa.json") >"$out/peers.md" 2>&1 ||
-      { failed=1; summary+=("FAIL peers/sdpa.py"); }
+    (cd "$root" && PYTHONUNBUFFERED=1 timeout 120 python3 scripts/peer_sdpa.py --json "$out/sdpa.json") >"$out/peers.md" 2>&1 ||
+      { failed=1; summary+=("FAIL peer_sdpa.py"); }
     ;;
   clip)
     # The end-to-end ladder (flashclip bench) next to HF CLIPModel at the same shapes, same method.
@@ -104,9 +104,9 @@ for phase in $phases; do
         >>"$out/clip.log" 2>&1 || { failed=1; summary+=("FAIL flashclip bench --batch $b"); }
     done
     for b in ${FLASHCLIP_CLIP_BATCHES:-16 1}; do
-      (cd "$root" && PYTHONUNBUFFERED=1 timeout 200 python3 benches/peers/clip_hf.py --batch "$b" \
+      (cd "$root" && PYTHONUNBUFFERED=1 timeout 200 python3 scripts/peer_clip_hf.py --batch "$b" \
         --variants ${FLASHCLIP_HF_VARIANTS:-fp32-eager fp16-sdpa fp16-sdpa-compile} --json "$out/clip_hf-b$b.json") \
-        >>"$out/clip_hf.md" 2>&1 || { failed=1; summary+=("FAIL peers/clip_hf.py --batch $b"); }
+        >>"$out/clip_hf.md" 2>&1 || { failed=1; summary+=("FAIL peer_clip_hf.py --batch $b"); }
     done
     ;;
   parity)
@@ -115,7 +115,7 @@ for phase in $phases; do
     for preset in ${FLASHCLIP_PARITY_PRESETS:-ViT-B-32 ViT-H-14 ViT-L-14-336}; do
       d=$(mktemp -d)/$preset # the test names each comparison after its directory
       mkdir -p "$d"
-      if (cd "$root" && timeout 120 python3 crates/flashclip-model/scripts/make_hf_fixture.py "$preset" "$d" --half) \
+      if (cd "$root" && timeout 120 python3 scripts/make_hf_fixture.py "$preset" "$d" --half) \
         >>"$out/parity.log" 2>&1; then dirs="$dirs:$d"; else summary+=("FAIL fixture $preset"); failed=1; fi
     done
     t=$(ls "$bundle"/bin/test-flashclip-model-gpu_model)
@@ -131,10 +131,10 @@ for phase in $phases; do
     img=$root/crates/flashclip-model/tests/fixtures/openai/franz-kafka.jpg
     printf 'not an image' >"$d/corrupt.jpg"
     {
-      (cd "$root" && timeout 120 python3 crates/flashclip-model/scripts/make_hf_fixture.py ViT-B-32 "$d") &&
+      (cd "$root" && timeout 120 python3 scripts/make_hf_fixture.py ViT-B-32 "$d") &&
         timeout 60 "$bundle/bin/bin-flashclip-cli-flashclip" embed --model "$d" --images "$img" "$d/corrupt.jpg" \
           --texts "a photo of a man" "a diagram" "a dog on a beach at sunset" --out "$out/embed.safetensors" &&
-        (cd "$root" && timeout 120 python3 benches/peers/embed_check.py --model "$d" --ours "$out/embed.safetensors" \
+        (cd "$root" && timeout 120 python3 scripts/check_embed.py --model "$d" --ours "$out/embed.safetensors" \
           --tokenizer crates/flashclip-model/tests/fixtures/openai/tokenizer.json) &&
         timeout 60 "$bundle/bin/bin-flashclip-cli-flashclip" zero-shot --model "$d" --image "$img" \
           --labels "a photo of a man,a photo of a cat,a diagram"
@@ -144,7 +144,7 @@ for phase in $phases; do
   profile)
     # Nsight Compute, full set, on one launch of each attention version named in FLASHCLIP_PROFILE_VERSIONS
     # (default v4) at B16 H16 N577 D64 fp16 (ViT-L/14-336 batch 16), from the attention bench: throughput, pipes,
-    # stalls, and per-SASS-instruction stall samples (summarize with scripts/ncu-stalls.py).
+    # stalls, and per-SASS-instruction stall samples (summarize with scripts/ncu_stalls.py).
     for v in ${FLASHCLIP_PROFILE_VERSIONS:-v4}; do
       timeout 240 ncu --kernel-name "regex:attention_${v}_" --launch-skip 5 --launch-count 1 --set full \
         --import-source no -f -o "$out/ncu-$v" "$bundle/bin/bench-flashclip-attention" --bench \

@@ -5,9 +5,9 @@ The files it writes are the ground truth for flashclip's Rust CPU reference
 (crates/flashclip-model/src/reference) and, through it, for the CUDA model.
 
 Usage:
-    python make_hf_fixture.py CONFIG OUT_DIR [--seed N] [--half] [--device cpu|cuda]
+    python3 scripts/make_hf_fixture.py CONFIG OUT_DIR [--seed N] [--half] [--device cpu|cuda]
 
-CONFIG is "tiny" (the small model committed under tests/fixtures/tiny) or a preset name
+CONFIG is "tiny" (the small model committed under crates/flashclip-model/tests/fixtures/tiny) or a preset name
 matching the Rust presets: ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14,
 ViT-bigG-14 (the "ViT-L/14" spelling works too).
 

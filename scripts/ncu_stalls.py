@@ -2,7 +2,7 @@
 """Summarizes an Nsight Compute source page (ncu -i X.ncu-rep --page source --print-source sass --csv): warp
 stall samples by reason, executed instructions by opcode, and the instructions with the most samples.
 
-    scripts/ncu-stalls.py gpu-out/ncu-v4-sass.csv [--top 25]
+    scripts/ncu_stalls.py gpu-out/ncu-v4-sass.csv [--top 25]
 """
 import argparse
 import collections

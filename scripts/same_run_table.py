@@ -2,7 +2,7 @@
 """The same-run attention table of a results folder: flashclip's bench.md (dist/gpu/run.sh bench) against
 PyTorch's sdpa.json (run.sh peers) from one GPU run, packed QKV layout.
 
-usage: scripts/same-run-table.py RUN_DIR > table.md
+usage: scripts/same_run_table.py RUN_DIR > table.md
 
 "dispatch" is the version `attention::Version::fastest` picks on an H100 (v3 for causal masking at head dims 64
 and 80, v4 otherwise); keep it in step with src/attention.rs when that rule changes.

@@ -15,8 +15,8 @@ configuration and random weights (no hub access needed); with --model DIR it is 
 from that checkpoint directory. TFLOP/s use the 2-FLOPs-per-multiply-accumulate count of
 the matrix products (flashclip's flops::Convention::MacTimes2, features only).
 
-    python3 benches/peers/clip_hf.py --batch 1 16 128 --json clip_hf.json
-    python3 benches/peers/clip_hf.py --smoke       # tiny model on the CPU, checks it runs
+    python3 scripts/peer_clip_hf.py --batch 1 16 128 --json clip_hf.json
+    python3 scripts/peer_clip_hf.py --smoke       # tiny model on the CPU, checks it runs
 """
 
 import argparse

@@ -15,8 +15,8 @@ Layouts:
 
 A backend that refuses a shape (or is not built) is reported as "n/a".
 
-    python3 benches/peers/sdpa.py --json sdpa.json
-    python3 benches/peers/sdpa.py --smoke          # tiny shapes on the CPU, checks it runs
+    python3 scripts/peer_sdpa.py --json sdpa.json
+    python3 scripts/peer_sdpa.py --smoke          # tiny shapes on the CPU, checks it runs
 """
 
 import argparse

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """A clock64 timeline of fc_attention_v4's consumers in one block: where a key tile's cycles go.
 
-    scripts/v4-trace.py build            # here: instrumented copy of kernels/attention_v4.cu + harness, built
+    scripts/v4_trace.py build            # here: instrumented copy of kernels/attention_v4.cu + harness, built
                                          # into dist/trace/v4-trace (carry dist/trace to the GPU machine)
     dist/trace/v4-trace 16 > trace.txt   # there: B16 H16 N577 D64 fp16 through fc_attention_v4, 20 warm-up
                                          # launches, then the timeline of block 0 of the last one
-    scripts/v4-trace.py report trace.txt # the phases of the main loop's key tiles per consumer (cycles)
+    scripts/v4_trace.py report trace.txt # the phases of the main loop's key tiles per consumer (cycles)
 
 The copy stamps thread 0 of each consumer at the phases of the main loop (the later slots, the narrow last tile's
 included): before and after the wait for the tile's data, after taking the turn, after issuing S and P V (wgmma

@@ -8,7 +8,7 @@ the model's resolution with bicubic, center crop, CLIP mean/std; texts tokenized
 and prints the cosine of every row. It fails when a row's cosine is below --min-cosine (default 0.999, the
 fp16 parity bar) or when the row counts differ.
 
-    python3 benches/peers/embed_check.py --model DIR --ours emb.safetensors --tokenizer tokenizer.json
+    python3 scripts/check_embed.py --model DIR --ours emb.safetensors --tokenizer tokenizer.json
 """
 
 import argparse
