@@ -3,6 +3,8 @@
 # only the NVIDIA driver and CUDA libraries on the target, and packs it as dist/gpu.tar.xz: copy the work tree and
 # that archive to a GPU machine, unpack it there (tar -C dist -xJf dist/gpu.tar.xz) and run, from the repository root,
 #   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]  (no argument: all but profile)
+# run.sh (scripts/gpu-run.sh, which documents its phases and knobs) takes the executables from dist/gpu/bin and the
+# rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
 # (bin/baseline-<commit>-*), which run.sh's bench phase times after the current ones: a change against the code
 # before it, in the same run.
