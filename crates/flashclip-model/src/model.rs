@@ -14,7 +14,7 @@
 
 use std::marker::PhantomData;
 
-use flashclip::gemm::linear;
+use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
 

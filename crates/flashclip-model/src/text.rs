@@ -1,7 +1,7 @@
 //! The text tower (Hugging Face's `CLIPTextTransformer`): token and position embeddings, the causal encoder, a
 //! final norm, and pooling at each text's end-of-text token.
 
-use flashclip::embedding::{gather_rows_device, text_embed_device};
+use flashclip::ops::embedding::{gather_rows_device, text_embed_device};
 use flashclip::{Element, Gpu, Tensor};
 
 use crate::checkpoint::{key, Source};
@@ -123,10 +123,12 @@ pub(crate) fn upload_texts<T: Element>(
     let len = match pad_to {
         None => longest,
         Some(l) if (longest..=t.max_len()).contains(&l) => l,
-        Some(l) => return Err(ModelError::Input(format!(
+        Some(l) => {
+            return Err(ModelError::Input(format!(
             "cannot pad texts to {l} tokens: the longest has {longest}, the context length is {}",
             t.max_len()
-        ))),
+        )))
+        }
     };
     for (b, text) in texts.iter().enumerate() {
         if text.is_empty() {

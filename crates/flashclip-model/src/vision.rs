@@ -1,8 +1,8 @@
 //! The vision tower (Hugging Face's `CLIPVisionTransformer`): patch, class and position embeddings, a pre-norm,
 //! the encoder, and the post-norm read at each image's class token.
 
-use flashclip::embedding::{patchify, vision_embed};
-use flashclip::gemm::linear;
+use flashclip::ops::embedding::{patchify, vision_embed};
+use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu, Tensor, View};
 
 use crate::checkpoint::{key, Source};

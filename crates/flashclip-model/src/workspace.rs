@@ -2,7 +2,7 @@
 //! allocates on the device nor synchronizes the host (its only sync is the final read of the embeddings).
 
 use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
-use flashclip::attention::MaterializedWorkspace;
+use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
 
 use crate::config::ClipConfig;

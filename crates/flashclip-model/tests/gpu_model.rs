@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use flashclip::attention::Version;
+use flashclip::ops::attention::Version;
 use flashclip::testing::gpu_or_skip;
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;

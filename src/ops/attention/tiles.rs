@@ -72,9 +72,7 @@ impl Tiles {
     /// Head dims the version's sweep entry point is built for.
     pub fn head_dims(self) -> &'static [usize] {
         match self {
-            Tiles::V4Wg3N96
-            | Tiles::V4Wg1N128
-            | Tiles::V4Wg3N96PingPong => &[64],
+            Tiles::V4Wg3N96 | Tiles::V4Wg1N128 | Tiles::V4Wg3N96PingPong => &[64],
             _ => &[64, 80],
         }
     }

@@ -1,7 +1,7 @@
 //! Multi-head self-attention, and the choice of attention kernel.
 
 use cudarc::driver::CudaSlice;
-use flashclip::attention::{
+use flashclip::ops::attention::{
     flash_attention, materialized_attention, MaterializedWorkspace, Options, Shape, Version,
 };
 use flashclip::tensor::contiguous_strides;

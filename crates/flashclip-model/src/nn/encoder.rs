@@ -1,6 +1,6 @@
 //! Pre-norm transformer layers and the stack of them.
 
-use flashclip::bias_activation::Activation as KernelActivation;
+use flashclip::ops::bias_activation::Activation as KernelActivation;
 use flashclip::{Element, Gpu, Tensor};
 
 use super::{Attention, AttentionImpl, LayerNorm, Mlp};

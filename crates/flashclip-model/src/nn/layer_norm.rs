@@ -1,6 +1,6 @@
 //! LayerNorm's affine parameters and its two GPU forms.
 
-use flashclip::layernorm::{bias_residual_layernorm, layernorm};
+use flashclip::ops::layernorm::{bias_residual_layernorm, layernorm};
 use flashclip::{Element, Gpu, Tensor, View, ViewMut};
 
 use crate::checkpoint::{key, Source};

@@ -1,6 +1,6 @@
 //! A biased linear layer, `y = x Wᵀ + b`.
 
-use flashclip::gemm::{linear, linear_bias};
+use flashclip::ops::gemm::{linear, linear_bias};
 use flashclip::{Element, Tensor, View, ViewMut};
 
 use crate::checkpoint::{key, Source};

@@ -1,6 +1,6 @@
 //! The two-layer MLP of an encoder layer.
 
-use flashclip::bias_activation::{bias_activation_inplace, Activation};
+use flashclip::ops::bias_activation::{bias_activation_inplace, Activation};
 use flashclip::{Element, Gpu, Tensor};
 
 use super::Linear;
