@@ -1,6 +1,7 @@
 //! The GPU model's error type.
 
 use crate::checkpoint::CheckpointError;
+use crate::reference::ReferenceError;
 
 /// Errors of the GPU model.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,9 @@ pub enum ModelError {
     /// The weights could not be loaded.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The CPU reference forward rejected its input or weights.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
 }
 
 /// Shorthand for the crate's results (`E` defaults to [`ModelError`]).

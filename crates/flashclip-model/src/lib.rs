@@ -10,7 +10,9 @@
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model, the ground truth for tests
 //! - [`tokenizer`]: CLIP's BPE tokenizer; [`preprocess`]: OpenAI-exact image preprocessing
 //! - [`flops`]: FLOP counts of any CLIP config
+//! - [`backend`]: [`Embedder`], one interface over the GPU model and the CPU reference, for front ends
 
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
 mod error;
@@ -27,6 +29,7 @@ pub mod vision;
 pub mod weights;
 pub mod workspace;
 
+pub use backend::{Device, Embedder};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use error::{ModelError, Result};
 pub use graph::{ForwardGraph, GraphShape};

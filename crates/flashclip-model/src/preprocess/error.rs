@@ -23,6 +23,12 @@ pub enum PreprocessError {
         #[source]
         source: image::ImageError,
     },
+    /// A JPEG that ends before its end-of-image marker (a cut-off download or copy).
+    #[error("image {} is truncated: the JPEG data ends before its end-of-image marker", path.display())]
+    Truncated {
+        /// The image file.
+        path: PathBuf,
+    },
     /// The image has no pixels.
     #[error("image {} is empty ({width}x{height})", path.display())]
     Empty {

@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
 use rayon::prelude::*;
 
 use super::resize::Filter;
@@ -18,18 +18,34 @@ impl Preprocessor {
             path: path.to_path_buf(),
             source,
         })?;
+        self.preprocess_bytes(&bytes, path)
+    }
+
+    /// Decodes (JPEG, PNG or WebP, detected from the content) and preprocesses an image held in memory (a file
+    /// read elsewhere, a tar member, a request body); `name` only labels errors. A JPEG that ends before its
+    /// end-of-image marker is refused, as Pillow refuses it, rather than embedded from invented pixels.
+    pub fn preprocess_bytes(
+        &self,
+        bytes: &[u8],
+        name: impl AsRef<Path>,
+    ) -> Result<Vec<f32>, PreprocessError> {
+        let path = name.as_ref();
         let decode_err = |source| PreprocessError::Decode {
             path: path.to_path_buf(),
             source,
         };
-        let image = ImageReader::new(Cursor::new(&bytes))
+        let reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|source| PreprocessError::Io {
                 path: path.to_path_buf(),
                 source,
-            })?
-            .decode()
-            .map_err(decode_err)?;
+            })?;
+        if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+            return Err(PreprocessError::Truncated {
+                path: path.to_path_buf(),
+            });
+        }
+        let image = reader.decode().map_err(decode_err)?;
         if image.width() == 0 || image.height() == 0 {
             return Err(PreprocessError::Empty {
                 path: path.to_path_buf(),
@@ -37,7 +53,7 @@ impl Preprocessor {
                 height: image.height(),
             });
         }
-        Ok(match png_mode(&bytes) {
+        Ok(match png_mode(bytes) {
             PngMode::PaletteOrBilevel => self.run(&image, Filter::Nearest),
             // Pillow keeps a tRNS color key of a gray/RGB PNG as metadata, not as an alpha
             // channel, so it resizes without premultiplying: drop the decoder's alpha.
@@ -94,4 +110,12 @@ fn png_mode(bytes: &[u8]) -> PngMode {
         (_, 0 | 2) => PngMode::NoAlphaChannel,
         _ => PngMode::AlphaChannel,
     }
+}
+
+/// Whether a JPEG stream reaches its end-of-image marker (`FF D9`). Encoders may pad after it, so the marker is
+/// looked for near the end rather than at the last two bytes.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const TAIL: usize = 4096;
+    let tail = &bytes[bytes.len().saturating_sub(TAIL)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }

@@ -1,0 +1,80 @@
+//! The GPU backend: [`ClipModel`] on flashclip's kernels behind [`Embedder`].
+
+use flashclip::{Element, Gpu};
+use ndarray::Array2;
+
+use super::{check_batch, image_count, Embedder};
+use crate::checkpoint::Checkpoint;
+use crate::config::ClipConfig;
+use crate::error::Result;
+use crate::model::ClipModel;
+use crate::nn::AttentionImpl;
+use crate::workspace::Workspace;
+
+/// A model on one GPU in element type `T`, with a workspace for `max_batch` images and texts and the fastest
+/// attention for its shapes.
+pub struct GpuBackend<T: Element> {
+    ordinal: usize,
+    gpu: Gpu,
+    model: ClipModel<T>,
+    ws: Workspace<T>,
+    max_batch: usize,
+}
+
+impl<T: Element> GpuBackend<T> {
+    /// Opens GPU `ordinal` and loads `checkpoint` onto it in `T`.
+    pub fn load(
+        ordinal: usize,
+        config: &ClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let gpu = Gpu::new(ordinal)?;
+        let attention = AttentionImpl::best::<T>(&gpu, config);
+        let model = ClipModel::<T>::load(&gpu, config, checkpoint, attention)?;
+        Self::new(ordinal, gpu, model, max_batch)
+    }
+
+    /// Wraps a model already on `gpu` (GPU `ordinal`), allocating its workspace.
+    pub fn new(ordinal: usize, gpu: Gpu, model: ClipModel<T>, max_batch: usize) -> Result<Self> {
+        let max_batch = max_batch.max(1);
+        let ws = model.workspace(&gpu, max_batch, max_batch)?;
+        Ok(Self {
+            ordinal,
+            gpu,
+            model,
+            ws,
+            max_batch,
+        })
+    }
+}
+
+impl<T: Element> Embedder for GpuBackend<T> {
+    fn config(&self) -> &ClipConfig {
+        self.model.config()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
+    fn describe(&self) -> String {
+        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
+        format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
+    }
+
+    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
+        let n = image_count(self.model.config(), pixels)?;
+        check_batch("images", n, self.max_batch)?;
+        self.model.encode_images(&self.gpu, &mut self.ws, pixels)
+    }
+
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
+        check_batch("texts", texts.len(), self.max_batch)?;
+        self.model.encode_texts(&self.gpu, &mut self.ws, texts)
+    }
+}

@@ -1,0 +1,138 @@
+//! One interface over where a model runs: [`Embedder`] turns preprocessed images and tokenized texts into
+//! projected embeddings, on the GPU ([`GpuBackend`], flashclip's kernels) or on the CPU ([`CpuBackend`], the
+//! float32 reference forward: slow, but it runs the embedding job and the server anywhere, CI included).
+//!
+//! Front ends (the embedding job, the server) hold a `Box<dyn Embedder>` and never see the element type or the
+//! device; [`Device`] names the choice a user makes on a command line.
+
+mod cpu;
+mod gpu;
+
+use std::fmt;
+use std::str::FromStr;
+
+use flashclip::DType;
+use ndarray::Array2;
+
+pub use cpu::CpuBackend;
+pub use gpu::GpuBackend;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ClipConfig;
+use crate::error::{ModelError, Result};
+
+/// A CLIP model that embeds batches of at most [`Embedder::max_batch`] images or texts.
+///
+/// Embeddings are the projected, unnormalized outputs of the towers (normalize them for cosine similarity).
+pub trait Embedder: Send {
+    /// The model's config.
+    fn config(&self) -> &ClipConfig;
+
+    /// The most images or texts one call takes.
+    fn max_batch(&self) -> usize;
+
+    /// `exp(logit_scale)`, the temperature of image-text logits.
+    fn logit_scale(&self) -> f32;
+
+    /// A short label for logs and progress lines, e.g. `cuda:0 f16` or `cpu f32 (reference, slow)`.
+    fn describe(&self) -> String;
+
+    /// Embeds `pixels`, `n` preprocessed images laid out `[n, 3, size, size]` (CLIP-normalized f32), with
+    /// `1 <= n <= max_batch`; returns `[n, projection_dim]`.
+    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>>;
+
+    /// Embeds token id sequences (each with start and end tokens, at most the context length), at most
+    /// `max_batch` of them; returns `[texts.len(), projection_dim]`.
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>>;
+}
+
+/// Where a model runs, as a command line names it: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The float32 reference forward on the CPU.
+    Cpu,
+    /// flashclip's kernels on the GPU with this ordinal.
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("unknown device {s:?}: expected cpu, cuda or cuda:N");
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            _ => {
+                let n = s
+                    .strip_prefix("cuda:")
+                    .or_else(|| s.strip_prefix("gpu:"))
+                    .ok_or_else(bad)?;
+                n.parse().map(Device::Cuda).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+/// Loads `checkpoint` for `config` on `device` with batches of up to `max_batch` (at least 1). On the GPU the
+/// weights and activations are `dtype`; the CPU computes in f32 whatever `dtype` says.
+pub fn load(
+    device: Device,
+    dtype: DType,
+    config: &ClipConfig,
+    checkpoint: &Checkpoint,
+    max_batch: usize,
+) -> Result<Box<dyn Embedder>> {
+    if max_batch == 0 {
+        return Err(ModelError::Input("the batch size must be at least 1".into()));
+    }
+    Ok(match device {
+        Device::Cpu => Box::new(CpuBackend::load(config, checkpoint, max_batch)?),
+        Device::Cuda(ordinal) => match dtype {
+            DType::F16 => Box::new(GpuBackend::<half::f16>::load(
+                ordinal, config, checkpoint, max_batch,
+            )?),
+            DType::BF16 => Box::new(GpuBackend::<half::bf16>::load(
+                ordinal, config, checkpoint, max_batch,
+            )?),
+            DType::F32 => Box::new(GpuBackend::<f32>::load(
+                ordinal, config, checkpoint, max_batch,
+            )?),
+        },
+    })
+}
+
+/// Checks a batch against the limit every backend shares.
+fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> {
+    if n == 0 || n > max_batch {
+        return Err(ModelError::Input(format!(
+            "{n} {what} in one call: expected 1..={max_batch}"
+        )));
+    }
+    Ok(())
+}
+
+/// The number of images in `pixels`, checked against the config's image size.
+fn image_count(config: &ClipConfig, pixels: &[f32]) -> Result<usize> {
+    let v = &config.vision;
+    let per_image = v.num_channels * v.image_size * v.image_size;
+    if per_image == 0 || pixels.len() % per_image != 0 {
+        return Err(ModelError::Input(format!(
+            "{} pixel values are not a whole number of {}x{}x{} images",
+            pixels.len(),
+            v.num_channels,
+            v.image_size,
+            v.image_size
+        )));
+    }
+    Ok(pixels.len() / per_image)
+}
