@@ -6,8 +6,8 @@
 # run.sh (scripts/gpu-run.sh, which documents its phases and knobs) takes the executables from dist/gpu/bin and the
 # rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
-# (bin/baseline-<commit>-*), which run.sh's bench phase times after the current ones: a change against the code
-# before it, in the same run.
+# and CLI (bin/baseline-<commit>-*), which run.sh's bench and clip phases time after the current ones: a change
+# against the code before it, in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -31,7 +31,9 @@ for line in sys.stdin:
         continue
     # Bench builds also produce the library unit-test harnesses: keep real bench targets only.
     bench = prefix == "bench" or prefix.startswith("baseline-")
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and (not bench or m["target"]["kind"] == ["bench"]):
+    # The baseline also keeps its CLI (built last, so it replaces any bin test harness of the same name).
+    kinds = [["bench"], ["bin"]] if prefix.startswith("baseline-") else [["bench"]]
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and (not bench or m["target"]["kind"] in kinds):
         # package ids look like "path+file:///dir#name@version", or "path+file:///dir/name#version"
         url, _, frag = m["package_id"].partition("#")
         pkg = frag.split("@")[0] if "@" in frag else url.rstrip("/").split("/")[-1]
@@ -50,6 +52,7 @@ if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
   git worktree add --force --detach "$tree" "$base" >/dev/null
   ln -sfn "$PWD/.toolchain" "$tree/.toolchain" # build.rs finds nvcc and libclang there
   CARGO_TARGET_DIR=target/baseline collect "baseline-$base" bench --workspace --no-run --manifest-path "$tree/Cargo.toml"
+  CARGO_TARGET_DIR=target/baseline collect "baseline-$base" build --release -p flashclip-cli --manifest-path "$tree/Cargo.toml"
   git worktree remove --force "$tree"
 fi
 collect bin build --release -p flashclip-cli

@@ -22,7 +22,8 @@
 #                           too), e.g. "v3|v4"
 #   FLASHCLIP_CLIP_BATCHES  batches of the clip phase                        default "16 1"
 # Same-run A/B: a bundle built with FLASHCLIP_BASELINE=<commit> carries that commit's bench executables
-# (bin/baseline-<commit>-*); bench runs each right after the current one, into bench-<commit>.md next to bench.md.
+# and CLI (bin/baseline-<commit>-*); bench and clip run each right after the current one, into bench-<commit>.md
+# next to bench.md and clip-b<batch>-<commit>.md.
 # Prints a short summary last; exits 1 if anything failed.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -108,10 +109,17 @@ phase_peers() {
 }
 
 phase_clip() {
-  local b
+  local b base commit
   for b in $batches; do
     timeout 240 "$cli" bench --batch "$b" --markdown "$out/clip-b$b.md" --attention fastest >>"$out/clip.log" 2>&1 ||
       fail "FAIL flashclip bench --batch $b"
+    # The baseline commit's CLI, right after the current one (bundles built with FLASHCLIP_BASELINE).
+    for base in "$bundle"/bin/baseline-*-flashclip-cli-flashclip; do
+      [ -x "$base" ] || continue
+      commit=${base#"$bundle"/bin/baseline-}
+      timeout 240 "$base" bench --batch "$b" --markdown "$out/clip-b$b-${commit%%-*}.md" --attention fastest \
+        >>"$out/clip.log" 2>&1 || fail "FAIL baseline flashclip bench --batch $b"
+    done
   done
   for b in $batches; do
     py 200 scripts/peer_clip_hf.py --batch "$b" --variants fp32-eager fp16-sdpa fp16-sdpa-compile \
