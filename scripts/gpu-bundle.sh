@@ -48,12 +48,14 @@ collect bench bench --workspace --no-run # the bench profile is optimized
 if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
   base=$(git rev-parse --short "$FLASHCLIP_BASELINE")
   tree=target/baseline-src
-  git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
-  git worktree add --force --detach "$tree" "$base" >/dev/null
+  # A checkout of the same commit from an earlier bundle is kept: its unchanged files keep cargo's build cache valid.
+  if [ "$(git -C "$tree" rev-parse --short HEAD 2>/dev/null)" != "$base" ]; then
+    git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+    git worktree add --force --detach "$tree" "$base" >/dev/null
+  fi
   ln -sfn "$PWD/.toolchain" "$tree/.toolchain" # build.rs finds nvcc and libclang there
   CARGO_TARGET_DIR=target/baseline collect "baseline-$base" bench --workspace --no-run --manifest-path "$tree/Cargo.toml"
   CARGO_TARGET_DIR=target/baseline collect "baseline-$base" build --release -p flashclip-cli --manifest-path "$tree/Cargo.toml"
-  git worktree remove --force "$tree"
 fi
 collect bin build --release -p flashclip-cli
 # The CLI's own tests run the binary from its build path: they belong to CI, not to the bundle.
