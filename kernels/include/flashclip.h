@@ -145,6 +145,36 @@ int fc_text_embed(void *x, const int *ids, const void *tok, const void *pos, int
 int fc_gather_rows(void *dst, const void *src, const int *rows, int n, int dim, long long src_row_stride, fc_dtype dtype,
                    cudaStream_t stream);
 
+/* ---------------------------------------------------------------- GEMM with fused epilogues (kernels/gemm.cu) */
+
+/* What the GEMM does to each fp32 accumulator before the one store: nothing, + bias[c], act(+ bias[c]), or
+ * + bias[c] + residual[r, c] (the transformer's residual step, writing the next residual; y may equal residual). */
+typedef enum fc_gemm_epilogue {
+    FC_GEMM_PLAIN = 0,
+    FC_GEMM_BIAS = 1,
+    FC_GEMM_BIAS_ACTIVATION = 2,
+    FC_GEMM_BIAS_RESIDUAL = 3
+} fc_gemm_epilogue;
+
+/* y[m, n] = epilogue(x[m, k] . w[n, k]^T): a linear layer with PyTorch's [out, in] weight layout, row-major, fp32
+ * accumulation. Rows may be strided (ld* in elements); elements within a row are contiguous. */
+typedef struct fc_gemm_params {
+    const void *x;
+    const void *w;
+    void *y;
+    const void *bias;     /* [n]; NULL only with FC_GEMM_PLAIN */
+    const void *residual; /* [m, n] with row stride ld_residual; FC_GEMM_BIAS_RESIDUAL only */
+    long long ldx, ldw, ldy, ld_residual;
+    int m, n, k;
+    fc_gemm_epilogue epilogue;
+    fc_activation activation; /* FC_GEMM_BIAS_ACTIVATION only */
+} fc_gemm_params;
+
+/* Hopper (sm_90a) GEMM: TMA loads into swizzled shared memory, a producer warp and two consumer warpgroups on
+ * wgmma, persistent blocks; f16/bf16. Needs k and n multiples of 8, ldx and ldw multiples of 8, x and w 16-byte
+ * aligned, ldy and ld_residual even and y, residual, bias 4-byte aligned. */
+int fc_gemm_sm90(const fc_gemm_params *p, fc_dtype dtype, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,7 +20,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn ffi(self) -> ffi::fc_activation {
+    pub(crate) fn ffi(self) -> ffi::fc_activation {
         match self {
             Activation::QuickGelu => ffi::fc_activation::FC_QUICK_GELU,
             Activation::GeluErf => ffi::fc_activation::FC_GELU_ERF,

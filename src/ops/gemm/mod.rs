@@ -1,10 +1,15 @@
-//! cuBLAS GEMMs in row-major terms: the linear layers of the model (the strided-batched call and the cuBLASLt
-//! plans behind them live in `blas.rs`, which the materialized attention path shares).
+//! The linear layers of the model: cuBLAS GEMMs in row-major terms (the strided-batched call and the cuBLASLt
+//! plans behind them live in `blas.rs`, which the materialized attention path shares), and flashclip's own Hopper
+//! GEMM with the bias, activation or residual step fused into its store ([`linear_fused`], in `fused.rs`).
 //!
 //! cuBLAS is column-major; a row-major `[rows, cols]` matrix with row stride `ld` is the same memory as a
 //! column-major `[cols, rows]` matrix with leading dimension `ld`, so every call below swaps operands instead of
 //! moving data. Accumulation is always fp32 (fp16/bf16 inputs use CUBLAS_COMPUTE_32F; fp32 inputs are true fp32,
 //! no TF32, like PyTorch's default).
+
+mod fused;
+
+pub use fused::{linear_fused, supported as fused_supported, Epilogue};
 
 use cudarc::cublaslt::{result as lt, sys as cublaslt_sys};
 use cudarc::driver::DevicePtr;
