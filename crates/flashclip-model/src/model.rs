@@ -8,8 +8,8 @@
 //!
 //! Each encoder layer is four cuBLAS GEMMs plus flashclip's kernels ([`crate::nn::EncoderLayer::forward`]):
 //! `qkv = h·Wqkvᵀ + b` (bias in the cuBLASLt epilogue) → attention reading Q/K/V in place from `qkv` →
-//! `a = o·Woutᵀ` → fused `residual += a + b_out; h = LN2(residual)` → `m = act(h·Wfc1ᵀ + b_fc1)` (bias
-//! and activation fused into the GEMM's store on Hopper, else a fused bias+activation pass: `GemmImpl::choose`) → `f = m·Wfc2ᵀ` → fused `residual += f + b_fc2; h = LN1'(residual)`, where LN1' is the next
+//! `a = o·Woutᵀ` → fused `residual += a + b_out; h = LN2(residual)` → `m = act(h·Wfc1ᵀ + b_fc1)` (fused
+//! bias+activation) → `f = m·Wfc2ᵀ` → fused `residual += f + b_fc2; h = LN1'(residual)`, where LN1' is the next
 //! layer's first norm (or the tower's final norm after the last layer).
 
 use std::marker::PhantomData;

@@ -30,45 +30,6 @@ pub fn supported<T: Element>(gpu: &Gpu) -> bool {
     gpu.compute_capability() == (9, 0) && matches!(T::DTYPE, DType::F16 | DType::BF16)
 }
 
-/// Whether [`linear_fused`] takes these operands: a supported GPU and dtype, the multiples of 8 and the
-/// alignments it needs (shapes themselves are checked by the launch).
-pub(crate) fn runs<T: Element>(
-    gpu: &Gpu,
-    x: &View<T>,
-    w: &View<T>,
-    epilogue: &Epilogue<'_, '_, T>,
-    y: &ViewMut<T>,
-) -> bool {
-    let Ok(LinearShape {
-        n,
-        k,
-        lda,
-        ldw,
-        ldy,
-        ..
-    }) = check_linear(x, w, y)
-    else {
-        return false;
-    };
-    let stream = gpu.stream();
-    let bias_ok = match epilogue {
-        Epilogue::Plain => true,
-        Epilogue::Bias(b) | Epilogue::BiasActivation(b, _) | Epilogue::BiasAccumulate(b) => {
-            b.strides().first() == Some(&1) && b.device_ptr(stream) % 4 == 0
-        }
-    };
-    supported::<T>(gpu)
-        && n % 8 == 0
-        && k % 8 == 0
-        && lda % 8 == 0
-        && ldw % 8 == 0
-        && ldy % 2 == 0
-        && x.device_ptr(stream) % 16 == 0
-        && w.device_ptr(stream) % 16 == 0
-        && y.as_view().device_ptr(stream) % 4 == 0
-        && bias_ok
-}
-
 /// `y = epilogue(x · wᵀ)`: x `[m, k]`, w `[n, k]` (PyTorch's `[out, in]`), y `[m, n]`, bias `[n]`, all f16 or
 /// bf16, on sm_90 (see [`supported`]). Rows may be strided; `k`, `n` and the row strides of x and w must be
 /// multiples of 8 with x and w 16-byte aligned (the tensor-memory-accelerator loads), y's row stride even.

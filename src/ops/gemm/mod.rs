@@ -7,10 +7,8 @@
 //! moving data. Accumulation is always fp32 (fp16/bf16 inputs use CUBLAS_COMPUTE_32F; fp32 inputs are true fp32,
 //! no TF32, like PyTorch's default).
 
-mod choice;
 mod fused;
 
-pub use choice::{linear_epilogue, GemmImpl};
 pub use fused::{linear_fused, supported as fused_supported, Epilogue};
 
 use cudarc::cublaslt::{result as lt, sys as cublaslt_sys};

@@ -1,7 +1,6 @@
 //! The two-layer MLP of an encoder layer.
 
-use flashclip::ops::bias_activation::Activation;
-use flashclip::ops::gemm::{linear_epilogue, Epilogue};
+use flashclip::ops::bias_activation::{bias_activation_inplace, Activation};
 use flashclip::{Element, Gpu, Tensor};
 
 use super::Linear;
@@ -49,14 +48,10 @@ impl<T: Element> Mlp<Tensor<T>> {
         act: Activation,
         tokens: usize,
     ) -> Result<()> {
-        let bias = self.fc1.bias.view();
-        linear_epilogue(
-            gpu,
-            &b.normed.view().narrow(0, 0, tokens)?,
-            &self.fc1.weight.view(),
-            Epilogue::BiasActivation(&bias, act),
-            &mut b.mlp.view_mut().narrow(0, 0, tokens)?,
-        )?;
+        let mut hidden = b.mlp.view_mut().narrow(0, 0, tokens)?;
+        self.fc1
+            .forward_unbiased(gpu, &b.normed.view().narrow(0, 0, tokens)?, &mut hidden)?;
+        bias_activation_inplace(gpu, &mut hidden, Some(&self.fc1.bias.view()), act)?;
         self.fc2.forward_unbiased(
             gpu,
             &b.mlp.view().narrow(0, 0, tokens)?,
