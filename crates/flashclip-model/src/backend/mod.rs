@@ -93,7 +93,9 @@ pub fn load(
     max_batch: usize,
 ) -> Result<Box<dyn Embedder>> {
     if max_batch == 0 {
-        return Err(ModelError::Input("the batch size must be at least 1".into()));
+        return Err(ModelError::Input(
+            "the batch size must be at least 1".into(),
+        ));
     }
     Ok(match device {
         Device::Cpu => Box::new(CpuBackend::load(config, checkpoint, max_batch)?),
