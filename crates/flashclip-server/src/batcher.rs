@@ -225,6 +225,16 @@ fn run_batch(
         .model_seconds
         .with_label_values(&[kind.label()])
         .observe(start.elapsed().as_secs_f64());
+    let result = result.and_then(|rows| {
+        if rows.len() == total {
+            Ok(rows)
+        } else {
+            Err(format!(
+                "the model returned {} rows for {total} inputs",
+                rows.len()
+            ))
+        }
+    });
     match result {
         Ok(rows) => {
             let mut rows = VecDeque::from(rows);
@@ -234,6 +244,10 @@ fn run_batch(
             }
         }
         Err(message) => {
+            eprintln!(
+                "flashclip serve: a batch of {total} {}s failed: {message}",
+                kind.label()
+            );
             for reply in replies {
                 let _ = reply.send(Err(message.clone()));
             }
@@ -264,9 +278,8 @@ fn embed(
         let out = embedder.embed_texts(chunk).map_err(|e| e.to_string())?;
         rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
     }
-    if images > 0 {
-        let per_image = pixels.len() / images;
-        for chunk in pixels.chunks(per_image * max_batch) {
+    if let Some(per_image) = pixels.len().checked_div(images) {
+        for chunk in pixels.chunks((per_image * max_batch).max(1)) {
             let out = embedder.embed_images(chunk).map_err(|e| e.to_string())?;
             rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
         }

@@ -74,6 +74,9 @@ pub enum ApiError {
     /// No route for the path.
     #[error("no endpoint {0}")]
     NotFound(String),
+    /// The route exists for another method.
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
     /// The model failed on a batch, or the server is shutting down.
     #[error("{0}")]
     Internal(String),
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::Overloaded(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::NotReady => "not_ready",
             ApiError::Timeout(_) => "timeout",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Internal(_) => "server_error",
         }
     }

@@ -325,3 +325,25 @@ async fn concurrent_clients_each_get_the_rows_of_their_own_inputs() {
     );
     assert!(metrics.contains("flashclip_queue_depth 0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_a_batch_runs_in_several_and_keeps_its_order() {
+    let mut direct = Direct::new();
+    let mut cfg = config();
+    cfg.max_batch = 3;
+    let s = serve(cfg, common::cpu_model(3)).await;
+    let colors = ["red", "blue", "green", "yellow", "black", "white", "big"];
+    let texts: Vec<String> = colors.iter().map(|c| format!("a {c} boat")).collect();
+    let want = direct.texts(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+    let r: Value = s
+        .client
+        .post(s.at("/embed/text"))
+        .json(&json!({ "texts": texts }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_rows_close(&rows(&r["embeddings"]), &want);
+}

@@ -64,6 +64,11 @@ async fn bad_requests_answer_their_status_and_message_and_the_server_goes_on() {
         good(&s).await;
     }
 
+    let r = s.client.get(s.at("/embed/text")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "method_not_allowed");
+
     // Too many multipart parts.
     let mut form = reqwest::multipart::Form::new();
     for i in 0..17 {
@@ -96,6 +101,26 @@ async fn bad_requests_answer_their_status_and_message_and_the_server_goes_on() {
     ));
     assert!(metrics.contains("flashclip_requests_total{endpoint=\"/embed/text\",status=\"400\"} 7"));
     assert!(metrics.contains("flashclip_requests_total{endpoint=\"unmatched\",status=\"404\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failure_answers_500_and_the_server_goes_on() {
+    let s = serve(config(), Box::new(common::Faulty(common::cpu_model(8)))).await;
+    let r = s
+        .client
+        .post(s.at("/embed/text"))
+        .json(&json!({"texts": ["a zebra"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the model panicked"));
+    good(&s).await;
 }
 
 /// A server whose model calls wait at `gate` when it is closed.

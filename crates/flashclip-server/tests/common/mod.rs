@@ -195,6 +195,31 @@ impl Embedder for Gated {
     }
 }
 
+/// An [`Embedder`] that panics on any text with an unknown word (token id 0), as a model bug would.
+pub struct Faulty(pub Box<dyn Embedder>);
+
+impl Embedder for Faulty {
+    fn config(&self) -> &ClipConfig {
+        self.0.config()
+    }
+    fn max_batch(&self) -> usize {
+        self.0.max_batch()
+    }
+    fn logit_scale(&self) -> f32 {
+        self.0.logit_scale()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
+        self.0.embed_images(pixels)
+    }
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> flashclip_model::Result<Array2<f32>> {
+        assert!(!texts.iter().flatten().any(|&id| id == 0), "test fault");
+        self.0.embed_texts(texts)
+    }
+}
+
 /// Settings for tests: loopback, a free port, small limits.
 pub fn config() -> ServerConfig {
     ServerConfig {
