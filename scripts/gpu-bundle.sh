@@ -32,6 +32,10 @@ for line in sys.stdin:
         continue
     # Bench builds also produce the library unit-test harnesses: keep real bench targets only.
     bench = prefix == "bench" or prefix.startswith("baseline-")
+    # cargo test also builds the examples, as plain programs: they are no tests (only collect example takes them).
+    example = m.get("target", {}).get("kind") == ["example"]
+    if example != (prefix == "example"):
+        continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and (not bench or m["target"]["kind"] == ["bench"]):
         # package ids look like "path+file:///dir#name@version", or "path+file:///dir/name#version"
         url, _, frag = m["package_id"].partition("#")
