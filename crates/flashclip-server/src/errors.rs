@@ -54,7 +54,7 @@ pub enum ServerError {
 /// A request that cannot be answered with embeddings; its response is
 /// `{"error": {"message": ..., "type": ...}}` with the status of [`ApiError::status`].
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Malformed JSON, wrong types, bad base64, bytes that are no image, empty or too many inputs, a text longer
     /// than the model's context.
     #[error("{0}")]
@@ -84,7 +84,7 @@ pub enum ApiError {
 
 /// The `type` of an error response, kept on the response so the metrics layer can count errors by type.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorType(pub &'static str);
+pub(crate) struct ErrorType(pub &'static str);
 
 impl ApiError {
     /// The HTTP status this error answers with.

@@ -27,7 +27,7 @@
 //! # Design
 //!
 //! Handlers decode and preprocess inputs on tokio's blocking pool, then queue them for the batcher
-//! ([`batcher`]), a thread that owns the model and runs texts and images in separate batches of up to
+//! (module `batcher`), a thread that owns the model and runs texts and images in separate batches of up to
 //! `max_batch`, each after waiting at most `max_wait` for more requests.
 
 mod api;
@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::ServerConfig;
-pub use errors::{ApiError, ServerError};
+pub use errors::ServerError;
 pub use model::{load_model_dir, Loader, Model};
 
 use batcher::{BatchPolicy, Readiness};

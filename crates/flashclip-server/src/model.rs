@@ -13,7 +13,9 @@ use crate::errors::ServerError;
 
 /// A loaded model and the tokenizer its texts go through.
 pub struct Model {
+    /// The model, on whatever device it was loaded.
     pub embedder: Box<dyn Embedder>,
+    /// Its tokenizer; every id it can produce must be inside the model's vocabulary.
     pub tokenizer: ClipTokenizer,
 }
 
