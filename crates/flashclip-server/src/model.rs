@@ -39,6 +39,8 @@ pub fn load_model_dir(
             dir.display()
         );
     }
+    // Before the weights load, which can take a while.
+    check_vocabulary(&tokenizer, config.text.vocab_size)?;
     let embedder = backend::load(device, dtype, &config, &checkpoint, max_batch)?;
     Ok(Model {
         embedder,
@@ -68,13 +70,7 @@ impl ModelInfo {
             tokenizer,
         } = model;
         let config = embedder.config().clone();
-        let vocab = config.text.vocab_size;
-        if let Some(max) = tokenizer.max_token_id().filter(|&m| m as usize >= vocab) {
-            return Err(ServerError::Mismatch(format!(
-                "the tokenizer has token id {max}, outside the model's vocabulary of {vocab}: put the model's \
-                 tokenizer.json (or vocab.json + merges.txt) in its directory"
-            )));
-        }
+        check_vocabulary(&tokenizer, config.text.vocab_size)?;
         if embedder.max_batch() < max_batch {
             return Err(ServerError::Mismatch(format!(
                 "the model takes batches of at most {}, the server asks for {max_batch}",
@@ -91,5 +87,16 @@ impl ModelInfo {
             logit_scale: embedder.logit_scale(),
         };
         Ok((embedder, info))
+    }
+}
+
+/// Refuses a tokenizer that can produce ids outside the model's vocabulary.
+fn check_vocabulary(tokenizer: &ClipTokenizer, vocab: usize) -> Result<(), ServerError> {
+    match tokenizer.max_token_id().filter(|&m| m as usize >= vocab) {
+        Some(max) => Err(ServerError::Mismatch(format!(
+            "the tokenizer has token id {max}, outside the model's vocabulary of {vocab}: put the model's \
+             tokenizer.json (or vocab.json + merges.txt) in its directory"
+        ))),
+        None => Ok(()),
     }
 }
