@@ -263,7 +263,15 @@ fn embed(
 ) -> Result<Vec<Vec<f32>>, String> {
     let mut rows = Vec::new();
     let mut texts = Vec::new();
-    let mut pixels = Vec::new();
+    // Sized up front: a full batch of large images is hundreds of MB, worth copying once only.
+    let pixel_count = inputs
+        .iter()
+        .map(|i| match i {
+            Inputs::Images { pixels, .. } => pixels.len(),
+            Inputs::Texts(_) => 0,
+        })
+        .sum();
+    let mut pixels = Vec::with_capacity(pixel_count);
     let mut images = 0;
     for input in inputs {
         match input {
