@@ -2,7 +2,8 @@
 # Builds every test and bench executable (release) plus the CLI into dist/gpu/ with a runner, run.sh, that needs
 # only the NVIDIA driver and CUDA libraries on the target, and packs it as dist/gpu.tar.xz: copy the work tree and
 # that archive to a GPU machine, unpack it there (tar -C dist -xJf dist/gpu.tar.xz) and run, from the repository root,
-#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile]  (no argument: all but profile)
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile] [serve]
+#   (no argument: all but profile and serve)
 # run.sh (scripts/gpu-run.sh, which documents its phases and knobs) takes the executables from dist/gpu/bin and the
 # rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
@@ -31,6 +32,10 @@ for line in sys.stdin:
         continue
     # Bench builds also produce the library unit-test harnesses: keep real bench targets only.
     bench = prefix == "bench" or prefix.startswith("baseline-")
+    # cargo test also builds the examples, as plain programs: they are no tests (only collect example takes them).
+    example = m.get("target", {}).get("kind") == ["example"]
+    if example != (prefix == "example"):
+        continue
     # The baseline also keeps its CLI (built last, so it replaces any bin test harness of the same name).
     kinds = [["bench"], ["bin"]] if prefix.startswith("baseline-") else [["bench"]]
     if m.get("reason") == "compiler-artifact" and m.get("executable") and (not bench or m["target"]["kind"] in kinds):
@@ -58,6 +63,7 @@ if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
   CARGO_TARGET_DIR=target/baseline collect "baseline-$base" build --release -p flashclip-cli --manifest-path "$tree/Cargo.toml"
 fi
 collect bin build --release -p flashclip-cli
+collect example build --release -p flashclip-server --example loadgen # serve's load generator
 # The CLI's own tests run the binary from its build path: they belong to CI, not to the bundle.
 rm -f "$out"/bin/test-flashclip-cli-*
 strip "$out"/bin/*

@@ -12,6 +12,8 @@
 #   sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on the gpu_small_* tests
 #   sass      registers, shared memory, spills and the HMMA/HGMMA/LDL/STL mix of the attention kernels
 #   profile   (not by default) Nsight Compute on v4 at B16 H16 N577 D64 fp16 (summarize: scripts/ncu_stalls.py)
+#   serve     (not by default) `flashclip serve --device cuda --max-batch 128` on a seeded random ViT-L-14-336, loaded
+#             by the loadgen example at concurrency 1, 16 and 256 with texts and 640x480 JPEGs: serve.md
 # Knobs (environment):
 #   OUT                     where logs and tables go                         default ./gpu-out
 #   FLASHCLIP_RUN_SECONDS   budget for the whole run; a phase that would     default 86400
@@ -53,6 +55,7 @@ crate_dir() { # test-<package>-<target> runs in its package root, as cargo test 
   case "$1" in
   *-flashclip-model-*) echo "$root/crates/flashclip-model" ;;
   *-flashclip-cli-*) echo "$root/crates/flashclip-cli" ;;
+  *-flashclip-server-*) echo "$root/crates/flashclip-server" ;;
   *) echo "$root" ;;
   esac
 }
@@ -205,6 +208,44 @@ phase_profile() {
   note "profile $v: $(grep -E '^ +Duration' "$out/ncu-$v.txt" | head -1 | tr -s ' ')"
 }
 
+phase_serve() {
+  # The server on the GPU, driven over loopback by the bounded load generator; one table row per run.
+  local d pid url="" kind c header=--header log=$out/serve.log lg=$bundle/bin/example-flashclip-server-loadgen
+  d=$(mktemp -d)/ViT-L-14-336
+  mkdir -p "$d"
+  : >"$log"
+  if ! py 300 scripts/make_hf_fixture.py ViT-L-14-336 "$d" >>"$log" 2>&1; then
+    fail "FAIL serve: random ViT-L-14-336 (see serve.log)"
+    return
+  fi
+  "$cli" serve --model "$d" --device cuda --max-batch 128 --port 0 >"$out/serve.stdout" 2>>"$log" &
+  pid=$!
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    url=$(grep -o 'http://[0-9.:]*' "$out/serve.stdout" | head -1)
+    [ -n "$url" ] && curl -sf "$url/health" >/dev/null && break
+    url=""
+    sleep 1
+  done
+  if [ -z "$url" ]; then
+    fail "FAIL serve: the server never became ready (see serve.log)"
+    kill "$pid" 2>/dev/null
+    return
+  fi
+  : >"$out/serve.md"
+  for kind in text image; do
+    for c in 1 16 256; do
+      timeout 120 "$lg" --url "$url" --kind "$kind" --concurrency "$c" --requests $((c < 32 ? 256 : 8 * c)) \
+        --max-seconds 60 $header >>"$out/serve.md" 2>>"$log" || fail "FAIL serve: loadgen $kind concurrency $c"
+      header=
+    done
+  done
+  curl -sf "$url/metrics" >"$out/serve-metrics.txt" 2>>"$log"
+  kill -TERM "$pid"
+  wait "$pid" || fail "FAIL serve: the server did not stop cleanly (see serve.log)"
+  note "serve: $(grep -c '^| [TI]' "$out/serve.md") load rows in serve.md"
+}
+
 report() {
   echo
   printf '%s\n' "${summary[@]}"
@@ -213,12 +254,13 @@ report() {
   cat "$out"/clip-b*.md 2>/dev/null
   [ -s "$out/clip_hf.md" ] && tail -15 "$out/clip_hf.md"
   grep -E 'embeds: min cosine' "$out/parity.log" 2>/dev/null
+  cat "$out/serve.md" 2>/dev/null
 }
 
 machine | tee "$out/machine.txt"
 for phase in ${*:-tests bench peers clip parity embed sanitize sass}; do
   if ! declare -F "phase_$phase" >/dev/null; then
-    echo "unknown phase $phase (tests bench peers clip parity embed sanitize sass profile)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity embed sanitize sass profile serve)" >&2
     exit 2
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then

@@ -9,6 +9,7 @@ mod inputs;
 mod model_dir;
 mod output;
 mod random;
+mod serve;
 mod zero_shot;
 
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     /// The speed-up ladder: fp32 materialized attention → fp32 flash v1 → fp16 with the fastest flash version for
     /// this GPU + fused kernels → the same as one CUDA graph (→ bf16).
     Bench(bench::BenchArgs),
+    /// Serve embeddings over HTTP with dynamic batching (OpenAI-style /v1/embeddings, /embed/*, /zero-shot).
+    Serve(serve::ServeArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -47,6 +50,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::ZeroShot(args) => zero_shot::run(&args),
         Command::Flops(args) => flops_cmd::run_args(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
-use flashclip_model::tokenizer::{ClipTokenizer, TokenizerError};
+use flashclip_model::tokenizer::{ClipTokenizer, TokenizerOrigin};
 use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, Workspace};
 
 use crate::error::{open_gpu, CliError, Result};
@@ -54,17 +54,14 @@ pub fn open(dir: &Path) -> Result<(ClipConfig, Checkpoint)> {
 
 /// The tokenizer of a model directory, or OpenAI's when the directory has none.
 fn tokenizer(dir: &Path) -> Result<ClipTokenizer> {
-    match ClipTokenizer::from_dir(dir) {
-        Ok(t) => Ok(t),
-        Err(TokenizerError::NotFound { .. }) => {
-            eprintln!(
-                "no tokenizer files in {}: using OpenAI's CLIP vocabulary",
-                dir.display()
-            );
-            Ok(ClipTokenizer::openai()?)
-        }
-        Err(e) => Err(e.into()),
+    let (tokenizer, origin) = ClipTokenizer::for_model_dir(dir)?;
+    if origin == TokenizerOrigin::OpenAi {
+        eprintln!(
+            "no tokenizer files in {}: using OpenAI's CLIP vocabulary",
+            dir.display()
+        );
     }
+    Ok(tokenizer)
 }
 
 /// Tokenizes `texts` for `config`, checking that the ids fit the model's vocabulary (a model directory without

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use flashclip_model::tokenizer::{ClipTokenizer, TokenizerError, DEFAULT_CONTEXT_LENGTH};
+use flashclip_model::tokenizer::{
+    ClipTokenizer, TokenizerError, TokenizerOrigin, DEFAULT_CONTEXT_LENGTH,
+};
 
 /// (text, ids) from OpenAI's reference tokenizer (`clip/simple_tokenizer.py`: ftfy + html
 /// cleanup), `[bos, ..., eos]`, not truncated.
@@ -327,4 +329,15 @@ fn gz_vocabulary_that_is_not_utf8_is_an_error() {
         err.to_string(),
         "invalid BPE vocabulary: cannot decompress: stream did not contain valid UTF-8"
     );
+}
+
+#[test]
+fn a_model_dir_without_tokenizer_files_gets_openais() {
+    let (tok, origin) = ClipTokenizer::for_model_dir(scratch_dir("model-dir-empty")).unwrap();
+    assert_eq!(origin, TokenizerOrigin::OpenAi);
+    assert_eq!(tok.max_token_id(), Some(49407));
+    let (tok, origin) = ClipTokenizer::for_model_dir(fixtures()).unwrap();
+    assert_eq!(origin, TokenizerOrigin::ModelDir);
+    assert_eq!(tok.encode("a dog").unwrap(), [49406, 320, 1929, 49407]);
+    assert_eq!(tok.max_token_id(), Some(49407));
 }

@@ -152,6 +152,25 @@ impl ClipTokenizer {
             dir: dir.to_path_buf(),
         })
     }
+
+    /// The tokenizer a model directory is used with: its own files (see [`from_dir`](Self::from_dir)) when it has
+    /// them, else OpenAI's, which fits every released CLIP; the origin says which, so callers can tell the user.
+    pub fn for_model_dir(dir: impl AsRef<Path>) -> Result<(Self, TokenizerOrigin), TokenizerError> {
+        match Self::from_dir(dir) {
+            Ok(t) => Ok((t, TokenizerOrigin::ModelDir)),
+            Err(TokenizerError::NotFound { .. }) => Ok((Self::openai()?, TokenizerOrigin::OpenAi)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where [`ClipTokenizer::for_model_dir`] found its tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerOrigin {
+    /// The model directory's own tokenizer files.
+    ModelDir,
+    /// None in the directory: OpenAI's vocabulary, embedded in this crate.
+    OpenAi,
 }
 
 fn read_text(path: &Path) -> Result<String, TokenizerError> {

@@ -42,6 +42,7 @@ use tokenizers::Tokenizer;
 
 pub use clean::clean_text;
 pub use error::TokenizerError;
+pub use load::TokenizerOrigin;
 
 use vocab::END_OF_WORD_SUFFIX;
 
@@ -112,6 +113,11 @@ impl ClipTokenizer {
     /// Number of token ids, special tokens included (49,408 for OpenAI's vocabulary).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The largest token id, special tokens included: a model fits this tokenizer when its vocabulary is larger.
+    pub fn max_token_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
     }
 
     /// Id of a token string such as `"dog</w>"`, if it is in the vocabulary.

@@ -1,0 +1,303 @@
+//! The dynamic batcher: requests wait in a bounded queue; one thread owns the model, takes requests of one kind
+//! (texts or images) until a batch is full or the oldest has waited `max_wait`, runs the batch, and answers each
+//! request with its own rows, L2-normalized.
+//!
+//! The model is not async (a GPU stream or rayon's pool), so it lives on a plain thread; requests reach it over
+//! a `std` channel whose capacity is the queue size, and their answers come back over `tokio` oneshots.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flashclip_model::Embedder;
+use tokio::sync::{oneshot, watch};
+
+use crate::errors::{ApiError, ServerError};
+use crate::metrics::Metrics;
+use crate::model::{Loader, ModelInfo};
+
+/// What one request asks the model to embed.
+pub(crate) enum Inputs {
+    /// Token ids, one sequence per text.
+    Texts(Vec<Vec<u32>>),
+    /// `count` preprocessed images, `[count, 3, S, S]`.
+    Images { pixels: Vec<f32>, count: usize },
+}
+
+impl Inputs {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images { count, .. } => *count,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Inputs::Texts(_) => Kind::Text,
+            Inputs::Images { .. } => Kind::Image,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Image,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Image => "image",
+        }
+    }
+}
+
+/// One L2-normalized embedding per input, or why the batch failed.
+pub(crate) type Answer = Result<Vec<Vec<f32>>, String>;
+
+struct Job {
+    inputs: Inputs,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Whether the model is ready; the worker publishes it, `/health` and every handler read it.
+#[derive(Clone)]
+pub(crate) enum Readiness {
+    Loading,
+    Ready(Arc<ModelInfo>),
+    Failed(String),
+}
+
+/// The handlers' side of the queue.
+pub(crate) struct Batcher {
+    tx: SyncSender<Job>,
+    queue_size: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Batcher {
+    /// Queues `inputs`, or refuses at once when the queue is full.
+    pub fn submit(&self, inputs: Inputs) -> Result<oneshot::Receiver<Answer>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        // Counted before sending, so the worker's decrement never runs first.
+        self.metrics.queue_depth.inc();
+        match self.tx.try_send(Job { inputs, reply }) {
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                self.metrics.queue_depth.dec();
+                Err(match e {
+                    TrySendError::Full(_) => ApiError::Overloaded(self.queue_size),
+                    TrySendError::Disconnected(_) => {
+                        ApiError::Internal("the model is not running".into())
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// How the worker forms batches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchPolicy {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub queue_size: usize,
+}
+
+/// Starts the worker thread: it loads the model, warms it with one batch of each kind, publishes readiness, then
+/// serves the queue until every [`Batcher`] is dropped and the queue is empty.
+pub(crate) fn spawn(
+    load: Loader,
+    policy: BatchPolicy,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<Readiness>,
+) -> Result<(Batcher, JoinHandle<()>), ServerError> {
+    let (tx, rx) = mpsc::sync_channel(policy.queue_size);
+    let worker_metrics = metrics.clone();
+    let handle = std::thread::Builder::new()
+        .name("flashclip-model".into())
+        .spawn(move || {
+            let loaded = load().and_then(|model| ModelInfo::warm_up(model, policy.max_batch));
+            match loaded {
+                Ok((mut embedder, info)) => {
+                    ready.send_replace(Readiness::Ready(Arc::new(info)));
+                    serve(
+                        embedder.as_mut(),
+                        &rx,
+                        policy.max_batch,
+                        policy.max_wait,
+                        &worker_metrics,
+                    );
+                }
+                Err(e) => {
+                    ready.send_replace(Readiness::Failed(e.to_string()));
+                }
+            }
+        })?;
+    let batcher = Batcher {
+        tx,
+        queue_size: policy.queue_size,
+        metrics,
+    };
+    Ok((batcher, handle))
+}
+
+/// The worker's loop. A request of the other kind, or one that would overflow the batch, ends the batch being
+/// formed and starts the next one, so at most one request waits outside the channel.
+fn serve(
+    embedder: &mut dyn Embedder,
+    rx: &Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+    metrics: &Metrics,
+) {
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => {
+                    metrics.queue_depth.dec();
+                    job
+                }
+                // Every sender is gone (shutdown) and the queue is drained.
+                Err(_) => return,
+            },
+        };
+        let kind = first.inputs.kind();
+        let mut rows = first.inputs.len();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + max_wait;
+        while rows < max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(job) => {
+                    metrics.queue_depth.dec();
+                    if job.inputs.kind() == kind && rows + job.inputs.len() <= max_batch {
+                        rows += job.inputs.len();
+                        batch.push(job);
+                    } else {
+                        held = Some(job);
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        run_batch(embedder, kind, batch, max_batch, metrics);
+    }
+}
+
+/// Runs one batch (in chunks of `max_batch` when a single request is larger) and answers each request.
+fn run_batch(
+    embedder: &mut dyn Embedder,
+    kind: Kind,
+    batch: Vec<Job>,
+    max_batch: usize,
+    metrics: &Metrics,
+) {
+    // A request that timed out or whose client left has dropped its receiver: skip its work.
+    let (inputs, replies): (Vec<Inputs>, Vec<_>) = batch
+        .into_iter()
+        .filter(|job| !job.reply.is_closed())
+        .map(|job| (job.inputs, job.reply))
+        .unzip();
+    if inputs.is_empty() {
+        return;
+    }
+    let counts: Vec<usize> = inputs.iter().map(Inputs::len).collect();
+    let total: usize = counts.iter().sum();
+    metrics
+        .batch_size
+        .with_label_values(&[kind.label()])
+        .observe(total as f64);
+    let start = Instant::now();
+    // A panic in the model fails this batch, not the server.
+    let result = catch_unwind(AssertUnwindSafe(|| embed(embedder, inputs, max_batch)))
+        .unwrap_or_else(|_| Err("the model panicked on this batch".into()));
+    metrics
+        .model_seconds
+        .with_label_values(&[kind.label()])
+        .observe(start.elapsed().as_secs_f64());
+    let result = result.and_then(|rows| {
+        if rows.len() == total {
+            Ok(rows)
+        } else {
+            Err(format!(
+                "the model returned {} rows for {total} inputs",
+                rows.len()
+            ))
+        }
+    });
+    match result {
+        Ok(rows) => {
+            let mut rows = VecDeque::from(rows);
+            for (reply, n) in replies.into_iter().zip(counts) {
+                // A client that left meanwhile simply gets nothing.
+                let _ = reply.send(Ok(rows.drain(..n).collect()));
+            }
+        }
+        Err(message) => {
+            eprintln!(
+                "flashclip serve: a batch of {total} {}s failed: {message}",
+                kind.label()
+            );
+            for reply in replies {
+                let _ = reply.send(Err(message.clone()));
+            }
+        }
+    }
+}
+
+/// Embeds every input in order, `max_batch` at a time, and L2-normalizes each row.
+fn embed(
+    embedder: &mut dyn Embedder,
+    inputs: Vec<Inputs>,
+    max_batch: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    let mut rows = Vec::new();
+    let mut texts = Vec::new();
+    // Sized up front: a full batch of large images is hundreds of MB, worth copying once only.
+    let pixel_count = inputs
+        .iter()
+        .map(|i| match i {
+            Inputs::Images { pixels, .. } => pixels.len(),
+            Inputs::Texts(_) => 0,
+        })
+        .sum();
+    let mut pixels = Vec::with_capacity(pixel_count);
+    let mut images = 0;
+    for input in inputs {
+        match input {
+            Inputs::Texts(t) => texts.extend(t),
+            Inputs::Images { pixels: p, count } => {
+                pixels.extend(p);
+                images += count;
+            }
+        }
+    }
+    for chunk in texts.chunks(max_batch) {
+        let out = embedder.embed_texts(chunk).map_err(|e| e.to_string())?;
+        rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
+    }
+    if let Some(per_image) = pixels.len().checked_div(images) {
+        for chunk in pixels.chunks((per_image * max_batch).max(1)) {
+            let out = embedder.embed_images(chunk).map_err(|e| e.to_string())?;
+            rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
+        }
+    }
+    Ok(rows)
+}
+
+/// The row divided by its L2 norm (a zero row stays zero).
+fn normalized(row: impl Iterator<Item = f32> + Clone) -> Vec<f32> {
+    let norm = row.clone().map(|v| v * v).sum::<f32>().sqrt();
+    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    row.map(|v| v * scale).collect()
+}

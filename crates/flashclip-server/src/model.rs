@@ -1,0 +1,102 @@
+//! The model a server runs: an [`Embedder`] and its tokenizer, how to load them from a model directory, and what
+//! the request handlers need to know about them.
+
+use std::path::Path;
+
+use flashclip::DType;
+use flashclip_model::backend::{self, Device};
+use flashclip_model::preprocess::Preprocessor;
+use flashclip_model::tokenizer::{ClipTokenizer, TokenizerOrigin};
+use flashclip_model::{Checkpoint, Embedder};
+
+use crate::errors::ServerError;
+
+/// A loaded model and the tokenizer its texts go through.
+pub struct Model {
+    /// The model, on whatever device it was loaded.
+    pub embedder: Box<dyn Embedder>,
+    /// Its tokenizer; every id it can produce must be inside the model's vocabulary.
+    pub tokenizer: ClipTokenizer,
+}
+
+/// Loads the model on the batcher's thread (a GPU model stays on the thread that made it); `/health` answers
+/// 503 until it has loaded and run one batch.
+pub type Loader = Box<dyn FnOnce() -> Result<Model, ServerError> + Send>;
+
+/// Loads a model directory (config, checkpoint, and tokenizer files or else OpenAI's tokenizer) on `device`
+/// with batches of up to `max_batch`.
+pub fn load_model_dir(
+    dir: &Path,
+    device: Device,
+    dtype: DType,
+    max_batch: usize,
+) -> Result<Model, ServerError> {
+    let (config, checkpoint) = Checkpoint::open_dir(dir)?;
+    let (tokenizer, origin) = ClipTokenizer::for_model_dir(dir)?;
+    if origin == TokenizerOrigin::OpenAi {
+        eprintln!(
+            "no tokenizer files in {}: using OpenAI's CLIP vocabulary",
+            dir.display()
+        );
+    }
+    // Before the weights load, which can take a while.
+    check_vocabulary(&tokenizer, config.text.vocab_size)?;
+    let embedder = backend::load(device, dtype, &config, &checkpoint, max_batch)?;
+    Ok(Model {
+        embedder,
+        tokenizer,
+    })
+}
+
+/// What request handlers need from the model: how to prepare inputs, and how to score zero-shot labels.
+pub(crate) struct ModelInfo {
+    pub tokenizer: ClipTokenizer,
+    pub preprocessor: Preprocessor,
+    /// Longest token sequence, start and end tokens included.
+    pub context_length: usize,
+    /// `exp(logit_scale)`.
+    pub logit_scale: f32,
+}
+
+impl ModelInfo {
+    /// Checks that the tokenizer fits the model, then runs one image and one text so that the first request
+    /// does not pay for lazy initialization.
+    pub fn warm_up(
+        model: Model,
+        max_batch: usize,
+    ) -> Result<(Box<dyn Embedder>, ModelInfo), ServerError> {
+        let Model {
+            mut embedder,
+            tokenizer,
+        } = model;
+        let config = embedder.config().clone();
+        check_vocabulary(&tokenizer, config.text.vocab_size)?;
+        if embedder.max_batch() < max_batch {
+            return Err(ServerError::Mismatch(format!(
+                "the model takes batches of at most {}, the server asks for {max_batch}",
+                embedder.max_batch()
+            )));
+        }
+        let preprocessor = Preprocessor::new(config.vision.image_size as u32);
+        embedder.embed_images(&vec![0.0; preprocessor.output_len()])?;
+        embedder.embed_texts(&[vec![tokenizer.bos_id(), tokenizer.eos_id()]])?;
+        let info = ModelInfo {
+            tokenizer,
+            preprocessor,
+            context_length: config.text.max_len(),
+            logit_scale: embedder.logit_scale(),
+        };
+        Ok((embedder, info))
+    }
+}
+
+/// Refuses a tokenizer that can produce ids outside the model's vocabulary.
+fn check_vocabulary(tokenizer: &ClipTokenizer, vocab: usize) -> Result<(), ServerError> {
+    match tokenizer.max_token_id().filter(|&m| m as usize >= vocab) {
+        Some(max) => Err(ServerError::Mismatch(format!(
+            "the tokenizer has token id {max}, outside the model's vocabulary of {vocab}: put the model's \
+             tokenizer.json (or vocab.json + merges.txt) in its directory"
+        ))),
+        None => Ok(()),
+    }
+}

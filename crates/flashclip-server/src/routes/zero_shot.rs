@@ -1,0 +1,99 @@
+//! `POST /zero-shot`: one image against prompts made from labels.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+
+use super::AppState;
+use crate::api::{
+    decode_base64_image, parse_json, LabelProbability, ZeroShotRequest, ZeroShotResponse,
+};
+use crate::errors::ApiError;
+use crate::prepare::{self, Named};
+
+/// `softmax(logit_scale · cos)` over the labels, most likely first.
+pub(super) async fn zero_shot(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ZeroShotResponse>, ApiError> {
+    let model = state.model()?;
+    let request: ZeroShotRequest = parse_json(&super::body(body)?)?;
+    state.check_count(request.labels.len(), "labels")?;
+    if !request.template.contains("{}") {
+        return Err(ApiError::BadRequest(format!(
+            "template must contain {{}} where the label goes, got {:?}",
+            request.template
+        )));
+    }
+    let bytes = decode_base64_image(&request.image, "image", state.config.max_body_bytes)?;
+    let prompts = request
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            Named::new(
+                format!("labels[{i}]"),
+                request.template.replace("{}", label),
+            )
+        })
+        .collect();
+    let image = async {
+        let inputs =
+            prepare::images(model.clone(), vec![Named::new("image", Bytes::from(bytes))]).await?;
+        state.embed(inputs).await
+    };
+    let texts = async {
+        let (inputs, _) = prepare::texts(model.clone(), prompts).await?;
+        state.embed(inputs).await
+    };
+    let (image, texts) = tokio::try_join!(image, texts)?;
+    let image = image
+        .first()
+        .ok_or_else(|| ApiError::Internal("the model returned no image embedding".into()))?;
+    let probabilities = probabilities(image, &texts, model.logit_scale);
+    let mut results: Vec<LabelProbability> = request
+        .labels
+        .into_iter()
+        .zip(probabilities)
+        .map(|(label, probability)| LabelProbability { label, probability })
+        .collect();
+    results.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    Ok(Json(ZeroShotResponse {
+        model: state.config.model_name.clone(),
+        results,
+    }))
+}
+
+/// `softmax(scale · image·text)` of normalized embeddings, in f64.
+fn probabilities(image: &[f32], texts: &[Vec<f32>], scale: f32) -> Vec<f64> {
+    let logits: Vec<f64> = texts
+        .iter()
+        .map(|t| {
+            f64::from(scale)
+                * t.iter()
+                    .zip(image)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum::<f64>()
+        })
+        .collect();
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_are_a_softmax_of_scaled_cosines() {
+        let p = probabilities(&[1.0, 0.0], &[vec![1.0, 0.0], vec![0.0, 1.0]], 2.0);
+        let e2 = 2.0f64.exp();
+        assert!((p[0] - e2 / (e2 + 1.0)).abs() < 1e-12);
+        assert!((p[1] - 1.0 / (e2 + 1.0)).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,293 @@
+//! What the server tests share: the tiny model on the CPU, its tokenizer, a gate to hold the model mid-batch, and
+//! a server on a free loopback port.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use flashclip::DType;
+use flashclip_model::backend::{self, Device};
+use flashclip_model::config::ClipConfig;
+use flashclip_model::preprocess::Preprocessor;
+use flashclip_model::tokenizer::ClipTokenizer;
+use flashclip_model::{Checkpoint, Embedder};
+use flashclip_server::{Model, Server, ServerConfig};
+use ndarray::Array2;
+use tokio::sync::oneshot;
+
+/// The tiny Hugging Face checkpoint of flashclip-model's tests (32-pixel images, 16-token context).
+pub fn tiny_dir() -> PathBuf {
+    crate_dir().join("../flashclip-model/tests/fixtures/tiny")
+}
+
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A word-level tokenizer whose ids fit the tiny model's vocabulary.
+pub fn tokenizer() -> ClipTokenizer {
+    ClipTokenizer::from_tokenizer_json(crate_dir().join("tests/fixtures/tokenizer.json"))
+        .expect("test tokenizer")
+}
+
+/// The tiny model on the CPU (the f32 reference forward).
+pub fn cpu_model(max_batch: usize) -> Box<dyn Embedder> {
+    let (config, checkpoint) = Checkpoint::open_dir(tiny_dir()).expect("tiny model");
+    backend::load(Device::Cpu, DType::F32, &config, &checkpoint, max_batch).expect("cpu backend")
+}
+
+/// The model the tests compare the server against: the same CPU forward, called directly.
+pub struct Direct {
+    model: Box<dyn Embedder>,
+    tokenizer: ClipTokenizer,
+    pre: Preprocessor,
+}
+
+impl Direct {
+    pub fn new() -> Self {
+        let model = cpu_model(64);
+        let pre = Preprocessor::new(model.config().vision.image_size as u32);
+        Self {
+            model,
+            tokenizer: tokenizer(),
+            pre,
+        }
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        self.model.config()
+    }
+
+    pub fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
+    /// L2-normalized text embeddings.
+    pub fn texts(&mut self, texts: &[&str]) -> Vec<Vec<f32>> {
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t).expect("tokenize"))
+            .collect();
+        normalize(self.model.embed_texts(&ids).expect("embed texts"))
+    }
+
+    /// L2-normalized image embeddings of encoded images.
+    pub fn images(&mut self, images: &[Vec<u8>]) -> Vec<Vec<f32>> {
+        let pixels: Vec<f32> = images
+            .iter()
+            .flat_map(|b| self.pre.preprocess_bytes(b, "test").expect("preprocess"))
+            .collect();
+        normalize(self.model.embed_images(&pixels).expect("embed images"))
+    }
+}
+
+fn normalize(rows: Array2<f32>) -> Vec<Vec<f32>> {
+    rows.outer_iter()
+        .map(|r| {
+            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            r.iter().map(|v| v / norm).collect()
+        })
+        .collect()
+}
+
+/// Asserts two sets of rows agree within `1e-5`.
+pub fn assert_rows_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len(), "row count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "row {i} length");
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "row {i} differs by {worst}");
+    }
+}
+
+/// A `w`×`h` image in `format` whose pixels depend on `seed`, so that every seed embeds differently.
+pub fn image(seed: u32, w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = |k: u32| ((x * (seed % 7 + 1) + y * k + seed * 37) % 256) as u8;
+        image::Rgb([v(3), v(5 + seed % 3), v(11)])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode image");
+    out.into_inner()
+}
+
+/// A PNG test image.
+pub fn png(seed: u32) -> Vec<u8> {
+    image(seed, 40, 30, image::ImageFormat::Png)
+}
+
+/// Holds the model mid-call while closed, so tests can keep it busy for exactly as long as they need.
+#[derive(Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+    entered: AtomicUsize,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        *self.closed.lock().expect("gate") = true;
+    }
+
+    pub fn open(&self) {
+        *self.closed.lock().expect("gate") = false;
+        self.opened.notify_all();
+    }
+
+    /// Waits (up to 20 s) until `n` model calls have been held at the closed gate.
+    pub async fn wait_entered(&self, n: usize) {
+        for _ in 0..2000 {
+            if self.entered.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the model was never called");
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().expect("gate");
+        if *closed {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+        }
+        while *closed {
+            closed = self.opened.wait(closed).expect("gate");
+        }
+    }
+}
+
+/// An [`Embedder`] that passes through a [`Gate`] before each call.
+pub struct Gated {
+    pub inner: Box<dyn Embedder>,
+    pub gate: Arc<Gate>,
+}
+
+impl Embedder for Gated {
+    fn config(&self) -> &ClipConfig {
+        self.inner.config()
+    }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+    fn logit_scale(&self) -> f32 {
+        self.inner.logit_scale()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
+        self.gate.pass();
+        self.inner.embed_images(pixels)
+    }
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> flashclip_model::Result<Array2<f32>> {
+        self.gate.pass();
+        self.inner.embed_texts(texts)
+    }
+}
+
+/// An [`Embedder`] that panics on any text with an unknown word (token id 0), as a model bug would.
+pub struct Faulty(pub Box<dyn Embedder>);
+
+impl Embedder for Faulty {
+    fn config(&self) -> &ClipConfig {
+        self.0.config()
+    }
+    fn max_batch(&self) -> usize {
+        self.0.max_batch()
+    }
+    fn logit_scale(&self) -> f32 {
+        self.0.logit_scale()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
+        self.0.embed_images(pixels)
+    }
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> flashclip_model::Result<Array2<f32>> {
+        assert!(!texts.iter().flatten().any(|&id| id == 0), "test fault");
+        self.0.embed_texts(texts)
+    }
+}
+
+/// Settings for tests: loopback, a free port, small limits.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        addr: "127.0.0.1:0".parse().expect("address"),
+        model_name: "tiny".into(),
+        max_batch: 8,
+        max_wait: Duration::from_millis(5),
+        queue_size: 64,
+        max_body_bytes: 256 << 10,
+        timeout: Duration::from_secs(30),
+        max_inputs: 16,
+    }
+}
+
+/// A running test server and what stops it.
+pub struct Running {
+    pub server: Server,
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Starts shutting down; in-flight requests still get their answers.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+/// Starts a server on `embedder` with the test tokenizer and waits until it is ready.
+pub async fn serve(config: ServerConfig, embedder: Box<dyn Embedder>) -> Running {
+    let mut running = start(config, move || embedder).await;
+    running.server.ready().await.expect("server ready");
+    running
+}
+
+/// Starts a server whose model comes from `load` (run on the batcher's thread); does not wait for it.
+pub async fn start(
+    config: ServerConfig,
+    load: impl FnOnce() -> Box<dyn Embedder> + Send + 'static,
+) -> Running {
+    let (tx, rx) = oneshot::channel::<()>();
+    let loader = Box::new(move || {
+        Ok(Model {
+            embedder: load(),
+            tokenizer: tokenizer(),
+        })
+    });
+    let server = Server::start(config, loader, async {
+        let _ = rx.await;
+    })
+    .await
+    .expect("start server");
+    let url = format!("http://{}", server.local_addr());
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
+    Running {
+        server,
+        url,
+        client,
+        shutdown: Some(tx),
+    }
+}
