@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use flashclip::bench::{median, time_device_us, time_samples_us, Summary};
 use flashclip::ops::attention::Version;
 use flashclip::ops::gemm::linear;
-use flashclip::bench::{median, time_device_us, time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
