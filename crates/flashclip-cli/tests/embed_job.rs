@@ -428,7 +428,7 @@ fn outputs_are_refused_or_replaced_whole() {
     assert!(err.contains("nothing to embed"), "{err}");
 }
 
-/// A PNG that claims `w`x`h` pixels and holds none.
+/// A PNG that claims `w`x`h` pixels and holds almost none.
 fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
@@ -452,6 +452,14 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     png.extend_from_slice(&13u32.to_be_bytes());
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // One IDAT chunk: a zlib stream of 64 zero bytes in a stored block, so decoding gets as far as sizing the
+    // image.
+    let mut idat = b"IDAT\x78\x01\x01\x40\x00\xbf\xff".to_vec();
+    idat.extend_from_slice(&[0; 64]);
+    idat.extend_from_slice(&0x0040_0001u32.to_be_bytes());
+    png.extend_from_slice(&(idat.len() as u32 - 4).to_be_bytes());
+    png.extend_from_slice(&idat);
+    png.extend_from_slice(&crc32(&idat).to_be_bytes());
     png.extend_from_slice(&0u32.to_be_bytes());
     png.extend_from_slice(b"IEND");
     png.extend_from_slice(&crc32(b"IEND").to_be_bytes());
@@ -519,6 +527,8 @@ fn bad_inputs_are_reported_and_the_job_goes_on() {
         rows[2]
     );
     assert_eq!(rows[3].bytes, Some(0));
+    let huge = rows[5].error.as_deref().unwrap();
+    assert!(huge.contains("limit exceeded"), "{huge}");
     assert_eq!(
         rows.iter().map(|r| r.row).collect::<Vec<_>>(),
         [Some(0), Some(1), None, None, None, None]
