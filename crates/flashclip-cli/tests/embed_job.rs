@@ -697,3 +697,51 @@ fn cuda_without_a_gpu_fails_before_any_decode() {
     );
     assert!(files(&out_dir).is_empty(), "nothing written");
 }
+
+#[test]
+fn patterns_and_lists_from_stdin_name_the_same_inputs() {
+    let tmp = TempDir::new().unwrap();
+    let images = photo_folder(&tmp.path().join("photos"), 4);
+    let pattern = tmp.path().join("photos/*.jpg");
+    let by_pattern = tmp.path().join("by-pattern");
+    assert_ok(&embed(
+        &tiny_model(),
+        &[
+            "--images",
+            pattern.to_str().unwrap(),
+            "--out",
+            by_pattern.to_str().unwrap(),
+        ],
+    ));
+    let jpegs: Vec<String> = images
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let (rows, _) = read_out(&by_pattern);
+    assert_eq!(
+        rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>(),
+        jpegs
+    );
+
+    let by_list = tmp.path().join("by-list");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashclip"))
+        .args(["embed", "--model"])
+        .arg(tiny_model())
+        .args(["--device", "cpu", "--images-from", "-", "--out"])
+        .arg(&by_list)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}\n\n{}", jpegs[0], jpegs[1]).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out);
+    let (list_rows, _) = read_out(&by_list);
+    assert_eq!(list_rows, rows, "same inputs, same metadata");
+    assert_eq!(files(&by_list), files(&by_pattern));
+}

@@ -1,6 +1,7 @@
 //! The decode stage: reading, decoding and preprocessing images, tokenizing texts. Runs on a pool of worker
 //! threads; a bad input becomes an error for its own row only.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use flashclip_model::preprocess::Preprocessor;
@@ -68,7 +69,8 @@ impl Decoder {
             text: None,
             error: None,
         };
-        let result = match payload {
+        // A decoder bug on one malformed file must cost that row, not the job.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match payload {
             Payload::File(path) => self.file(&path, &mut meta),
             Payload::Bytes(bytes) => {
                 meta.bytes = Some(bytes.len() as u64);
@@ -82,7 +84,8 @@ impl Decoder {
             }
             Payload::Invalid(why) => Err(why),
             Payload::Unread => Err("not read".into()),
-        };
+        }))
+        .unwrap_or_else(|_| Err("the decoder panicked on this input".into()));
         match result {
             Ok(data) => Decoded {
                 meta,
