@@ -77,13 +77,13 @@ pub struct EmbedArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "device")]
     devices: Vec<usize>,
     /// Images or texts per model call [default: 128 on GPUs, 16 on the CPU].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: Option<u32>,
     /// Element type of the weights and activations on the GPU.
     #[arg(long, value_enum, default_value_t = DType::F16)]
     dtype: DType,
     /// Decode threads [default: the number of cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
     /// No progress bar.
     #[arg(long, short)]

@@ -97,7 +97,7 @@ impl Plan {
     /// The local indices of shard `shard`.
     pub fn shard_range(&self, shard: u64) -> Range<u64> {
         let start = shard * self.shard_rows;
-        start..(start + self.shard_rows).min(self.local_total)
+        start..start.saturating_add(self.shard_rows).min(self.local_total)
     }
 
     pub fn is_finished(&self, shard: u64) -> bool {
