@@ -129,21 +129,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         None
     };
     let on_gpu = devices.iter().any(|d| matches!(d, Device::Cuda(_)));
-    // The CPU computes in f32 whatever --dtype says.
-    let dtype = if on_gpu { args.dtype } else { DType::F32 };
-    let job = Job {
-        model: std::fs::canonicalize(&args.model)
-            .unwrap_or_else(|_| args.model.clone())
-            .display()
-            .to_string(),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        out_dtype: args.out_dtype,
-        dim: config.projection_dim,
-        shard_rows: args.shard_rows,
-        partition,
-        inputs: listing.count,
-        fingerprint: listing.fingerprint.clone(),
-    };
+    let job = job_identity(args, on_gpu, config.projection_dim, partition, &listing);
     let probe = Plan::new(partition, listing.count, args.shard_rows, BTreeSet::new());
     if probe.local_total() == 0 {
         return Err(CliError::Usage(format!(
@@ -209,7 +195,12 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             stop_after,
         })
     })?;
-    let report = &outcome.report;
+    print_summary(&outcome.report, outcome.seconds, dir);
+    check_embedded(&outcome.manifest)
+}
+
+/// The first failures and the summary line.
+fn print_summary(report: &writer::Report, seconds: f64, dir: &std::path::Path) {
     if report.failed > 0 {
         eprintln!("{} inputs could not be embedded:", report.failed);
         for e in &report.first_errors {
@@ -224,10 +215,34 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         report.images,
         report.texts,
         report.failed,
-        report.images as f64 / outcome.seconds.max(1e-9),
+        report.images as f64 / seconds.max(1e-9),
         dir.display()
     );
-    check_embedded(&outcome.manifest)
+}
+
+/// What a resumed run must match. The model is named by its canonical path; the CPU computes in f32 whatever
+/// --dtype says.
+fn job_identity(
+    args: &EmbedArgs,
+    on_gpu: bool,
+    dim: usize,
+    partition: Partition,
+    listing: &inputs::Listing,
+) -> Job {
+    let dtype = if on_gpu { args.dtype } else { DType::F32 };
+    Job {
+        model: std::fs::canonicalize(&args.model)
+            .unwrap_or_else(|_| args.model.clone())
+            .display()
+            .to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        out_dtype: args.out_dtype,
+        dim,
+        shard_rows: args.shard_rows,
+        partition,
+        inputs: listing.count,
+        fingerprint: listing.fingerprint.clone(),
+    }
 }
 
 /// Fails when the job (this run and any before it) embedded nothing.
