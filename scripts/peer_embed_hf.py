@@ -20,7 +20,12 @@ import time
 
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import CLIPConfig, CLIPModel
+
+try:
+    from transformers import CLIPImageProcessor as Processor
+except ImportError:  # transformers builds that keep only the torchvision-based processor
+    from transformers import CLIPImageProcessorFast as Processor
 
 # openai/clip-vit-large-patch14-336
 VIT_L_14_336 = dict(
@@ -44,7 +49,7 @@ class Folder(torch.utils.data.Dataset):
     def __init__(self, paths, size):
         self.paths = paths
         # openai/clip-vit-large-patch14-336's preprocessor_config.json.
-        self.processor = CLIPImageProcessor(
+        self.processor = Processor(
             do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True,
             crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
             do_normalize=True, image_mean=[0.48145466, 0.4578275, 0.40821073],
