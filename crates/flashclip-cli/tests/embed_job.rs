@@ -343,6 +343,8 @@ fn a_killed_job_resumes_to_the_same_bytes() {
         "{err}"
     );
 
+    // What a write cut short by the kill would have left.
+    std::fs::write(resumed.join(".embeddings-00002.npy.a1b2c3.tmp"), b"partial").unwrap();
     let out = run(&resumed, &["--resume"]);
     assert_ok(&out);
     assert!(

@@ -204,12 +204,24 @@ pub fn clear_outputs(dir: &Path) -> Result<()> {
     if manifest.exists() {
         std::fs::remove_file(&manifest).map_err(|e| CliError::io("cannot remove", &manifest, e))?;
     }
+    remove_matching(dir, |name| {
+        (name.starts_with("embeddings-") && name.ends_with(".npy"))
+            || (name.starts_with("metadata-") && name.ends_with(".parquet"))
+    })
+}
+
+/// Removes the temporary files of writes that a killed run left unfinished.
+pub fn remove_temporaries(dir: &Path) -> Result<()> {
+    remove_matching(dir, |name| {
+        let ours = [".embeddings-", ".metadata-", ".manifest.json."];
+        ours.iter().any(|p| name.starts_with(p)) && name.ends_with(".tmp")
+    })
+}
+
+fn remove_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| CliError::io("cannot read", dir, e))?;
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = (name.starts_with("embeddings-") && name.ends_with(".npy"))
-            || (name.starts_with("metadata-") && name.ends_with(".parquet"));
-        if ours {
+        if matches(&entry.file_name().to_string_lossy()) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| CliError::io("cannot remove", &path, e))?;
         }

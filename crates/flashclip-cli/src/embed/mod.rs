@@ -175,6 +175,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     };
     let (dir, quiet, stop_after) = (&args.out, args.quiet, args.stop_after_shards);
     let outcome = pipeline::run(setup, |described| {
+        manifest::remove_temporaries(dir)?;
         if clear {
             manifest::clear_outputs(dir)?;
         }
