@@ -1,24 +1,25 @@
 #!/usr/bin/env python3
 """Check `flashclip embed` end to end against Hugging Face transformers on the same files.
 
-flashclip wrote image and text embeddings (a .safetensors file with `image_embeds`, `text_embeds` and the image
-paths and texts in its metadata) for a Hugging Face checkpoint directory. This script embeds the same images and
+flashclip wrote image and text embeddings (an output directory: manifest.json, embeddings-*.npy and
+metadata-*.parquet, read here with numpy and pyarrow) for a Hugging Face checkpoint directory. Inputs with status
+"error" in the metadata are left out. This script embeds the same images and
 texts with transformers' CLIPModel in float32 (OpenAI's preprocessing done with Pillow: shortest side resized to
 the model's resolution with bicubic, center crop, CLIP mean/std; texts tokenized with the given tokenizer.json)
 and prints the cosine of every row. It fails when a row's cosine is below --min-cosine (default 0.999, the
 fp16 parity bar) or when the row counts differ.
 
-    python3 scripts/check_embed.py --model DIR --ours emb.safetensors --tokenizer tokenizer.json
+    python3 scripts/check_embed.py --model DIR --ours OUT_DIR --tokenizer tokenizer.json
 """
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
 from transformers import CLIPModel, CLIPTokenizerFast
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -37,6 +38,29 @@ def preprocess(path, size):
     return torch.from_numpy(x.transpose(2, 0, 1).copy())
 
 
+def read_output(out_dir):
+    """The embedded inputs of a flashclip output directory: image paths, texts, and their embeddings (rows)."""
+    import pyarrow.parquet as pq
+
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    paths, texts, image_rows, text_rows = [], [], [], []
+    for shard in manifest["shards"]:
+        embeds = np.load(os.path.join(out_dir, shard["embeddings"])).astype(np.float32)
+        meta = pq.read_table(os.path.join(out_dir, shard["metadata"])).to_pylist()
+        for m in meta:
+            if m["status"] != "ok":
+                continue
+            if m["kind"] == "image":
+                paths.append(m["source"])
+                image_rows.append(embeds[m["row"]])
+            else:
+                texts.append(m["text"])
+                text_rows.append(embeds[m["row"]])
+    stack = lambda rows: np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+    return paths, texts, {"image_embeds": stack(image_rows), "text_embeds": stack(text_rows)}
+
+
 def cosines(a, b):
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -46,16 +70,12 @@ def cosines(a, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="Hugging Face CLIPModel directory flashclip embedded with")
-    ap.add_argument("--ours", required=True, help="flashclip embed output (.safetensors)")
+    ap.add_argument("--ours", required=True, help="flashclip embed output directory")
     ap.add_argument("--tokenizer", required=True, help="tokenizer.json (OpenAI's CLIP BPE)")
     ap.add_argument("--min-cosine", type=float, default=0.999)
     args = ap.parse_args()
 
-    with safe_open(args.ours, "np") as f:
-        meta = f.metadata()
-        ours = {k: f.get_tensor(k) for k in f.keys()}
-    paths = json.loads(meta["image_paths"])
-    texts = json.loads(meta["text_inputs"])
+    paths, texts, ours = read_output(args.ours)
 
     model = CLIPModel.from_pretrained(args.model, torch_dtype=torch.float32).eval()
     worst = 1.0

@@ -2,8 +2,8 @@
 # Builds every test and bench executable (release) plus the CLI into dist/gpu/ with a runner, run.sh, that needs
 # only the NVIDIA driver and CUDA libraries on the target, and packs it as dist/gpu.tar.xz: copy the work tree and
 # that archive to a GPU machine, unpack it there (tar -C dist -xJf dist/gpu.tar.xz) and run, from the repository root,
-#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [sanitize] [sass] [profile] [serve]
-#   (no argument: all but profile and serve)
+#   dist/gpu/run.sh [tests] [bench] [peers] [clip] [parity] [embed] [embedjob] [sanitize] [sass] [profile] [serve]
+#   (no argument: all but embedjob, profile and serve)
 # run.sh (scripts/gpu-run.sh, which documents its phases and knobs) takes the executables from dist/gpu/bin and the
 # rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables

@@ -9,6 +9,9 @@
 #   clip      the end-to-end ladder (`flashclip bench`) and HF CLIPModel at the same batches (scripts/peer_clip_hf.py)
 #   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336
 #   embed     `flashclip embed` / `zero-shot` on a random ViT-B-32, checked against HF (scripts/check_embed.py)
+#   embedjob  (not by default) `flashclip embed` on 8192 generated photos (scripts/make_photo_folder.py) with a random
+#             ViT-L-14-336 at batch 128: images/s and peak RSS, RSS again on twice the inputs, and HF fed by a
+#             DataLoader on the same folder (scripts/peer_embed_hf.py); table in embedjob.md
 #   sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on the gpu_small_* tests
 #   sass      registers, shared memory, spills and the HMMA/HGMMA/LDL/STL mix of the attention kernels
 #   profile   (not by default) Nsight Compute on v4 at B16 H16 N577 D64 fp16 (summarize: scripts/ncu_stalls.py)
@@ -158,11 +161,83 @@ phase_embed() {
   {
     py 120 scripts/make_hf_fixture.py ViT-B-32 "$d" &&
       timeout 60 "$cli" embed --model "$d" --images "$img" "$d/corrupt.jpg" \
-        --texts "a photo of a man" "a diagram" "a dog on a beach at sunset" --out "$out/embed.safetensors" &&
-      py 120 scripts/check_embed.py --model "$d" --ours "$out/embed.safetensors" --tokenizer "$fixtures/tokenizer.json" &&
+        --texts "a photo of a man" "a diagram" "a dog on a beach at sunset" --out "$out/embed" --overwrite \
+        --out-dtype float32 &&
+      py 120 scripts/check_embed.py --model "$d" --ours "$out/embed" --tokenizer "$fixtures/tokenizer.json" &&
       timeout 60 "$cli" zero-shot --model "$d" --image "$img" --labels "a photo of a man,a photo of a cat,a diagram"
   } >"$out/embed.log" 2>&1 || fail "FAIL embed (see embed.log)"
   note "embed: $(grep -E 'min cosine' "$out/embed.log" | tail -1)"
+}
+
+peak_rss_kb() { # runs "$@" with stderr to $log; prints the command's peak resident set size in KiB
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -v "$@" 2>>"$log" >/dev/null
+    local rc=$?
+    sed -n 's/.*Maximum resident set size (kbytes): *//p' "$log" | tail -1
+    return $rc
+  fi
+  "$@" 2>>"$log" >/dev/null &
+  local pid=$! peak=0 hwm p
+  while kill -0 "$pid" 2>/dev/null; do
+    # "$@" may be a wrapper (timeout): its children count too.
+    for p in $pid $(pgrep -P "$pid"); do
+      hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$p/status" 2>/dev/null)
+      [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    done
+    sleep 0.2
+  done
+  wait "$pid"
+  local rc=$?
+  echo "$peak"
+  return $rc
+}
+
+phase_embedjob() {
+  # The streaming job against HF + DataLoader on the same 8192 photos; peak RSS must not grow with the inputs.
+  local d n rate rss peer row rows="" log=$out/embedjob.log
+  d=$(mktemp -d)
+  mkdir -p "$d/ViT-L-14-336"
+  : >"$log"
+  if ! { py 900 scripts/make_photo_folder.py "$d/photos" --count 8192 &&
+    py 300 scripts/make_hf_fixture.py ViT-L-14-336 "$d/ViT-L-14-336"; } >>"$log" 2>&1; then
+    fail "FAIL embedjob setup (see embedjob.log)"
+    return
+  fi
+  find "$d/photos" -name '*.jpg' | sort >"$d/list-1x.txt"
+  cat "$d/list-1x.txt" "$d/list-1x.txt" >"$d/list-2x.txt"
+  for n in 1x 2x; do
+    echo "== flashclip embed, $n" >>"$log"
+    if rss=$(peak_rss_kb timeout 1200 "$cli" embed --model "$d/ViT-L-14-336" --images-from "$d/list-$n.txt" \
+      --out "$d/out-$n" --batch 128 --device cuda --quiet); then
+      rate=$(sed -n 's/^embedded .*, \([0-9.]*\) images\/s .*/\1/p' "$log" | tail -1)
+      row="| flashclip embed, cuda, batch 128, $(nproc) decode threads | $(wc -l <"$d/list-$n.txt") | $rate | $((rss / 1024)) |"
+      rows="$rows$row"$'\n'
+      note "embedjob $n: $rate images/s, peak RSS $((rss / 1024)) MiB"
+    else
+      fail "FAIL embedjob flashclip $n (see embedjob.log)"
+    fi
+  done
+  echo "== peer" >>"$log"
+  if peer=$(py 1200 scripts/peer_embed_hf.py "$d/photos" --batch 128 --workers 15 2>>"$log"); then
+    echo "$peer" >>"$log"
+    rate=$(echo "$peer" | sed -n 's/^peer_embed_hf images_per_s=//p')
+    rows="$rows| HF CLIPModel fp16 SDPA, DataLoader (15 workers, pin_memory), batch 128 | 8192 | $rate | |"$'\n'
+    note "embedjob peer: $rate images/s"
+  else
+    fail "FAIL embedjob peer (see embedjob.log)"
+  fi
+  {
+    echo "# Embedding job: random ViT-L/14-336, 8192 JPEGs of 500x375..1024x768"
+    echo
+    echo "$(machine | tr '\n' ' ')"
+    echo
+    echo "| run | images | images/s | peak RSS (MiB) |"
+    echo "|---|---|---|---|"
+    printf '%s' "$rows"
+    echo
+    echo "The 2x row lists the same folder twice (--images-from): its peak RSS should match the 1x row's."
+  } >"$out/embedjob.md"
+  rm -rf "$d"
 }
 
 phase_sanitize() {
@@ -260,7 +335,7 @@ report() {
 machine | tee "$out/machine.txt"
 for phase in ${*:-tests bench peers clip parity embed sanitize sass}; do
   if ! declare -F "phase_$phase" >/dev/null; then
-    echo "unknown phase $phase (tests bench peers clip parity embed sanitize sass profile serve)" >&2
+    echo "unknown phase $phase (tests bench peers clip parity embed embedjob sanitize sass profile serve)" >&2
     exit 2
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then

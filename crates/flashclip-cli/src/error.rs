@@ -46,6 +46,9 @@ pub enum CliError {
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
+    /// A job ended without embedding anything.
+    #[error("nothing was embedded: all {failed} inputs failed")]
+    NothingEmbedded { failed: u64 },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(String),

@@ -1,11 +1,10 @@
-//! `flashclip`: embed images and texts with CLIP on the GPU, zero-shot classify an image, count FLOPs, and run
+//! `flashclip`: embed images and texts with CLIP (on GPUs, or the CPU for embedding jobs), zero-shot classify an image, count FLOPs, and run
 //! the speed-up ladder benchmark. One module per subcommand; each owns its clap arguments.
 
 mod bench;
 mod embed;
 mod error;
 mod flops_cmd;
-mod inputs;
 mod model_dir;
 mod output;
 mod random;
@@ -31,7 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Embed images and/or texts (L2-normalized) and write them as JSON lines, .npy or .safetensors.
+    /// Embed images and/or texts into a directory of shards: L2-normalized .npy embeddings, Parquet metadata and a
+    /// manifest; resumable, splittable across processes (--shard K/N) and GPUs (--devices).
     Embed(embed::EmbedArgs),
     /// Zero-shot classification of one image: softmax(logit_scale · cos) over the labels, most likely first.
     ZeroShot(zero_shot::ZeroShotArgs),

@@ -85,6 +85,22 @@ pub fn tokenize(dir: &Path, config: &ClipConfig, texts: &[String]) -> Result<Vec
     Ok(ids)
 }
 
+/// The tokenizer of a model directory, checked to produce ids inside the model's vocabulary (a directory without
+/// tokenizer files gets OpenAI's, which fits only CLIP's 49,408-token vocabulary).
+pub fn text_tokenizer(dir: &Path, config: &ClipConfig) -> Result<ClipTokenizer> {
+    let tokenizer = tokenizer(dir)?;
+    let vocab = config.text.vocab_size;
+    if tokenizer.vocab_size() > vocab {
+        return Err(CliError::Usage(format!(
+            "the tokenizer has {} tokens, more than the model's vocabulary of {vocab}: put the model's \
+             tokenizer.json (or vocab.json + merges.txt) in {}",
+            tokenizer.vocab_size(),
+            dir.display()
+        )));
+    }
+    Ok(tokenizer)
+}
+
 /// A model on the GPU with its workspace.
 pub struct Runner<T: Element> {
     pub gpu: Gpu,

@@ -93,7 +93,17 @@ fn flops_rejects_text_lengths_outside_the_context() {
 
 #[test]
 fn embed_missing_model_fails_clearly() {
-    let out = flashclip(&["embed", "--model", "/nonexistent", "--texts", "a cat"]);
+    let tmp = tempfile::TempDir::new().unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = flashclip(&[
+        "embed",
+        "--model",
+        "/nonexistent",
+        "--texts",
+        "a cat",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let stderr = assert_clean_failure(&out);
     assert!(
         stderr.contains("/nonexistent") && stderr.contains("does not exist"),
@@ -114,21 +124,6 @@ fn zero_shot_missing_model_fails_clearly() {
     ]);
     let stderr = assert_clean_failure(&out);
     assert!(stderr.contains("does not exist"), "{stderr}");
-}
-
-#[test]
-fn embed_binary_format_needs_an_output_file() {
-    let out = flashclip(&[
-        "embed",
-        "--model",
-        "/nonexistent",
-        "--texts",
-        "a",
-        "--format",
-        "npy",
-    ]);
-    let stderr = assert_clean_failure(&out);
-    assert!(stderr.contains("--out"), "{stderr}");
 }
 
 #[test]
@@ -187,7 +182,9 @@ fn embed_loads_a_model_then_needs_a_device() {
             &tiny_model(),
             "--images",
             "does-not-matter.jpg",
+            "--out",
         ])
+        .arg(tempfile::TempDir::new().unwrap().path().join("out"))
         .env("CUDA_VISIBLE_DEVICES", "")
         .output()
         .expect("run flashclip");
@@ -198,7 +195,17 @@ fn embed_loads_a_model_then_needs_a_device() {
 #[test]
 fn embed_rejects_a_tokenizer_that_does_not_fit_the_model() {
     // The tiny model has a 1000-token vocabulary and no tokenizer files: OpenAI's ids do not fit.
-    let out = flashclip(&["embed", "--model", &tiny_model(), "--texts", "a cat"]);
+    let tmp = tempfile::TempDir::new().unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = flashclip(&[
+        "embed",
+        "--model",
+        &tiny_model(),
+        "--texts",
+        "a cat",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let stderr = assert_clean_failure(&out);
     assert!(stderr.contains("vocabulary of 1000"), "{stderr}");
 }

@@ -1,0 +1,111 @@
+//! The batching stage: puts decoded inputs back in listing order and cuts them into model batches, dealt
+//! round-robin to the devices.
+//!
+//! A batch never spans two output shards or mixes images with texts, and holds at most `max_batch` decoded
+//! inputs (failed inputs ride along as metadata), so batches depend only on the listing.
+
+use std::collections::BTreeMap;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::decode::{Data, Decoded, Meta};
+use super::inputs::Kind;
+use super::shard::Plan;
+
+/// A batch for one model call, numbered in order.
+#[derive(Debug)]
+pub struct Batch {
+    pub seq: u64,
+    pub items: Vec<Meta>,
+    pub data: BatchData,
+}
+
+/// The decoded inputs of a batch: `[n, 3, S, S]` pixels or `n` token sequences (`n` may be 0).
+#[derive(Debug)]
+pub enum BatchData {
+    Pixels(Vec<f32>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl BatchData {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Image => BatchData::Pixels(Vec::new()),
+            Kind::Text => BatchData::Tokens(Vec::new()),
+        }
+    }
+}
+
+struct Open {
+    kind: Kind,
+    shard: u64,
+    items: Vec<Meta>,
+    data: BatchData,
+    decoded: usize,
+}
+
+/// Runs until `decoded` is closed. `credits` gets one token back per input taken out of the reorder buffer,
+/// which bounds how far the listing runs ahead. Returns early, without error, when a device has stopped.
+pub fn run(
+    decoded: Receiver<Decoded>,
+    credits: Sender<()>,
+    plan: &Plan,
+    max_batch: usize,
+    devices: &[Sender<Batch>],
+) {
+    let mut waiting: BTreeMap<u64, Decoded> = BTreeMap::new();
+    let mut next = plan.next_pending(0);
+    let mut seq = 0u64;
+    let mut open: Option<Open> = None;
+    let send = |open: Open, seq: &mut u64| -> bool {
+        let batch = Batch {
+            seq: *seq,
+            items: open.items,
+            data: open.data,
+        };
+        let device = &devices[(*seq % devices.len() as u64) as usize];
+        *seq += 1;
+        device.send(batch).is_ok()
+    };
+    for item in decoded {
+        waiting.insert(item.meta.local, item);
+        while let Some(item) = waiting.remove(&next) {
+            // The lister may be gone already; the token is then not needed.
+            let _ = credits.send(());
+            next = plan.next_pending(next + 1);
+            let shard = plan.shard_of(item.meta.local);
+            if let Some(o) = open.take_if(|o| o.kind != item.meta.kind || o.shard != shard) {
+                if !send(o, &mut seq) {
+                    return;
+                }
+            }
+            let o = open.get_or_insert_with(|| Open {
+                kind: item.meta.kind,
+                shard,
+                items: Vec::new(),
+                data: BatchData::new(item.meta.kind),
+                decoded: 0,
+            });
+            match (item.data, &mut o.data) {
+                (Some(Data::Pixels(p)), BatchData::Pixels(all)) => {
+                    all.extend_from_slice(&p);
+                    o.decoded += 1;
+                }
+                (Some(Data::Tokens(t)), BatchData::Tokens(all)) => {
+                    all.push(t);
+                    o.decoded += 1;
+                }
+                _ => {}
+            }
+            o.items.push(item.meta);
+            if let Some(o) = open.take_if(|o| o.decoded == max_batch) {
+                if !send(o, &mut seq) {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(o) = open {
+        send(o, &mut seq);
+    }
+}

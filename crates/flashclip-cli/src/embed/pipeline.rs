@@ -1,0 +1,217 @@
+//! The job's threads and the bounded queues between them:
+//!
+//! listing -> decode workers -> batching (back in order) -> one model per device -> writer (back in order).
+//!
+//! Every queue is bounded and the listing needs a credit per input that the batching stage returns, so the
+//! inputs in flight, and the memory, do not grow with the job. A stage that fails drops its queues; the stages
+//! around it then stop, and the first failure along the pipeline is the one reported.
+
+use std::ops::ControlFlow;
+use std::thread::ScopedJoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use flashclip::DType;
+use flashclip_model::backend::{self, Device};
+use flashclip_model::config::ClipConfig;
+use flashclip_model::{Checkpoint, ModelError};
+
+use super::batch::{self, Batch, BatchData};
+use super::decode::{Decoder, Job};
+use super::inputs::{Inputs, Listing};
+use super::manifest::Manifest;
+use super::shard::Plan;
+use super::writer::{Embedded, Report, Writer};
+use crate::error::{CliError, Result};
+use crate::output::l2_normalize;
+
+/// Everything the threads share.
+pub struct Setup<'a> {
+    pub inputs: &'a Inputs,
+    pub listing: &'a Listing,
+    pub plan: &'a Plan,
+    pub decoder: Decoder,
+    pub config: &'a ClipConfig,
+    pub checkpoint: &'a Checkpoint,
+    pub devices: &'a [Device],
+    pub dtype: DType,
+    pub max_batch: usize,
+    pub threads: usize,
+}
+
+/// How a job went.
+pub struct Outcome {
+    pub report: Report,
+    pub manifest: Manifest,
+    /// From the first input to the last write, model loading excluded.
+    pub seconds: f64,
+}
+
+/// Loads a model per device, then calls `start` with their descriptions (it prepares the output and returns the
+/// writer) and runs the job. Nothing is decoded before every model has loaded, so a missing GPU fails fast.
+pub fn run<'a>(
+    setup: Setup<'a>,
+    start: impl FnOnce(&[String]) -> Result<Writer<'a>>,
+) -> Result<Outcome> {
+    let Setup {
+        inputs,
+        listing,
+        plan,
+        decoder,
+        config,
+        checkpoint,
+        devices,
+        dtype,
+        max_batch,
+        threads,
+    } = setup;
+    std::thread::scope(|s| {
+        let (ready_tx, ready_rx) = unbounded();
+        let (embedded_tx, embedded_rx) = bounded::<Embedded>(2 * devices.len());
+        let mut to_devices = Vec::new();
+        let mut device_threads = Vec::new();
+        for (n, &device) in devices.iter().enumerate() {
+            let (tx, rx) = bounded::<Batch>(2);
+            to_devices.push(tx);
+            let (ready, out) = (ready_tx.clone(), embedded_tx.clone());
+            device_threads.push(s.spawn(move || {
+                let loaded = backend::load(device, dtype, config, checkpoint, max_batch)
+                    .map_err(|e| load_error(device, e));
+                let model = match loaded {
+                    Ok(model) => {
+                        let _ = ready.send((n, Ok(model.describe())));
+                        model
+                    }
+                    Err(e) => {
+                        let _ = ready.send((n, Err(e)));
+                        return Ok(());
+                    }
+                };
+                embed_loop(model, config.projection_dim, rx, out)
+            }));
+        }
+        drop((ready_tx, embedded_tx));
+        let mut described = vec![String::new(); devices.len()];
+        for (n, result) in ready_rx.iter().take(devices.len()) {
+            described[n] = result?;
+        }
+        let writer = start(&described)?;
+        let started = Instant::now();
+
+        // In flight between the listing and the batches: enough to keep every worker and a batch busy.
+        let window = 2 * (threads + max_batch);
+        let (credit_tx, credit_rx) = bounded(window);
+        for _ in 0..window {
+            let _ = credit_tx.send(());
+        }
+        let (job_tx, job_rx) = bounded::<Job>(2 * threads);
+        let (decoded_tx, decoded_rx) = bounded(2 * threads);
+        let lister = s.spawn(move || list(inputs, listing, plan, credit_rx, job_tx));
+        let decoder = &decoder;
+        for _ in 0..threads {
+            let (jobs, out) = (job_rx.clone(), decoded_tx.clone());
+            s.spawn(move || {
+                for job in jobs {
+                    if out.send(decoder.decode(job)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, decoded_tx));
+        s.spawn(move || batch::run(decoded_rx, credit_tx, plan, max_batch, &to_devices));
+
+        let written = writer.run(embedded_rx);
+        join(lister)?;
+        for t in device_threads {
+            join(t)?;
+        }
+        let (report, manifest) = written?;
+        Ok(Outcome {
+            report,
+            manifest,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+fn join(handle: ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(CliError::Output("a worker thread panicked".into())))
+}
+
+/// A model that cannot load; a missing GPU says how to run without one.
+fn load_error(device: Device, e: ModelError) -> CliError {
+    match e {
+        ModelError::Gpu(flashclip::Error::NoDevice(why)) => CliError::NoDevice(format!(
+            "{device}: {why} (--device cpu runs without a GPU, slowly)"
+        )),
+        other => CliError::Model(other),
+    }
+}
+
+/// One device's model: embeds batches until the batching stage is done or the writer has stopped.
+fn embed_loop(
+    mut model: Box<dyn backend::Embedder>,
+    dim: usize,
+    batches: Receiver<Batch>,
+    out: Sender<Embedded>,
+) -> Result<()> {
+    for batch in batches {
+        let embeds = match &batch.data {
+            BatchData::Pixels(p) if !p.is_empty() => Some(model.embed_images(p)?),
+            BatchData::Tokens(t) if !t.is_empty() => Some(model.embed_texts(t)?),
+            _ => None,
+        };
+        let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
+        l2_normalize(&mut rows, dim);
+        let done = Embedded {
+            seq: batch.seq,
+            items: batch.items,
+            rows,
+        };
+        if out.send(done).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The listing stage: this process's inputs of shards still to write, each after a credit. Checks that the
+/// inputs are those the counting pass saw.
+fn list(
+    inputs: &Inputs,
+    listing: &Listing,
+    plan: &Plan,
+    credits: Receiver<()>,
+    jobs: Sender<Job>,
+) -> Result<()> {
+    let mut seen = super::inputs::Fingerprint::default();
+    let mut stopped = false;
+    inputs.stream(&mut |input| {
+        seen.add(&input);
+        if input.index >= listing.count {
+            return Err(changed());
+        }
+        let Some(local) = plan.local(input.index) else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        if plan.is_finished(plan.shard_of(local)) {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if credits.recv().is_err() || jobs.send(Job { local, input }).is_err() {
+            stopped = true;
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if !stopped && seen.finish() != *listing {
+        return Err(changed());
+    }
+    Ok(())
+}
+
+fn changed() -> CliError {
+    CliError::Usage("the inputs changed while the job ran (files added, removed or renamed)".into())
+}
