@@ -31,6 +31,13 @@
  *     finish the current one, and each consumer loads its next Q rows under the current item's tiles.
  * A consumer with no rows left (past seq_q, or past its causal limit) still waits for and releases every tile,
  * so the producer never waits on it forever.
+ *
+ * The roles' pieces, in attention_v4/: traits.cuh (tile shapes, register split, barrier ids, shared-memory budget),
+ * producer.cuh (the cp.async fallback), riders.cuh (V4Rider), consumer.cuh (Q rows, one tile's wgmma issue and
+ * rescale, turns), epilogue.cuh (the split block's merge, the row stores). attention_v4_kernel below composes them:
+ * the work items' order, the producer's loop, the riders' loop and the consumers' main loop are still in its body,
+ * since moved into functions of their own they compiled to different instructions or registers. This file also
+ * holds the host side: tensor maps and launchers.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
@@ -52,106 +59,18 @@
 #include "wgmma.cuh"
 #include "attention_mask.cuh"
 #include "online_softmax.cuh"
+#include "attention_v4/consumer.cuh"
+#include "attention_v4/epilogue.cuh"
+#include "attention_v4/producer.cuh"
+#include "attention_v4/riders.cuh"
 #include "attention_v4/traits.cuh"
 
 namespace flashclip::attention {
 namespace {
 
-/* Rows [row0, row0 + kRows) of K or V into a swizzled stage by the 32 lanes of the producer warp, every column
- * block of the padded head dim; rows at or past row_end and padding columns are zero-filled. The fallback of the
- * TMA path for tiles cut by key_lens. */
-template <class Traits, int kRows>
-__device__ __forceinline__ void load_kv_rows_zero_filled(unsigned char *tile, const typename Traits::Elem *src,
-                                                         long long row_stride, int row0, int row_end, int lane) {
-    constexpr int kChunks = kRows * Traits::kPaddedChunksPerRow;
-    constexpr int kAtomChunks = Traits::kAtomCols / 8;
-    constexpr int kSw = Traits::kSwizzleBytes;
-    // Not unrolled: a rare path, and the producer warpgroup's 56 registers are shared with the riders' code.
-#pragma unroll 1
-    for (int i = lane; i < kChunks; i += 32) {
-        const int r = i / Traits::kPaddedChunksPerRow, c = i % Traits::kPaddedChunksPerRow;
-        const uint32_t offset = swizzle<kSw>((c / kAtomChunks) * kRows * kSw + r * kSw + 16 * (c % kAtomChunks));
-        if (row0 + r < row_end && c < Traits::kChunksPerRow)
-            cp_async_16(tile + offset, src + (long long)(row0 + r) * row_stride + 8 * c);
-        else
-            *reinterpret_cast<uint4 *>(tile + offset) = make_uint4(0u, 0u, 0u, 0u);
-    }
-}
-
-/* Q rows [row0, row0 + 64) of one consumer group into the padded row layout, by its 128 threads. */
-template <class Traits>
-__device__ __forceinline__ void load_q_rows(typename Traits::Elem *tile, const typename Traits::Elem *src,
-                                            long long row_stride, int row0, int row_end, int tid) {
-    constexpr int kChunks = 64 * Traits::kPaddedChunksPerRow;
-#pragma unroll
-    for (int i0 = 0; i0 < kChunks; i0 += 128) {
-        const int i = i0 + tid;
-        if (kChunks % 128 == 0 || i < kChunks) {
-            const int r = i / Traits::kPaddedChunksPerRow, c = i % Traits::kPaddedChunksPerRow;
-            typename Traits::Elem *dst = tile + r * Traits::kSmemRowStride + 8 * c;
-            if (row0 + r < row_end && c < Traits::kChunksPerRow)
-                cp_async_16(dst, src + (long long)(row0 + r) * row_stride + 8 * c);
-            else
-                *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
-        }
-    }
-}
-
-/* The consumer side of one tile, split so that the caller can interleave it with the previous tile's P V. */
-template <class Traits>
-struct V4Consumer {
-    using Elem = typename Traits::Elem;
-    using MmaO = Wgmma<Elem, Traits::kHeadDimPadded>;
-    using MmaSum = Wgmma<Elem, 8>;
-    static constexpr int kSw = Traits::kSwizzleBytes;
-
-    /* Descriptors of a K stage (K-major) and a V stage (N-major: column blocks kBlockN * kSw bytes apart). */
-    static __device__ __forceinline__ uint64_t k_desc(uint32_t k_stage) { return smem_desc<kSw>(k_stage, 16, 8 * kSw); }
-    static __device__ __forceinline__ uint64_t v_desc(uint32_t v_stage) {
-        return smem_desc<kSw>(v_stage, Traits::kBlockN * kSw, 8 * kSw);
-    }
-
-    /* Issue S = Q K^T against the first kN keys of the K stage of descriptor k (not waited for): k step kk covers
-     * head-dim columns 16kk..16kk+15, in column block 16kk / kAtomCols at byte 2 * (16kk % kAtomCols) of each
-     * row. kN < kBlockN multiplies the narrow last tile only. */
-    template <int kN>
-    static __device__ __forceinline__ void issue_qk(float (&s)[kN / 2], const uint32_t (&q)[Traits::kQKSteps][4],
-                                                    uint64_t k) {
-#pragma unroll
-        for (int kk = 0; kk < Traits::kQKSteps; ++kk)
-            Wgmma<Elem, kN>::template mma<0>(s, q[kk],
-                                             desc_advance(k, (16 * kk / Traits::kAtomCols) * Traits::kBlockN * kSw +
-                                                                 2 * (16 * kk % Traits::kAtomCols)),
-                                             kk > 0);
-    }
-
-    /* The ones tile, K-major like K: every element it reads is 1, whatever the layout. */
-    static __device__ __forceinline__ uint64_t ones_desc(uint32_t ones) { return smem_desc<128>(ones, 16, 8 * 128); }
-
-    /* Issue O += P V for the V stage of descriptor v and sums += P x ones (not waited for): k step kk = keys
-     * 16kk..16kk+15. Every column of `sums` ends up with its row's sum: elements 0 and 2 are rows g and g + 8. */
-    template <int kSteps = Traits::kPVSteps>
-    static __device__ __forceinline__ void issue_pv(float (&o)[Traits::kORegs], float (&sums)[4],
-                                                    const uint32_t (&p)[Traits::kPVSteps][4], uint64_t v,
-                                                    uint64_t ones) {
-#pragma unroll
-        for (int kk = 0; kk < kSteps; ++kk) MmaO::template mma<1>(o, p[kk], desc_advance(v, 16 * kk * kSw), 1);
-#pragma unroll
-        for (int kk = 0; kk < kSteps; ++kk) MmaSum::template mma<0>(sums, p[kk], ones, 1);
-    }
-
-    /* O and the sums times alpha where a row's max moved, and the probabilities packed as P V's A operands. */
-    template <int kSTiles>
-    static __device__ __forceinline__ void rescale_and_pack(const float (&s)[4 * kSTiles],
-                                                            float (&o)[Traits::kORegs], float (&sums)[4],
-                                                            uint32_t (&p)[Traits::kPVSteps][4],
-                                                            const float (&alpha)[2]) {
-        if (row_max_moved(alpha)) {
-            rescale_rows<Traits::kOTiles>(o, alpha);
-            rescale_rows<1>(sums, alpha);
-        }
-        pack_probs<Elem, kSTiles>(s, p);
-    }
+/* One work item of the persistent grid: a query block of one head. */
+struct V4Item {
+    int m_block, h, b;
 };
 
 /* A consumer's place in the K/V ring: slot pass * kStages + stage, in the stage's pass-th phase (parity pass & 1).
@@ -159,273 +78,6 @@ struct V4Consumer {
  * add, not the division by round and the modulo that index arithmetic would cost per tile. */
 struct RingSlot {
     int stage, pass;
-};
-
-/* What one consumer warp keeps of its 16 rows while the block's consumers merge a split key range: O, and each
- * row's max and sum, per thread, float r of thread t at r * 128 + t; the other consumers' in a region of their own
- * (the ring is already taking the next item's tiles). */
-template <class Traits>
-struct V4Partial {
-    static constexpr int kFloats = Traits::kORegs + 4;
-    static_assert(!Traits::kCanSplit || Traits::kPartialBytes == (Traits::kConsumers - 1) * kFloats * 128 * 4,
-                  "the traits reserve the partials");
-};
-
-/* Folds another consumer's O, row max and row sum (laid out as V4Partial says, from this thread's first float) into
- * this thread's. */
-template <class Traits>
-__device__ __forceinline__ void merge_partial(float (&o_acc)[Traits::kORegs], float (&row_max)[2],
-                                              float (&row_sum)[2], const float *theirs, float scale_log2) {
-    float scale_mine[2], scale_theirs[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const float their_max = theirs[(Traits::kORegs + r) * 128];
-        const float new_max = fmaxf(row_max[r], their_max);
-        // A side that saw no key has max -inf and contributes nothing (never exp2 of -inf - -inf).
-        scale_mine[r] = row_max[r] == -INFINITY ? 0.f : exp2_approx((row_max[r] - new_max) * scale_log2);
-        scale_theirs[r] = their_max == -INFINITY ? 0.f : exp2_approx((their_max - new_max) * scale_log2);
-        row_sum[r] = row_sum[r] * scale_mine[r] + theirs[(Traits::kORegs + 2 + r) * 128] * scale_theirs[r];
-        row_max[r] = new_max;
-    }
-#pragma unroll
-    for (int r = 0; r < Traits::kORegs; ++r)
-        o_acc[r] = o_acc[r] * scale_mine[(r % 4) / 2] + theirs[r * 128] * scale_theirs[(r % 4) / 2];
-}
-
-/* The epilogue of one consumer warp, straight from the accumulators: O / sum of its 16 rows from warp_row0 (rows
- * below seq_q, real head-dim columns) as 4-byte stores, and the row log-sum-exp where lse_rows (the head's [seq_q]
- * row) is given. No staging in shared memory: the Q rows there already hold the next item's. */
-template <class Traits>
-__device__ __forceinline__ void store_rows(const float (&o_acc)[Traits::kORegs], const float (&row_sum)[2],
-                                           const float (&row_max)[2], float scale_log2, typename Traits::Elem *o,
-                                           long long o_seq_stride, float *lse_rows, int warp_row0, int seq_q,
-                                           int lane) {
-    using Elem = typename Traits::Elem;
-    constexpr float kLn2 = 0.6931471805599453f;
-    const int group = lane / 4, thread_in_group = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = warp_row0 + group + 8 * r;
-        if (row >= seq_q) continue;
-        // Intrinsics, not IEEE division / log2f: their slow paths are calls, and a call makes ptxas serialize the
-        // kernel's wgmma. Within 2 ulp here (row_sum >= 1 whenever it is positive).
-        const float inv_sum = row_sum[r] > 0.f ? __fdividef(1.f, row_sum[r]) : 0.f;
-        Elem *dst = o + (long long)row * o_seq_stride + 2 * thread_in_group;
-#pragma unroll
-        for (int nt = 0; nt < Traits::kOTiles; ++nt)
-            if (8 * nt < Traits::kHeadDim)  // the padded head dim's last columns are not the tensor's
-                *reinterpret_cast<uint32_t *>(dst + 8 * nt) =
-                    pack2<Elem>(o_acc[4 * nt + 2 * r] * inv_sum, o_acc[4 * nt + 2 * r + 1] * inv_sum);
-        if (lse_rows != nullptr && thread_in_group == 0)
-            lse_rows[row] = row_sum[r] > 0.f ? (row_max[r] * scale_log2 + __log2f(row_sum[r])) * kLn2 : -INFINITY;
-    }
-}
-
-/* Riders: a last query block of at most kRiderRows rows (CLIP's one row past 3 x 192) computed by the producer
- * warpgroup's three other warps (which would otherwise exit) from the K/V tiles that one full query block of the same
- * head streams through the ring anyway: no item of its own, no extra loads, and the consumers never wait for it. (As
- * an item of its own, a row cost about half of a full item, its consumers waiting on loads and on each other; riding,
- * H100 B16 H16 N577 D64 went from 72.4 to 65.8 us, B256 from 1102 to 946.) mma.sync, not wgmma, so that the loading
- * warp takes no part. Transposed, as the rows are few: per 16-key m tile, S^T = K Q^T (m16n8k16: keys along M, the
- * block's rows along N, Q^T as B operands staged once per item) and O^T += V^T P^T (head dims along M, V^T by
- * ldmatrix.trans, P^T shuffled from the accumulators into B operands). Rider warp w takes m tiles w, w + 3, ... of
- * each K/V tile with its own online softmax per column, so the warps never meet until the block's end, where the first
- * merges the others' O^T, maxima and sums and writes the rows. Each rider warp waits for every tile of the block's
- * items and releases it (the `empty` barriers count three more arrivals), multiplying only the tiles of the item it
- * rides on.
- * Accumulator element e of lane (g = lane / 4, t = lane % 4): row g + 8 (e / 2) of its m tile (a key, or a head dim),
- * column 2t + e % 2 (a row of the block). */
-template <class Traits>
-struct V4Rider {
-    using Elem = typename Traits::Elem;
-    static_assert(Traits::kHeadDim == 64 && Traits::kSwizzleBytes == 128, "one 128-byte atom per K/V row");
-    static constexpr int kWarps = 3;
-    static constexpr int kMTiles = Traits::kBlockN / 16;
-    // The region: O^T of rider warps 1 and 2 ([16 floats][32 lanes]) and their column maxima and sums for the
-    // merge, then each warp's Q^T B operands ([k step][lane] pairs; in shared memory, as the producer warpgroup's
-    // 56 registers do not hold them next to the rest).
-    static constexpr int kWarpFloats = 16 * 32 + 16;
-    static constexpr int kQFragBytes = 4 * 32 * 8;
-    static constexpr int kQFrag = (kWarps - 1) * kWarpFloats * 4;
-    static_assert(Traits::kRiderBytes == kQFrag + kWarps * kQFragBytes, "the traits reserve the region");
-
-    struct State {
-        float o[4][4];  // O^T, m tile mo = head dims 16mo..16mo+15
-        float max[2];   // columns 2t, 2t + 1: running max of the scaled scores (log2 units), same for every g
-        float sum[2];   // this lane's part of the columns' sums
-    };
-
-    static __device__ __forceinline__ uint2 *q_frags(unsigned char *region, int warp) {
-        return reinterpret_cast<uint2 *>(region + kQFrag + warp * kQFragBytes);
-    }
-
-    /* Zeroed state, and the block's rows [row0, row0 + rows) of Q (q_rows: row0's) as the warp's B operands. */
-    static __device__ __forceinline__ void begin(State &st, unsigned char *region, const Elem *q_rows,
-                                                 long long q_seq_stride, int rows, int warp, int lane) {
-        asm volatile("" : "+r"(lane));  // as in tile()
-        const int g = lane / 4, t = lane % 4;
-        const uint32_t *q = reinterpret_cast<const uint32_t *>(q_rows + (long long)g * q_seq_stride + 2 * t);
-        uint2 *frags = q_frags(region, warp);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-            frags[32 * kk + lane] = g < rows ? make_uint2(q[8 * kk], q[8 * kk + 4]) : make_uint2(0u, 0u);
-        __syncwarp();
-#pragma unroll
-        for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) st.o[mo][e] = 0.f;
-        st.max[0] = st.max[1] = -INFINITY;
-        st.sum[0] = st.sum[1] = 0.f;
-    }
-
-    /* This warp's m tiles of one K/V tile (keys key0.. in the stages k_stage, v_stage). */
-    static __device__ __forceinline__ void tile(State &st, unsigned char *region, const unsigned char *k_stage,
-                                                const unsigned char *v_stage, int key0, int key_limit,
-                                                float scale_log2, int warp, int lane) {
-        // Opaque: the lane's shared-memory offsets are recomputed per tile, not hoisted out of the loops and kept
-        // live (the producer warpgroup has 56 registers; ptxas spilled them).
-        asm volatile("" : "+r"(lane));
-        const int g = lane / 4, t = lane % 4;
-#pragma unroll
-        for (int j = 0; j < (kMTiles + kWarps - 1) / kWarps; ++j) {
-            const int m = warp + kWarps * j;
-            if (m >= kMTiles || key0 + 16 * m >= key_limit) break;  // warp-uniform: the rest is past the keys
-            float s[4] = {0.f, 0.f, 0.f, 0.f};
-            const int k_row = 16 * m + lane % 16;
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                uint32_t a[4];
-                ldmatrix_x4(a, k_stage + swizzle<128>(k_row * 128 + 16 * (2 * kk + lane / 16)));
-                const uint2 q = q_frags(region, warp)[32 * kk + lane];
-                mma_m16n8k16<Elem>(s, a, q.x, q.y);
-            }
-            const int key = key0 + 16 * m + g;
-            float x[4], tile_max[2], shift[2], alpha[2];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) x[e] = key + 8 * (e / 2) < key_limit ? s[e] * scale_log2 : -INFINITY;
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                tile_max[c] = fmaxf(x[c], x[c + 2]);
-#pragma unroll
-                for (int offset = 4; offset < 32; offset *= 2)
-                    tile_max[c] = fmaxf(tile_max[c], __shfl_xor_sync(0xffffffffu, tile_max[c], offset));
-                const float new_max = fmaxf(st.max[c], tile_max[c]);  // finite: key0 + 16m is a visible key
-                shift[c] = new_max;
-                alpha[c] = exp2_approx(st.max[c] - new_max);
-                st.max[c] = new_max;
-            }
-            float prob[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) prob[e] = exp2_approx(x[e] - shift[e % 2]);
-#pragma unroll
-            for (int c = 0; c < 2; ++c) st.sum[c] = st.sum[c] * alpha[c] + prob[c] + prob[c + 2];
-#pragma unroll
-            for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) st.o[mo][e] *= alpha[e % 2];
-            // P^T as B operands: lane (g, t) takes keys 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of column g, held
-            // as keys g', g' + 8 of columns 2t', 2t' + 1 by lane 4g' + t': keys 2t and 2t + 1 by lanes 8t + g / 2
-            // and 8t + 4 + g / 2, in the low (g even) or high half of their pairs.
-            const uint32_t near = pack2<Elem>(prob[0], prob[1]), far = pack2<Elem>(prob[2], prob[3]);
-            const int src = 8 * t + g / 2;
-            const uint32_t near_a = __shfl_sync(0xffffffffu, near, src);
-            const uint32_t near_b = __shfl_sync(0xffffffffu, near, src + 4);
-            const uint32_t far_a = __shfl_sync(0xffffffffu, far, src), far_b = __shfl_sync(0xffffffffu, far, src + 4);
-            const uint32_t select = g % 2 == 0 ? 0x5410u : 0x7632u;
-            const uint32_t b0 = __byte_perm(near_a, near_b, select), b1 = __byte_perm(far_a, far_b, select);
-            const int v_row = 16 * m + lane % 8 + 8 * (lane / 16);
-#pragma unroll
-            for (int mo = 0; mo < 4; ++mo) {
-                uint32_t a[4];
-                ldmatrix_x4_trans(a, v_stage + swizzle<128>(v_row * 128 + 16 * (2 * mo + (lane / 8) % 2)));
-                mma_m16n8k16<Elem>(st.o[mo], a, b0, b1);
-            }
-        }
-    }
-
-    /* The rider warps' results merged by the first, which writes rows [0, rows) of o_rows (and their lse where
-     * lse_rows is given). All three warps call it. */
-    static __device__ __forceinline__ void finish(State &st, unsigned char *region_bytes, Elem *o_rows,
-                                                  long long o_seq_stride, float *lse_rows, int rows, int warp,
-                                                  int lane) {
-        constexpr float kLn2 = 0.6931471805599453f;
-        float *region = reinterpret_cast<float *>(region_bytes);
-        asm volatile("" : "+r"(lane));  // as in tile()
-        const int g = lane / 4, t = lane % 4;
-#pragma unroll
-        for (int c = 0; c < 2; ++c)
-#pragma unroll
-            for (int offset = 4; offset < 32; offset *= 2) st.sum[c] += __shfl_xor_sync(0xffffffffu, st.sum[c], offset);
-        if (warp > 0) {
-            float *mine = region + (warp - 1) * kWarpFloats;
-#pragma unroll
-            for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) mine[(4 * mo + e) * 32 + lane] = st.o[mo][e];
-            if (g == 0) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    mine[512 + 2 * t + c] = st.max[c];
-                    mine[520 + 2 * t + c] = st.sum[c];
-                }
-            }
-        }
-        named_barrier_sync(Traits::kRiderBarrier, 32 * kWarps);
-        if (warp == 0) {
-            float factor[kWarps][2], sum[2];
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                float max = st.max[c];
-#pragma unroll
-                for (int w = 1; w < kWarps; ++w) max = fmaxf(max, region[(w - 1) * kWarpFloats + 512 + 2 * t + c]);
-                // A warp that saw no key (max -inf) contributes nothing.
-                factor[0][c] = st.max[c] == -INFINITY ? 0.f : exp2_approx(st.max[c] - max);
-                sum[c] = factor[0][c] * st.sum[c];
-#pragma unroll
-                for (int w = 1; w < kWarps; ++w) {
-                    const float their_max = region[(w - 1) * kWarpFloats + 512 + 2 * t + c];
-                    factor[w][c] = their_max == -INFINITY ? 0.f : exp2_approx(their_max - max);
-                    sum[c] += factor[w][c] * region[(w - 1) * kWarpFloats + 520 + 2 * t + c];
-                }
-                if (lse_rows != nullptr && g == 0 && 2 * t + c < rows)
-                    lse_rows[2 * t + c] = sum[c] > 0.f ? (max + __log2f(sum[c])) * kLn2 : -INFINITY;
-            }
-            // In place, one warp's O^T at a time (registers).
-#pragma unroll
-            for (int c = 0; c < 2; ++c) factor[0][c] *= sum[c] > 0.f ? __fdividef(1.f, sum[c]) : 0.f;
-#pragma unroll
-            for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) st.o[mo][e] *= factor[0][e % 2];
-#pragma unroll
-            for (int w = 1; w < kWarps; ++w) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) factor[w][c] *= sum[c] > 0.f ? __fdividef(1.f, sum[c]) : 0.f;
-#pragma unroll
-                for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        st.o[mo][e] += factor[w][e % 2] * region[(w - 1) * kWarpFloats + (4 * mo + e) * 32 + lane];
-            }
-            // Rows 2t and 2t + 1, head dims 16mo + g + 8 (e / 2).
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                if (2 * t + c >= rows) continue;
-                Elem *dst = o_rows + (long long)(2 * t + c) * o_seq_stride + g;
-#pragma unroll
-                for (int mo = 0; mo < 4; ++mo)
-#pragma unroll
-                    for (int e = c; e < 4; e += 2) dst[16 * mo + 8 * (e / 2)] = from_float<Elem>(st.o[mo][e]);
-            }
-        }
-        // The region is free again once the first warp has read it.
-        named_barrier_sync(Traits::kRiderBarrier, 32 * kWarps);
-    }
-};
-
-/* One work item of the persistent grid: a query block of one head. */
-struct V4Item {
-    int m_block, h, b;
 };
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
@@ -636,13 +288,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const auto v_base = [&](RingSlot r) { return desc_advance(v_desc0, r.stage * Traits::kKVTileBytes); };
     const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
 
-    // Turns (ping-pong): consumer c waits on its barrier until c - 1 passed it the turn, issues, and passes the
-    // turn on to c + 1. Every consumer takes n_tiles turns per item (a consumer passes the turn for a tile it does
-    // not multiply), so the ring stays in step; split items take none. The last consumer gives the first its first
-    // turn, and the first takes the last consumer's final pass before leaving, so every barrier phase completes.
-    const auto take_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + consumer, 256); };
-    const auto pass_turn = [&] { named_barrier_arrive(Traits::kTurnBarrier + (consumer + 1) % kConsumers, 256); };
-    if (Traits::kPingPong && consumer == kConsumers - 1) pass_turn();
+    // Ping-pong turns (V4Turns): the last consumer gives the first its first turn.
+    const V4Turns<Traits> turn{consumer};
+    if (Traits::kPingPong && consumer == kConsumers - 1) turn.pass();
 
     int g0 = 0;  // the current item's first ring slot
     if (blockIdx.x < n_items) load_q(blockIdx.x);
@@ -687,11 +335,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
         uint32_t q_frag[Traits::kQKSteps][4];
         cp_async_wait<0>();
-        named_barrier_sync(Traits::kQRowsBarrier + consumer, 128);
+        named_barrier_sync(Traits::q_rows_barrier(consumer), 128);
         const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
 #pragma unroll
         for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
-        named_barrier_sync(Traits::kQRowsBarrier + consumer, 128);
+        named_barrier_sync(Traits::q_rows_barrier(consumer), 128);
         if (item + gridDim.x < n_items) load_q(item + gridDim.x);
 
         float o_acc[Traits::kORegs];
@@ -728,11 +376,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             if constexpr (kTailN > 0) {
                 if (loop_slots == 0) {  // the narrow tile is the only slot
                     float s_tail[kTailN / 2];
-                    if (turns) take_turn();
+                    if (turns) turn.take();
                     wgmma_fence();
                     Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
                     wgmma_commit();
-                    if (turns) pass_turn();
+                    if (turns) turn.pass();
                     wgmma_wait<0>();
                     fence_operand(s_tail);
                     softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
@@ -747,11 +395,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 }
             }
             if (!first_done) {
-                if (turns) take_turn();
+                if (turns) turn.take();
                 wgmma_fence();
                 Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
                 wgmma_commit();
-                if (turns) pass_turn();
+                if (turns) turn.pass();
                 wgmma_wait<0>();
                 fence_operand(s);
                 softmax(i);
@@ -768,13 +416,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                 fence_operand(o_acc);
                 fence_operand(row_sums);
                 fence_operand(p_frag);
-                if (turns) take_turn();
+                if (turns) turn.take();
                 wgmma_fence();
                 Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));
                 wgmma_commit();
                 Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
                 wgmma_commit();
-                if (turns) pass_turn();
+                if (turns) turn.pass();
                 wgmma_wait<1>();
                 fence_operand(scores);
                 run_softmax();
@@ -821,35 +469,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         }
         float row_sum[2] = {row_sums[0], row_sums[2]};
         if (split) {
-            // The other consumers' partial results to the first, which merges them (per thread: same rows and
-            // columns in every group); the second barrier keeps the next split item's partials from landing
-            // before the first has read these.
-            constexpr int kFloats = V4Partial<Traits>::kFloats;
-            if (consumer > 0) {
-                float *mine = partials + (consumer - 1) * kFloats * 128 + ctid;
-#pragma unroll
-                for (int r = 0; r < Traits::kORegs; ++r) mine[r * 128] = o_acc[r];
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    mine[(Traits::kORegs + r) * 128] = row_max[r];
-                    mine[(Traits::kORegs + 2 + r) * 128] = row_sum[r];
-                }
-            }
-            named_barrier_sync(Traits::kMergeBarrier, 128 * kConsumers);
-            if (consumer == 0) {
-#pragma unroll
-                for (int c = 1; c < kConsumers; ++c)
-                    merge_partial<Traits>(o_acc, row_max, row_sum, partials + (c - 1) * kFloats * 128 + ctid,
-                                          scale_log2);
-            }
-            named_barrier_sync(Traits::kMergeBarrier, 128 * kConsumers);
+            merge_split<Traits>(o_acc, row_max, row_sum, partials, consumer, ctid, scale_log2);
         } else {
             // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
             // tile's phase; pass its turn.
             for (int t = group_tiles; t < n_tiles; ++t) {
                 if (turns) {
-                    take_turn();
-                    pass_turn();
+                    turn.take();
+                    turn.pass();
                 }
                 mbarrier_wait(&full[(g0 + t) % kStages], ((g0 + t) / kStages) & 1);
                 if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
@@ -862,7 +489,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
                            p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
                            warp_row0, p.seq_q, lane);
     }
-    if (Traits::kPingPong && consumer == 0) take_turn();
+    if (Traits::kPingPong && consumer == 0) turn.take();
 #endif
 }
 

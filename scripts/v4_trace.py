@@ -72,23 +72,23 @@ int main(int argc, char **argv) {
 """
 
 STAMPS = [
-    ('#include "attention_wgmma.cuh"\n',
-     '#include "attention_wgmma.cuh"\n__device__ unsigned long long g_trace[3][8192];\n__device__ int g_trace_n[3];\n'
+    ('#include "attention_v4/traits.cuh"\n',
+     '#include "attention_v4/traits.cuh"\n__device__ unsigned long long g_trace[3][8192];\n__device__ int g_trace_n[3];\n'
      '#define TR(e) do { if (blockIdx.x == 0 && ctid == 0 && tr_n < 8192) g_trace[consumer][tr_n++] = '
      '((unsigned long long)(e) << 56) | ((unsigned long long)clock64() & ((1ull << 56) - 1)); } while (0)\n'),
     ("    int g0 = 0;  // the current item's first ring slot\n",
      "    int g0 = 0;  // the current item's first ring slot\n    int tr_n = 0;\n"),
     ("                i = next_slot(i);\n                wait_full(i);\n",
      "                i = next_slot(i);\n                TR(1);\n                wait_full(i);\n                TR(2);\n"),
-    ("                if (turns) take_turn();\n                wgmma_fence();\n"
+    ("                if (turns) turn.take();\n                wgmma_fence();\n"
      "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv(",
-     "                if (turns) take_turn();\n                TR(3);\n                wgmma_fence();\n"
+     "                if (turns) turn.take();\n                TR(3);\n                wgmma_fence();\n"
      "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv("),
-    ("                if (turns) pass_turn();\n                wgmma_wait<1>();\n                fence_operand(scores);\n"
+    ("                if (turns) turn.pass();\n                wgmma_wait<1>();\n                fence_operand(scores);\n"
      "                run_softmax();\n",
-     "                if (turns) pass_turn();\n                TR(4);\n                wgmma_wait<1>();\n"
+     "                if (turns) turn.pass();\n                TR(4);\n                wgmma_wait<1>();\n"
      "                fence_operand(scores);\n                TR(5);\n                run_softmax();\n                TR(6);\n"),
     ("                fence_operand(p_frag);\n                release(prev);\n",
      "                fence_operand(p_frag);\n                TR(7);\n                release(prev);\n"),
@@ -96,8 +96,8 @@ STAMPS = [
      "            };\n",
      "                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);\n"
      "                TR(8);\n            };\n"),
-    ("    if (Traits::kPingPong && consumer == 0) take_turn();\n#endif",
-     "    if (Traits::kPingPong && consumer == 0) take_turn();\n"
+    ("    if (Traits::kPingPong && consumer == 0) turn.take();\n#endif",
+     "    if (Traits::kPingPong && consumer == 0) turn.take();\n"
      "    if (blockIdx.x == 0 && ctid == 0) g_trace_n[consumer] = tr_n;\n#endif"),
 ]
 
