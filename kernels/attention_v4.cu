@@ -32,12 +32,11 @@
  * A consumer with no rows left (past seq_q, or past its causal limit) still waits for and releases every tile,
  * so the producer never waits on it forever.
  *
- * The roles' pieces, in attention_v4/: traits.cuh (tile shapes, register split, barrier ids, shared-memory budget),
- * producer.cuh (the cp.async fallback), riders.cuh (V4Rider), consumer.cuh (Q rows, one tile's wgmma issue and
- * rescale, turns), epilogue.cuh (the split block's merge, the row stores). attention_v4_kernel below composes them:
- * the work items' order, the producer's loop, the riders' loop and the consumers' main loop are still in its body,
- * since moved into functions of their own they compiled to different instructions or registers. This file also
- * holds the host side: tensor maps and launchers.
+ * The roles, in attention_v4/: traits.cuh (tile shapes, register split, barrier ids, shared-memory budget),
+ * scheduler.cuh (the work items and their order), producer.cuh (the cp.async fallback), riders.cuh (V4Rider),
+ * consumer.cuh (a consumer warpgroup's loop: Q rows, wgmma issue, softmax, release, turns), epilogue.cuh (the split
+ * block's merge, the row stores). attention_v4_kernel below composes them; the producer warp's loop is in its body
+ * (producer.cuh says why). This file also holds the host side: tensor maps and launchers.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
@@ -63,22 +62,11 @@
 #include "attention_v4/epilogue.cuh"
 #include "attention_v4/producer.cuh"
 #include "attention_v4/riders.cuh"
+#include "attention_v4/scheduler.cuh"
 #include "attention_v4/traits.cuh"
 
 namespace flashclip::attention {
 namespace {
-
-/* One work item of the persistent grid: a query block of one head. */
-struct V4Item {
-    int m_block, h, b;
-};
-
-/* A consumer's place in the K/V ring: slot pass * kStages + stage, in the stage's pass-th phase (parity pass & 1).
- * A consumer walks the stages [first, first + round) it owns, pass after pass: the next slot is a compare and an
- * add, not the division by round and the modulo that index arithmetic would cost per tile. */
-struct RingSlot {
-    int stage, pass;
-};
 
 /* kTailN > 0: the last key tile holds at most kTailN keys (seq_k % kBlockN, rounded up to 16; the launcher picks it
  * only without causal masking or key_lens) and is multiplied that narrow. It is the item's last slot, run after the
@@ -95,15 +83,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
 #elif defined(__CUDA_ARCH__)
-    constexpr float kLog2e = 1.4426950408889634f;
     using Elem = typename Traits::Elem;
-    using Consumer = V4Consumer<Traits>;
-    constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kStages = Traits::kStages;
     constexpr int kConsumers = Traits::kConsumers;
     constexpr int kSw = Traits::kSwizzleBytes;
-    constexpr int kQStride = Traits::kSmemRowStride;
     static_assert(kTailN % 16 == 0 && kTailN < kBlockN, "a narrow tile is whole k steps, narrower than a tile");
 
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -123,43 +107,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
     const int lane = tid % 32;
 
-    const bool causal = p.causal != 0;
-    // With riders (the launcher's v4_riders), the last query block of each head is no item of its own.
-    const int items_per_head = (p.seq_q + kBlockM - 1) / kBlockM - (riders != 0 ? 1 : 0);
-    const int n_items = items_per_head * p.heads_q * p.batch;
-    // The item order. Blocks take items round-robin, so neighbouring items run at the same time: a head's query
-    // blocks next to each other keep its K/V in L2 while they run (every head's block of one rank at once read
-    // 132 heads' K/V per round and measured 16-28% slower at head dims 96-128). A last query block shorter than
-    // the others (CLIP's 64k + 1 rows) costs less: every head's goes to the end, after the full blocks, so that
-    // the light items spread over the blocks and fill the last round (head-major, the light last blocks of a
-    // 2-block head landed on the same half of the blocks every round: +10% at N 257; each head's right after its
-    // full blocks, in segments of a grid's worth of them: +3% at N 577). With causal masking: the costliest (last)
-    // query blocks of every head first. Recomputed from the parameters per item rather than kept live across the
-    // consumers' loop (registers).
-    const auto item_at = [&](int i) {
-        const int q_blocks = (p.seq_q + kBlockM - 1) / kBlockM, heads_batch = p.heads_q * p.batch;
-        const int full_per_head = p.seq_q % kBlockM == 0 ? q_blocks : q_blocks - 1;
-        const int n_full = full_per_head * heads_batch;
-        int q_block, hb;
-        if (causal) {
-            q_block = q_blocks - 1 - i / heads_batch, hb = i % heads_batch;
-        } else if (i < n_full) {
-            q_block = i % full_per_head, hb = i / full_per_head;
-        } else {
-            q_block = q_blocks - 1, hb = i - n_full;
-        }
-        return V4Item{q_block * kBlockM, hb % p.heads_q, hb / p.heads_q};
-    };
-    // K/V tiles an item needs.
-    const auto item_tiles = [&](const V4Item &it, int key_limit) {
-        const int key_end = causal ? min(key_limit, min(it.m_block + kBlockM, p.seq_q)) : key_limit;
-        return (key_end + kBlockN - 1) / kBlockN;
-    };
-    // A last query block of at most 64 rows (seq_q = 64k + 1 at CLIP's lengths) would leave all consumers but the
-    // first idle for an item's time: there they all take those rows, split the key tiles and merge.
-    const auto item_split = [&](const V4Item &it) {
-        return Traits::kCanSplit && split_last_block != 0 && !causal && it.m_block + 64 >= p.seq_q;
-    };
+    const V4Scheduler<Traits> sched(p, riders);
 
     if (tid < Traits::kOnesBytes / 16) {
         const uint32_t one = pack2<Elem>(1.f, 1.f);
@@ -175,321 +123,60 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     }
     __syncthreads();
 
+    // Warpgroup 0: the producer warp, and the riders or nothing; the others are the consumers.
     if (warpgroup == 0) {
-        // ---------------------------------------------------------------- producer
         setmaxnreg_dec<Traits::kProducerRegs>();
-        if (tid < 32) {
-        int g = 0;  // ring slot, counted over the block's items
-        for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-            const V4Item it = item_at(item);
-            const int hk = it.h / (p.heads_q / p.heads_kv);
-            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-            const int n_tiles = item_tiles(it, key_limit);
-            const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
-            const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
-            for (int t = 0; t < n_tiles; ++t, ++g) {
-                const int stage = g % kStages;
-                if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
-                unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
-                unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
-                const int key0 = t * kBlockN;
-                if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
-                    load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit, lane);
-                    load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit, lane);
-                    cp_async_commit();
-                    cp_async_wait<0>();
-                    fence_proxy_async();  // generic-proxy writes, read by the tensor cores
-                    __syncwarp();
-                    if (lane == 0) mbarrier_arrive(&full[stage]);
-                } else if (lane == 0) {
-                    mbarrier_arrive_expect_tx(&full[stage], 2 * Traits::kKVTileBytes);
+        if (tid < 32) {  // the producer (attention_v4/producer.cuh)
+            int g = 0;  // ring slot, counted over the block's items
+            for (int item = blockIdx.x; item < sched.n_items; item += gridDim.x) {
+                const V4Item it = sched.item_at(item);
+                const int hk = it.h / (p.heads_q / p.heads_kv);
+                const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+                const int n_tiles = sched.item_tiles(it, key_limit);
+                const Elem *k = static_cast<const Elem *>(p.k) + it.b * p.k_batch_stride + hk * p.k_head_stride;
+                const Elem *v = static_cast<const Elem *>(p.v) + it.b * p.v_batch_stride + hk * p.v_head_stride;
+                for (int t = 0; t < n_tiles; ++t, ++g) {
+                    const int stage = g % kStages;
+                    if (g >= kStages) mbarrier_wait(&empty[stage], (g / kStages - 1) & 1);
+                    unsigned char *k_stage = k_tiles + stage * Traits::kKVTileBytes;
+                    unsigned char *v_stage = v_tiles + stage * Traits::kKVTileBytes;
+                    const int key0 = t * kBlockN;
+                    if (key0 + kBlockN > key_limit && key_limit < p.seq_k) {
+                        load_kv_rows_zero_filled<Traits, kBlockN>(k_stage, k, p.k_seq_stride, key0, key_limit,
+                                                                  lane);
+                        load_kv_rows_zero_filled<Traits, kBlockN>(v_stage, v, p.v_seq_stride, key0, key_limit,
+                                                                  lane);
+                        cp_async_commit();
+                        cp_async_wait<0>();
+                        fence_proxy_async();  // generic-proxy writes, read by the tensor cores
+                        __syncwarp();
+                        if (lane == 0) mbarrier_arrive(&full[stage]);
+                    } else if (lane == 0) {
+                        mbarrier_arrive_expect_tx(&full[stage], 2 * Traits::kKVTileBytes);
 #pragma unroll
-                    for (int a = 0; a < Traits::kAtoms; ++a) {
-                        tma_load_4d(k_stage + a * kBlockN * kSw, &k_map, a * Traits::kAtomCols, key0, hk, it.b,
-                                    &full[stage]);
-                        tma_load_4d(v_stage + a * kBlockN * kSw, &v_map, a * Traits::kAtomCols, key0, hk, it.b,
-                                    &full[stage]);
+                        for (int a = 0; a < Traits::kAtoms; ++a) {
+                            tma_load_4d(k_stage + a * kBlockN * kSw, &k_map, a * Traits::kAtomCols, key0, hk, it.b,
+                                        &full[stage]);
+                            tma_load_4d(v_stage + a * kBlockN * kSw, &v_map, a * Traits::kAtomCols, key0, hk, it.b,
+                                        &full[stage]);
+                        }
                     }
                 }
             }
-        }
-        return;
+            return;
         }
         if constexpr (Traits::kRiders) {
             if (riders != 0) {
-                // ---------------------------------------------------------- riders (V4Rider)
-                using Rider = V4Rider<Traits>;
-                // Opaque copies: computed here, not kept live (or spilled) through the other warps' code.
-                int rider_lane = tid % 32, rider_warp = tid / 32 - 1;
-                asm volatile("" : "+r"(rider_lane), "+r"(rider_warp));
-                rider_warp = __shfl_sync(0xffffffffu, rider_warp, 0);
-                const float scale_log2 = p.softmax_scale * kLog2e;
-                const int rows = p.seq_q - items_per_head * kBlockM;
-                int g = 0;
-                for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-                    const V4Item it = item_at(item);
-                    const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-                    const int n_tiles = item_tiles(it, key_limit);
-                    // The head's rows ride on one of its full blocks, a different one from head to head, so that
-                    // the blocks that take every third item (132 SMs) do not all carry them.
-                    const bool rides = it.m_block / kBlockM == (it.b * p.heads_q + it.h) % items_per_head;
-                    typename Rider::State st;
-                    if (rides) {
-                        const Elem *q = static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride +
-                                        it.h * p.q_head_stride + (long long)items_per_head * kBlockM * p.q_seq_stride;
-                        Rider::begin(st, rider_region, q, p.q_seq_stride, rows, rider_warp, rider_lane);
-                    }
-                    for (int t = 0; t < n_tiles; ++t, ++g) {
-                        const int stage = g % kStages;
-                        mbarrier_wait(&full[stage], (g / kStages) & 1);
-                        if (rides)
-                            Rider::tile(st, rider_region, k_tiles + stage * Traits::kKVTileBytes,
-                                        v_tiles + stage * Traits::kKVTileBytes, t * kBlockN,
-                                        key_limit, scale_log2, rider_warp, rider_lane);
-                        __syncwarp();
-                        if (rider_lane == 0) mbarrier_arrive(&empty[stage]);
-                    }
-                    if (rides) {
-                        const long long row0 = (long long)items_per_head * kBlockM;
-                        Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride +
-                                  row0 * p.o_seq_stride;
-                        float *lse = p.lse == nullptr
-                                         ? nullptr
-                                         : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q + row0;
-                        Rider::finish(st, rider_region, o, p.o_seq_stride, lse, rows, rider_warp, rider_lane);
-                    }
-                }
+                typename V4Rider<Traits>::State st;
+                V4Rider<Traits>::run(st, p, sched, rider_region, k_tiles, v_tiles, full, empty, tid);
             }
         }
         return;
     }
 
-    // -------------------------------------------------------------------- consumers
     setmaxnreg_inc<Traits::kConsumerRegs>();
-    const int consumer = warpgroup - 1;
-    const int ctid = tid - 128 * warpgroup;  // 0..127 within the group
-    const int warp_in_group = ctid / 32;
-    const int group = lane / 4, thread_in_group = lane % 4;
-    const float scale_log2 = p.softmax_scale * kLog2e;
-    Elem *my_q = q_tile + 64 * consumer * kQStride;
-    // The first query row of this consumer's rows in an item (in a split item all consumers take the same rows).
-    const auto group_row0_of = [&](const V4Item &it, bool split) { return split ? it.m_block : it.m_block + 64 * consumer; };
-    const auto load_q = [&](int item) {
-        const V4Item it = item_at(item);
-        const Elem *q = static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride + it.h * p.q_head_stride;
-        load_q_rows<Traits>(my_q, q, p.q_seq_stride, group_row0_of(it, item_split(it)), p.seq_q, ctid);
-        cp_async_commit();
-    };
-
-    const uint64_t k_desc0 = Consumer::k_desc(smem_addr(k_tiles));
-    const uint64_t v_desc0 = Consumer::v_desc(smem_addr(v_tiles));
-    const uint64_t ones_desc = Consumer::ones_desc(smem_addr(ones));
-    const auto k_base = [&](RingSlot r) { return desc_advance(k_desc0, r.stage * Traits::kKVTileBytes); };
-    const auto v_base = [&](RingSlot r) { return desc_advance(v_desc0, r.stage * Traits::kKVTileBytes); };
-    const auto wait_full = [&](RingSlot r) { mbarrier_wait(&full[r.stage], r.pass & 1); };
-
-    // Ping-pong turns (V4Turns): the last consumer gives the first its first turn.
-    const V4Turns<Traits> turn{consumer};
-    if (Traits::kPingPong && consumer == kConsumers - 1) turn.pass();
-
-    int g0 = 0;  // the current item's first ring slot
-    if (blockIdx.x < n_items) load_q(blockIdx.x);
-    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-        const V4Item it = item_at(item);
-        const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
-        const int n_tiles = item_tiles(it, key_limit);
-        const bool split = item_split(it);
-        const bool turns = Traits::kPingPong && !split;
-        // In a split item each consumer owns kStages / kConsumers (>= 2) neighbouring stages of the ring and
-        // multiplies the item's slots that land there: the mbarrier phases of a stage are then waited for by one
-        // consumer, in order (a parity wait cannot tell a phase from the one two later), and a consumer's two
-        // slots in flight (S of one, P V of the one before) are in different stages, so the producer never waits
-        // on a release that waits on it.
-        const int round = split ? kStages / kConsumers : kStages;  // own stages
-        const int first_stage = split ? consumer * round : 0;
-        const auto next_slot = [&](RingSlot r) {
-            return ++r.stage == first_stage + round ? RingSlot{first_stage, r.pass + 1} : r;
-        };
-        const int group_row0 = group_row0_of(it, split);
-        const int warp_row0 = group_row0 + 16 * warp_in_group;
-        const int group_key_end =
-            group_row0 >= p.seq_q ? 0 : causal ? min(key_limit, min(group_row0 + 64, p.seq_q)) : key_limit;
-        const int group_tiles = (group_key_end + kBlockN - 1) / kBlockN;  // the tiles this group's rows see
-        // Own slots before slot x of the ring (split items).
-        const auto owned_before = [&](int x) {
-            return x / kStages * round + min(max(x % kStages - first_stage, 0), round);
-        };
-        const int my_slots = split ? owned_before(g0 + n_tiles) - owned_before(g0) : group_tiles;
-        RingSlot i{g0 % kStages, g0 / kStages};  // this consumer's first slot of the item
-        if (split && i.stage < first_stage) i.stage = first_stage;
-        if (split && i.stage >= first_stage + round) i = RingSlot{first_stage, i.pass + 1};
-        // The narrow tile's slot: the item's last; whether this consumer has it.
-        const int tail_slot = g0 + n_tiles - 1;
-        const bool holds_tail =
-            kTailN > 0 && my_slots > 0 && (split ? (tail_slot % kStages) / round == consumer : my_slots == n_tiles);
-        const int warp_unmasked_end = causal ? min(key_limit, warp_row0 + 1) : key_limit;
-        int my_key_limit[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) my_key_limit[r] = row_key_limit(key_limit, warp_row0 + group + 8 * r, causal);
-
-        // Q rows: landed (every thread's part), into registers, then the shared rows take the next item's.
-        uint32_t q_frag[Traits::kQKSteps][4];
-        cp_async_wait<0>();
-        named_barrier_sync(Traits::q_rows_barrier(consumer), 128);
-        const Elem *q_warp = my_q + (16 * warp_in_group + lane % 16) * kQStride + 8 * (lane / 16);
-#pragma unroll
-        for (int kk = 0; kk < Traits::kQKSteps; ++kk) ldmatrix_x4(q_frag[kk], q_warp + 16 * kk);
-        named_barrier_sync(Traits::q_rows_barrier(consumer), 128);
-        if (item + gridDim.x < n_items) load_q(item + gridDim.x);
-
-        float o_acc[Traits::kORegs];
-#pragma unroll
-        for (int r = 0; r < Traits::kORegs; ++r) o_acc[r] = 0.f;
-        float row_sums[4] = {0.f, 0.f, 0.f, 0.f};  // P x ones: rows g (elements 0, 1) and g + 8 (2, 3)
-        float row_max[2] = {-INFINITY, -INFINITY};
-
-        if (my_slots > 0) {
-            float s[Traits::kSRegs];
-            uint32_t p_frag[Traits::kPVSteps][4];
-            float alpha[2];
-            // The softmax of the full tile in ring slot r (scores in s), masked where the tile crosses a row's
-            // limit.
-            auto softmax = [&](RingSlot r) {
-                const int key0 = (r.pass * kStages + r.stage - g0) * kBlockN;
-                if (key0 + kBlockN > warp_unmasked_end)
-                    softmax_scores<Traits::kSTiles, true>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
-                                                          scale_log2);
-                else
-                    softmax_scores<Traits::kSTiles, false>(s, row_max, alpha, my_key_limit, key0, thread_in_group,
-                                                           scale_log2);
-            };
-            // In a split item each tile has one consumer, which releases it for all of them.
-            const auto release = [&](RingSlot r) {
-                __syncwarp();
-                if (lane == 0) mbarrier_arrive(&empty[r.stage], split ? kConsumers : 1);
-            };
-            // First slot: S, softmax, P.
-            wait_full(i);
-            // The narrow tile is this consumer's last slot, run after the loop, both its products narrow.
-            const int loop_slots = holds_tail ? my_slots - 1 : my_slots;
-            bool first_done = false;
-            if constexpr (kTailN > 0) {
-                if (loop_slots == 0) {  // the narrow tile is the only slot
-                    float s_tail[kTailN / 2];
-                    if (turns) turn.take();
-                    wgmma_fence();
-                    Consumer::template issue_qk<kTailN>(s_tail, q_frag, k_base(i));
-                    wgmma_commit();
-                    if (turns) turn.pass();
-                    wgmma_wait<0>();
-                    fence_operand(s_tail);
-                    softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
-                                                     thread_in_group, scale_log2);
-                    Consumer::template rescale_and_pack<kTailN / 8>(s_tail, o_acc, row_sums, p_frag, alpha);
-                    // The k steps past the narrow tile as zero probabilities. The narrow P V below reads only the
-                    // first kTailN / 16, but the fences pin every P register: kept as the kernel was measured.
-#pragma unroll
-                    for (int kk = kTailN / 16; kk < Traits::kPVSteps; ++kk)
-                        p_frag[kk][0] = p_frag[kk][1] = p_frag[kk][2] = p_frag[kk][3] = 0u;
-                    first_done = true;
-                }
-            }
-            if (!first_done) {
-                if (turns) turn.take();
-                wgmma_fence();
-                Consumer::template issue_qk<kBlockN>(s, q_frag, k_base(i));
-                wgmma_commit();
-                if (turns) turn.pass();
-                wgmma_wait<0>();
-                fence_operand(s);
-                softmax(i);
-                Consumer::template rescale_and_pack<Traits::kSTiles>(s, o_acc, row_sums, p_frag, alpha);
-            }
-
-            // A later slot of kN keys (scores: float[kN / 2]): S_i and P_prev V_prev in flight together, the softmax
-            // of slot i (run_softmax) under P V.
-            const auto later_slot = [&](auto &scores, auto run_softmax) {
-                constexpr int kN = 2 * std::extent<std::remove_reference_t<decltype(scores)>>::value;
-                const RingSlot prev = i;
-                i = next_slot(i);
-                wait_full(i);
-                fence_operand(o_acc);
-                fence_operand(row_sums);
-                fence_operand(p_frag);
-                if (turns) turn.take();
-                wgmma_fence();
-                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));
-                wgmma_commit();
-                Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(prev), ones_desc);
-                wgmma_commit();
-                if (turns) turn.pass();
-                wgmma_wait<1>();
-                fence_operand(scores);
-                run_softmax();
-                wgmma_wait<0>();
-                fence_operand(o_acc);
-                fence_operand(row_sums);
-                fence_operand(p_frag);
-                release(prev);
-                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);
-            };
-            for (int j = 1; j < loop_slots; ++j) later_slot(s, [&] { softmax(i); });
-
-            bool last_narrow = holds_tail && loop_slots == 0;  // the only slot was the narrow one
-            if constexpr (kTailN > 0) {
-                if (holds_tail && loop_slots > 0) {
-                    // The narrow tile after the loop: its S (kTailN keys) with the previous P V, then its softmax.
-                    float s_tail[kTailN / 2];
-                    later_slot(s_tail, [&] {
-                        softmax_scores<kTailN / 8, true>(s_tail, row_max, alpha, my_key_limit, (n_tiles - 1) * kBlockN,
-                                                         thread_in_group, scale_log2);
-                    });
-                    last_narrow = true;
-                }
-            }
-
-            // The last P V (only the narrow tile's k steps where that is the last slot).
-            fence_operand(o_acc);
-            fence_operand(row_sums);
-            fence_operand(p_frag);
-            if (kTailN > 0 && last_narrow) {
-                wgmma_fence();
-                Consumer::template issue_pv<(kTailN + 15) / 16>(o_acc, row_sums, p_frag, v_base(i), ones_desc);
-                wgmma_commit();
-                wgmma_wait<0>();
-            } else {
-                wgmma_fence();
-                Consumer::issue_pv(o_acc, row_sums, p_frag, v_base(i), ones_desc);
-                wgmma_commit();
-                wgmma_wait<0>();
-            }
-            fence_operand(o_acc);
-            fence_operand(row_sums);
-            release(i);
-        }
-        float row_sum[2] = {row_sums[0], row_sums[2]};
-        if (split) {
-            merge_split<Traits>(o_acc, row_max, row_sum, partials, consumer, ctid, scale_log2);
-        } else {
-            // Tiles this group does not need (causal, or no rows): wait for each, so the release lands in that
-            // tile's phase; pass its turn.
-            for (int t = group_tiles; t < n_tiles; ++t) {
-                if (turns) {
-                    turn.take();
-                    turn.pass();
-                }
-                mbarrier_wait(&full[(g0 + t) % kStages], ((g0 + t) / kStages) & 1);
-                if (lane == 0) mbarrier_arrive(&empty[(g0 + t) % kStages]);
-            }
-        }
-        g0 += n_tiles;
-        if (group_row0 >= p.seq_q || (split && consumer > 0)) continue;
-        Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride;
-        store_rows<Traits>(o_acc, row_sum, row_max, scale_log2, o, p.o_seq_stride,
-                           p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q,
-                           warp_row0, p.seq_q, lane);
-    }
-    if (Traits::kPingPong && consumer == 0) turn.take();
+    run_consumer<Traits, kTailN>(p, sched, split_last_block, q_tile, ones, k_tiles, v_tiles, partials, full, empty,
+                                 warpgroup, tid, lane);
 #endif
 }
 

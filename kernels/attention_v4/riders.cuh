@@ -1,16 +1,18 @@
 /* fc_attention_v4's riders (V4Rider): CLIP's last query block of at most 8 rows, computed by the producer
- * warpgroup's idle warps from the K/V tiles a full block of the same head streams through the ring. Their loop over
- * the items is in attention_v4_kernel. */
+ * warpgroup's idle warps from the K/V tiles a full block of the same head streams through the ring. */
 #ifndef FLASHCLIP_ATTENTION_V4_RIDERS_CUH
 #define FLASHCLIP_ATTENTION_V4_RIDERS_CUH
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "flashclip.h"
+#include "../attention_mask.cuh"
 #include "../dtype.cuh"
 #include "../ptx.cuh"
 #include "../warp_specialization.cuh"
 #include "../wgmma.cuh"
+#include "scheduler.cuh"
 #include "traits.cuh"
 
 namespace flashclip::attention {
@@ -214,6 +216,56 @@ struct V4Rider {
         }
         // The region is free again once the first warp has read it.
         named_barrier_sync(Traits::kRiderBarrier, 32 * kWarps);
+    }
+
+    /* The rider warps' loop over the block's items (tid: the thread's index in the block; warps 1-3 ride). st is
+     * the caller's: declared in here, it compiles to another register order than the code that was measured. */
+    static __device__ __forceinline__ void run(State &st, const fc_attention_params &p,
+                                               const V4Scheduler<Traits> &sched, unsigned char *region,
+                                               const unsigned char *k_tiles, const unsigned char *v_tiles,
+                                               uint64_t *full, uint64_t *empty, int tid) {
+        constexpr float kLog2e = 1.4426950408889634f;
+        constexpr int kBlockM = Traits::kBlockM;
+        constexpr int kBlockN = Traits::kBlockN;
+        constexpr int kStages = Traits::kStages;
+        // Opaque copies: computed here, not kept live (or spilled) through the other warps' code.
+        int rider_lane = tid % 32, rider_warp = tid / 32 - 1;
+        asm volatile("" : "+r"(rider_lane), "+r"(rider_warp));
+        rider_warp = __shfl_sync(0xffffffffu, rider_warp, 0);
+        const float scale_log2 = p.softmax_scale * kLog2e;
+        const int rows = p.seq_q - sched.items_per_head * kBlockM;
+        int g = 0;
+        for (int item = blockIdx.x; item < sched.n_items; item += gridDim.x) {
+            const V4Item it = sched.item_at(item);
+            const int key_limit = batch_key_limit(p.key_lens, it.b, p.seq_k);
+            const int n_tiles = sched.item_tiles(it, key_limit);
+            // The head's rows ride on one of its full blocks, a different one from head to head, so that the blocks
+            // that take every third item (132 SMs) do not all carry them.
+            const bool rides = it.m_block / kBlockM == (it.b * p.heads_q + it.h) % sched.items_per_head;
+            if (rides) {
+                const Elem *q = static_cast<const Elem *>(p.q) + it.b * p.q_batch_stride + it.h * p.q_head_stride +
+                                (long long)sched.items_per_head * kBlockM * p.q_seq_stride;
+                begin(st, region, q, p.q_seq_stride, rows, rider_warp, rider_lane);
+            }
+            for (int t = 0; t < n_tiles; ++t, ++g) {
+                const int stage = g % kStages;
+                mbarrier_wait(&full[stage], (g / kStages) & 1);
+                if (rides)
+                    tile(st, region, k_tiles + stage * Traits::kKVTileBytes,
+                         v_tiles + stage * Traits::kKVTileBytes, t * kBlockN, key_limit, scale_log2, rider_warp,
+                         rider_lane);
+                __syncwarp();
+                if (rider_lane == 0) mbarrier_arrive(&empty[stage]);
+            }
+            if (rides) {
+                const long long row0 = (long long)sched.items_per_head * kBlockM;
+                Elem *o = static_cast<Elem *>(p.o) + it.b * p.o_batch_stride + it.h * p.o_head_stride +
+                          row0 * p.o_seq_stride;
+                float *lse =
+                    p.lse == nullptr ? nullptr : p.lse + ((long long)it.b * p.heads_q + it.h) * p.seq_q + row0;
+                finish(st, region, o, p.o_seq_stride, lse, rows, rider_warp, rider_lane);
+            }
+        }
     }
 };
 
