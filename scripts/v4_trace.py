@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A clock64 timeline of fc_attention_v4's consumers in one block: where a key tile's cycles go.
 
-    scripts/v4_trace.py build            # here: instrumented copy of kernels/attention_v4.cu + harness, built
+    scripts/v4_trace.py build            # here: instrumented copy of kernels/ (v4) + harness, built
                                          # into dist/trace/v4-trace (carry dist/trace to the GPU machine)
     dist/trace/v4-trace 16 > trace.txt   # there: B16 H16 N577 D64 fp16 through fc_attention_v4, 20 warm-up
                                          # launches, then the timeline of block 0 of the last one
@@ -16,6 +16,7 @@ when the code it instruments has changed shape.
 """
 import collections
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,7 @@ PHASES = {
 }
 
 HARNESS = r"""
-#include "attention_v4_trace.cu"
+#include "kernels/attention_v4.cu"
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -71,24 +72,27 @@ int main(int argc, char **argv) {
 }
 """
 
-STAMPS = [
-    ('#include "attention_wgmma.cuh"\n',
-     '#include "attention_wgmma.cuh"\n__device__ unsigned long long g_trace[3][8192];\n__device__ int g_trace_n[3];\n'
+# Per file of kernels/: (code, stamped code), each code found exactly once.
+STAMPS = {"attention_v4.cu": [
+    ('#include "attention_v4/consumer.cuh"\n',
+     '__device__ unsigned long long g_trace[3][8192];\n__device__ int g_trace_n[3];\n'
      '#define TR(e) do { if (blockIdx.x == 0 && ctid == 0 && tr_n < 8192) g_trace[consumer][tr_n++] = '
-     '((unsigned long long)(e) << 56) | ((unsigned long long)clock64() & ((1ull << 56) - 1)); } while (0)\n'),
+     '((unsigned long long)(e) << 56) | ((unsigned long long)clock64() & ((1ull << 56) - 1)); } while (0)\n'
+     '#include "attention_v4/consumer.cuh"\n'),
+], "attention_v4/consumer.cuh": [
     ("    int g0 = 0;  // the current item's first ring slot\n",
      "    int g0 = 0;  // the current item's first ring slot\n    int tr_n = 0;\n"),
     ("                i = next_slot(i);\n                wait_full(i);\n",
      "                i = next_slot(i);\n                TR(1);\n                wait_full(i);\n                TR(2);\n"),
-    ("                if (turns) take_turn();\n                wgmma_fence();\n"
+    ("                if (turns) turn.take();\n                wgmma_fence();\n"
      "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv(",
-     "                if (turns) take_turn();\n                TR(3);\n                wgmma_fence();\n"
+     "                if (turns) turn.take();\n                TR(3);\n                wgmma_fence();\n"
      "                Consumer::template issue_qk<kN>(scores, q_frag, k_base(i));\n                wgmma_commit();\n"
      "                Consumer::issue_pv("),
-    ("                if (turns) pass_turn();\n                wgmma_wait<1>();\n                fence_operand(scores);\n"
+    ("                if (turns) turn.pass();\n                wgmma_wait<1>();\n                fence_operand(scores);\n"
      "                run_softmax();\n",
-     "                if (turns) pass_turn();\n                TR(4);\n                wgmma_wait<1>();\n"
+     "                if (turns) turn.pass();\n                TR(4);\n                wgmma_wait<1>();\n"
      "                fence_operand(scores);\n                TR(5);\n                run_softmax();\n                TR(6);\n"),
     ("                fence_operand(p_frag);\n                release(prev);\n",
      "                fence_operand(p_frag);\n                TR(7);\n                release(prev);\n"),
@@ -96,25 +100,30 @@ STAMPS = [
      "            };\n",
      "                Consumer::template rescale_and_pack<kN / 8>(scores, o_acc, row_sums, p_frag, alpha);\n"
      "                TR(8);\n            };\n"),
-    ("    if (Traits::kPingPong && consumer == 0) take_turn();\n#endif",
-     "    if (Traits::kPingPong && consumer == 0) take_turn();\n"
-     "    if (blockIdx.x == 0 && ctid == 0) g_trace_n[consumer] = tr_n;\n#endif"),
-]
+    ("    if (Traits::kPingPong && consumer == 0) turn.take();\n}",
+     "    if (Traits::kPingPong && consumer == 0) turn.take();\n"
+     "    if (blockIdx.x == 0 && ctid == 0) g_trace_n[consumer] = tr_n;\n}"),
+]}
 
 
 def build():
-    src = open(os.path.join(ROOT, "kernels", "attention_v4.cu")).read()
-    for old, new in STAMPS:
-        if src.count(old) != 1:
-            sys.exit(f"v4-trace: the code to stamp changed shape (looked for {old.strip()[:60]!r})")
-        src = src.replace(old, new)
-    os.makedirs(OUT, exist_ok=True)
-    open(os.path.join(OUT, "attention_v4_trace.cu"), "w").write(src)
+    # A stamped copy of kernels/ (the consumer's loop is in a header), built through the harness.
+    kernels = os.path.join(OUT, "kernels")
+    shutil.rmtree(kernels, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "kernels"), kernels)
+    for name, stamps in STAMPS.items():
+        path = os.path.join(kernels, name)
+        src = open(path).read()
+        for old, new in stamps:
+            if src.count(old) != 1:
+                sys.exit(f"v4-trace: the code to stamp changed shape (looked for {old.strip()[:60]!r} in {name})")
+            src = src.replace(old, new)
+        open(path, "w").write(src)
     open(os.path.join(OUT, "v4_trace.cu"), "w").write(HARNESS)
     cu13 = os.path.join(ROOT, ".toolchain", "py", "nvidia", "cu13")
     nvcc = os.environ.get("NVCC") or (os.path.join(cu13, "bin", "nvcc") if os.path.isdir(cu13) else "nvcc")
     cmd = [nvcc, "-std=c++17", "--expt-relaxed-constexpr", "-gencode", "arch=compute_90a,code=sm_90a",
-           "-I" + os.path.join(ROOT, "kernels"), "-I" + os.path.join(ROOT, "kernels", "include")]
+           "-I" + os.path.join(kernels, "include")]
     if os.path.isdir(cu13):
         cmd += ["-I" + os.path.join(cu13, "include"), "-L" + os.path.join(cu13, "lib")]
     cmd += [os.path.join(OUT, "v4_trace.cu"), "-o", os.path.join(OUT, "v4-trace")]

@@ -27,8 +27,8 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     // The consumers issue their GEMMs in turns (FA3's ping-pong), see attention_v4_kernel.
     static constexpr bool kPingPong = kPingPong_;
     static_assert(!kPingPong || kConsumers > 1, "turns need two or more consumers");
-    // Hardware (named) barrier ids; 0 is __syncthreads'. Consumer c uses kQRowsBarrier + c for its Q rows and
-    // kTurnBarrier + c for its turn.
+    // Hardware (named) barrier ids; 0 is __syncthreads'. Each consumer has one of its own for its Q rows
+    // (q_rows_barrier) and one for its turn (V4Turns).
     enum Barrier : int {
         kQRowsBarrier = 1,
         kMergeBarrier = kQRowsBarrier + kConsumers,  // the consumers of a split query block
@@ -36,6 +36,7 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
         kRiderBarrier = kTurnBarrier + kConsumers,   // the rider warps (V4Rider)
     };
     static_assert(kRiderBarrier < 16, "hardware barriers");
+    static constexpr int q_rows_barrier(int consumer) { return kQRowsBarrier + consumer; }
     static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kBlockM = 64 * kConsumers;
@@ -53,7 +54,7 @@ struct FlashV4Traits : WgmmaTileShape<Elem_, kHeadDim_, kBlockN_, v4_padded_head
     static constexpr int kStages = kStages_;
     // The consumers of a block may split its keys (v4's last query block) when each owns two or more stages.
     static constexpr bool kCanSplit = kConsumers > 1 && kStages % kConsumers == 0 && kStages / kConsumers >= 2;
-    // Riders (V4Rider in attention_v4/rider.cuh): with three consumers at head dim 64, a last query block of at most
+    // Riders (V4Rider in attention_v4/riders.cuh): with three consumers at head dim 64, a last query block of at most
     // kRiderRows rows is computed by the producer warpgroup's three other warps, on mma.sync, from the K/V tiles of
     // one of its head's full blocks; they meet on hardware barrier kRiderBarrier and merge through kRiderBytes.
     static constexpr bool kRiders = kConsumers == 3 && Shape::kHeadDimPadded == 64 && kBlockN_ % 16 == 0;
