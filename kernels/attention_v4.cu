@@ -46,11 +46,11 @@
 #include <stdint.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <type_traits>
 
 #include "flashclip.h"
+#include "launch_host.cuh"
 #include "flashclip_head_dims.h"
 #include "dtype.cuh"
 #include "ptx.cuh"
@@ -180,20 +180,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #endif
 }
 
-/* cuTensorMapEncodeTiled, from the driver through the runtime (no libcuda link). */
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-        void *fn = nullptr;
-        cudaDriverEntryPointQueryResult found;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-                cudaSuccess ||
-            found != cudaDriverEntryPointSuccess)
-            return (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
-        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-    }();
-    return encode;
-}
-
 /* The tensor map of K or V for Traits: dims (head_dim, seq_k, heads_kv, batch) with the view's strides, boxes of
  * kAtomCols x kBlockN, swizzled as the wgmma descriptors read them. */
 template <class Traits>
@@ -264,20 +250,6 @@ cudaError_t kv_tensor_maps(const fc_attention_params &p, CUtensorMap *k_map, CUt
     *k_map = cache.k;
     *v_map = cache.v;
     return cudaSuccess;
-}
-
-/* The SM count of the current device, asked once per device (every launch needs it). */
-int current_sm_count() {
-    constexpr int kDevices = 64;
-    static std::atomic<int> counts[kDevices] = {};  // 0: not asked yet
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return 0;
-    const bool cached = device >= 0 && device < kDevices;
-    if (cached && counts[device].load(std::memory_order_relaxed) > 0) return counts[device].load(std::memory_order_relaxed);
-    int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 0;
-    if (cached) counts[device].store(sms, std::memory_order_relaxed);
-    return sms;
 }
 
 /* Whether the last query block of each head rides on a full one (V4Rider): a block of at most kRiderRows rows

@@ -15,10 +15,10 @@
 #include <stdint.h>
 
 #include <algorithm>
-#include <atomic>
 #include <type_traits>
 
 #include "flashclip.h"
+#include "launch_host.cuh"
 #include "gemm/epilogue.cuh"
 #include "gemm/mainloop.cuh"
 #include "gemm/scheduler.cuh"
@@ -71,20 +71,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 }
 
-/* cuTensorMapEncodeTiled, from the driver through the runtime (no libcuda link). */
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-        void *fn = nullptr;
-        cudaDriverEntryPointQueryResult found;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-                cudaSuccess ||
-            found != cudaDriverEntryPointSuccess)
-            return (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
-        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-    }();
-    return encode;
-}
-
 /* A row-major [rows, cols] matrix with row stride ld, read in boxes of box_rows x 64 columns, 128-byte swizzled as
  * the wgmma descriptors expect. */
 template <typename Elem>
@@ -101,20 +87,6 @@ cudaError_t matrix_map(CUtensorMap *map, const void *base, int rows, int cols, l
                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
-}
-
-/* The SM count of the current device, asked once per device (every launch needs it). */
-int current_sm_count() {
-    constexpr int kDevices = 64;
-    static std::atomic<int> counts[kDevices] = {};  // 0: not asked yet
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return 0;
-    const bool cached = device >= 0 && device < kDevices;
-    if (cached && counts[device].load(std::memory_order_relaxed) > 0) return counts[device].load(std::memory_order_relaxed);
-    int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 0;
-    if (cached) counts[device].store(sms, std::memory_order_relaxed);
-    return sms;
 }
 
 template <class Traits, fc_gemm_epilogue kEpilogue, fc_activation kAct>

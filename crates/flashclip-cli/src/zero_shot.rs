@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use flashclip::{DType, Element};
+use flashclip_model::backend::zero_shot_probabilities;
 use flashclip_model::config::ClipConfig;
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::Checkpoint;
@@ -31,24 +32,6 @@ pub struct ZeroShotArgs {
     dtype: DType,
 }
 
-/// `softmax(scale · cos)` of one image against each prompt.
-pub fn probabilities(image: &[f32], texts: &[f32], dim: usize, scale: f32) -> Vec<f64> {
-    let logits: Vec<f64> = texts
-        .chunks_exact(dim)
-        .map(|t| {
-            f64::from(scale)
-                * t.iter()
-                    .zip(image)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum::<f64>()
-        })
-        .collect();
-    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
 fn zero_shot_with<T: Element>(
     config: &ClipConfig,
     checkpoint: &Checkpoint,
@@ -71,7 +54,11 @@ fn zero_shot_with<T: Element>(
         .collect();
     l2_normalize(&mut image, dim);
     l2_normalize(&mut text, dim);
-    Ok(probabilities(&image, &text, dim, r.model.logit_scale()))
+    Ok(zero_shot_probabilities(
+        &image,
+        text.chunks_exact(dim),
+        r.model.logit_scale(),
+    ))
 }
 
 /// `flashclip zero-shot`.
@@ -111,20 +98,4 @@ pub fn run(args: &ZeroShotArgs) -> Result<()> {
         println!("{label}\t{p:.4}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_of_scaled_cosines() {
-        let image = [1.0, 0.0];
-        let texts = [1.0, 0.0, 0.0, 1.0];
-        let p = probabilities(&image, &texts, 2, 100.0);
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(p[0] > 0.999 && p[1] < 1e-3);
-        let even = probabilities(&image, &[0.0, 1.0, 0.0, -1.0], 2, 100.0);
-        assert!((even[0] - 0.5).abs() < 1e-12);
-    }
 }

@@ -113,6 +113,29 @@ pub fn load(
     })
 }
 
+/// Zero-shot label probabilities: `softmax(scale · image·text)` over L2-normalized embeddings (so `image·text` is
+/// their cosine), in f64, one per text, in the texts' order.
+pub fn zero_shot_probabilities<'a>(
+    image: &[f32],
+    texts: impl IntoIterator<Item = &'a [f32]>,
+    scale: f32,
+) -> Vec<f64> {
+    let logits: Vec<f64> = texts
+        .into_iter()
+        .map(|t| {
+            f64::from(scale)
+                * t.iter()
+                    .zip(image)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum::<f64>()
+        })
+        .collect();
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
 /// Checks a batch against the limit every backend shares.
 fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> {
     if n == 0 || n > max_batch {
@@ -137,4 +160,21 @@ fn image_count(config: &ClipConfig, pixels: &[f32]) -> Result<usize> {
         )));
     }
     Ok(pixels.len() / per_image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_shot_probabilities_are_a_softmax_of_scaled_cosines() {
+        let texts = [[1.0f32, 0.0], [0.0, 1.0]];
+        let p = zero_shot_probabilities(&[1.0, 0.0], texts.iter().map(|t| &t[..]), 2.0);
+        let e2 = 2.0f64.exp();
+        assert!((p[0] - e2 / (e2 + 1.0)).abs() < 1e-12);
+        assert!((p[1] - 1.0 / (e2 + 1.0)).abs() < 1e-12);
+        let even = [[0.0f32, 1.0], [0.0, -1.0]];
+        let p = zero_shot_probabilities(&[1.0, 0.0], even.iter().map(|t| &t[..]), 100.0);
+        assert!((p[0] - 0.5).abs() < 1e-12);
+    }
 }

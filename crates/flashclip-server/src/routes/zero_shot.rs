@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
+use flashclip_model::backend::zero_shot_probabilities;
 
 use super::AppState;
 use crate::api::{
@@ -53,7 +54,8 @@ pub(super) async fn zero_shot(
     let image = image
         .first()
         .ok_or_else(|| ApiError::Internal("the model returned no image embedding".into()))?;
-    let probabilities = probabilities(image, &texts, model.logit_scale);
+    let probabilities =
+        zero_shot_probabilities(image, texts.iter().map(Vec::as_slice), model.logit_scale);
     let mut results: Vec<LabelProbability> = request
         .labels
         .into_iter()
@@ -65,35 +67,4 @@ pub(super) async fn zero_shot(
         model: state.config.model_name.clone(),
         results,
     }))
-}
-
-/// `softmax(scale · image·text)` of normalized embeddings, in f64.
-fn probabilities(image: &[f32], texts: &[Vec<f32>], scale: f32) -> Vec<f64> {
-    let logits: Vec<f64> = texts
-        .iter()
-        .map(|t| {
-            f64::from(scale)
-                * t.iter()
-                    .zip(image)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum::<f64>()
-        })
-        .collect();
-    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probabilities_are_a_softmax_of_scaled_cosines() {
-        let p = probabilities(&[1.0, 0.0], &[vec![1.0, 0.0], vec![0.0, 1.0]], 2.0);
-        let e2 = 2.0f64.exp();
-        assert!((p[0] - e2 / (e2 + 1.0)).abs() < 1e-12);
-        assert!((p[1] - 1.0 / (e2 + 1.0)).abs() < 1e-12);
-    }
 }
