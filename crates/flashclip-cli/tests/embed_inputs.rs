@@ -260,3 +260,45 @@ fn patterns_and_lists_from_stdin_name_the_same_inputs() {
     assert_eq!(list_rows, rows, "same inputs, same metadata");
     assert_eq!(files(&by_list), files(&by_pattern));
 }
+
+#[test]
+fn a_missing_path_is_refused_on_the_command_line_and_an_error_row_in_a_list() {
+    let tmp = TempDir::new().unwrap();
+    let photos = photo_folder(&tmp.path().join("photos"), 2);
+    let missing = tmp.path().join("photos/nope.jpg");
+    let out = tmp.path().join("out");
+    let err = assert_fails(&embed(
+        &tiny_model(),
+        &[
+            "--images",
+            photos[0].to_str().unwrap(),
+            missing.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("nope.jpg: no such file or directory"), "{err}");
+    // The output check may have made the directory; a refused job writes nothing into it.
+    let written = std::fs::read_dir(&out).map_or(0, |d| d.count());
+    assert_eq!(written, 0, "a refused job leaves no files");
+
+    let list = tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("{}\n{}\n", photos[0].display(), missing.display()),
+    )
+    .unwrap();
+    assert_ok(&embed(
+        &tiny_model(),
+        &[
+            "--images-from",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let (rows, embeds) = read_out(&out);
+    let status: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(status, ["ok", "error"]);
+    assert_eq!(embeds.len(), 1);
+}

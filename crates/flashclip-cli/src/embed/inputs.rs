@@ -318,7 +318,7 @@ impl Emitter<'_> {
         }
     }
 
-    /// One `--images` argument (`glob`: patterns expanded) or `--images-from` line.
+    /// One `--images` argument (`glob`: patterns expanded, a missing path refused) or `--images-from` line.
     fn image_spec(&mut self, spec: &Path, glob: bool) -> Result<ControlFlow<()>> {
         let text = spec.to_string_lossy();
         if glob && (text.contains('*') || text.contains('?')) {
@@ -340,6 +340,13 @@ impl Emitter<'_> {
                 self.warn(format_args!("{text} matched no files"));
             }
             return Ok(ControlFlow::Continue(()));
+        }
+        // A path typed on the command line that is not there is a usage error, found before any model loads; a
+        // missing file in a --images-from list is one input's error row, like any unreadable image.
+        if glob && !spec.exists() {
+            return Err(CliError::Usage(format!(
+                "--images {text}: no such file or directory"
+            )));
         }
         self.path(spec)
     }
