@@ -181,7 +181,10 @@ fn embed_loads_a_model_then_needs_a_device() {
             "--model",
             &tiny_model(),
             "--images",
-            "does-not-matter.jpg",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../flashclip-model/tests/fixtures/openai/franz-kafka.jpg"
+            ),
             "--out",
         ])
         .arg(tempfile::TempDir::new().unwrap().path().join("out"))
