@@ -136,7 +136,10 @@ impl Manifest {
 /// What `--out` holds before the job starts.
 #[derive(Debug)]
 pub enum Existing {
-    /// Missing or empty: created if needed.
+    /// Not there yet: [`create_out_dir`] makes it once the inputs have been checked, so that a job refused
+    /// before any work leaves nothing behind.
+    Missing,
+    /// An empty directory.
     Empty,
     /// A previous run's manifest, for `--resume`.
     Resume(Manifest),
@@ -144,7 +147,7 @@ pub enum Existing {
     Overwrite,
 }
 
-/// Checks `--out` before any model work: its parent exists, it is a writable directory (created if missing), and
+/// Checks `--out` before any model work: it is a writable directory, or a missing one in a writable parent, and
 /// it is empty unless `--overwrite` or `--resume` says what to do with what it holds.
 pub fn check_out_dir(dir: &Path, overwrite: bool, resume: bool) -> Result<Existing> {
     if dir.exists() && !dir.is_dir() {
@@ -164,9 +167,11 @@ pub fn check_out_dir(dir: &Path, overwrite: bool, resume: bool) -> Result<Existi
                 dir.display()
             )));
         }
-        std::fs::create_dir(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
+        // A trial file proves the parent writable now rather than after the embedding work.
+        tempfile::NamedTempFile::new_in(&parent)
+            .map_err(|e| CliError::io("cannot write in", &parent, e))?;
+        return Ok(Existing::Missing);
     }
-    // A trial file proves the directory writable now rather than after the embedding work.
     tempfile::NamedTempFile::new_in(dir).map_err(|e| CliError::io("cannot write in", dir, e))?;
     let empty = std::fs::read_dir(dir)
         .map_err(|e| CliError::io("cannot read", dir, e))?
@@ -195,6 +200,11 @@ pub fn check_out_dir(dir: &Path, overwrite: bool, resume: bool) -> Result<Existi
             dir.display()
         )))
     }
+}
+
+/// Makes a missing `--out` ([`Existing::Missing`]) once the job is known to run.
+pub fn create_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir).map_err(|e| CliError::io("cannot create", dir, e))
 }
 
 /// Removes a previous job's outputs (the manifest first, so no manifest ever lists shards that are gone), and

@@ -137,10 +137,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             listing.count
         )));
     }
+    let missing = matches!(existing, Existing::Missing);
     let (manifest, clear) = match existing {
         Existing::Resume(previous) => (Manifest::resume_from(previous, &job, &args.out)?, false),
         Existing::Overwrite => (Manifest::new(job, probe.shard_count()), true),
-        Existing::Empty => (Manifest::new(job, probe.shard_count()), false),
+        Existing::Missing | Existing::Empty => (Manifest::new(job, probe.shard_count()), false),
     };
     let finished: BTreeSet<u64> = manifest.shards.iter().map(|e| e.shard).collect();
     let plan = Plan::new(partition, listing.count, args.shard_rows, finished);
@@ -174,7 +175,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         threads,
     };
     let (dir, quiet, stop_after) = (&args.out, args.quiet, args.stop_after_shards);
+    // Runs once every model has loaded: a job refused before (no GPU, a bad checkpoint) leaves no --out behind.
     let outcome = pipeline::run(setup, |described| {
+        if missing {
+            manifest::create_out_dir(dir)?;
+        }
         manifest::remove_temporaries(dir)?;
         if clear {
             manifest::clear_outputs(dir)?;
