@@ -41,12 +41,8 @@ async fn health_is_503_until_the_model_is_loaded_and_warm() {
     let body: Value = health.json().await.unwrap();
     assert_eq!(body["status"], "loading");
     let early = s
-        .client
-        .post(s.at("/embed/text"))
-        .json(&json!({"texts": ["a cat"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/embed/text", &json!({"texts": ["a cat"]}))
+        .await;
     assert_eq!(early.status(), 503);
     let body: Value = early.json().await.unwrap();
     assert_eq!(body["error"]["type"], "not_ready");
@@ -74,12 +70,8 @@ async fn every_endpoint_answers_the_models_normalized_embeddings() {
     let dim = direct.config().projection_dim;
 
     let r: Value = s
-        .client
-        .post(s.at("/embed/text"))
-        .json(&json!({ "texts": texts }))
-        .send()
+        .post_json("/embed/text", &json!({ "texts": texts }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -128,12 +120,8 @@ async fn every_endpoint_answers_the_models_normalized_embeddings() {
                   {"type": "text", "text": texts[1]}, {"type": "image", "image": STANDARD.encode(&images[2])}],
     });
     let r: Value = s
-        .client
-        .post(s.at("/v1/embeddings"))
-        .json(&body)
-        .send()
+        .post_json("/v1/embeddings", &body)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -159,12 +147,11 @@ async fn every_endpoint_answers_the_models_normalized_embeddings() {
 
     // A single string, as little-endian f32 in base64.
     let r: Value = s
-        .client
-        .post(s.at("/v1/embeddings"))
-        .json(&json!({"input": texts[2], "encoding_format": "base64"}))
-        .send()
+        .post_json(
+            "/v1/embeddings",
+            &json!({"input": texts[2], "encoding_format": "base64"}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -201,12 +188,11 @@ async fn zero_shot_is_a_softmax_of_scaled_cosines_most_likely_first() {
     let z: f64 = logits.iter().map(|l| l.exp()).sum();
 
     let r: Value = s
-        .client
-        .post(s.at("/zero-shot"))
-        .json(&json!({"image": data_url(&img), "labels": labels, "template": "a drawing of {}"}))
-        .send()
+        .post_json(
+            "/zero-shot",
+            &json!({"image": data_url(&img), "labels": labels, "template": "a drawing of {}"}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -336,12 +322,8 @@ async fn a_request_larger_than_a_batch_runs_in_several_and_keeps_its_order() {
     let texts: Vec<String> = colors.iter().map(|c| format!("a {c} boat")).collect();
     let want = direct.texts(&texts.iter().map(String::as_str).collect::<Vec<_>>());
     let r: Value = s
-        .client
-        .post(s.at("/embed/text"))
-        .json(&json!({ "texts": texts }))
-        .send()
+        .post_json("/embed/text", &json!({ "texts": texts }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -13,12 +13,8 @@ use serde_json::{json, Value};
 /// A request that must succeed: the server still serves.
 async fn good(s: &common::Running) {
     let r = s
-        .client
-        .post(s.at("/embed/text"))
-        .json(&json!({"texts": ["a small dog"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/embed/text", &json!({"texts": ["a small dog"]}))
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -107,12 +103,8 @@ async fn bad_requests_answer_their_status_and_message_and_the_server_goes_on() {
 async fn a_model_failure_answers_500_and_the_server_goes_on() {
     let s = serve(config(), Box::new(common::Faulty(common::cpu_model(8)))).await;
     let r = s
-        .client
-        .post(s.at("/embed/text"))
-        .json(&json!({"texts": ["a zebra"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/embed/text", &json!({"texts": ["a zebra"]}))
+        .await;
     assert_eq!(r.status(), 500);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "server_error");

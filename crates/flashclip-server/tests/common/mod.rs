@@ -253,6 +253,16 @@ impl Running {
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
+
+    /// POSTs `body` as JSON to `path` and returns the response (any status).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
 }
 
 /// Starts a server on `embedder` with the test tokenizer and waits until it is ready.
