@@ -8,7 +8,8 @@
 # rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
 # and CLI (bin/baseline-<commit>-*), which run.sh's bench and clip phases time after the current ones: a change
-# against the code before it, in the same run.
+# against the code before it, in the same run. FLASHCLIP_BUNDLE_CLI_ONLY=1 builds only the CLI and the load
+# generator (enough for the embed, embedjob and serve phases) in a fraction of the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -48,8 +49,10 @@ for line in sys.stdin:
     done
 }
 
-collect test test --release --workspace --no-run
-collect bench bench --workspace --no-run # the bench profile is optimized
+if [ -z "${FLASHCLIP_BUNDLE_CLI_ONLY:-}" ]; then
+  collect test test --release --workspace --no-run
+  collect bench bench --workspace --no-run # the bench profile is optimized
+fi
 if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
   base=$(git rev-parse --short "$FLASHCLIP_BASELINE")
   tree=target/baseline-src

@@ -194,7 +194,7 @@ peak_rss_kb() { # runs "$@" with stderr to $log; prints the command's peak resid
 
 phase_embedjob() {
   # The streaming job against HF + DataLoader on the same 8192 photos; peak RSS must not grow with the inputs.
-  local d n rate rss peer row rows="" log=$out/embedjob.log
+  local d n rate rss peer row rows="" stages model_s stage_lines="" log=$out/embedjob.log
   d=$(mktemp -d)
   mkdir -p "$d/ViT-L-14-336"
   : >"$log"
@@ -210,9 +210,13 @@ phase_embedjob() {
     if rss=$(peak_rss_kb timeout 1200 "$cli" embed --model "$d/ViT-L-14-336" --images-from "$d/list-$n.txt" \
       --out "$d/out-$n" --batch 128 --device cuda --quiet); then
       rate=$(sed -n 's/^embedded .*, \([0-9.]*\) images\/s .*/\1/p' "$log" | tail -1)
+      stages=$(grep '^time: ' "$log" | tail -1)
+      model_s=$(echo "$stages" | sed -n 's/.*(1 device(s), \([0-9.]*\) s in model calls).*/\1/p')
       row="| flashclip embed, cuda, batch 128, $(nproc) decode threads | $(wc -l <"$d/list-$n.txt") | $rate | $((rss / 1024)) |"
       rows="$rows$row"$'\n'
-      note "embedjob $n: $rate images/s, peak RSS $((rss / 1024)) MiB"
+      [ -n "$model_s" ] && rows="$rows| its model calls alone (upload, forward, download; from its stage times) | $(wc -l <"$d/list-$n.txt") | $(awk -v n="$(wc -l <"$d/list-$n.txt")" -v s="$model_s" 'BEGIN{printf "%.1f", n/s}') | |"$'\n'
+      stage_lines="$stage_lines- $n: ${stages#time: }"$'\n'
+      note "embedjob $n: $rate images/s, peak RSS $((rss / 1024)) MiB; $stages"
     else
       fail "FAIL embedjob flashclip $n (see embedjob.log)"
     fi
@@ -236,6 +240,9 @@ phase_embedjob() {
     printf '%s' "$rows"
     echo
     echo "The 2x row lists the same folder twice (--images-from): its peak RSS should match the 1x row's."
+    echo
+    echo "Where the job's threads spent the run (shares of threads x wall time):"
+    printf '%s' "$stage_lines"
   } >"$out/embedjob.md"
   rm -rf "$d"
 }
@@ -283,9 +290,17 @@ phase_profile() {
   note "profile $v: $(grep -E '^ +Duration' "$out/ncu-$v.txt" | head -1 | tr -s ' ')"
 }
 
+cpu_seconds() { # user + system CPU seconds of process $1 so far
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+model_seconds() { # the server's total time in the model for kind $2 so far (its /metrics)
+  curl -sf "$1/metrics" | awk -v k="flashclip_model_seconds_sum{kind=\"$2\"}" '$1 == k {print $2; f=1} END{if(!f) print 0}'
+}
+
 phase_serve() {
   # The server on the GPU, driven over loopback by the bounded load generator; one table row per run.
-  local d pid url="" kind c header=--header log=$out/serve.log lg=$bundle/bin/example-flashclip-server-loadgen
+  local d pid url="" kind c t0 t1 c0 c1 m0 m1 header=--header log=$out/serve.log lg=$bundle/bin/example-flashclip-server-loadgen
   d=$(mktemp -d)/ViT-L-14-336
   mkdir -p "$d"
   : >"$log"
@@ -308,13 +323,26 @@ phase_serve() {
     return
   fi
   : >"$out/serve.md"
+  : >"$out/serve-load.md"
   for kind in text image; do
     for c in 1 16 256; do
+      # Server CPU (cores busy) and the model thread's share of the wall time, per run: which side limits.
+      t0=$(date +%s.%N) c0=$(cpu_seconds "$pid") m0=$(model_seconds "$url" "$kind")
       timeout 120 "$lg" --url "$url" --kind "$kind" --concurrency "$c" --requests $((c < 32 ? 256 : 8 * c)) \
         --max-seconds 60 $header >>"$out/serve.md" 2>>"$log" || fail "FAIL serve: loadgen $kind concurrency $c"
       header=
+      t1=$(date +%s.%N) c1=$(cpu_seconds "$pid") m1=$(model_seconds "$url" "$kind")
+      awk -v k="$kind" -v c="$c" -v t="$t1 - $t0" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v m0="$m0" -v m1="$m1" \
+        'BEGIN{w=t1-t0; printf "| %s | %d | %.2f s | %.1f cores | %.0f%% |\n", k, c, w, (c1-c0)/w, 100*(m1-m0)/w}' \
+        >>"$out/serve-load.md"
     done
   done
+  {
+    echo
+    echo "| kind | concurrency | wall | server CPU | model thread busy |"
+    echo "|---|---|---|---|---|"
+    cat "$out/serve-load.md"
+  } >>"$out/serve.md"
   curl -sf "$url/metrics" >"$out/serve-metrics.txt" 2>>"$log"
   kill -TERM "$pid"
   wait "$pid" || fail "FAIL serve: the server did not stop cleanly (see serve.log)"

@@ -26,8 +26,9 @@ pub struct ServeArgs {
     /// Most images or texts per model call.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    /// Longest wait for more requests before running a partial batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
+    /// Extra wait for more requests before running a partial batch, in milliseconds. 0 runs whatever is queued
+    /// as soon as the model is free (requests arriving meanwhile form the next batch).
+    #[arg(long, default_value_t = 0)]
     max_wait_ms: u64,
     /// Requests that may wait for the model; past it requests get 503 with Retry-After.
     #[arg(long, default_value_t = 256)]

@@ -1,13 +1,17 @@
-//! The dynamic batcher: requests wait in a bounded queue; one thread owns the model, takes requests of one kind
-//! (texts or images) until a batch is full or the oldest has waited `max_wait`, runs the batch, and answers each
-//! request with its own rows, L2-normalized.
+//! The dynamic batcher: requests wait in a bounded queue; one thread owns the model, takes every queued request of
+//! one kind (texts or images) up to a full batch, optionally waits up to `max_wait` for more, runs the batch, and
+//! answers each request with its own rows, L2-normalized.
+//!
+//! Batches form on their own under load: requests that arrive while the model runs are queued and make up the
+//! next batch. So by default nothing waits (`max_wait` 0): a lone request runs at once, which is what its latency
+//! needs, and a busy server still runs full batches.
 //!
 //! The model is not async (a GPU stream or rayon's pool), so it lives on a plain thread; requests reach it over
 //! a `std` channel whose capacity is the queue size, and their answers come back over `tokio` oneshots.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -175,22 +179,37 @@ fn serve(
         let mut batch = vec![first];
         let deadline = Instant::now() + max_wait;
         while rows < max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(job) => {
-                    metrics.queue_depth.dec();
-                    if job.inputs.kind() == kind && rows + job.inputs.len() <= max_batch {
-                        rows += job.inputs.len();
-                        batch.push(job);
-                    } else {
-                        held = Some(job);
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            let Some(job) = next_queued(rx, deadline) else {
+                break;
+            };
+            metrics.queue_depth.dec();
+            if job.inputs.kind() == kind && rows + job.inputs.len() <= max_batch {
+                rows += job.inputs.len();
+                batch.push(job);
+            } else {
+                held = Some(job);
+                break;
             }
         }
         run_batch(embedder, kind, batch, max_batch, metrics);
+    }
+}
+
+/// A request already queued, else one arriving before `deadline`; `None` when neither comes (or on shutdown).
+fn next_queued(rx: &Receiver<Job>, deadline: Instant) -> Option<Job> {
+    match rx.try_recv() {
+        Ok(job) => Some(job),
+        Err(TryRecvError::Disconnected) => None,
+        Err(TryRecvError::Empty) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match rx.recv_timeout(left) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+            }
+        }
     }
 }
 

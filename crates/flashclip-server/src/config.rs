@@ -32,7 +32,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             model_name: "clip".into(),
             max_batch: 32,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             queue_size: 256,
             max_body_bytes: 16 << 20,
             timeout: Duration::from_secs(30),

@@ -28,7 +28,7 @@
 //!
 //! Handlers decode and preprocess inputs on tokio's blocking pool, then queue them for the batcher
 //! (module `batcher`), a thread that owns the model and runs texts and images in separate batches of up to
-//! `max_batch`, each after waiting at most `max_wait` for more requests.
+//! `max_batch`: whatever queued while the last batch ran, plus what arrives within `max_wait` (0 by default).
 
 mod api;
 mod batcher;

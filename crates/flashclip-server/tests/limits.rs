@@ -201,3 +201,50 @@ async fn shutdown_drains_requests_in_flight() {
     let common::Running { server, .. } = s;
     server.wait().await.unwrap();
 }
+
+/// The value of a metric line such as `flashclip_queue_depth 3`.
+async fn metric(s: &common::Running, line_start: &str) -> Option<f64> {
+    let text = s
+        .client
+        .get(s.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_wait_a_lone_request_runs_at_once_and_requests_queued_meanwhile_form_one_batch() {
+    let mut cfg = config();
+    cfg.max_wait = Duration::ZERO;
+    let (s, gate) = gated(cfg).await;
+    gate.close();
+    let first = post_text(&s, "a cat");
+    // The first request reaches the model although nothing else arrives and no wait is configured.
+    gate.wait_entered(1).await;
+    let queued: Vec<_> = ["a dog", "a bird", "a fish"]
+        .into_iter()
+        .map(|t| post_text(&s, t))
+        .collect();
+    for _ in 0..2000 {
+        if metric(&s, "flashclip_queue_depth ").await == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&s, "flashclip_queue_depth ").await, Some(3.0));
+    gate.open();
+    assert_eq!(first.await.unwrap().status(), 200);
+    for r in queued {
+        assert_eq!(r.await.unwrap().status(), 200);
+    }
+    let batches = "flashclip_batch_size_count{kind=\"text\"} ";
+    let inputs = "flashclip_batch_size_sum{kind=\"text\"} ";
+    assert_eq!(metric(&s, batches).await, Some(2.0));
+    assert_eq!(metric(&s, inputs).await, Some(4.0));
+}

@@ -8,6 +8,7 @@ mod inputs;
 mod manifest;
 mod pipeline;
 mod shard;
+mod stages;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -202,6 +203,12 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         })
     })?;
     print_summary(&outcome.report, outcome.seconds, dir);
+    eprintln!(
+        "{}",
+        outcome
+            .stages
+            .summary(outcome.seconds, threads, devices.len())
+    );
     check_embedded(&outcome.manifest)
 }
 

@@ -21,6 +21,7 @@ use super::decode::{Decoder, Job};
 use super::inputs::{Inputs, Listing};
 use super::manifest::Manifest;
 use super::shard::Plan;
+use super::stages::{Span, StageTimes};
 use super::writer::{Embedded, Report, Writer};
 use crate::error::{CliError, Result};
 use crate::output::l2_normalize;
@@ -45,6 +46,7 @@ pub struct Outcome {
     pub manifest: Manifest,
     /// From the first input to the last write, model loading excluded.
     pub seconds: f64,
+    pub stages: StageTimes,
 }
 
 /// Loads a model per device, then calls `start` with their descriptions (it prepares the output and returns the
@@ -65,7 +67,9 @@ pub fn run<'a>(
         max_batch,
         threads,
     } = setup;
-    std::thread::scope(|s| {
+    let stage_times = StageTimes::default();
+    let stages = &stage_times;
+    let outcome: Result<_> = std::thread::scope(|s| {
         let (ready_tx, ready_rx) = unbounded();
         let (embedded_tx, embedded_rx) = bounded::<Embedded>(2 * devices.len());
         let mut to_devices = Vec::new();
@@ -87,7 +91,7 @@ pub fn run<'a>(
                         return Ok(());
                     }
                 };
-                embed_loop(model, config.projection_dim, rx, out)
+                embed_loop(model, config.projection_dim, rx, out, stages)
             }));
         }
         drop((ready_tx, embedded_tx));
@@ -112,14 +116,15 @@ pub fn run<'a>(
             let (jobs, out) = (job_rx.clone(), decoded_tx.clone());
             s.spawn(move || {
                 for job in jobs {
-                    if out.send(decoder.decode(job)).is_err() {
+                    let decoded = stages.time(Span::DecodeBusy, || decoder.decode(job));
+                    if out.send(decoded).is_err() {
                         break;
                     }
                 }
             });
         }
         drop((job_rx, decoded_tx));
-        s.spawn(move || batch::run(decoded_rx, credit_tx, plan, max_batch, &to_devices));
+        s.spawn(move || batch::run(decoded_rx, credit_tx, plan, max_batch, &to_devices, stages));
 
         let written = writer.run(embedded_rx);
         join(lister)?;
@@ -127,11 +132,14 @@ pub fn run<'a>(
             join(t)?;
         }
         let (report, manifest) = written?;
-        Ok(Outcome {
-            report,
-            manifest,
-            seconds: started.elapsed().as_secs_f64(),
-        })
+        Ok((report, manifest, started.elapsed().as_secs_f64()))
+    });
+    let (report, manifest, seconds) = outcome?;
+    Ok(Outcome {
+        report,
+        manifest,
+        seconds,
+        stages: stage_times,
     })
 }
 
@@ -157,15 +165,19 @@ fn embed_loop(
     dim: usize,
     batches: Receiver<Batch>,
     out: Sender<Embedded>,
+    stages: &StageTimes,
 ) -> Result<()> {
-    for batch in batches {
-        let embeds = match &batch.data {
-            BatchData::Pixels(p) if !p.is_empty() => Some(model.embed_images(p)?),
-            BatchData::Tokens(t) if !t.is_empty() => Some(model.embed_texts(t)?),
-            _ => None,
-        };
-        let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
-        l2_normalize(&mut rows, dim);
+    while let Ok(batch) = stages.time(Span::ModelWaited, || batches.recv()) {
+        let rows = stages.time(Span::ModelBusy, || -> Result<Vec<f32>> {
+            let embeds = match &batch.data {
+                BatchData::Pixels(p) if !p.is_empty() => Some(model.embed_images(p)?),
+                BatchData::Tokens(t) if !t.is_empty() => Some(model.embed_texts(t)?),
+                _ => None,
+            };
+            let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
+            l2_normalize(&mut rows, dim);
+            Ok(rows)
+        })?;
         let done = Embedded {
             seq: batch.seq,
             items: batch.items,
