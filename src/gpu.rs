@@ -23,8 +23,9 @@ fn blas_workspace_bytes((major, _minor): (i32, i32)) -> usize {
 
 /// A CUDA device with the stream every flashclip op runs on and a cuBLAS handle bound to it.
 ///
-/// All work is ordered on the one stream, so flashclip turns off cudarc's per-buffer event tracking
-/// (which exists to order work across streams) to keep launches free of extra event records.
+/// All work is ordered on the one stream (or, for a [`Gpu::new_lane`], on streams joined by explicit events), so
+/// flashclip turns off cudarc's per-buffer event tracking (which exists to order work across streams) to keep
+/// launches free of extra event records.
 ///
 /// The cuBLAS handle works in a workspace owned here (the size cuBLAS recommends for the architecture), so cuBLAS
 /// never allocates on its own, also not while the stream is being captured into a CUDA graph.
@@ -59,10 +60,23 @@ impl Gpu {
             )));
         }
         let ctx = CudaContext::new(ordinal)?;
-        // SAFETY: every buffer this context allocates is used on `stream` only (see the type's doc), so
-        // cross-stream event tracking has nothing to order.
+        // SAFETY: every buffer this context allocates is used on one stream, or on a lane's stream ordered by
+        // events (see the type's doc), so cross-stream event tracking has nothing to order.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
+        Self::on_stream(ctx, stream)
+    }
+
+    /// Another handle on the same device and context, with a stream, cuBLAS handle and workspace of its own, for
+    /// work that may run concurrently with this handle's (one tower of a forward while the other runs here).
+    /// Event tracking is off, so work on both that touches the same buffers must be ordered with events
+    /// ([`CudaStream::record_event`], [`CudaStream::wait`]).
+    pub fn new_lane(&self) -> Result<Self> {
+        let stream = self.ctx.new_stream()?;
+        Self::on_stream(self.ctx.clone(), stream)
+    }
+
+    fn on_stream(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Result<Self> {
         let compute_capability = ctx.compute_capability()?;
         let blas = CudaBlas::new(stream.clone())?;
         let mut blas_workspace =

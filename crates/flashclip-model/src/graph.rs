@@ -42,6 +42,9 @@ pub struct ForwardGraph<'a, T: Element> {
     ws: &'a mut Workspace<T>,
     shape: GraphShape,
     graph: CudaGraph,
+    /// The text tower's stream, cuBLAS handle and workspace when the graph runs both towers; declared after
+    /// `graph`, which uses them, so it outlives it.
+    _lane: Option<Gpu>,
 }
 
 impl<T: Element> ClipModel<T> {
@@ -94,7 +97,14 @@ impl<T: Element> ClipModel<T> {
                 self.upload_texts(gpu, ws, &placeholder, Some(shape.text_len))?;
             }
         }
-        self.enqueue_forward(gpu, ws, &shape)?;
+        // The towers are independent until the logits: with both, the text tower runs on a stream of its own, forked
+        // from and joined back into the main one, so at small batches it fills the SMs the vision tower leaves idle.
+        let lane = if shape.images > 0 && shape.texts > 0 {
+            Some(gpu.new_lane()?)
+        } else {
+            None
+        };
+        self.enqueue_forward(gpu, lane.as_ref(), ws, &shape)?;
         gpu.synchronize()?;
         let stream = gpu.stream();
         // Thread-local mode: a call from this thread that is not allowed during capture (a synchronizing copy, an
@@ -102,7 +112,7 @@ impl<T: Element> ClipModel<T> {
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(flashclip::Error::from)?;
-        let enqueued = self.enqueue_forward(gpu, ws, &shape);
+        let enqueued = self.enqueue_forward(gpu, lane.as_ref(), ws, &shape);
         // The capture always ends, also after a failed enqueue, so the stream leaves capture mode.
         let ended = stream.end_capture(CUgraphInstantiate_flags(0));
         enqueued?;
@@ -116,22 +126,45 @@ impl<T: Element> ClipModel<T> {
             ws,
             shape,
             graph,
+            _lane: lane,
         })
     }
 
-    /// The device part of a forward of `shape`: no copy, no sync, so it can be captured.
-    fn enqueue_forward(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: &GraphShape) -> Result<()> {
-        if shape.images > 0 {
-            self.run_vision(gpu, ws, shape.images)?;
+    /// The device part of a forward of `shape`: no copy, no sync, so it can be captured. With a `lane`, the text
+    /// tower runs there, after everything enqueued on `gpu` so far (the uploads), and `gpu` waits for it at the end.
+    fn enqueue_forward(
+        &self,
+        gpu: &Gpu,
+        lane: Option<&Gpu>,
+        ws: &mut Workspace<T>,
+        shape: &GraphShape,
+    ) -> Result<()> {
+        let text_gpu = lane.unwrap_or(gpu);
+        if let Some(lane) = lane {
+            let uploaded = gpu
+                .stream()
+                .record_event(None)
+                .map_err(flashclip::Error::from)?;
+            lane.stream()
+                .wait(&uploaded)
+                .map_err(flashclip::Error::from)?;
         }
         if shape.texts > 0 {
-            let ran = self.run_uploaded_texts(gpu, ws)?;
+            let ran = self.run_uploaded_texts(text_gpu, ws)?;
             if ran.batch != shape.texts || ran.len != shape.text_len {
                 return Err(ModelError::Input(format!(
                     "the workspace holds {} texts of {} tokens, the graph is for {} of {}",
                     ran.batch, ran.len, shape.texts, shape.text_len
                 )));
             }
+        }
+        if shape.images > 0 {
+            self.run_vision(gpu, ws, shape.images)?;
+        }
+        if let Some(lane) = lane {
+            gpu.stream()
+                .join(lane.stream())
+                .map_err(flashclip::Error::from)?;
         }
         Ok(())
     }
