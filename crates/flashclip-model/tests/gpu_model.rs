@@ -460,3 +460,48 @@ fn gpu_small_graph_replay() {
     graph_replay::<f16>(&gpu, &tiny(), AttentionImpl::Materialized);
     graph_replay::<f32>(&gpu, &tiny(), AttentionImpl::Flash(Version::V1));
 }
+
+/// Replicas share the weights but run on streams and workspaces of their own: embedding from two threads at once,
+/// round after round, each must give bitwise what the original gives alone.
+#[test]
+fn gpu_small_replicas_match_the_original_from_two_threads() {
+    use flashclip_model::backend::{self, Device};
+    let _device = shared_device();
+    let Some(gpu) = gpu_or_skip("gpu_small_replicas_match_the_original_from_two_threads") else {
+        return;
+    };
+    drop(gpu);
+    let config = ClipConfig::from_hf_json_file(tiny().join("config.json")).unwrap();
+    let checkpoint = Checkpoint::open(tiny().join("model.safetensors")).unwrap();
+    let (images, pixels, texts) = fixture_inputs(&tiny());
+    let mut original = backend::load(
+        Device::Cuda(0),
+        flashclip::DType::F16,
+        &config,
+        &checkpoint,
+        8,
+    )
+    .unwrap();
+    let want_images = bits(&original.embed_images(&pixels).unwrap());
+    let want_texts = bits(&original.embed_texts(&texts).unwrap());
+    assert!(images > 0 && !texts.is_empty());
+    let mut replica = original
+        .replica()
+        .unwrap()
+        .expect("the GPU backend has replicas");
+    std::thread::scope(|s| {
+        for model in [&mut original, &mut replica] {
+            let (pixels, texts) = (&pixels, &texts);
+            let (want_images, want_texts) = (&want_images, &want_texts);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let got = bits(&model.embed_images(pixels).unwrap());
+                    assert_eq!(&got, want_images, "images, round {round}");
+                    let got = bits(&model.embed_texts(texts).unwrap());
+                    assert_eq!(&got, want_texts, "texts, round {round}");
+                }
+            });
+        }
+    });
+    println!("original and replica: 20 concurrent rounds each, bitwise equal");
+}

@@ -83,6 +83,10 @@ pub struct EmbedArgs {
     /// Element type of the weights and activations on the GPU.
     #[arg(long, value_enum, default_value_t = DType::F16)]
     dtype: DType,
+    /// Model replicas per GPU, each on a stream and workspace of its own and sharing the weights, so that one's
+    /// upload and bookkeeping overlap another's forward (the CPU always runs one).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    streams_per_device: u32,
     /// Decode threads [default: the number of cores].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -174,6 +178,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         dtype: args.dtype,
         max_batch,
         threads,
+        streams_per_device: if on_gpu {
+            args.streams_per_device as usize
+        } else {
+            1
+        },
     };
     let (dir, quiet, stop_after) = (&args.out, args.quiet, args.stop_after_shards);
     // Runs once every model has loaded: a job refused before (no GPU, a bad checkpoint) leaves no --out behind.
@@ -207,7 +216,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         "{}",
         outcome
             .stages
-            .summary(outcome.seconds, threads, devices.len())
+            .summary(outcome.seconds, threads, outcome.model_workers)
     );
     check_embedded(&outcome.manifest)
 }

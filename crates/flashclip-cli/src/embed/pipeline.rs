@@ -38,6 +38,8 @@ pub struct Setup<'a> {
     pub dtype: DType,
     pub max_batch: usize,
     pub threads: usize,
+    /// Model replicas per device (1 on the CPU).
+    pub streams_per_device: usize,
 }
 
 /// How a job went.
@@ -47,6 +49,8 @@ pub struct Outcome {
     /// From the first input to the last write, model loading excluded.
     pub seconds: f64,
     pub stages: StageTimes,
+    /// Model threads that ran (replicas over all devices).
+    pub model_workers: usize,
 }
 
 /// Loads a model per device, then calls `start` with their descriptions (it prepares the output and returns the
@@ -66,32 +70,56 @@ pub fn run<'a>(
         dtype,
         max_batch,
         threads,
+        streams_per_device,
     } = setup;
+    let per_device = streams_per_device.max(1);
     let stage_times = StageTimes::default();
     let stages = &stage_times;
     let outcome: Result<_> = std::thread::scope(|s| {
         let (ready_tx, ready_rx) = unbounded();
-        let (embedded_tx, embedded_rx) = bounded::<Embedded>(2 * devices.len());
+        let workers = devices.len() * per_device;
+        let (embedded_tx, embedded_rx) = bounded::<Embedded>(2 * workers);
         let mut to_devices = Vec::new();
         let mut device_threads = Vec::new();
         for (n, &device) in devices.iter().enumerate() {
-            let (tx, rx) = bounded::<Batch>(2);
-            to_devices.push(tx);
+            // Batches are dealt round-robin over every replica of every device.
+            let mut inboxes = Vec::new();
+            for _ in 0..per_device {
+                let (tx, rx) = bounded::<Batch>(2);
+                to_devices.push(tx);
+                inboxes.push(rx);
+            }
             let (ready, out) = (ready_tx.clone(), embedded_tx.clone());
             device_threads.push(s.spawn(move || {
                 let loaded = backend::load(device, dtype, config, checkpoint, max_batch)
+                    .and_then(|model| replicas(model, per_device))
                     .map_err(|e| load_error(device, e));
-                let model = match loaded {
-                    Ok(model) => {
-                        let _ = ready.send((n, Ok(model.describe())));
-                        model
+                let models = match loaded {
+                    Ok(models) => {
+                        let _ = ready.send((n, Ok(models[0].describe())));
+                        models
                     }
                     Err(e) => {
                         let _ = ready.send((n, Err(e)));
                         return Ok(());
                     }
                 };
-                embed_loop(model, config.projection_dim, rx, out, stages)
+                let dim = config.projection_dim;
+                let mut helpers = Vec::new();
+                let mut pairs = models.into_iter().zip(inboxes);
+                let first = pairs.next();
+                for (model, rx) in pairs {
+                    let out = out.clone();
+                    helpers.push(s.spawn(move || embed_loop(model, dim, rx, out, stages)));
+                }
+                let mut result = first.map_or(Ok(()), |(model, rx)| {
+                    embed_loop(model, dim, rx, out, stages)
+                });
+                for h in helpers {
+                    let joined = join(h);
+                    result = result.and(joined);
+                }
+                result
             }));
         }
         drop((ready_tx, embedded_tx));
@@ -140,7 +168,24 @@ pub fn run<'a>(
         manifest,
         seconds,
         stages: stage_times,
+        model_workers: devices.len() * per_device,
     })
+}
+
+/// `model` and `count - 1` replicas of it, or just `model` where it has none.
+fn replicas(
+    model: Box<dyn backend::Embedder>,
+    count: usize,
+) -> std::result::Result<Vec<Box<dyn backend::Embedder>>, ModelError> {
+    let mut models = Vec::with_capacity(count);
+    for _ in 1..count {
+        match model.replica()? {
+            Some(r) => models.push(r),
+            None => break,
+        }
+    }
+    models.insert(0, model);
+    Ok(models)
 }
 
 fn join(handle: ScopedJoinHandle<'_, Result<()>>) -> Result<()> {

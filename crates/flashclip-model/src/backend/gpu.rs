@@ -1,5 +1,7 @@
 //! The GPU backend: [`ClipModel`] on flashclip's kernels behind [`Embedder`].
 
+use std::sync::Arc;
+
 use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
@@ -12,12 +14,14 @@ use crate::nn::AttentionImpl;
 use crate::workspace::Workspace;
 
 /// A model on one GPU in element type `T`, with a workspace for `max_batch` images and texts and the fastest
-/// attention for its shapes.
+/// attention for its shapes. Replicas ([`Embedder::replica`]) share the weights.
 pub struct GpuBackend<T: Element> {
     ordinal: usize,
-    gpu: Gpu,
-    model: ClipModel<T>,
+    // Field order is drop order: the workspace and the weights are freed before the stream and handles of the
+    // Gpu they were allocated through.
     ws: Workspace<T>,
+    model: Arc<ClipModel<T>>,
+    gpu: Gpu,
     max_batch: usize,
 }
 
@@ -37,13 +41,22 @@ impl<T: Element> GpuBackend<T> {
 
     /// Wraps a model already on `gpu` (GPU `ordinal`), allocating its workspace.
     pub fn new(ordinal: usize, gpu: Gpu, model: ClipModel<T>, max_batch: usize) -> Result<Self> {
+        Self::sharing(ordinal, gpu, Arc::new(model), max_batch)
+    }
+
+    fn sharing(
+        ordinal: usize,
+        gpu: Gpu,
+        model: Arc<ClipModel<T>>,
+        max_batch: usize,
+    ) -> Result<Self> {
         let max_batch = max_batch.max(1);
         let ws = model.workspace(&gpu, max_batch, max_batch)?;
         Ok(Self {
             ordinal,
-            gpu,
-            model,
             ws,
+            model,
+            gpu,
             max_batch,
         })
     }
@@ -76,5 +89,17 @@ impl<T: Element> Embedder for GpuBackend<T> {
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         check_batch("texts", texts.len(), self.max_batch)?;
         self.model.encode_texts(&self.gpu, &mut self.ws, texts)
+    }
+
+    fn replica(&self) -> Result<Option<Box<dyn Embedder>>> {
+        // The weights were written on this replica's stream; the new one reads them from its own.
+        self.gpu.synchronize()?;
+        let lane = self.gpu.new_lane()?;
+        Ok(Some(Box::new(Self::sharing(
+            self.ordinal,
+            lane,
+            self.model.clone(),
+            self.max_batch,
+        )?)))
     }
 }

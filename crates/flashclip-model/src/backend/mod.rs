@@ -44,6 +44,13 @@ pub trait Embedder: Send {
     /// Embeds token id sequences (each with start and end tokens, at most the context length), at most
     /// `max_batch` of them; returns `[texts.len(), projection_dim]`.
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>>;
+
+    /// Another embedder on the same weights that can run at the same time as this one, from another thread: on
+    /// the GPU, a stream and workspace of its own, so one replica's upload overlaps another's forward. `None`
+    /// where running two at once gains nothing (the CPU reference, which uses every core already).
+    fn replica(&self) -> Result<Option<Box<dyn Embedder>>> {
+        Ok(None)
+    }
 }
 
 /// Where a model runs, as a command line names it: `cpu`, `cuda` (GPU 0) or `cuda:N`.
