@@ -22,12 +22,13 @@ struct Epilogue {
         return make_float2(to_float(v.x), to_float(v.y));
     }
 
-    /* Rows [m0 + 64 * consumer, +64) of the tile: warp w of the warpgroup holds rows 16w + g and 16w + g + 8,
+    /* Rows [m0 + 64 * row_block, +64) of the tile (row_block: the consumer's half of a cooperative tile, 0 for
+     * ping-pong's 64-row tiles): warp w of the warpgroup holds rows 16w + g and 16w + g + 8,
      * columns 8i + 2t and 8i + 2t + 1 (g = lane / 4, t = lane % 4). n is a multiple of 8, so a pair is either
      * inside the matrix or wholly past its edge. */
     static __device__ __forceinline__ void store(const float (&acc)[Traits::kBlockN / 2], const fc_gemm_params &p,
-                                                 Tile tile, int consumer, int warp, int lane) {
-        const int row0 = tile.m0 + 64 * consumer + 16 * warp + lane / 4;
+                                                 Tile tile, int row_block, int warp, int lane) {
+        const int row0 = tile.m0 + 64 * row_block + 16 * warp + lane / 4;
         const int col_in_block = 2 * (lane % 4);
         Elem *y = static_cast<Elem *>(p.y);
         const Elem *bias = static_cast<const Elem *>(p.bias);
