@@ -6,7 +6,8 @@
 //! Per layer, the unfused path is the model's: QKV = cuBLASLt with its bias epilogue; fc1 = cuBLAS, then bias +
 //! QuickGELU; out-proj and fc2 = cuBLAS, then bias + residual + LayerNorm (one kernel). The fused path: QKV and
 //! fc1 in one GEMM; out-proj and fc2 as GEMM + bias + residual, then a plain LayerNorm. flashclip's GEMM runs at
-//! each schedule of its consumer warpgroups (cooperative, which `linear_fused` runs, and ping-pong), side by side.
+//! each schedule of its consumer warpgroups (cooperative, which `linear_fused` runs, and ping-pong; each with
+//! register or TMA stores), side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashclip::bench::{median, time_device_us, time_iters, Summary};
@@ -241,27 +242,27 @@ fn benches(c: &mut Criterion) {
         return;
     }
     let mut rng = StdRng::seed_from_u64(17);
+    let mut header: Vec<String> = ["layer", "m x n x k", "dtype", "cuBLAS plain", "unfused"]
+        .map(String::from)
+        .to_vec();
+    for schedule in Schedule::ALL {
+        let name = schedule.name();
+        header.extend([
+            format!("{name} plain"),
+            format!("{name} fused"),
+            format!("unfused / {name} fused"),
+        ]);
+    }
+    header.push("cuBLAS 8192³ TFLOP/s".into());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut summary = Summary::new(
         &format!(
             "ViT-L/14-336 linear layers ({}): µs (TFLOP/s); unfused = cuBLAS(Lt) + flashclip's elementwise kernel, \
-             fused = flashclip's GEMM with the epilogue (+ LayerNorm after out-proj/fc2); coop = the cooperative \
-             schedule (the default), pp = ping-pong",
+             fused = flashclip's GEMM with the epilogue (+ LayerNorm after out-proj/fc2), at each schedule \
+             (cooperative is the default)",
             gpu.name().unwrap_or_default()
         ),
-        &[
-            "layer",
-            "m x n x k",
-            "dtype",
-            "cuBLAS plain",
-            "unfused",
-            "coop plain",
-            "coop fused",
-            "unfused / coop fused",
-            "pp plain",
-            "pp fused",
-            "unfused / pp fused",
-            "cuBLAS 8192³ TFLOP/s",
-        ],
+        &header,
     );
     bench_dtype::<f16>(c, &gpu, &mut rng, &mut summary);
     bench_dtype::<bf16>(c, &gpu, &mut rng, &mut summary);

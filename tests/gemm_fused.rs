@@ -1,6 +1,7 @@
 //! flashclip's Hopper GEMM with fused epilogues against the float64 reference: every epilogue, both 16-bit
 //! dtypes, CLIP's layer shapes, ragged and strided shapes, and the inputs it refuses. Each case runs the default
-//! launch and every explicit schedule of the consumer warpgroups (cooperative, ping-pong) against one reference.
+//! launch and every explicit schedule (cooperative, ping-pong, each with register or TMA stores) against one
+//! reference.
 //!
 //! Every output element is poisoned with NaN before each launch and must come back finite; rows sampled from each
 //! output (the first and last of every 128-row tile band's edges and random ones) are compared with float64.
@@ -11,7 +12,7 @@ use flashclip::ops::gemm::{
 };
 use flashclip::reference::{activate, max_abs_diff, round};
 use flashclip::testing::{gpu_or_skip, gpu_test, poison, uniform};
-use flashclip::{Element, Error, Gpu, View};
+use flashclip::{Element, Error, Gpu, View, ViewMut};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -83,13 +84,11 @@ enum Launch {
     Schedule(Schedule),
 }
 
-const LAUNCHES: [Launch; 3] = [
-    Launch::Default,
-    Launch::Schedule(Schedule::Cooperative),
-    Launch::Schedule(Schedule::PingPong),
-];
+fn launches() -> impl Iterator<Item = Launch> {
+    std::iter::once(Launch::Default).chain(Schedule::ALL.map(Launch::Schedule))
+}
 
-/// One shape, one epilogue: y = epilogue(x · wᵀ) with x rows `lda` apart, by every launch in [`LAUNCHES`].
+/// One shape, one epilogue: y = epilogue(x · wᵀ) with x rows `lda` apart, by every launch in [`launches`].
 fn check_one<T: Element>(
     gpu: &Gpu,
     rng: &mut StdRng,
@@ -113,9 +112,8 @@ fn check_one<T: Element>(
         Kind::Act(act) => Epilogue::BiasActivation(&bv, act),
         Kind::Accumulate => Epilogue::BiasAccumulate(&bv),
     };
-    let outputs: Vec<(Launch, Vec<f64>)> = LAUNCHES
-        .iter()
-        .map(|&launch| {
+    let outputs: Vec<(Launch, Vec<f64>)> = launches()
+        .map(|launch| {
             // The residual is y's old value; every other epilogue must write all of a NaN-poisoned y.
             let mut y = if matches!(kind, Kind::Accumulate) {
                 gpu.upload(&host::<T>(&r), &[m, n]).unwrap()
@@ -277,6 +275,21 @@ fn gpu_gemm_fused_refuses_what_it_cannot_run() {
         ),
         "{r:?}"
     );
+    // The TMA-store schedules need y's rows 16 bytes apart: a y of 4 rows of 8, 10 apart.
+    let mut y10 = gpu.zeros::<f16>(&[4, 10]).unwrap();
+    let mut yv = ViewMut::new(y10.data_mut(), 0, &[4, 8], &[10, 1]).unwrap();
+    let r = linear_fused_schedule(
+        &gpu,
+        Schedule::PingPongTmaStore,
+        &x.view(),
+        &w.view(),
+        Epilogue::Plain,
+        &mut yv,
+    );
+    match r {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("TMA store"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
     // A bias of the wrong length.
     let b = gpu.zeros::<f16>(&[7]).unwrap();
     let bv = b.view();

@@ -123,6 +123,18 @@ pub(super) fn launch<T: Element>(
     };
     let yp = y.device_ptr_mut(stream);
     check::aligned("fused GEMM y", yp, 4)?;
+    #[cfg(feature = "tuning")]
+    if let Kernel::Schedule(s) = kernel {
+        if s.tma_store() {
+            // The store's tensor map: rows 16 bytes apart from a 16-byte aligned start.
+            if ldy % 8 != 0 {
+                return Err(Error::Unsupported(format!(
+                    "fused GEMM y row stride is {ldy}, not a multiple of 8 (TMA store)"
+                )));
+            }
+            check::aligned("fused GEMM y", yp, 16)?;
+        }
+    }
     let accumulate = epi == ffi::fc_gemm_epilogue::FC_GEMM_BIAS_RESIDUAL;
     let params = ffi::fc_gemm_params {
         x: xp as *const _,
