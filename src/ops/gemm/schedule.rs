@@ -36,8 +36,8 @@ impl Schedule {
         match self {
             Schedule::Cooperative => "cooperative",
             Schedule::PingPong => "pingpong",
-            Schedule::CooperativeTmaStore => "cooperative tma-store",
-            Schedule::PingPongTmaStore => "pingpong tma-store",
+            Schedule::CooperativeTmaStore => "cooperative-tma",
+            Schedule::PingPongTmaStore => "pingpong-tma",
         }
     }
 
