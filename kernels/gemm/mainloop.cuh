@@ -101,11 +101,11 @@ struct Consumer {
  *
  * Why every phase completes and none completes early, for any number T >= 0 of tiles in the block: the block's
  * tile i (in load order) is consumer i % 2's, and turn i is taken by that consumer before tile i's mainloop.
- * Consumer 1 passes consumer 0 its first turn when T > 0, and turn i passes on unless i = T - 1. Then barrier 0
- * gets ceil(T / 2) passes (the first, plus consumer 1's turns but its last when T is even) for the ceil(T / 2)
- * turns of consumer 0, and barrier 1 gets floor(T / 2) passes (consumer 0's turns but its last when T is odd) for
- * consumer 1's floor(T / 2): nothing is left half-arrived when the block exits, and no consumer waits on a pass
- * that never comes. Between two passes to the same barrier the passing consumer takes its own turn, which needs
+ * Consumer 1 passes consumer 0 its first turn when T > 0, and turn i passes on unless i = T - 1. Then consumer 0's
+ * barrier gets ceil(T / 2) passes (the first, plus consumer 1's turns but its last when T is even) for its
+ * ceil(T / 2) turns, and consumer 1's barrier gets floor(T / 2) passes (consumer 0's turns but its last when T is
+ * odd) for its floor(T / 2): nothing is left half-arrived when the block exits, and no consumer waits on a pass
+ * that never comes (T = 0: no pass, no turn; T = 1: the first pass, consumer 0's one turn). Between two passes to the same barrier the passing consumer takes its own turn, which needs
  * the other consumer to have taken (and so completed) the previous phase: a phase never sees two arrivals of one
  * warp.
  *
