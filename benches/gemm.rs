@@ -5,12 +5,16 @@
 //!
 //! Per layer, the unfused path is the model's: QKV = cuBLASLt with its bias epilogue; fc1 = cuBLAS, then bias +
 //! QuickGELU; out-proj and fc2 = cuBLAS, then bias + residual + LayerNorm (one kernel). The fused path: QKV and
-//! fc1 in one GEMM; out-proj and fc2 as GEMM + bias + residual, then a plain LayerNorm.
+//! fc1 in one GEMM; out-proj and fc2 as GEMM + bias + residual, then a plain LayerNorm. flashclip's GEMM runs at
+//! each schedule of its consumer warpgroups (cooperative, which `linear_fused` runs, and ping-pong; each with
+//! register or TMA stores), side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashclip::bench::{median, time_device_us, time_iters, Summary};
 use flashclip::ops::bias_activation::{bias_activation_inplace, Activation};
-use flashclip::ops::gemm::{fused_supported, linear, linear_bias, linear_fused, Epilogue};
+use flashclip::ops::gemm::{
+    fused_supported, linear, linear_bias, linear_fused_schedule, Epilogue, Schedule,
+};
 use flashclip::ops::layernorm::{bias_residual_layernorm, layernorm};
 use flashclip::{Element, Gpu, Result, Tensor};
 use half::{bf16, f16};
@@ -122,21 +126,30 @@ impl<T: Element> Buffers<T> {
         }
     }
 
-    /// The same layer with the epilogue in flashclip's GEMM.
-    fn fused(&mut self, gpu: &Gpu, layer: Layer) -> Result<()> {
+    /// The same layer with the epilogue in flashclip's GEMM at `schedule`.
+    fn fused(&mut self, gpu: &Gpu, layer: Layer, schedule: Schedule) -> Result<()> {
         let (x, w, b) = (self.x.view(), self.w.view(), self.bias.view());
         match layer {
-            Layer::Qkv => linear_fused(gpu, &x, &w, Epilogue::Bias(&b), &mut self.y.view_mut()),
-            Layer::Fc1 => linear_fused(
+            Layer::Qkv => linear_fused_schedule(
                 gpu,
+                schedule,
+                &x,
+                &w,
+                Epilogue::Bias(&b),
+                &mut self.y.view_mut(),
+            ),
+            Layer::Fc1 => linear_fused_schedule(
+                gpu,
+                schedule,
                 &x,
                 &w,
                 Epilogue::BiasActivation(&b, Activation::QuickGelu),
                 &mut self.y.view_mut(),
             ),
             Layer::OutProj | Layer::Fc2 => {
-                linear_fused(
+                linear_fused_schedule(
                     gpu,
+                    schedule,
                     &x,
                     &w,
                     Epilogue::BiasAccumulate(&b),
@@ -179,32 +192,38 @@ fn bench_dtype<T: Element>(c: &mut Criterion, gpu: &Gpu, rng: &mut StdRng, summa
                 )
             });
             let unfused = time(&mut || buf.unfused(gpu, layer));
-            let ours_plain = time(&mut || {
-                linear_fused(
-                    gpu,
-                    &buf.x.view(),
-                    &buf.w.view(),
-                    Epilogue::Plain,
-                    &mut buf.y.view_mut(),
-                )
-            });
-            let fused = time(&mut || buf.fused(gpu, layer));
-            group.bench_function(format!("{layer:?}/{m}"), |b| {
-                b.iter_custom(|iters| {
-                    time_iters(gpu, iters, || buf.fused(gpu, layer)).expect("run")
-                })
-            });
-            summary.row(vec![
+            let mut row = vec![
                 format!("{layer:?}"),
                 format!("{m}x{n}x{k}"),
                 T::DTYPE.to_string(),
                 format!("{plain:.1} ({:.0})", tflops(m, n, k, plain)),
                 format!("{unfused:.1}"),
-                format!("{ours_plain:.1} ({:.0})", tflops(m, n, k, ours_plain)),
-                format!("{fused:.1}"),
-                format!("{:.2}x", unfused / fused),
-                format!("{ceiling:.0}"),
-            ]);
+            ];
+            for schedule in Schedule::ALL {
+                let ours_plain = time(&mut || {
+                    linear_fused_schedule(
+                        gpu,
+                        schedule,
+                        &buf.x.view(),
+                        &buf.w.view(),
+                        Epilogue::Plain,
+                        &mut buf.y.view_mut(),
+                    )
+                });
+                let fused = time(&mut || buf.fused(gpu, layer, schedule));
+                group.bench_function(format!("{layer:?}/{m}/{}", schedule.name()), |b| {
+                    b.iter_custom(|iters| {
+                        time_iters(gpu, iters, || buf.fused(gpu, layer, schedule)).expect("run")
+                    })
+                });
+                row.extend([
+                    format!("{ours_plain:.1} ({:.0})", tflops(m, n, k, ours_plain)),
+                    format!("{fused:.1}"),
+                    format!("{:.2}x", unfused / fused),
+                ]);
+            }
+            row.push(format!("{ceiling:.0}"));
+            summary.row(row);
         }
     }
     group.finish();
@@ -223,23 +242,27 @@ fn benches(c: &mut Criterion) {
         return;
     }
     let mut rng = StdRng::seed_from_u64(17);
+    let mut header: Vec<String> = ["layer", "m x n x k", "dtype", "cuBLAS plain", "unfused"]
+        .map(String::from)
+        .to_vec();
+    for schedule in Schedule::ALL {
+        let name = schedule.name();
+        header.extend([
+            format!("{name} plain"),
+            format!("{name} fused"),
+            format!("unfused / {name} fused"),
+        ]);
+    }
+    header.push("cuBLAS 8192³ TFLOP/s".into());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut summary = Summary::new(
         &format!(
             "ViT-L/14-336 linear layers ({}): µs (TFLOP/s); unfused = cuBLAS(Lt) + flashclip's elementwise kernel, \
-             fused = flashclip's GEMM with the epilogue (+ LayerNorm after out-proj/fc2)",
+             fused = flashclip's GEMM with the epilogue (+ LayerNorm after out-proj/fc2), at each schedule \
+             (cooperative is the default)",
             gpu.name().unwrap_or_default()
         ),
-        &[
-            "layer",
-            "m x n x k",
-            "dtype",
-            "cuBLAS plain",
-            "unfused",
-            "ours plain",
-            "ours fused",
-            "unfused / fused",
-            "cuBLAS 8192³ TFLOP/s",
-        ],
+        &header,
     );
     bench_dtype::<f16>(c, &gpu, &mut rng, &mut summary);
     bench_dtype::<bf16>(c, &gpu, &mut rng, &mut summary);

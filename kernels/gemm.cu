@@ -4,8 +4,13 @@
  * Composed FlashAttention-3 style from three parts: the tile scheduler (gemm/scheduler.cuh: persistent blocks,
  * tiles banded for L2 reuse), the mainloop (gemm/mainloop.cuh: a TMA producer thread and two consumer
  * warpgroups on wgmma over a ring of swizzled shared-memory stages) and the epilogue (gemm/epilogue.cuh: from
- * registers to global memory through the fused operation). Tile shapes live in one traits type
- * (gemm/traits.cuh); this file holds the kernel, the tensor maps and the one dispatch place.
+ * registers to global memory through the fused operation). Tile shapes and the schedule (cooperative: both
+ * consumers on one tile; ping-pong: each on its own tiles, in turns) live in one traits type (gemm/traits.cuh);
+ * this file holds the kernel, the tensor maps and the one dispatch place.
+ *
+ * Registers (ptxas -v, sm_90a, CUDA 13.0): all 96 instantiations of the tuning build (both schedules, both
+ * stores) report 168 a thread, the cap __launch_bounds__(384, 1) sets at entry, and 0 bytes of stack and spills;
+ * setmaxnreg then moves them (producer 40, consumers 232).
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
@@ -31,14 +36,15 @@ namespace {
 template <class Traits, fc_gemm_epilogue kEpilogue, fc_activation kAct>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_kernel(const fc_gemm_params p, const __grid_constant__ CUtensorMap a_map,
-                const __grid_constant__ CUtensorMap b_map) {
+                const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap y_map) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // wgmma, TMA and setmaxnreg exist only in sm_90a code; the launcher refuses other devices.
     __trap();
 #elif defined(__CUDA_ARCH__)
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *tiles = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    uint64_t *full = reinterpret_cast<uint64_t *>(tiles + Traits::kStages * Traits::kStageBytes);
+    unsigned char *staging = tiles + Traits::kStages * Traits::kStageBytes;  // the TMA store's, one per consumer
+    uint64_t *full = reinterpret_cast<uint64_t *>(staging + Traits::kConsumers * Traits::kStoreTileBytes);
     const SharedStages<Traits> sm{tiles, full, full + Traits::kStages};
 
     const int tid = threadIdx.x;
@@ -46,8 +52,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
     if (tid == 0) {
         for (int s = 0; s < Traits::kStages; ++s) {
-            mbarrier_init(&sm.full[s], 1);                        // the producer's arrival (+ the TMA bytes)
-            mbarrier_init(&sm.empty[s], 4 * Traits::kConsumers);  // one per consumer warp
+            mbarrier_init(&sm.full[s], 1);  // the producer's arrival (+ the TMA bytes)
+            mbarrier_init(&sm.empty[s], 4 * Traits::kWarpgroupsPerTile);  // one per warp multiplying it
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -61,12 +67,33 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     } else {
         setmaxnreg_inc<Traits::kConsumerRegs>();
         const int consumer = warpgroup - 1, warp = (tid / 32) % 4, lane = tid % 32;
+        const Epilogue<Traits, kEpilogue, kAct> epilogue{staging + consumer * Traits::kStoreTileBytes, &y_map,
+                                                         consumer, warp, lane};
         Consumer<Traits> c;
         float acc[Traits::kBlockN / 2];
-        for (int t = blockIdx.x; t < sched.count(); t += gridDim.x) {
-            c.tile(acc, sm, consumer, k_blocks, lane);
-            Epilogue<Traits, kEpilogue, kAct>::store(acc, p, sched.at(t), consumer, warp, lane);
+        if constexpr (Traits::kSchedule == Schedule::kCooperative) {
+            for (int t = blockIdx.x; t < sched.count(); t += gridDim.x) {
+                c.tile(acc, sm, consumer, k_blocks, lane, [] {});
+                epilogue.store(acc, p, sched.at(t), consumer);
+            }
+        } else {
+            // The block's tiles alternate between the consumers; each one's ring position skips the other's
+            // tiles. Turns: see PingPongTurns (the balance argument needs exactly these passes).
+            const int block_tiles = sched.count_of_block();
+            const PingPongTurns<Traits> turns{consumer};
+            c.slot.skip(consumer * k_blocks);
+            if (consumer == 1 && block_tiles > 0) turns.pass();
+            for (int i = consumer; i < block_tiles; i += 2) {
+                turns.take();
+                const bool last = i == block_tiles - 1;
+                c.tile(acc, sm, 0, k_blocks, lane, [&] {
+                    if (!last) turns.pass();
+                });
+                c.slot.skip(k_blocks);
+                epilogue.store(acc, p, sched.of_block(i), 0);
+            }
         }
+        epilogue.finish();
     }
 #endif
 }
@@ -92,9 +119,10 @@ cudaError_t matrix_map(CUtensorMap *map, const void *base, int rows, int cols, l
 template <class Traits, fc_gemm_epilogue kEpilogue, fc_activation kAct>
 int launch(const fc_gemm_params &p, int sms, cudaStream_t stream) {
     using Elem = typename Traits::Elem;
-    CUtensorMap a_map, b_map;
+    CUtensorMap a_map, b_map, y_map{};  // y_map: the TMA store's (64 x 64 boxes); unused by register stores
     cudaError_t err = matrix_map<Elem>(&a_map, p.x, p.m, p.k, p.ldx, Traits::kBlockM);
     if (err == cudaSuccess) err = matrix_map<Elem>(&b_map, p.w, p.n, p.k, p.ldw, Traits::kBlockN);
+    if (err == cudaSuccess && Traits::kStore == Store::kTma) err = matrix_map<Elem>(&y_map, p.y, p.m, p.n, p.ldy, 64);
     if (err != cudaSuccess) return (int)err;
     const auto kernel = gemm_kernel<Traits, kEpilogue, kAct>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
@@ -102,39 +130,53 @@ int launch(const fc_gemm_params &p, int sms, cudaStream_t stream) {
     const long long tiles = (long long)((p.m + Traits::kBlockM - 1) / Traits::kBlockM) *
                             ((p.n + Traits::kBlockN - 1) / Traits::kBlockN);
     const int grid = (int)std::min<long long>(tiles, sms);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, a_map, b_map);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, a_map, b_map, y_map);
     return (int)cudaGetLastError();
 }
 
 /* Wide tiles when they make at least one full wave; narrow ones (twice the tiles) otherwise. */
-template <typename Elem, fc_gemm_epilogue kEpilogue, fc_activation kAct>
+template <typename Elem, Schedule kSchedule, Store kStore, fc_gemm_epilogue kEpilogue, fc_activation kAct>
 int launch_tiles(const fc_gemm_params &p, cudaStream_t stream) {
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
-    using Wide = WideTiles<Elem>;
+    using Wide = WideTiles<Elem, kSchedule, kStore>;
     const long long wide_tiles = (long long)((p.m + Wide::kBlockM - 1) / Wide::kBlockM) *
                                  ((p.n + Wide::kBlockN - 1) / Wide::kBlockN);
     if (wide_tiles >= sms) return launch<Wide, kEpilogue, kAct>(p, sms, stream);
-    return launch<NarrowTiles<Elem>, kEpilogue, kAct>(p, sms, stream);
+    return launch<NarrowTiles<Elem, kSchedule, kStore>, kEpilogue, kAct>(p, sms, stream);
 }
 
-/* The one place where the runtime epilogue and activation become template instantiations. */
-template <typename Elem>
+/* The one place where the schedule, the store, the runtime epilogue and the activation become template
+ * instantiations. */
+template <typename Elem, Schedule kSchedule, Store kStore>
 int dispatch(const fc_gemm_params &p, cudaStream_t stream) {
     switch (p.epilogue) {
-        case FC_GEMM_PLAIN: return launch_tiles<Elem, FC_GEMM_PLAIN, FC_IDENTITY>(p, stream);
-        case FC_GEMM_BIAS: return launch_tiles<Elem, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
-        case FC_GEMM_BIAS_RESIDUAL: return launch_tiles<Elem, FC_GEMM_BIAS_RESIDUAL, FC_IDENTITY>(p, stream);
+        case FC_GEMM_PLAIN: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_PLAIN, FC_IDENTITY>(p, stream);
+        case FC_GEMM_BIAS: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
+        case FC_GEMM_BIAS_RESIDUAL:
+            return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_RESIDUAL, FC_IDENTITY>(p, stream);
         case FC_GEMM_BIAS_ACTIVATION:
             switch (p.activation) {
-                case FC_QUICK_GELU: return launch_tiles<Elem, FC_GEMM_BIAS_ACTIVATION, FC_QUICK_GELU>(p, stream);
-                case FC_GELU_ERF: return launch_tiles<Elem, FC_GEMM_BIAS_ACTIVATION, FC_GELU_ERF>(p, stream);
-                case FC_GELU_TANH: return launch_tiles<Elem, FC_GEMM_BIAS_ACTIVATION, FC_GELU_TANH>(p, stream);
-                case FC_IDENTITY: return launch_tiles<Elem, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
+                case FC_QUICK_GELU:
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_QUICK_GELU>(p, stream);
+                case FC_GELU_ERF:
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_GELU_ERF>(p, stream);
+                case FC_GELU_TANH:
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_GELU_TANH>(p, stream);
+                case FC_IDENTITY: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
             }
             return (int)cudaErrorInvalidValue;
     }
     return (int)cudaErrorInvalidValue;
+}
+
+template <Schedule kSchedule, Store kStore>
+int dispatch_dtype(const fc_gemm_params &p, fc_dtype dtype, cudaStream_t stream) {
+    switch (dtype) {
+        case FC_F16: return dispatch<__half, kSchedule, kStore>(p, stream);
+        case FC_BF16: return dispatch<__nv_bfloat16, kSchedule, kStore>(p, stream);
+        default: return (int)cudaErrorInvalidValue;
+    }
 }
 
 bool aligned(const void *ptr, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1)) == 0; }
@@ -159,9 +201,24 @@ bool valid(const fc_gemm_params &p) {
 extern "C" int fc_gemm_sm90(const fc_gemm_params *p, fc_dtype dtype, cudaStream_t stream) {
     using namespace flashclip::gemm;
     if (p == nullptr || !valid(*p)) return (int)cudaErrorInvalidValue;
-    switch (dtype) {
-        case FC_F16: return dispatch<__half>(*p, stream);
-        case FC_BF16: return dispatch<__nv_bfloat16>(*p, stream);
-        default: return (int)cudaErrorInvalidValue;
-    }
+    return dispatch_dtype<Schedule::kCooperative, Store::kRegisters>(*p, dtype, stream);
 }
+
+#ifdef FLASHCLIP_TUNING
+extern "C" int fc_gemm_sm90_schedule(const fc_gemm_params *p, fc_dtype dtype, fc_gemm_schedule schedule,
+                                     cudaStream_t stream) {
+    using namespace flashclip::gemm;
+    if (p == nullptr || !valid(*p)) return (int)cudaErrorInvalidValue;
+    const bool tma_store = schedule == FC_GEMM_COOPERATIVE_TMA_STORE || schedule == FC_GEMM_PINGPONG_TMA_STORE;
+    // The y map's rows must start 16 bytes apart and its base 16-byte aligned.
+    if (tma_store && (p->ldy % 8 != 0 || !aligned(p->y, 16))) return (int)cudaErrorInvalidValue;
+    switch (schedule) {
+        case FC_GEMM_COOPERATIVE: return dispatch_dtype<Schedule::kCooperative, Store::kRegisters>(*p, dtype, stream);
+        case FC_GEMM_PINGPONG: return dispatch_dtype<Schedule::kPingPong, Store::kRegisters>(*p, dtype, stream);
+        case FC_GEMM_COOPERATIVE_TMA_STORE:
+            return dispatch_dtype<Schedule::kCooperative, Store::kTma>(*p, dtype, stream);
+        case FC_GEMM_PINGPONG_TMA_STORE: return dispatch_dtype<Schedule::kPingPong, Store::kTma>(*p, dtype, stream);
+    }
+    return (int)cudaErrorInvalidValue;
+}
+#endif

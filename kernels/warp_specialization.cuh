@@ -1,5 +1,5 @@
-/* Inline-PTX wrappers for warp-specialized kernels on sm_90a (fc_attention_v4): mbarriers, TMA loads, named
- * (hardware) barriers and the register reallocation between warpgroups (setmaxnreg). */
+/* Inline-PTX wrappers for warp-specialized kernels on sm_90a (fc_attention_v4, fc_gemm_sm90): mbarriers, TMA loads
+ * and stores, named (hardware) barriers and the register reallocation between warpgroups (setmaxnreg). */
 #ifndef FLASHCLIP_WARP_SPECIALIZATION_CUH
 #define FLASHCLIP_WARP_SPECIALIZATION_CUH
 
@@ -59,6 +59,23 @@ __device__ __forceinline__ void tma_load_2d(void *smem_dst, const CUtensorMap *m
         "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
         : "memory");
 }
+
+/* TMA store: one box of a 2-d tensor map (column, row) from shared memory (laid out and swizzled as the map says)
+ * into global memory, in this thread's current bulk group; parts of the box outside the tensor are not written.
+ * The shared-memory writes it reads must be made visible to the async proxy first (fence_proxy_async). */
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *smem_src, int c0, int c1) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(smem_addr(smem_src))
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+/* Until this thread's bulk groups have read their shared memory (it may then be overwritten). */
+__device__ __forceinline__ void bulk_wait_group_read() {
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+/* Until this thread's bulk groups have completed (their global writes done). */
+__device__ __forceinline__ void bulk_wait_group() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
 /* Barrier among `count` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads'). */
 __device__ __forceinline__ void named_barrier_sync(int id, int count) {

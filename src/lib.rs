@@ -12,8 +12,8 @@
 //! - [`bench`]: CUDA-event timing and summaries for benchmarks;
 //! - `testing` (feature `testing`): GPU-or-skip, seeded random inputs and NaN poisoning for tests.
 //!
-//! Features: `tuning` adds the explicit tile shapes of the v3/v4 attention kernels for sweeps
-//! (`ops::attention::Tiles`); `testing` adds the test helpers (and the `rand` dependency); `clap` derives
+//! Features: `tuning` adds the explicit tile shapes of the v3/v4 attention kernels and the explicit schedules of
+//! the fused GEMM for sweeps (`ops::attention::Tiles`, `ops::gemm::Schedule`); `testing` adds the test helpers (and the `rand` dependency); `clap` derives
 //! `clap::ValueEnum` for [`DType`] and [`ops::attention::Version`].
 //!
 //! Every op checks shapes, strides, dtypes and alignment before its unsafe launch and reports a typed [`Error`].

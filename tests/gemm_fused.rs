@@ -1,14 +1,18 @@
 //! flashclip's Hopper GEMM with fused epilogues against the float64 reference: every epilogue, both 16-bit
-//! dtypes, CLIP's layer shapes, ragged and strided shapes, and the inputs it refuses.
+//! dtypes, CLIP's layer shapes, ragged and strided shapes, and the inputs it refuses. Each case runs the default
+//! launch and every explicit schedule (cooperative, ping-pong, each with register or TMA stores) against one
+//! reference.
 //!
-//! Every output element is poisoned with NaN before the launch and must come back finite; rows sampled from each
+//! Every output element is poisoned with NaN before each launch and must come back finite; rows sampled from each
 //! output (the first and last of every 128-row tile band's edges and random ones) are compared with float64.
 
 use flashclip::ops::bias_activation::Activation;
-use flashclip::ops::gemm::{fused_supported, linear_fused, Epilogue};
+use flashclip::ops::gemm::{
+    fused_supported, linear_fused, linear_fused_schedule, Epilogue, Schedule,
+};
 use flashclip::reference::{activate, max_abs_diff, round};
 use flashclip::testing::{gpu_or_skip, gpu_test, poison, uniform};
-use flashclip::{Element, Error, Gpu, View};
+use flashclip::{Element, Error, Gpu, View, ViewMut};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -31,6 +35,10 @@ const CLIP_SHAPES: [(usize, usize, usize); 10] = [
 /// Small odd shapes for the sanitizers: one tile, ragged edges in every dimension, k below one k block.
 const SMALL_SHAPES: [(usize, usize, usize); 4] =
     [(1, 8, 8), (130, 72, 40), (200, 136, 264), (5, 24, 520)];
+
+/// Shapes past one wave of 132 SMs whose persistent blocks take two or three tiles each (both parities, so either
+/// ping-pong consumer has the block's last tile), with a partial second k block and a one-k-block case.
+const WAVE_SHAPES: [(usize, usize, usize); 2] = [(4300, 72, 1024), (9000, 8, 520)];
 
 const EPILOGUES: [Kind; 6] = [
     Kind::Plain,
@@ -69,7 +77,18 @@ fn sample_rows(rng: &mut StdRng, m: usize) -> Vec<usize> {
     rows
 }
 
-/// One shape, one epilogue: y = epilogue(x · wᵀ) with x rows `lda` apart.
+/// What a case launches: the default entry point, or an explicit schedule.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    Default,
+    Schedule(Schedule),
+}
+
+fn launches() -> impl Iterator<Item = Launch> {
+    std::iter::once(Launch::Default).chain(Schedule::ALL.map(Launch::Schedule))
+}
+
+/// One shape, one epilogue: y = epilogue(x · wᵀ) with x rows `lda` apart, by every launch in [`launches`].
 fn check_one<T: Element>(
     gpu: &Gpu,
     rng: &mut StdRng,
@@ -86,38 +105,17 @@ fn check_one<T: Element>(
     let xv = View::new(xd.data(), 0, &[m, k], &[lda, 1]).unwrap();
     let wd = gpu.upload(&host::<T>(&w), &[n, k]).unwrap();
     let bd = gpu.upload(&host::<T>(&b), &[n]).unwrap();
-    let mut y = gpu.empty::<T>(&[m, n]).unwrap();
     let bv = bd.view();
     let epilogue = match kind {
         Kind::Plain => Epilogue::Plain,
         Kind::Bias => Epilogue::Bias(&bv),
         Kind::Act(act) => Epilogue::BiasActivation(&bv, act),
-        Kind::Accumulate => {
-            y = gpu.upload(&host::<T>(&r), &[m, n]).unwrap();
-            Epilogue::BiasAccumulate(&bv)
-        }
+        Kind::Accumulate => Epilogue::BiasAccumulate(&bv),
     };
-    if !matches!(kind, Kind::Accumulate) {
-        poison(gpu, y.data_mut()).unwrap();
-    }
-    linear_fused(gpu, &xv, &wd.view(), epilogue, &mut y.view_mut()).unwrap();
-    let got: Vec<f64> = gpu
-        .download(y.data())
-        .unwrap()
-        .iter()
-        .map(|v| v.to_f32() as f64)
-        .collect();
-    let unwritten = got.iter().filter(|v| !v.is_finite()).count();
-    assert_eq!(
-        unwritten,
-        0,
-        "{} {kind:?} {m}x{k}x{n}: {unwritten} elements not written (NaN)",
-        T::DTYPE
-    );
-
     // Float64 truth, and what the unfused path computes in T (the GEMM rounded to T, then the epilogue rounded).
-    let (mut truth, mut naive, mut ours) = (Vec::new(), Vec::new(), Vec::new());
-    for i in sample_rows(rng, m) {
+    let rows = sample_rows(rng, m);
+    let (mut truth, mut naive) = (Vec::new(), Vec::new());
+    for &i in &rows {
         for j in 0..n {
             let dot: f64 = (0..k).map(|c| xs[i * lda + c] * w[j * k + c]).sum();
             let (t, nv) = match kind {
@@ -134,21 +132,55 @@ fn check_one<T: Element>(
             };
             truth.push(t);
             naive.push(nv);
-            ours.push(got[i * n + j]);
         }
     }
     let scale = truth.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-    let err = max_abs_diff(&ours, &truth);
     let bound = 2.0 * max_abs_diff(&naive, &truth) + 1e-4 * scale;
-    println!(
-        "{} {kind:?} {m}x{k}x{n} lda {lda}: err {err:.3e} bound {bound:.3e}",
-        T::DTYPE
-    );
-    assert!(
-        err <= bound,
-        "{} {kind:?} {m}x{k}x{n} lda {lda}: err {err:.3e} > {bound:.3e}",
-        T::DTYPE
-    );
+
+    for launch in launches() {
+        // The residual is y's old value; every other epilogue must write all of a NaN-poisoned y.
+        let mut y = if matches!(kind, Kind::Accumulate) {
+            gpu.upload(&host::<T>(&r), &[m, n]).unwrap()
+        } else {
+            let mut y = gpu.empty::<T>(&[m, n]).unwrap();
+            poison(gpu, y.data_mut()).unwrap();
+            y
+        };
+        match launch {
+            Launch::Default => linear_fused(gpu, &xv, &wd.view(), epilogue, &mut y.view_mut()),
+            Launch::Schedule(s) => {
+                linear_fused_schedule(gpu, s, &xv, &wd.view(), epilogue, &mut y.view_mut())
+            }
+        }
+        .unwrap();
+        let got: Vec<f64> = gpu
+            .download(y.data())
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f32() as f64)
+            .collect();
+        let unwritten = got.iter().filter(|v| !v.is_finite()).count();
+        assert_eq!(
+            unwritten,
+            0,
+            "{} {kind:?} {m}x{k}x{n} {launch:?}: {unwritten} elements not written (NaN)",
+            T::DTYPE
+        );
+        let ours: Vec<f64> = rows
+            .iter()
+            .flat_map(|&i| got[i * n..(i + 1) * n].iter().copied())
+            .collect();
+        let err = max_abs_diff(&ours, &truth);
+        println!(
+            "{} {kind:?} {m}x{k}x{n} lda {lda} {launch:?}: err {err:.3e} bound {bound:.3e}",
+            T::DTYPE
+        );
+        assert!(
+            err <= bound,
+            "{} {kind:?} {m}x{k}x{n} lda {lda} {launch:?}: err {err:.3e} > {bound:.3e}",
+            T::DTYPE
+        );
+    }
 }
 
 fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize)]) {
@@ -169,14 +201,16 @@ fn check<T: Element>(gpu: &Gpu, rng: &mut StdRng, shapes: &[(usize, usize, usize
 #[test]
 fn gpu_gemm_fused_f16() {
     gpu_test("gpu_gemm_fused_f16", |gpu, rng| {
-        check::<f16>(gpu, rng, &CLIP_SHAPES)
+        check::<f16>(gpu, rng, &CLIP_SHAPES);
+        check::<f16>(gpu, rng, &WAVE_SHAPES);
     });
 }
 
 #[test]
 fn gpu_gemm_fused_bf16() {
     gpu_test("gpu_gemm_fused_bf16", |gpu, rng| {
-        check::<bf16>(gpu, rng, &CLIP_SHAPES)
+        check::<bf16>(gpu, rng, &CLIP_SHAPES);
+        check::<bf16>(gpu, rng, &WAVE_SHAPES);
     });
 }
 
@@ -236,6 +270,21 @@ fn gpu_gemm_fused_refuses_what_it_cannot_run() {
         ),
         "{r:?}"
     );
+    // The TMA-store schedules need y's rows 16 bytes apart: a y of 4 rows of 8, 10 apart.
+    let mut y10 = gpu.zeros::<f16>(&[4, 10]).unwrap();
+    let mut yv = ViewMut::new(y10.data_mut(), 0, &[4, 8], &[10, 1]).unwrap();
+    let r = linear_fused_schedule(
+        &gpu,
+        Schedule::PingPongTmaStore,
+        &x.view(),
+        &w.view(),
+        Epilogue::Plain,
+        &mut yv,
+    );
+    match r {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("TMA store"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
     // A bias of the wrong length.
     let b = gpu.zeros::<f16>(&[7]).unwrap();
     let bv = b.view();

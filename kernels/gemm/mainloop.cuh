@@ -1,7 +1,9 @@
 /* The GEMM's two roles over the ring of shared-memory stages: the producer (one thread issuing TMA loads) and the
  * consumers (warpgroups multiplying on wgmma). Stage s is handed over through two mbarriers: full[s] completes
- * when its A and B tiles have landed (the producer's arrival plus the TMA bytes), empty[s] when every consumer warp
- * has finished reading it. */
+ * when its A and B tiles have landed (the producer's arrival plus the TMA bytes), empty[s] when every warp that
+ * multiplies it has finished reading it (both consumers' 8 warps when they share tiles, one consumer's 4 in
+ * ping-pong). The ring is one sequence of slots, tile after tile in the order the producer loads them; in
+ * ping-pong the consumers take alternate tiles' runs of slots. */
 #ifndef FLASHCLIP_GEMM_MAINLOOP_CUH
 #define FLASHCLIP_GEMM_MAINLOOP_CUH
 
@@ -44,9 +46,11 @@ __device__ __forceinline__ void produce(const TileScheduler<Traits> &sched, cons
     }
 }
 
-/* One consumer warpgroup's part of a tile: its 64 rows times kBlockN columns, accumulated over every k block into
- * `acc`. One wgmma group stays in flight: a stage is released as soon as the group that read it has completed,
- * while the next group runs. */
+/* One consumer warpgroup's part of a tile: 64 rows (the `row_block`-th 64 of the A tile) times kBlockN columns,
+ * accumulated over every k block into `acc`. One wgmma group stays in flight: a stage is released as soon as the
+ * group that read it has completed, while the next group runs. `issued` runs once every group is issued, before
+ * the last completes (the ping-pong turn passes there, so that the other warpgroup's first group queues right
+ * behind this one's last). */
 template <class Traits>
 struct Consumer {
     using Elem = typename Traits::Elem;
@@ -59,14 +63,15 @@ struct Consumer {
         if (lane == 0) mbarrier_arrive(&sm.empty[stage]);
     }
 
-    __device__ __forceinline__ void tile(float (&acc)[kAcc], const SharedStages<Traits> &sm, int consumer,
-                                         int k_blocks, int lane) {
+    template <class Issued>
+    __device__ __forceinline__ void tile(float (&acc)[kAcc], const SharedStages<Traits> &sm, int row_block,
+                                         int k_blocks, int lane, Issued issued) {
         int previous = -1;
         for (int kb = 0; kb < k_blocks; ++kb) {
             mbarrier_wait(&sm.full[slot.stage], slot.phase);
             // K-major operands in 128-byte swizzled rows: 8-row groups 1024 bytes apart; each k step of 16
             // elements is 32 bytes further along the row (the swizzle is applied to the full address).
-            const uint64_t a_desc = smem_desc<128>(smem_addr(sm.a(slot.stage)) + consumer * 64 * 128, 16, 1024);
+            const uint64_t a_desc = smem_desc<128>(smem_addr(sm.a(slot.stage)) + row_block * 64 * 128, 16, 1024);
             const uint64_t b_desc = smem_desc<128>(smem_addr(sm.b(slot.stage)), 16, 1024);
             wgmma_fence();
 #pragma unroll
@@ -83,9 +88,38 @@ struct Consumer {
             previous = slot.stage;
             slot.advance();
         }
+        issued();
         wgmma_wait<0>();
         fence_operand(acc);
         if (previous >= 0) release(previous, lane, sm);
+    }
+};
+
+/* Ping-pong turns at the tensor cores: consumer c waits on hardware barrier kTurnBarrier + c until the other
+ * consumer passes it the turn, issues a whole tile's mainloop, and passes the turn back. Each barrier phase is
+ * 256 threads: the 128 of the consumer taking the turn (bar.sync) and the 128 of the one passing it (bar.arrive).
+ *
+ * Why every phase completes and none completes early, for any number T >= 0 of tiles in the block: the block's
+ * tile i (in load order) is consumer i % 2's, and turn i is taken by that consumer before tile i's mainloop.
+ * Consumer 1 passes consumer 0 its first turn when T > 0, and turn i passes on unless i = T - 1. Then consumer 0's
+ * barrier gets ceil(T / 2) passes (the first, plus consumer 1's turns but its last when T is even) for its
+ * ceil(T / 2) turns, and consumer 1's barrier gets floor(T / 2) passes (consumer 0's turns but its last when T is
+ * odd) for its floor(T / 2): nothing is left half-arrived when the block exits, and no consumer waits on a pass
+ * that never comes (T = 0: no pass, no turn; T = 1: the first pass, consumer 0's one turn). Between two passes to the same barrier the passing consumer takes its own turn, which needs
+ * the other consumer to have taken (and so completed) the previous phase: a phase never sees two arrivals of one
+ * warp.
+ *
+ * The ring stays consistent too: a consumer waits on a tile's full barriers only during its turn, after every
+ * earlier tile's consumer has waited on all of its slots, so no full barrier is ever two phases behind its waiter
+ * (its parity would then read as complete). */
+template <class Traits>
+struct PingPongTurns {
+    int consumer;
+    __device__ __forceinline__ void take() const {
+        named_barrier_sync(Traits::kTurnBarrier + consumer, 256);
+    }
+    __device__ __forceinline__ void pass() const {
+        named_barrier_arrive(Traits::kTurnBarrier + (consumer ^ 1), 256);
     }
 };
 

@@ -20,6 +20,16 @@ struct TileScheduler {
 
     __device__ __forceinline__ int count() const { return tiles_m * tiles_n; }
 
+    /* How many tiles this block takes: 0 when there are fewer tiles than blocks (the launcher never starts such
+     * blocks, but the ping-pong turns stay balanced if it does). */
+    __device__ __forceinline__ int count_of_block() const {
+        const int block = blockIdx.x, blocks = gridDim.x;
+        return block < count() ? (count() - block + blocks - 1) / blocks : 0;
+    }
+
+    /* The block's i-th tile, in the order the producer loads them. */
+    __device__ __forceinline__ Tile of_block(int i) const { return at((int)blockIdx.x + i * (int)gridDim.x); }
+
     __device__ __forceinline__ Tile at(int t) const {
         const int per_band = kBandM * tiles_n;
         const int band = t / per_band, in_band = t % per_band;
@@ -37,6 +47,12 @@ struct RingSlot {
     uint32_t phase = 0;
     __device__ __forceinline__ void advance() {
         if (++stage == kStages) stage = 0, phase ^= 1u;
+    }
+    /* `steps` advances at once: the ring slots of a tile another consumer multiplies (ping-pong). */
+    __device__ __forceinline__ void skip(int steps) {
+        stage += steps;
+        phase ^= (uint32_t)(stage / kStages) & 1u;
+        stage %= kStages;
     }
 };
 

@@ -40,6 +40,25 @@ pub fn linear_fused<T: Element>(
     epilogue: Epilogue<'_, '_, T>,
     y: &mut ViewMut<T>,
 ) -> Result<()> {
+    launch(gpu, Kernel::Default, x, w, epilogue, y)
+}
+
+/// What a launch runs: the kernel at its default schedule, or (tuning) an explicit one.
+#[derive(Clone, Copy)]
+pub(super) enum Kernel {
+    Default,
+    #[cfg(feature = "tuning")]
+    Schedule(super::schedule::Schedule),
+}
+
+pub(super) fn launch<T: Element>(
+    gpu: &Gpu,
+    kernel: Kernel,
+    x: &View<T>,
+    w: &View<T>,
+    epilogue: Epilogue<'_, '_, T>,
+    y: &mut ViewMut<T>,
+) -> Result<()> {
     if !supported::<T>(gpu) {
         let (major, minor) = gpu.compute_capability();
         return Err(Error::Unsupported(format!(
@@ -104,6 +123,18 @@ pub fn linear_fused<T: Element>(
     };
     let yp = y.device_ptr_mut(stream);
     check::aligned("fused GEMM y", yp, 4)?;
+    #[cfg(feature = "tuning")]
+    if let Kernel::Schedule(s) = kernel {
+        if s.tma_store() {
+            // The store's tensor map: rows 16 bytes apart from a 16-byte aligned start.
+            if ldy % 8 != 0 {
+                return Err(Error::Unsupported(format!(
+                    "fused GEMM y row stride is {ldy}, not a multiple of 8 (TMA store)"
+                )));
+            }
+            check::aligned("fused GEMM y", yp, 16)?;
+        }
+    }
     let accumulate = epi == ffi::fc_gemm_epilogue::FC_GEMM_BIAS_RESIDUAL;
     let params = ffi::fc_gemm_params {
         x: xp as *const _,
@@ -129,6 +160,14 @@ pub fn linear_fused<T: Element>(
     // their buffers, the bias n contiguous elements, with the alignments and multiples the kernel requires; y is a
     // distinct mutable borrow (read back only as the residual of the accumulate epilogue, element by element by
     // the thread that writes it); the launch is ordered on the gpu's stream.
-    let code = unsafe { ffi::fc_gemm_sm90(&params, T::DTYPE.ffi(), ffi::stream(stream)) };
+    let code = unsafe {
+        match kernel {
+            Kernel::Default => ffi::fc_gemm_sm90(&params, T::DTYPE.ffi(), ffi::stream(stream)),
+            #[cfg(feature = "tuning")]
+            Kernel::Schedule(s) => {
+                ffi::fc_gemm_sm90_schedule(&params, T::DTYPE.ffi(), s.ffi(), ffi::stream(stream))
+            }
+        }
+    };
     check_launch("gemm_sm90", code)
 }

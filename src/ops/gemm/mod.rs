@@ -1,6 +1,7 @@
 //! The linear layers of the model: cuBLAS GEMMs in row-major terms (the strided-batched call and the cuBLASLt
 //! plans behind them live in `blas.rs`, which the materialized attention path shares), and flashclip's own Hopper
-//! GEMM with the bias, activation or residual step fused into its store ([`linear_fused`], in `fused.rs`).
+//! GEMM with the bias, activation or residual step fused into its store ([`linear_fused`], in `fused.rs`; its
+//! explicit schedules for tuning sweeps in `schedule.rs`, feature `tuning`).
 //!
 //! cuBLAS is column-major; a row-major `[rows, cols]` matrix with row stride `ld` is the same memory as a
 //! column-major `[cols, rows]` matrix with leading dimension `ld`, so every call below swaps operands instead of
@@ -8,8 +9,12 @@
 //! no TF32, like PyTorch's default).
 
 mod fused;
+#[cfg(feature = "tuning")]
+mod schedule;
 
 pub use fused::{linear_fused, supported as fused_supported, Epilogue};
+#[cfg(feature = "tuning")]
+pub use schedule::{linear_fused_schedule, Schedule};
 
 use cudarc::cublaslt::{result as lt, sys as cublaslt_sys};
 use cudarc::driver::DevicePtr;
