@@ -194,7 +194,7 @@ peak_rss_kb() { # runs "$@" with stderr to $log; prints the command's peak resid
 
 phase_embedjob() {
   # The streaming job against HF + DataLoader on the same 8192 photos; peak RSS must not grow with the inputs.
-  local d n rate rss peer row rows="" stages model_s stage_lines="" log=$out/embedjob.log
+  local d n case list extra rate rss peer row rows="" stages model_s stage_lines="" log=$out/embedjob.log
   d=$(mktemp -d)
   mkdir -p "$d/ViT-L-14-336"
   : >"$log"
@@ -205,20 +205,26 @@ phase_embedjob() {
   fi
   find "$d/photos" -name '*.jpg' | sort >"$d/list-1x.txt"
   cat "$d/list-1x.txt" "$d/list-1x.txt" >"$d/list-2x.txt"
-  for n in 1x 2x; do
-    echo "== flashclip embed, $n" >>"$log"
-    if rss=$(peak_rss_kb timeout 1200 "$cli" embed --model "$d/ViT-L-14-336" --images-from "$d/list-$n.txt" \
-      --out "$d/out-$n" --batch 128 --device cuda --quiet); then
+  # The default job on 1x and 2x the inputs (peak RSS must not grow), then single changes on 1x: one model thread
+  # (whose stage times give the model-only rate) and JPEG draft decoding.
+  for case in "1x" "2x" "1x --streams-per-device 1" "1x --jpeg-draft"; do
+    n=${case%% *}
+    extra=${case#"$n"}
+    list=$d/list-$n.txt
+    echo "== flashclip embed, $case" >>"$log"
+    rm -rf "$d/out"
+    if rss=$(peak_rss_kb timeout 1200 "$cli" embed --model "$d/ViT-L-14-336" --images-from "$list" \
+      --out "$d/out" --batch 128 --device cuda --quiet $extra); then
       rate=$(sed -n 's/^embedded .*, \([0-9.]*\) images\/s .*/\1/p' "$log" | tail -1)
       stages=$(grep '^time: ' "$log" | tail -1)
-      model_s=$(echo "$stages" | sed -n 's/.*(1 device(s), \([0-9.]*\) s in model calls).*/\1/p')
-      row="| flashclip embed, cuda, batch 128, $(nproc) decode threads | $(wc -l <"$d/list-$n.txt") | $rate | $((rss / 1024)) |"
+      row="| flashclip embed$extra, batch 128, $(nproc) decode threads | $(wc -l <"$list") | $rate | $((rss / 1024)) |"
       rows="$rows$row"$'\n'
-      [ -n "$model_s" ] && rows="$rows| its model calls alone (upload, forward, download; from its stage times) | $(wc -l <"$d/list-$n.txt") | $(awk -v n="$(wc -l <"$d/list-$n.txt")" -v s="$model_s" 'BEGIN{printf "%.1f", n/s}') | |"$'\n'
-      stage_lines="$stage_lines- $n: ${stages#time: }"$'\n'
-      note "embedjob $n: $rate images/s, peak RSS $((rss / 1024)) MiB; $stages"
+      model_s=$(echo "$stages" | sed -n 's/.*(1 model threads, \([0-9.]*\) s in model calls).*/\1/p')
+      [ -n "$model_s" ] && rows="$rows| its model calls alone (upload, forward, download; from its stage times) | $(wc -l <"$list") | $(awk -v n="$(wc -l <"$list")" -v s="$model_s" 'BEGIN{printf "%.1f", n/s}') | |"$'\n'
+      stage_lines="$stage_lines- $case: ${stages#time: }"$'\n'
+      note "embedjob $case: $rate images/s, peak RSS $((rss / 1024)) MiB; $stages"
     else
-      fail "FAIL embedjob flashclip $n (see embedjob.log)"
+      fail "FAIL embedjob flashclip $case (see embedjob.log)"
     fi
   done
   echo "== peer" >>"$log"
@@ -239,7 +245,7 @@ phase_embedjob() {
     echo "|---|---|---|---|"
     printf '%s' "$rows"
     echo
-    echo "The 2x row lists the same folder twice (--images-from): its peak RSS should match the 1x row's."
+    echo "The 2x row lists the same folder twice (--images-from): its peak RSS should match the 1x rows'."
     echo
     echo "Where the job's threads spent the run (shares of threads x wall time):"
     printf '%s' "$stage_lines"

@@ -48,7 +48,7 @@ impl StageTimes {
     }
 
     /// One line for the summary: each stage's share of `threads x wall` time.
-    pub fn summary(&self, wall: f64, decode_threads: usize, devices: usize) -> String {
+    pub fn summary(&self, wall: f64, decode_threads: usize, workers: usize) -> String {
         let seconds = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 * 1e-9;
         let share = |c: &AtomicU64, threads: usize| {
             100.0 * seconds(c) / (wall * threads.max(1) as f64).max(1e-9)
@@ -56,11 +56,11 @@ impl StageTimes {
         let model_busy = seconds(&self.model_busy);
         format!(
             "time: decode workers {:.0}% busy ({decode_threads} threads), batching waited for decoded inputs {:.0}%, \
-             model {:.0}% busy and {:.0}% waiting for batches ({devices} device(s), {:.2} s in model calls)",
+             model {:.0}% busy and {:.0}% waiting for batches ({workers} model threads, {:.2} s in model calls)",
             share(&self.decode_busy, decode_threads),
             share(&self.batching_waited, 1),
-            share(&self.model_busy, devices),
-            share(&self.model_waited, devices),
+            share(&self.model_busy, workers),
+            share(&self.model_waited, workers),
             model_busy,
         )
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageFormat, ImageReader};
 use rayon::prelude::*;
 
+use super::draft;
 use super::resize::Filter;
 use super::{PreprocessError, Preprocessor};
 
@@ -40,10 +41,17 @@ impl Preprocessor {
                 path: path.to_path_buf(),
                 source,
             })?;
-        if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-            return Err(PreprocessError::Truncated {
-                path: path.to_path_buf(),
-            });
+        if reader.format() == Some(ImageFormat::Jpeg) {
+            if !jpeg_is_complete(bytes) {
+                return Err(PreprocessError::Truncated {
+                    path: path.to_path_buf(),
+                });
+            }
+            if self.jpeg_draft {
+                if let Some(image) = draft::decode_reduced(bytes, self.image_size as usize) {
+                    return Ok(self.run(&image, Filter::Bicubic));
+                }
+            }
         }
         let image = reader.decode().map_err(decode_err)?;
         if image.width() == 0 || image.height() == 0 {

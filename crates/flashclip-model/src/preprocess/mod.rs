@@ -32,6 +32,7 @@
 
 mod bicubic;
 mod crop;
+mod draft;
 mod error;
 mod load;
 mod normalize;
@@ -65,6 +66,7 @@ pub struct Preprocessor {
     image_size: u32,
     mean: [f32; 3],
     std: [f32; 3],
+    jpeg_draft: bool,
 }
 
 impl Preprocessor {
@@ -74,7 +76,17 @@ impl Preprocessor {
             image_size,
             mean: OPENAI_MEAN,
             std: OPENAI_STD,
+            jpeg_draft: false,
         }
+    }
+
+    /// Decodes large JPEGs straight to a reduced size (1/2, 1/4 or 1/8, keeping the short side at least
+    /// `image_size`), as Pillow's `Image.draft` does: several times less decoding and resizing for large photos,
+    /// at the price of pixels slightly different from the exact transform's. Off by default.
+    #[must_use]
+    pub fn with_jpeg_draft(mut self, on: bool) -> Self {
+        self.jpeg_draft = on;
+        self
     }
 
     /// Replaces the normalization (RGB order), e.g. `[0.5; 3]` / `[0.5; 3]` for SigLIP-style
