@@ -111,7 +111,8 @@ struct Consumer {
  *
  * The ring stays consistent too: a consumer waits on a tile's full barriers only during its turn, after every
  * earlier tile's consumer has waited on all of its slots, so no full barrier is ever two phases behind its waiter
- * (its parity would then read as complete). */
+ * (its parity would then read as complete). scripts/gemm_schedule_model.py runs this protocol (and the
+ * cooperative one) under random interleavings for T = 0..7, 1..7 k blocks and 2..8 stages. */
 template <class Traits>
 struct PingPongTurns {
     int consumer;
