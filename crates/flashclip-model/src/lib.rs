@@ -10,10 +10,12 @@
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model, the ground truth for tests
 //! - [`tokenizer`]: CLIP's BPE tokenizer; [`preprocess`]: OpenAI-exact image preprocessing
 //! - [`flops`]: FLOP counts of any CLIP config
+//! - [`chinese_clip`]: Chinese-CLIP (CLIP's ViT with a BERT text tower): config, weights, CPU reference, tokenizer
 //! - [`backend`]: [`Embedder`], one interface over the GPU model and the CPU reference, for front ends
 
 pub mod backend;
 pub mod checkpoint;
+pub mod chinese_clip;
 pub mod config;
 mod error;
 pub mod flops;

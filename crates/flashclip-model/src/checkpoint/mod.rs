@@ -159,30 +159,49 @@ impl Checkpoint {
     /// tensor of the config's table for presence, shape and dtype, and the file for tensors the table lacks.
     /// Returns the table.
     pub fn check(&self, config: &ClipConfig) -> Result<Vec<Spec>, CheckpointError> {
-        for (tower, layers) in [
+        let layers = [
             (Tower::Vision, config.vision.num_hidden_layers),
             (Tower::Text, config.text.num_hidden_layers),
-        ] {
-            let found = self.format.layers_in(tower, &self.names);
-            if layers > found {
+        ]
+        .map(|(tower, n)| LayerStack {
+            tower: tower.name(),
+            layers: n,
+            prefix: self.format.layers_prefix(tower),
+        });
+        let plan = ClipWeights::plan(config);
+        self.check_table(&plan, &layers, |_| false)?;
+        Ok(plan)
+    }
+
+    /// Checks the file against any model's tensor table (canonical keys, mapped through the file's layout): the
+    /// layer counts of `stacks` first, then every entry for presence, shape and dtype, and the file for tensors
+    /// the table lacks, other than [`is_ignorable`] ones and those `ignorable` names.
+    pub(crate) fn check_table(
+        &self,
+        plan: &[Spec],
+        stacks: &[LayerStack],
+        ignorable: impl Fn(&str) -> bool,
+    ) -> Result<(), CheckpointError> {
+        for stack in stacks {
+            let found = layers_with_prefix(stack.prefix, &self.names);
+            if stack.layers > found {
                 return Err(CheckpointError::LayerCount {
-                    tower: tower.name(),
-                    config: layers,
+                    tower: stack.tower,
+                    config: stack.layers,
                     found,
-                    prefix: self.format.layers_prefix(tower),
+                    prefix: stack.prefix,
                     origin: self.origin.clone(),
                     note: self.note.clone(),
                 });
             }
         }
-        let plan = ClipWeights::plan(config);
         let st = parse(&self.bytes, &self.origin)?;
         let mut problems = CheckpointMismatch {
             format: Some(self.format),
             ..CheckpointMismatch::default()
         };
         let mut used = BTreeSet::new();
-        for spec in &plan {
+        for spec in plan {
             for (part, shape) in self.format.stored(&spec.key).parts(&spec.shape) {
                 used.insert(part.to_string());
                 let Ok(view) = st.tensor(part) else {
@@ -208,11 +227,11 @@ impl Checkpoint {
         problems.unexpected = self
             .names
             .iter()
-            .filter(|n| !used.contains(*n) && !is_ignorable(n))
+            .filter(|n| !used.contains(*n) && !is_ignorable(n) && !ignorable(n))
             .cloned()
             .collect();
         if problems.is_empty() {
-            Ok(plan)
+            Ok(())
         } else {
             problems.note = self.note.clone();
             Err(CheckpointError::Mismatch(Box::new(problems)))
@@ -227,6 +246,19 @@ impl Checkpoint {
         target: G,
     ) -> Result<ClipWeights<G::Tensor>, CheckpointError> {
         self.check(config)?;
+        let format = self.format;
+        self.load_with(target, |loader| {
+            ClipWeights::from_source(loader, config, format)
+        })
+    }
+
+    /// Runs `build` (a model's `from_source`) over a [`Source`] reading this file into `target`. Check the file
+    /// against the model's table first ([`Checkpoint::check_table`]): this pass stops at the first problem.
+    pub(crate) fn load_with<G: Target, W>(
+        &self,
+        target: G,
+        build: impl FnOnce(&mut Loader<FileRaw<'_, '_>, G>) -> Result<W, CheckpointError>,
+    ) -> Result<W, CheckpointError> {
         let st = parse(&self.bytes, &self.origin)?;
         let mut loader = Loader {
             raw: FileRaw {
@@ -236,8 +268,34 @@ impl Checkpoint {
             format: self.format,
             target,
         };
-        ClipWeights::from_source(&mut loader, config, self.format)
+        build(&mut loader)
     }
+}
+
+/// One tower's stack of layers, for the layer-count check: the file must hold at least `layers` of them under
+/// `prefix` (`<prefix><i>.`, as stored).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerStack {
+    pub tower: &'static str,
+    pub layers: usize,
+    pub prefix: &'static str,
+}
+
+/// How many layers a file with these tensor names holds under `prefix`: one past the largest layer index.
+pub(crate) fn layers_with_prefix<S: AsRef<str>>(prefix: &str, names: &[S]) -> usize {
+    names
+        .iter()
+        .filter_map(|n| {
+            n.as_ref()
+                .strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i.saturating_add(1))
+        .max()
+        .unwrap_or(0)
 }
 
 fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTensors<'a>, CheckpointError> {
