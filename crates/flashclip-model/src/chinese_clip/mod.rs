@@ -5,14 +5,18 @@
 //! - [`weights`]: the checkpoint's submodules ([`ChineseClipWeights`], field names = checkpoint keys)
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model
 //! - [`tokenizer`]: the WordPiece tokenizer
+//! - [`ChineseClipModel`]: both towers on the GPU (the text tower's kernels: `text_gpu.rs`)
 
 pub mod config;
+mod model;
 mod presets;
 pub mod reference;
+mod text_gpu;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{BertConfig, ChineseClipConfig, DEFAULT_CONTEXT_LENGTH, MODEL_TYPE};
+pub use model::ChineseClipModel;
 pub use reference::{BertOutput, ChineseClipReference};
 pub use tokenizer::{BertOptions, BertTokenizer};
 pub use weights::ChineseClipWeights;
