@@ -13,8 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
-use flashclip_model::config::ClipConfig;
-use flashclip_model::{Checkpoint, ModelError};
+use flashclip_model::{Checkpoint, ModelConfig, ModelError};
 
 use super::batch::{self, Batch, BatchData};
 use super::decode::{Decoder, Job};
@@ -31,7 +30,7 @@ pub struct Setup<'a> {
     pub listing: &'a Listing,
     pub plan: &'a Plan,
     pub decoder: Decoder,
-    pub config: &'a ClipConfig,
+    pub config: &'a ModelConfig,
     pub checkpoint: &'a Checkpoint,
     pub devices: &'a [Device],
     pub dtype: DType,
@@ -87,7 +86,7 @@ pub fn run<'a>(
                         return Ok(());
                     }
                 };
-                embed_loop(model, config.projection_dim, rx, out)
+                embed_loop(model, config.projection_dim(), rx, out)
             }));
         }
         drop((ready_tx, embedded_tx));

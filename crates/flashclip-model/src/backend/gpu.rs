@@ -3,10 +3,11 @@
 use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
-use super::{check_batch, image_count, Embedder};
+use super::{check_batch, image_count, Embedder, LoadGpu};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
 use crate::error::Result;
+use crate::family::ModelConfig;
 use crate::model::ClipModel;
 use crate::nn::AttentionImpl;
 use crate::workspace::Workspace;
@@ -15,6 +16,7 @@ use crate::workspace::Workspace;
 /// attention for its shapes.
 pub struct GpuBackend<T: Element> {
     ordinal: usize,
+    config: ModelConfig,
     gpu: Gpu,
     model: ClipModel<T>,
     ws: Workspace<T>,
@@ -41,6 +43,7 @@ impl<T: Element> GpuBackend<T> {
         let ws = model.workspace(&gpu, max_batch, max_batch)?;
         Ok(Self {
             ordinal,
+            config: ModelConfig::Clip(model.config().clone()),
             gpu,
             model,
             ws,
@@ -50,8 +53,8 @@ impl<T: Element> GpuBackend<T> {
 }
 
 impl<T: Element> Embedder for GpuBackend<T> {
-    fn config(&self) -> &ClipConfig {
-        self.model.config()
+    fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
     fn max_batch(&self) -> usize {
@@ -68,7 +71,7 @@ impl<T: Element> Embedder for GpuBackend<T> {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(self.model.config(), pixels)?;
+        let n = image_count(&self.model.config().vision, pixels)?;
         check_batch("images", n, self.max_batch)?;
         self.model.encode_images(&self.gpu, &mut self.ws, pixels)
     }
@@ -76,5 +79,21 @@ impl<T: Element> Embedder for GpuBackend<T> {
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         check_batch("texts", texts.len(), self.max_batch)?;
         self.model.encode_texts(&self.gpu, &mut self.ws, texts)
+    }
+}
+
+/// CLIP's [`GpuBackend`] in any element type, for [`super::load`].
+pub(crate) struct GpuFamily;
+
+impl LoadGpu<ClipConfig> for GpuFamily {
+    fn load_gpu<T: Element>(
+        ordinal: usize,
+        config: &ClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Box<dyn Embedder>> {
+        Ok(Box::new(GpuBackend::<T>::load(
+            ordinal, config, checkpoint, max_batch,
+        )?))
     }
 }

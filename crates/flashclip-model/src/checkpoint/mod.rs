@@ -60,8 +60,25 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 /// File names looked for in a model directory, in order.
-const CONFIG_FILES: [&str; 2] = ["config.json", "open_clip_config.json"];
-const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
+pub(crate) const CONFIG_FILES: [&str; 2] = ["config.json", "open_clip_config.json"];
+pub(crate) const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
+
+/// The first of `names` that is a file in `dir` (`what` names it in the error).
+pub(crate) fn find_in_dir(
+    dir: &Path,
+    what: &'static str,
+    names: [&'static str; 2],
+) -> Result<PathBuf, CheckpointError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| CheckpointError::NotFoundInDir {
+            what,
+            dir: dir.to_path_buf(),
+            tried: names.to_vec(),
+        })
+}
 
 impl Checkpoint {
     /// Memory-maps a `.safetensors` file and reads its header.
@@ -120,19 +137,8 @@ impl Checkpoint {
     /// checks them against each other ([`Checkpoint::check`]) before returning.
     pub fn open_dir(dir: impl AsRef<Path>) -> Result<(ClipConfig, Checkpoint), CheckpointError> {
         let dir = dir.as_ref();
-        let find = |what: &'static str, names: [&'static str; 2]| {
-            names
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.is_file())
-                .ok_or_else(|| CheckpointError::NotFoundInDir {
-                    what,
-                    dir: dir.to_path_buf(),
-                    tried: names.to_vec(),
-                })
-        };
-        let config_path: PathBuf = find("config", CONFIG_FILES)?;
-        let checkpoint_path = find("checkpoint", CHECKPOINT_FILES)?;
+        let config_path = find_in_dir(dir, "config", CONFIG_FILES)?;
+        let checkpoint_path = find_in_dir(dir, "checkpoint", CHECKPOINT_FILES)?;
         let config = ClipConfig::from_json_file(&config_path)?;
         let checkpoint = Checkpoint::open(&checkpoint_path)?;
         checkpoint.check(&config)?;

@@ -14,6 +14,7 @@ use crate::config::validate::{
     vision_sizes, Failure, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH,
 };
 use crate::config::{parse_json, read_json, Activation, ConfigError, VisionConfig};
+use crate::flops::{FlopsInput, MlpKind, PatchEmbed, TowerShape, VisionDetails};
 
 /// The `model_type` of a Chinese-CLIP `config.json`.
 pub const MODEL_TYPE: &str = "chinese_clip";
@@ -105,6 +106,11 @@ struct Text {
 }
 
 impl ChineseClipConfig {
+    /// The context texts are tokenized to: [`DEFAULT_CONTEXT_LENGTH`], or the position table if that is shorter.
+    pub fn context_length(&self) -> usize {
+        DEFAULT_CONTEXT_LENGTH.min(self.text.max_len())
+    }
+
     /// Parses a Hugging Face `ChineseCLIPModel` `config.json` from a string; absent or `null` keys take
     /// transformers' defaults (ViT-B/32 vision, BERT-base text with a 30522-token vocabulary). The result is
     /// validated.
@@ -276,4 +282,43 @@ fn bert(t: Text, prefix: &str, assumed: &mut Assumed) -> Result<BertConfig, Conf
             )?
             .0,
     })
+}
+
+/// The shape to count FLOPs of: CLIP's vision tower, and the BERT tower counted as CLIP's text tower is (the same
+/// projections and norms per layer; the embedding LayerNorm stands where CLIP's final norm is), up to its whole
+/// position table.
+impl From<&ChineseClipConfig> for FlopsInput {
+    fn from(config: &ChineseClipConfig) -> Self {
+        let v = &config.vision;
+        let t = &config.text;
+        let patch = PatchEmbed {
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            num_channels: v.num_channels,
+            bias: false,
+        };
+        FlopsInput {
+            vision: TowerShape {
+                width: v.hidden_size,
+                layers: v.num_hidden_layers,
+                heads: v.num_attention_heads,
+                mlp_width: v.intermediate_size,
+                seq_len: patch.num_patches().saturating_add(1),
+                activation: v.hidden_act,
+                mlp: MlpKind::Plain,
+            },
+            patch,
+            vision_details: VisionDetails::CLIP,
+            text: TowerShape {
+                width: t.hidden_size,
+                layers: t.num_hidden_layers,
+                heads: t.num_attention_heads,
+                mlp_width: t.intermediate_size,
+                seq_len: t.max_position_embeddings,
+                activation: t.hidden_act,
+                mlp: MlpKind::Plain,
+            },
+            projection_dim: config.projection_dim,
+        }
+    }
 }

@@ -5,8 +5,10 @@
 //! - [`weights`]: the checkpoint's submodules ([`ChineseClipWeights`], field names = checkpoint keys)
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model
 //! - [`tokenizer`]: the WordPiece tokenizer
+//! - [`backend`]: both behind [`crate::Embedder`]
 //! - [`ChineseClipModel`]: both towers on the GPU (the text tower's kernels: `text_gpu.rs`)
 
+pub mod backend;
 pub mod config;
 mod model;
 mod presets;

@@ -5,7 +5,7 @@ use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
 
-use super::config::{ChineseClipConfig, DEFAULT_CONTEXT_LENGTH};
+use super::config::ChineseClipConfig;
 use super::text_gpu::{encoder_spec, upload_texts};
 use super::weights::ChineseClipWeights;
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
@@ -106,7 +106,7 @@ impl<T: Element> ChineseClipModel<T> {
     /// The longest text a default workspace takes: the 52-token context Chinese-CLIP was trained with, or the
     /// position table if that is shorter.
     pub fn context_length(&self) -> usize {
-        DEFAULT_CONTEXT_LENGTH.min(self.config.text.max_len())
+        self.config.context_length()
     }
 
     /// Scratch for up to `max_images` images and `max_texts` texts of up to [`Self::context_length`] tokens.
