@@ -12,8 +12,12 @@ use crate::bench::{as_gpu_error, BenchArgs};
 use crate::error::{CliError, Result};
 use crate::random;
 
-/// `[CLS]` and `[SEP]` of the BERT-Chinese vocabulary every released Chinese-CLIP uses.
-const CLS_SEP: (u32, u32) = (101, 102);
+/// `[CLS]` and `[SEP]` of the BERT-Chinese vocabulary every released Chinese-CLIP uses (the last two ids of a
+/// smaller vocabulary).
+fn cls_sep(vocab: usize) -> (u32, u32) {
+    let last = vocab.saturating_sub(1) as u32;
+    (101.min(last.saturating_sub(1)), 102.min(last))
+}
 
 /// Builds the model in `T` (from `checkpoint`, else seeded random weights), uploads the inputs once and times
 /// `iters` forwards after `warmup` untimed ones; device microseconds per forward.
@@ -68,6 +72,12 @@ pub fn run(
 ) -> Result<()> {
     let context = config.context_length();
     let text_len = args.text_len.min(context);
+    if text_len < args.text_len {
+        eprintln!(
+            "--text-len {} is past Chinese-CLIP's context: texts of {context} tokens",
+            args.text_len
+        );
+    }
     if text_len < 2 {
         return Err(CliError::Usage(format!(
             "--text-len must be between 2 and the model's context length {context}"
@@ -88,7 +98,8 @@ pub fn run(
         .mac2
         .features_total() as f64;
     let pixels = random::pixels(v, b, seed ^ 1);
-    let texts = random::wordpiece_ids(CLS_SEP, config.text.vocab_size, b, text_len, seed ^ 2);
+    let vocab = config.text.vocab_size;
+    let texts = random::wordpiece_ids(cls_sep(vocab), vocab, b, text_len, seed ^ 2);
     let fixed = Some(args.attention).filter(|&a| a != AttentionImpl::Fastest);
     let rungs = [
         ("fp32, materialized attention", AttentionImpl::Materialized),

@@ -127,8 +127,9 @@ pub fn wordpiece_ids(
         .map(|_| {
             let mut ids = vec![cls];
             while ids.len() + 1 < len {
-                let id = rng.below(vocab as u64) as u32;
-                if id != cls && id != sep {
+                let id = rng.below(vocab.max(1) as u64) as u32;
+                // A vocabulary of the two specials alone has nothing else to draw.
+                if vocab <= 2 || (id != cls && id != sep) {
                     ids.push(id);
                 }
             }
