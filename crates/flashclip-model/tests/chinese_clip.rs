@@ -409,3 +409,65 @@ fn reference_refuses_bad_texts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_model_directory_opens_as_chinese_clip_behind_the_embedder() {
+    use flashclip_model::backend::{self, Device};
+    use flashclip_model::{open_model_dir, AnyTokenizer, Family, ModelConfig};
+
+    let (config, checkpoint) = open_model_dir(fixture("")).unwrap();
+    assert_eq!(config.family(), Family::ChineseClip);
+    assert_eq!(
+        (
+            config.context_length(),
+            config.projection_dim(),
+            config.vocab_size()
+        ),
+        (52, 32, 70)
+    );
+    let (tokenizer, _) = AnyTokenizer::for_model_dir(fixture(""), &config).unwrap();
+    let texts = texts_json();
+    let strings: Vec<&str> = texts["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    let ids = tokenizer
+        .encode_batch(&strings, config.context_length())
+        .unwrap();
+    let mut embedder =
+        backend::load(Device::Cpu, flashclip::DType::F32, &config, &checkpoint, 8).unwrap();
+    assert!(matches!(embedder.config(), ModelConfig::ChineseClip(_)));
+    let (inputs, expected) = (
+        Tensors::open("inputs.safetensors"),
+        Tensors::open("expected.safetensors"),
+    );
+    let pixels = inputs.f32("pixel_values");
+    let image = embedder.embed_images(pixels.as_slice().unwrap()).unwrap();
+    let text = embedder.embed_texts(&ids).unwrap();
+    check(
+        "Embedder image_embeds",
+        image.view().into_dyn(),
+        expected.f32("image_embeds").view(),
+        REL_TOL,
+    );
+    check(
+        "Embedder text_embeds",
+        text.view().into_dyn(),
+        expected.f32("text_embeds").view(),
+        REL_TOL,
+    );
+    assert!((embedder.logit_scale() - 3.0f32.exp()).abs() < 1e-4);
+
+    // A config.json of another family is refused by name, with the known ones.
+    let dir = std::env::temp_dir().join(format!("cn-clip-family-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "siglip"}"#).unwrap();
+    let err = ModelConfig::from_json_file(dir.join("config.json")).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.to_string().contains("\"siglip\"") && err.to_string().contains("chinese_clip"),
+        "{err}"
+    );
+}
