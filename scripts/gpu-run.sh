@@ -6,8 +6,10 @@
 #   tests     every test executable, FLASHCLIP_REQUIRE_GPU=1 (a skipped GPU test is a failure)
 #   bench     every criterion bench (the baseline commit's after them, where the bundle has one)
 #   peers     PyTorch SDPA, every backend, at the attention bench's shapes (scripts/peer_sdpa.py)
-#   clip      the end-to-end ladder (`flashclip bench`) and HF CLIPModel at the same batches (scripts/peer_clip_hf.py)
-#   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336
+#   clip      the end-to-end ladder (`flashclip bench`) and HF CLIPModel at the same batches (scripts/peer_clip_hf.py);
+#             then CN-CLIP ViT-L/14@336px against HF ChineseCLIPModel the same way (cn_clip.log, cn_clip_hf.md)
+#   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336 and
+#             CN-CLIP-ViT-L-14-336 (scripts/make_hf_fixture_chinese_clip.py)
 #   embed     `flashclip embed` / `zero-shot` on a random ViT-B-32, checked against HF (scripts/check_embed.py)
 #   embedjob  (not by default) `flashclip embed` on 8192 generated photos (scripts/make_photo_folder.py) with a random
 #             ViT-L-14-336 at batch 128: images/s and peak RSS, RSS again on twice the inputs, and HF fed by a
@@ -131,6 +133,14 @@ phase_clip() {
     py 200 scripts/peer_clip_hf.py --batch "$b" --variants fp32-eager fp16-sdpa fp16-sdpa-compile \
       --json "$out/clip_hf-b$b.json" >>"$out/clip_hf.md" 2>&1 || fail "FAIL peer_clip_hf.py --batch $b"
   done
+  # Chinese-CLIP ViT-L/14@336px (52-token texts): flashclip, then HF ChineseCLIPModel at the same batches.
+  for b in $batches; do
+    timeout 240 "$cli" bench --preset CN-CLIP-ViT-L-14-336 --batch "$b" --text-len 52 >>"$out/cn_clip.log" 2>&1 ||
+      fail "FAIL flashclip bench CN-CLIP --batch $b"
+    py 200 scripts/peer_clip_hf.py --family chinese_clip --batch "$b" --variants fp32-eager fp16-sdpa \
+      fp16-sdpa-compile --json "$out/cn_clip_hf-b$b.json" >>"$out/cn_clip_hf.md" 2>&1 ||
+      fail "FAIL peer_clip_hf.py --family chinese_clip --batch $b"
+  done
 }
 
 phase_parity() {
@@ -148,6 +158,15 @@ phase_parity() {
   (cd "$root/crates/flashclip-model" &&
     FLASHCLIP_PARITY_DIRS="$dirs" timeout 180 "$bundle/bin/test-flashclip-model-gpu_model" gpu_parity_from_env --nocapture) \
     >>"$out/parity.log" 2>&1 || fail "FAIL parity"
+  d=$(mktemp -d)/CN-CLIP-ViT-L-14-336
+  mkdir -p "$d"
+  if py 120 scripts/make_hf_fixture_chinese_clip.py CN-CLIP-ViT-L-14-336 "$d" --half >>"$out/parity.log" 2>&1; then
+    (cd "$root/crates/flashclip-model" &&
+      FLASHCLIP_CN_CLIP_PARITY_DIRS="$d" timeout 180 "$bundle/bin/test-flashclip-model-gpu_chinese_clip" \
+        gpu_chinese_clip_parity_from_env --nocapture) >>"$out/parity.log" 2>&1 || fail "FAIL Chinese-CLIP parity"
+  else
+    fail "FAIL fixture CN-CLIP-ViT-L-14-336"
+  fi
   note "parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged"
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time Hugging Face transformers' CLIPModel computing image and text features.
+"""Time Hugging Face transformers' CLIPModel (or ChineseCLIPModel) computing image and text features.
 
 The PyTorch peer of flashclip's end-to-end benchmark: for each batch size B, B images
 (at the model's resolution, 336 px for ViT-L/14-336) and B texts of --text-len tokens go
@@ -11,11 +11,14 @@ after warm-ups (the seed's method: 4 warm-ups, 10 timed runs). Variants:
   fp16-sdpa-compile   the same under torch.compile
 
 Without --model the model is CLIPModel with openai/clip-vit-large-patch14-336's
-configuration and random weights (no hub access needed); with --model DIR it is loaded
-from that checkpoint directory. TFLOP/s use the 2-FLOPs-per-multiply-accumulate count of
+configuration and random weights (no hub access needed), or with --family chinese_clip
+ChineseCLIPModel with CN-CLIP ViT-L/14@336px's (texts of 52 tokens by default); with
+--model DIR it is loaded from that checkpoint directory (the family read from its
+config.json's model_type). TFLOP/s use the 2-FLOPs-per-multiply-accumulate count of
 the matrix products (flashclip's flops::Convention::MacTimes2, features only).
 
     python3 scripts/peer_clip_hf.py --batch 1 16 128 --json clip_hf.json
+    python3 scripts/peer_clip_hf.py --family chinese_clip --batch 1 16 128 --json cn_clip_hf.json
     python3 scripts/peer_clip_hf.py --smoke       # tiny model on the CPU, checks it runs
 """
 
@@ -27,7 +30,7 @@ import sys
 import time
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import ChineseCLIPConfig, ChineseCLIPModel, CLIPConfig, CLIPModel
 
 # openai/clip-vit-large-patch14-336
 VIT_L_14_336 = dict(
@@ -52,6 +55,29 @@ SMOKE = dict(
     vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                        num_attention_heads=2, image_size=56, patch_size=14, projection_dim=32),
 )
+# OFA-Sys/chinese-clip-vit-large-patch14-336px: the ViT of VIT_L_14_336 with a RoBERTa-wwm-ext-base text tower
+# (the numbers of ChineseClipConfig::preset("CN-CLIP-ViT-L-14-336")).
+CN_VIT_L_14_336 = dict(
+    projection_dim=768,
+    logit_scale_init_value=2.6592,
+    text_config=dict(
+        vocab_size=21128, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
+        layer_norm_eps=1e-12, pad_token_id=0,
+    ),
+    vision_config=dict(VIT_L_14_336["vision_config"]),
+)
+CN_SMOKE = dict(
+    projection_dim=32,
+    text_config=dict(vocab_size=21128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=2),
+    vision_config=dict(SMOKE["vision_config"]),
+)
+# family: (model class, config class, random config, smoke config, default text length, label)
+FAMILIES = {
+    "clip": (CLIPModel, CLIPConfig, VIT_L_14_336, SMOKE, 77, "ViT-L/14-336"),
+    "chinese_clip": (ChineseCLIPModel, ChineseCLIPConfig, CN_VIT_L_14_336, CN_SMOKE, 52, "CN-CLIP ViT-L/14@336px"),
+}
 # name: (dtype, attention implementation, torch.compile)
 VARIANTS = {
     "fp32-eager": (torch.float32, "eager", False),
@@ -82,13 +108,17 @@ def unwrap(out):
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def make_inputs(cfg, batch, text_len, dtype, device, gen):
+def make_inputs(cfg, family, batch, text_len, dtype, device, gen):
     v, t = cfg.vision_config, cfg.text_config
     pixels = torch.randn(batch, v.num_channels, v.image_size, v.image_size, generator=gen)
     # Random tokens below the special ids, bos first and eos (the largest id) last, so
-    # both pooling rules (eos id, legacy argmax) pick the last token.
+    # both pooling rules (eos id, legacy argmax) pick the last token; for BERT, [CLS] (101 in BERT-Chinese's
+    # vocabulary) first and [SEP] (102) last, as flashclip bench does.
     ids = torch.randint(1, t.vocab_size - 2, (batch, text_len), generator=gen)
-    ids[:, 0], ids[:, -1] = t.vocab_size - 2, t.vocab_size - 1
+    if family == "chinese_clip":
+        ids[:, 0], ids[:, -1] = min(101, t.vocab_size - 2), min(102, t.vocab_size - 1)
+    else:
+        ids[:, 0], ids[:, -1] = t.vocab_size - 2, t.vocab_size - 1
     return pixels.to(device, dtype), ids.to(device)
 
 
@@ -122,10 +152,12 @@ def set_attention(model, impl):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", metavar="DIR", help="CLIP checkpoint directory (default: random "
-                   "weights with the ViT-L/14-336 config)")
+    p.add_argument("--model", metavar="DIR", help="checkpoint directory (default: random "
+                   "weights with the ViT-L/14-336 config of --family)")
+    p.add_argument("--family", choices=list(FAMILIES), default=None,
+                   help="model family (default: --model's model_type, else clip)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 128])
-    p.add_argument("--text-len", type=int, default=77)
+    p.add_argument("--text-len", type=int, default=None, help="tokens per text (default: 77, Chinese-CLIP 52)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--iters", type=int, default=10)
@@ -135,6 +167,14 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny random model on the CPU")
     args = p.parse_args()
+    family = args.family
+    if family is None and args.model:
+        with open(f"{args.model}/config.json") as f:
+            family = "chinese_clip" if json.load(f).get("model_type") == "chinese_clip" else "clip"
+    family = family or "clip"
+    model_class, config_class, random_config, smoke_config, default_len, label = FAMILIES[family]
+    if args.text_len is None:
+        args.text_len = default_len
     if args.iters < 1 or args.warmup < 0 or min(args.batch) < 1 or args.text_len < 2:
         p.error("need --iters >= 1, --warmup >= 0, batches >= 1, --text-len >= 2")
 
@@ -149,9 +189,9 @@ def main():
 
     torch.manual_seed(args.seed)
     if args.model:
-        base = CLIPModel.from_pretrained(args.model, dtype=torch.float32)
+        base = model_class.from_pretrained(args.model, dtype=torch.float32)
     else:
-        base = CLIPModel(CLIPConfig(**(SMOKE if args.smoke else VIT_L_14_336)))
+        base = model_class(config_class(**(smoke_config if args.smoke else random_config)))
     base.eval()
     cfg = base.config
     if args.text_len > cfg.text_config.max_position_embeddings:
@@ -172,7 +212,7 @@ def main():
             step = torch.compile(step, mode=args.compile_mode)
         for batch in args.batch:
             gen = torch.Generator().manual_seed(args.seed)
-            pixels, ids = make_inputs(cfg, batch, args.text_len, dtype, device, gen)
+            pixels, ids = make_inputs(cfg, family, batch, args.text_len, dtype, device, gen)
             with torch.inference_mode():
                 times = time_calls(lambda: step(pixels, ids), args.warmup, args.iters, device)
             med = statistics.median(times)
@@ -188,8 +228,8 @@ def main():
             torch.cuda.empty_cache()
 
     v = cfg.vision_config
-    print(f"# HF CLIPModel features, {gpu}, torch {torch.__version__}")
-    label = "tiny smoke config" if args.smoke else "ViT-L/14-336 config, random weights"
+    print(f"# HF {model_class.__name__} features, {gpu}, torch {torch.__version__}")
+    label = "tiny smoke config" if args.smoke else f"{label} config, random weights"
     print(f"\nmodel: {args.model or label}"
           f" ({v.image_size} px); {args.warmup} warm-ups, {args.iters} timed runs; CUDA events"
           f" around get_image_features + get_text_features\n")
@@ -200,7 +240,7 @@ def main():
               f"| {r['mean_ms']:.2f} ± {r['sd_ms']:.2f} | {r['tflops']:.3g} |")
 
     if args.json:
-        meta = {"device": gpu, "torch": torch.__version__, "model": args.model or "ViT-L-14-336 random",
+        meta = {"device": gpu, "torch": torch.__version__, "model": args.model or label, "family": family,
                 "warmup": args.warmup, "iters": args.iters, "compile_mode": args.compile_mode,
                 "timer": "cuda events" if device.type == "cuda" else "wall"}
         with open(args.json, "w") as f:

@@ -107,8 +107,8 @@ fn gpu_rejects_bad_inputs_before_launch() {
         );
         let mut o = gpu.zeros::<f16>(&[2, 8, 2, 64]).unwrap();
         let opts = Options::default();
-        // key_lens of the wrong length
-        let kl = gpu.upload_slice(&[1i32, 2, 3]).unwrap();
+        // key_lens shorter than the batch (a longer buffer is allowed: its first `batch` ints are read)
+        let kl = gpu.upload_slice(&[1i32]).unwrap();
         let r = attention::flash_attention(
             gpu,
             Version::V2,

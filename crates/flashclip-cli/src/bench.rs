@@ -9,12 +9,14 @@ use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
-use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, ClipWeights, GraphShape, ModelError};
+use flashclip_model::{
+    AttentionImpl, Checkpoint, ClipModel, ClipWeights, GraphShape, ModelConfig, ModelError,
+};
 use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::{open_gpu, CliError, Result};
-use crate::{model_dir, random};
+use crate::{bench_cn, model_dir, random};
 
 /// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
 const SEED: u64 = 0x5EED_C11B;
@@ -24,30 +26,31 @@ const SEED: u64 = 0x5EED_C11B;
 pub struct BenchArgs {
     /// Model directory (default: random weights of --preset).
     #[arg(long)]
-    model: Option<PathBuf>,
-    /// Architecture of the random weights when no --model is given.
+    pub(crate) model: Option<PathBuf>,
+    /// Architecture of the random weights when no --model is given (a CLIP preset, or CN-CLIP-ViT-L-14-336 and
+    /// the other Chinese-CLIP presets). A Chinese-CLIP model is timed in fp32, fp16 and bf16 (no graph rung).
     #[arg(long, default_value = "ViT-L-14-336")]
-    preset: String,
+    pub(crate) preset: String,
     /// Images and texts per forward.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    batch: u32,
+    pub(crate) batch: u32,
     /// Tokens per text.
     #[arg(long, default_value_t = 77)]
-    text_len: usize,
+    pub(crate) text_len: usize,
     #[arg(long, default_value_t = 4)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    iters: u32,
+    pub(crate) iters: u32,
     /// Also write the report as JSON.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// Also write the markdown table.
     #[arg(long)]
-    markdown: Option<PathBuf>,
+    pub(crate) markdown: Option<PathBuf>,
     /// Attention of the fp16/bf16 rungs: the per-shape choice, or one version everywhere (to compare versions
     /// end to end).
     #[arg(long, value_enum, default_value_t = AttentionImpl::Fastest)]
-    attention: AttentionImpl,
+    pub(crate) attention: AttentionImpl,
 }
 
 /// Where the benchmarked weights come from.
@@ -66,9 +69,12 @@ impl Weights {
     ) -> Result<ClipModel<T>> {
         Ok(match self {
             Weights::Checkpoint(c) => ClipModel::load(gpu, config, c, attention)?,
-            Weights::Random(seed) => {
-                ClipModel::from_fn(gpu, config, attention, random::weights(config, *seed))?
-            }
+            Weights::Random(seed) => ClipModel::from_fn(
+                gpu,
+                config,
+                attention,
+                random::weights(config.logit_scale_init, *seed),
+            )?,
         })
     }
 }
@@ -185,7 +191,7 @@ fn gemm_ceiling(gpu: &Gpu) -> Result<f64> {
 }
 
 /// Maps a model error into the kernel crate's error (the timing closure's type), keeping GPU errors as they are.
-fn as_gpu_error(e: ModelError) -> flashclip::Error {
+pub(crate) fn as_gpu_error(e: ModelError) -> flashclip::Error {
     match e {
         ModelError::Gpu(e) => e,
         other => flashclip::Error::InvalidArgument {
@@ -287,10 +293,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(dir) => {
             let (config, checkpoint) = model_dir::open(dir)?;
             let name = dir.display().to_string();
+            let config = match config {
+                ModelConfig::Clip(c) => c,
+                ModelConfig::ChineseClip(c) => {
+                    return bench_cn::run(args, &gpu, &c, Some(&checkpoint), (&name, SEED));
+                }
+            };
             (config, Weights::Checkpoint(checkpoint), name.clone(), name)
         }
         None => {
-            let config = ClipConfig::preset(&args.preset)?;
+            let config = match ModelConfig::preset(&args.preset)? {
+                ModelConfig::Clip(c) => c,
+                ModelConfig::ChineseClip(c) => {
+                    println!("random weights (no --model given)");
+                    return bench_cn::run(args, &gpu, &c, None, (&args.preset, SEED));
+                }
+            };
             println!("random weights (no --model given)");
             let weights = Weights::Random(SEED);
             let desc = format!(
@@ -331,7 +349,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         flops / 1e12
     );
 
-    let pixels = random::pixels(&config, b, SEED ^ 1);
+    let pixels = random::pixels(&config.vision, b, SEED ^ 1);
     let texts = random::token_ids(&config, b, args.text_len, SEED ^ 2);
 
     let mut rows: Vec<Row> = Vec::new();

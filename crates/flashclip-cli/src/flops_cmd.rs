@@ -4,18 +4,18 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{checked_count, FlopsInput, FlopsReport};
+use flashclip_model::ModelConfig;
 
 use crate::error::{CliError, Result};
 
 /// `flashclip flops` arguments.
 #[derive(Debug, Args)]
 pub struct FlopsArgs {
-    /// A Hugging Face config.json, open_clip or EVA-CLIP model JSON.
+    /// A Hugging Face config.json (CLIP or Chinese-CLIP), open_clip or EVA-CLIP model JSON.
     #[arg(long, conflicts_with_all = ["preset", "eva", "all"])]
     config: Option<PathBuf>,
-    /// A built-in architecture (default ViT-L-14-336).
+    /// A built-in architecture (default ViT-L-14-336; Chinese-CLIP's as CN-CLIP-ViT-L-14-336, ...).
     #[arg(long, conflicts_with_all = ["eva", "all"])]
     preset: Option<String>,
     /// EVA02-CLIP-bigE-14.
@@ -64,10 +64,7 @@ fn input_from_file(path: &Path) -> Result<FlopsInput> {
 pub fn input(source: &Source) -> Result<(String, FlopsInput)> {
     Ok(match source {
         Source::Config(path) => (path.display().to_string(), input_from_file(path)?),
-        Source::Preset(name) => (
-            name.to_string(),
-            FlopsInput::from(&ClipConfig::preset(name)?),
-        ),
+        Source::Preset(name) => (name.to_string(), ModelConfig::preset(name)?.flops_input()),
         Source::Eva => (
             "EVA02-CLIP-bigE-14".into(),
             FlopsInput::eva02_clip_bige_14()?,

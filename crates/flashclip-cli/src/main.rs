@@ -2,6 +2,7 @@
 //! the speed-up ladder benchmark. One module per subcommand; each owns its clap arguments.
 
 mod bench;
+mod bench_cn;
 mod embed;
 mod error;
 mod flops_cmd;

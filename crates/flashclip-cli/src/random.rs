@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use flashclip_model::config::ClipConfig;
+use flashclip_model::config::{ClipConfig, VisionConfig};
 
 /// Weights are uniform in `[-WEIGHT_SCALE, WEIGHT_SCALE)`.
 pub const WEIGHT_SCALE: f32 = 0.02;
@@ -64,16 +64,16 @@ pub fn uniform(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     out
 }
 
-/// Random weights for `config` as a function of (checkpoint key, shape): LayerNorm weights 1, biases 0, the
-/// logit scale at its init, everything else uniform in ±[`WEIGHT_SCALE`].
-pub fn weights(config: &ClipConfig, seed: u64) -> impl FnMut(&str, &[usize]) -> Vec<f32> + '_ {
+/// Random weights as a function of (checkpoint key, shape): LayerNorm weights 1 (CLIP's and BERT's spellings),
+/// biases 0, the logit scale at `logit_scale_init`, everything else uniform in ±[`WEIGHT_SCALE`].
+pub fn weights(logit_scale_init: f32, seed: u64) -> impl FnMut(&str, &[usize]) -> Vec<f32> {
     move |name, shape| {
         let n: usize = shape.iter().product();
-        let is_norm = ["layer_norm", "layrnorm", "layernorm"]
+        let is_norm = ["layer_norm", "layrnorm", "layernorm", "LayerNorm"]
             .iter()
             .any(|k| name.contains(k));
         if name.ends_with("logit_scale") {
-            vec![config.logit_scale_init; n]
+            vec![logit_scale_init; n]
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else if is_norm {
@@ -85,8 +85,7 @@ pub fn weights(config: &ClipConfig, seed: u64) -> impl FnMut(&str, &[usize]) -> 
 }
 
 /// `batch` preprocessed-looking images: values uniform in `[-2, 2)` (the range of CLIP-normalized pixels).
-pub fn pixels(config: &ClipConfig, batch: usize, seed: u64) -> Vec<f32> {
-    let v = &config.vision;
+pub fn pixels(v: &VisionConfig, batch: usize, seed: u64) -> Vec<f32> {
     uniform(
         seed,
         batch * v.num_channels * v.image_size * v.image_size,
@@ -109,6 +108,32 @@ pub fn token_ids(config: &ClipConfig, batch: usize, len: usize, seed: u64) -> Ve
             }
             ids.push(t.eos_token_id);
             ids.truncate(len.max(1));
+            ids
+        })
+        .collect()
+}
+
+/// `batch` BERT texts of exactly `len` tokens (`len >= 2`): `cls`, random ids in `0..vocab` other than `cls` and
+/// `sep`, then `sep`.
+pub fn wordpiece_ids(
+    (cls, sep): (u32, u32),
+    vocab: usize,
+    batch: usize,
+    len: usize,
+    seed: u64,
+) -> Vec<Vec<u32>> {
+    let mut rng = SplitMix::new(seed);
+    (0..batch)
+        .map(|_| {
+            let mut ids = vec![cls];
+            while ids.len() + 1 < len {
+                let id = rng.below(vocab.max(1) as u64) as u32;
+                // A vocabulary of the two specials alone has nothing else to draw.
+                if vocab <= 2 || (id != cls && id != sep) {
+                    ids.push(id);
+                }
+            }
+            ids.push(sep);
             ids
         })
         .collect()
@@ -143,7 +168,8 @@ mod tests {
     #[test]
     fn random_weights_build() {
         let config = ClipConfig::preset("ViT-B-32").unwrap();
-        let w = flashclip_model::ClipWeights::from_fn(&config, weights(&config, 0)).unwrap();
+        let w = flashclip_model::ClipWeights::from_fn(&config, weights(config.logit_scale_init, 0))
+            .unwrap();
         assert!(w.num_parameters() > 100_000_000);
         assert!(w.vision_model.pre_layrnorm.weight.iter().all(|&x| x == 1.0));
         assert!(w.vision_model.pre_layrnorm.bias.iter().all(|&x| x == 0.0));

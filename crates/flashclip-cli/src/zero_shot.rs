@@ -1,16 +1,16 @@
-//! `flashclip zero-shot`: one image against prompts made from labels.
+//! `flashclip zero-shot`: one image against prompts made from labels, for a model of any family (softmax over the
+//! labels, as CLIP and Chinese-CLIP are trained).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use flashclip::{DType, Element};
-use flashclip_model::backend::zero_shot_probabilities;
-use flashclip_model::config::ClipConfig;
+use flashclip::DType;
+use flashclip_model::backend::{self, zero_shot_probabilities, Device};
 use flashclip_model::preprocess::Preprocessor;
-use flashclip_model::Checkpoint;
+use flashclip_model::{Checkpoint, ModelConfig};
 
-use crate::error::{CliError, Result};
-use crate::model_dir::{self, with_dtype, Runner};
+use crate::error::{open_gpu, CliError, Result};
+use crate::model_dir;
 use crate::output::l2_normalize;
 
 /// `flashclip zero-shot` arguments.
@@ -32,32 +32,26 @@ pub struct ZeroShotArgs {
     dtype: DType,
 }
 
-fn zero_shot_with<T: Element>(
-    config: &ClipConfig,
+/// Label probabilities of one image against the prompts, on GPU 0 in `dtype`, for a model of any family.
+fn zero_shot_on_gpu(
+    config: &ModelConfig,
     checkpoint: &Checkpoint,
+    dtype: DType,
     pixels: &[f32],
     ids: &[Vec<u32>],
 ) -> Result<Vec<f64>> {
-    let mut r = Runner::<T>::new(config, checkpoint, 1, ids.len())?;
-    let dim = config.projection_dim;
-    let mut image: Vec<f32> = r
-        .model
-        .encode_images(&r.gpu, &mut r.ws, pixels)?
-        .iter()
-        .copied()
-        .collect();
-    let mut text: Vec<f32> = r
-        .model
-        .encode_texts(&r.gpu, &mut r.ws, ids)?
-        .iter()
-        .copied()
-        .collect();
+    // A missing GPU is reported as such before anything loads.
+    drop(open_gpu()?);
+    let mut model = backend::load(Device::Cuda(0), dtype, config, checkpoint, ids.len().max(1))?;
+    let dim = config.projection_dim();
+    let mut image: Vec<f32> = model.embed_images(pixels)?.iter().copied().collect();
+    let mut text: Vec<f32> = model.embed_texts(ids)?.iter().copied().collect();
     l2_normalize(&mut image, dim);
     l2_normalize(&mut text, dim);
     Ok(zero_shot_probabilities(
         &image,
         text.chunks_exact(dim),
-        r.model.logit_scale(),
+        model.logit_scale(),
     ))
 }
 
@@ -85,13 +79,12 @@ pub fn run(args: &ZeroShotArgs) -> Result<()> {
         .map(|l| args.template.replace("{}", l))
         .collect();
     let (config, checkpoint) = model_dir::open(&args.model)?;
-    let pre = Preprocessor::new(config.vision.image_size as u32);
+    let pre = Preprocessor::new(config.vision().image_size as u32);
     let pixels = pre
         .load_and_preprocess(&args.image)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let ids = model_dir::tokenize(&args.model, &config, &prompts)?;
-    let probs =
-        with_dtype!(args.dtype, T => zero_shot_with::<T>(&config, &checkpoint, &pixels, &ids)?);
+    let probs = zero_shot_on_gpu(&config, &checkpoint, args.dtype, &pixels, &ids)?;
     let mut ranked: Vec<(&str, f64)> = labels.iter().copied().zip(probs).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (label, p) in ranked {

@@ -10,12 +10,16 @@
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model, the ground truth for tests
 //! - [`tokenizer`]: CLIP's BPE tokenizer; [`preprocess`]: OpenAI-exact image preprocessing
 //! - [`flops`]: FLOP counts of any CLIP config
+//! - [`chinese_clip`]: Chinese-CLIP (CLIP's ViT with a BERT text tower): config, weights, CPU reference, tokenizer
+//! - [`family`]: the model families ([`ModelConfig`], [`AnyTokenizer`], [`open_model_dir`]) front ends work with
 //! - [`backend`]: [`Embedder`], one interface over the GPU model and the CPU reference, for front ends
 
 pub mod backend;
 pub mod checkpoint;
+pub mod chinese_clip;
 pub mod config;
 mod error;
+pub mod family;
 pub mod flops;
 pub mod graph;
 pub mod model;
@@ -32,6 +36,7 @@ pub mod workspace;
 pub use backend::{Device, Embedder};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use error::{ModelError, Result};
+pub use family::{open_model_dir, AnyTokenizer, Family, ModelConfig};
 pub use graph::{ForwardGraph, GraphShape};
 pub use model::ClipModel;
 pub use nn::AttentionImpl;

@@ -19,7 +19,7 @@ use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
 
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader, Target};
-use crate::config::ClipConfig;
+use crate::config::{ClipConfig, VisionConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::AttentionImpl;
 use crate::text::{self, TextBatch};
@@ -28,9 +28,18 @@ use crate::weights::ClipWeights;
 use crate::workspace::Workspace;
 
 /// The [`Target`] that uploads each tensor to the GPU in `T`.
-struct Device<'g, T> {
+pub(crate) struct Device<'g, T> {
     gpu: &'g Gpu,
     _elem: PhantomData<T>,
+}
+
+impl<'g, T> Device<'g, T> {
+    pub(crate) fn new(gpu: &'g Gpu) -> Self {
+        Device {
+            gpu,
+            _elem: PhantomData,
+        }
+    }
 }
 
 impl<T: Element> Target for Device<'_, T> {
@@ -60,13 +69,7 @@ impl<T: Element> ClipModel<T> {
         attention: AttentionImpl,
     ) -> Result<Self> {
         attention.check::<T>(gpu, config)?;
-        let weights = checkpoint.load(
-            config,
-            Device {
-                gpu,
-                _elem: PhantomData,
-            },
-        )?;
+        let weights = checkpoint.load(config, Device::new(gpu))?;
         Ok(Self {
             config: config.clone(),
             attention,
@@ -84,10 +87,7 @@ impl<T: Element> ClipModel<T> {
     ) -> Result<Self> {
         attention.check::<T>(gpu, config)?;
         let format = CheckpointFormat::HuggingFace;
-        let target = Device {
-            gpu,
-            _elem: PhantomData,
-        };
+        let target = Device::new(gpu);
         let weights = ClipWeights::from_source(
             &mut Loader {
                 raw: FnRaw(f),
@@ -155,15 +155,8 @@ impl<T: Element> ClipModel<T> {
         ws: &mut Workspace<T>,
         batch: usize,
     ) -> Result<()> {
-        let cls = vision::class_tokens(&self.config.vision, &ws.vision.normed, batch)?;
-        let mut out = ws.vision.projected.view_mut().narrow(0, 0, batch)?;
-        Ok(linear(
-            gpu,
-            &cls,
-            &self.weights.visual_projection.view(),
-            &mut out,
-            0.0,
-        )?)
+        let projection = &self.weights.visual_projection;
+        project_images(gpu, &self.config.vision, projection, ws, batch)
     }
 
     /// Checks token ids (one Vec per text, each with start and end tokens, at most the context length) and copies
@@ -216,18 +209,6 @@ impl<T: Element> ClipModel<T> {
         Ok(())
     }
 
-    fn read(gpu: &Gpu, t: &Tensor<T>, batch: usize, dim: usize) -> Result<Array2<f32>> {
-        let host = gpu.download(t.data())?;
-        let rows = host.get(..batch * dim).ok_or_else(|| {
-            ModelError::Input(format!(
-                "{batch} rows of {dim} exceed the workspace's {} values",
-                host.len()
-            ))
-        })?;
-        let v: Vec<f32> = rows.iter().map(|x| x.to_f32()).collect();
-        Array2::from_shape_vec((batch, dim), v).map_err(|e| ModelError::Input(e.to_string()))
-    }
-
     /// The projected image embeddings of the last [`ClipModel::run_vision`] (syncs).
     pub fn read_image_embeds(
         &self,
@@ -235,7 +216,7 @@ impl<T: Element> ClipModel<T> {
         ws: &Workspace<T>,
         batch: usize,
     ) -> Result<Array2<f32>> {
-        Self::read(gpu, &ws.vision.projected, batch, self.config.projection_dim)
+        read_rows(gpu, &ws.vision.projected, batch, self.config.projection_dim)
     }
 
     /// The projected text embeddings of the last [`ClipModel::run_text`] (syncs).
@@ -245,7 +226,7 @@ impl<T: Element> ClipModel<T> {
         ws: &Workspace<T>,
         batch: usize,
     ) -> Result<Array2<f32>> {
-        Self::read(gpu, &ws.text.projected, batch, self.config.projection_dim)
+        read_rows(gpu, &ws.text.projected, batch, self.config.projection_dim)
     }
 
     /// Projected embeddings of preprocessed images (`[batch, C, S, S]` f32).
@@ -270,4 +251,36 @@ impl<T: Element> ClipModel<T> {
         self.run_text(gpu, ws, texts)?;
         self.read_text_embeds(gpu, ws, texts.len())
     }
+}
+
+/// `projected = visual_projection(class tokens)` for the first `batch` images of the workspace (CLIP's vision tower,
+/// shared by every family that has it).
+pub(crate) fn project_images<T: Element>(
+    gpu: &Gpu,
+    v: &VisionConfig,
+    visual_projection: &Tensor<T>,
+    ws: &mut Workspace<T>,
+    batch: usize,
+) -> Result<()> {
+    let cls = vision::class_tokens(v, &ws.vision.normed, batch)?;
+    let mut out = ws.vision.projected.view_mut().narrow(0, 0, batch)?;
+    Ok(linear(gpu, &cls, &visual_projection.view(), &mut out, 0.0)?)
+}
+
+/// The first `batch` rows of `dim` values of `t` as f32 (syncs).
+pub(crate) fn read_rows<T: Element>(
+    gpu: &Gpu,
+    t: &Tensor<T>,
+    batch: usize,
+    dim: usize,
+) -> Result<Array2<f32>> {
+    let host = gpu.download(t.data())?;
+    let rows = host.get(..batch * dim).ok_or_else(|| {
+        ModelError::Input(format!(
+            "{batch} rows of {dim} exceed the workspace's {} values",
+            host.len()
+        ))
+    })?;
+    let v: Vec<f32> = rows.iter().map(|x| x.to_f32()).collect();
+    Array2::from_shape_vec((batch, dim), v).map_err(|e| ModelError::Input(e.to_string()))
 }

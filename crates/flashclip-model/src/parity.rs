@@ -84,7 +84,7 @@ impl<T: Element> ClipModel<T> {
         refuse_capture(gpu)?;
         let t = &self.config().text;
         let tower = &self.weights().text_model;
-        let shape = tower.embed(gpu, t, ws)?;
+        let shape = tower.embed(gpu, ws)?;
         let spec = EncoderSpec::text(t);
         let states = layers(
             gpu,

@@ -94,6 +94,8 @@ pub(crate) struct StagedTexts {
     pub shape: TextBatch,
     /// Every staged id is below this (the vocabulary size the ids were checked against).
     pub id_bound: usize,
+    /// Whether `ws.key_lens` holds the texts' lengths.
+    pub key_lens: bool,
 }
 
 /// Checks token ids (one Vec per text, each with start and end tokens, at most the context length) and copies
@@ -106,6 +108,41 @@ pub(crate) fn upload_texts<T: Element>(
     texts: &[Vec<u32>],
     pad_to: Option<usize>,
 ) -> Result<TextBatch> {
+    let rules = TextRules {
+        max_len: t.max_len(),
+        vocab_size: t.vocab_size,
+        pad_token_id: t.pad_token_id,
+        pooling: &|ids| pooling_position(ids, t.eos_token_id),
+        key_lens: false,
+    };
+    stage_texts(gpu, &rules, ws, texts, pad_to)
+}
+
+/// What a text tower asks of its token ids, for [`stage_texts`].
+pub(crate) struct TextRules<'a> {
+    /// Longest text.
+    pub max_len: usize,
+    /// Every id must be below this.
+    pub vocab_size: usize,
+    /// Fills the rows past a text's end.
+    pub pad_token_id: u32,
+    /// Each text's pooling position (below its length).
+    pub pooling: &'a (dyn Fn(&[u32]) -> usize + Sync),
+    /// Whether to copy each text's length into `ws.key_lens` too (for bidirectional attention, which must not
+    /// see the padding).
+    pub key_lens: bool,
+}
+
+/// Checks token ids against `rules` and copies them, padded to `pad_to` tokens (default: the longest text), with
+/// each text's pooling row (and length, if asked), into the workspace, from pinned memory without synchronizing
+/// the stream.
+pub(crate) fn stage_texts<T: Element>(
+    gpu: &Gpu,
+    rules: &TextRules<'_>,
+    ws: &mut Workspace<T>,
+    texts: &[Vec<u32>],
+    pad_to: Option<usize>,
+) -> Result<TextBatch> {
     let batch = texts.len();
     if batch == 0 || batch > ws.text.max_batch {
         return Err(ModelError::Input(format!(
@@ -113,41 +150,46 @@ pub(crate) fn upload_texts<T: Element>(
             ws.text.max_batch
         )));
     }
+    let max_len = rules.max_len;
     let longest = texts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest == 0 || longest > t.max_len() {
+    if longest == 0 || longest > max_len {
         return Err(ModelError::Input(format!(
-            "texts must have 1 to {} tokens, the longest has {longest}",
-            t.max_len()
+            "texts must have 1 to {max_len} tokens, the longest has {longest}"
         )));
     }
     let len = match pad_to {
         None => longest,
-        Some(l) if (longest..=t.max_len()).contains(&l) => l,
+        Some(l) if (longest..=max_len).contains(&l) => l,
         Some(l) => {
             return Err(ModelError::Input(format!(
-            "cannot pad texts to {l} tokens: the longest has {longest}, the context length is {}",
-            t.max_len()
-        )))
+                "cannot pad texts to {l} tokens: the longest has {longest}, the context length is {max_len}"
+            )))
         }
     };
     for (b, text) in texts.iter().enumerate() {
         if text.is_empty() {
             return Err(ModelError::Input(format!("text {b} has no tokens")));
         }
-        if let Some(&id) = text.iter().find(|&&id| id as usize >= t.vocab_size) {
+        if let Some(&id) = text.iter().find(|&&id| id as usize >= rules.vocab_size) {
             return Err(ModelError::Input(format!(
                 "text {b}: token id {id} outside the vocabulary of {}",
-                t.vocab_size
+                rules.vocab_size
             )));
         }
     }
     let (n_ids, shape) = (batch * len, TextBatch { batch, len });
-    if n_ids > ws.ids.len() || batch > ws.rows.len() || n_ids + batch > ws.staging.host.len() {
+    if n_ids > ws.ids.len()
+        || batch > ws.rows.len()
+        || batch > ws.key_lens.len()
+        || n_ids + 2 * batch > ws.staging.host.len()
+    {
         return Err(ModelError::Input(format!(
             "{batch} texts of {len} tokens exceed the workspace"
         )));
     }
-    let pad = t.pad_token_id.min(t.vocab_size.saturating_sub(1) as u32) as i32;
+    let pad = rules
+        .pad_token_id
+        .min(rules.vocab_size.saturating_sub(1) as u32) as i32;
     // The previous copy out of the staging buffer must be done before it is overwritten.
     ws.staging
         .copied
@@ -159,94 +201,117 @@ pub(crate) fn upload_texts<T: Element>(
         .as_mut_slice()
         .map_err(flashclip::Error::from)?;
     let (ids, rest) = host.split_at_mut(n_ids);
-    let rows = &mut rest[..batch];
+    let (rows, rest) = rest.split_at_mut(batch);
+    let lens = &mut rest[..batch];
     for (b, text) in texts.iter().enumerate() {
         let row = &mut ids[b * len..(b + 1) * len];
         for (dst, &id) in row.iter_mut().zip(text) {
             *dst = id as i32;
         }
         row[text.len()..].fill(pad);
-        // Below text.len(): pooling_position returns an index of the text.
-        rows[b] = (b * len + pooling_position(text, t.eos_token_id)) as i32;
+        // Clamped below text.len(), so every row lies inside the batch's token rows.
+        let position = (rules.pooling)(text).min(text.len() - 1);
+        rows[b] = (b * len + position) as i32;
+        lens[b] = text.len() as i32;
     }
-    // Until both copies are enqueued the device buffers hold a mix; a forward must not run on them.
+    // Until every copy is enqueued the device buffers hold a mix; a forward must not run on them.
     ws.texts = None;
     let stream = gpu.stream();
-    let copied = stream
+    let mut copied = stream
         .memcpy_htod(&ids[..], &mut ws.ids.slice_mut(..n_ids))
         .and_then(|_| stream.memcpy_htod(&rows[..], &mut ws.rows.slice_mut(..batch)));
+    if rules.key_lens {
+        copied =
+            copied.and_then(|_| stream.memcpy_htod(&lens[..], &mut ws.key_lens.slice_mut(..batch)));
+    }
     // Recorded even after a failed copy, so the next upload waits for whatever was enqueued.
     let recorded = ws.staging.copied.record(stream);
     copied.and(recorded).map_err(flashclip::Error::from)?;
     ws.texts = Some(StagedTexts {
         shape,
-        id_bound: t.vocab_size,
+        id_bound: rules.vocab_size,
+        key_lens: rules.key_lens,
     });
     Ok(shape)
 }
 
+/// `residual = tokens[ids] + positions[i]` for the texts in the workspace (`tokens` `[vocab, dim]`, `positions`
+/// `[max_len, dim]`); returns their shape.
+pub(crate) fn embed_tokens<T: Element>(
+    gpu: &Gpu,
+    ws: &mut Workspace<T>,
+    tokens: &Tensor<T>,
+    positions: &Tensor<T>,
+) -> Result<TextBatch> {
+    let staged = ws
+        .texts
+        .ok_or_else(|| ModelError::Input("no texts uploaded to the workspace".into()))?;
+    let (vocab, dim) = match tokens.shape() {
+        [vocab, dim] => (*vocab, *dim),
+        other => {
+            return Err(ModelError::Input(format!(
+                "the token table must be [vocab, dim], it is {other:?}"
+            )))
+        }
+    };
+    if staged.id_bound > vocab {
+        return Err(ModelError::Input(format!(
+            "the uploaded token ids were checked against a vocabulary of {}, this model's has {vocab}",
+            staged.id_bound
+        )));
+    }
+    let TextBatch { batch, len } = staged.shape;
+    let mut x = ws
+        .text
+        .residual
+        .view_mut()
+        .narrow(0, 0, batch * len)?
+        .reshape(&[batch, len, dim])?;
+    // SAFETY: `ws.texts` is only set by stage_texts, after it enqueued the copy of batch*len ids into `ws.ids`,
+    // each checked to be below `id_bound`, which is at most this table's vocabulary (checked above): the copy is
+    // ordered before this launch on the stream, and nothing else writes `ws.ids`.
+    unsafe {
+        text_embed_device(gpu, &ws.ids, &tokens.view(), &positions.view(), &mut x)?;
+    }
+    Ok(staged.shape)
+}
+
+/// `pooled` = each text's row of `normed` at its pooling position.
+pub(crate) fn gather_pooled<T: Element>(
+    gpu: &Gpu,
+    ws: &mut Workspace<T>,
+    shape: TextBatch,
+) -> Result<()> {
+    if !ws.texts.is_some_and(|s| s.shape == shape) {
+        return Err(ModelError::Input(format!(
+            "the workspace holds no uploaded texts of shape {shape:?}"
+        )));
+    }
+    let b = &mut ws.text;
+    let normed = b.normed.view().narrow(0, 0, shape.batch * shape.len)?;
+    // SAFETY: stage_texts copied `batch` rows into `ws.rows` before `ws.texts` was set to this shape (checked
+    // above), row b being b*len + p with p < len, so each is below batch*len, the row count of `normed`.
+    unsafe {
+        gather_rows_device(
+            gpu,
+            &normed,
+            &ws.rows,
+            &mut b.pooled.view_mut().narrow(0, 0, shape.batch)?,
+        )?;
+    }
+    Ok(())
+}
+
 impl<T: Element> TextTransformer<Tensor<T>> {
     /// `residual = token + position embeddings` of the texts in the workspace; returns their shape.
-    pub fn embed(&self, gpu: &Gpu, t: &TextConfig, ws: &mut Workspace<T>) -> Result<TextBatch> {
-        let staged = ws
-            .texts
-            .ok_or_else(|| ModelError::Input("no texts uploaded to the workspace".into()))?;
-        let vocab = self
-            .embeddings
-            .token_embedding
-            .shape()
-            .first()
-            .copied()
-            .unwrap_or(0);
-        if staged.id_bound > vocab {
-            return Err(ModelError::Input(format!(
-                "the uploaded token ids were checked against a vocabulary of {}, this model's has {vocab}",
-                staged.id_bound
-            )));
-        }
-        let TextBatch { batch, len } = staged.shape;
-        let tokens = batch * len;
-        let mut x = ws
-            .text
-            .residual
-            .view_mut()
-            .narrow(0, 0, tokens)?
-            .reshape(&[batch, len, t.hidden_size])?;
-        // SAFETY: `ws.texts` is only set by upload_texts, after it enqueued the copy of batch*len ids into
-        // `ws.ids`, each checked to be below `id_bound`, which is at most this model's vocabulary (checked above):
-        // the copy is ordered before this launch on the stream, and nothing else writes `ws.ids`.
-        unsafe {
-            text_embed_device(
-                gpu,
-                &ws.ids,
-                &self.embeddings.token_embedding.view(),
-                &self.embeddings.position_embedding.view(),
-                &mut x,
-            )?;
-        }
-        Ok(staged.shape)
+    pub fn embed(&self, gpu: &Gpu, ws: &mut Workspace<T>) -> Result<TextBatch> {
+        let e = &self.embeddings;
+        embed_tokens(gpu, ws, &e.token_embedding, &e.position_embedding)
     }
 
     /// `pooled` = each text's row of `normed` at its pooling position.
     pub(crate) fn pool(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: TextBatch) -> Result<()> {
-        if !ws.texts.is_some_and(|s| s.shape == shape) {
-            return Err(ModelError::Input(format!(
-                "the workspace holds no uploaded texts of shape {shape:?}"
-            )));
-        }
-        let b = &mut ws.text;
-        let normed = b.normed.view().narrow(0, 0, shape.batch * shape.len)?;
-        // SAFETY: upload_texts copied `batch` rows into `ws.rows` before `ws.texts` was set to this shape (checked above), row
-        // b being b*len + p with p < len, so each is below batch*len, the row count of `normed`.
-        unsafe {
-            gather_rows_device(
-                gpu,
-                &normed,
-                &ws.rows,
-                &mut b.pooled.view_mut().narrow(0, 0, shape.batch)?,
-            )?;
-        }
-        Ok(())
+        gather_pooled(gpu, ws, shape)
     }
 
     /// The tower on the texts in the workspace; on return `pooled` holds each text's final state at its pooling
@@ -258,7 +323,7 @@ impl<T: Element> TextTransformer<Tensor<T>> {
         ws: &mut Workspace<T>,
         attention: AttentionImpl,
     ) -> Result<TextBatch> {
-        let shape = self.embed(gpu, t, ws)?;
+        let shape = self.embed(gpu, ws)?;
         let spec = EncoderSpec::text(t);
         self.encoder.forward(
             gpu,

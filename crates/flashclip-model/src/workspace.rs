@@ -5,7 +5,7 @@ use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
 use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
 
-use crate::config::ClipConfig;
+use crate::config::{ClipConfig, VisionConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{AttentionImpl, EncoderSpec};
 use crate::text::StagedTexts;
@@ -100,6 +100,14 @@ impl IndexStaging {
     }
 }
 
+/// The towers a [`Workspace`] is sized for: CLIP's vision tower, a text tower's layers and context length, and
+/// the shared projection width.
+pub(crate) struct Towers<'a> {
+    pub vision: &'a VisionConfig,
+    pub text: (EncoderSpec, usize),
+    pub projection_dim: usize,
+}
+
 /// Device scratch for forwards of up to `max_images` images and `max_texts` texts of up to the model's context
 /// length ([`crate::ClipModel::workspace`]).
 pub struct Workspace<T: Element> {
@@ -115,6 +123,8 @@ pub struct Workspace<T: Element> {
     pub(crate) ids: CudaSlice<i32>,
     /// Each text's pooling row in the token rows.
     pub(crate) rows: CudaSlice<i32>,
+    /// Each text's length, for text towers whose attention masks padded keys (bidirectional ones).
+    pub(crate) key_lens: CudaSlice<i32>,
     pub(crate) staging: IndexStaging,
     /// What the ids and rows hold, once both copies are enqueued.
     pub(crate) texts: Option<StagedTexts>,
@@ -128,27 +138,46 @@ impl<T: Element> Workspace<T> {
         max_images: usize,
         max_texts: usize,
     ) -> Result<Self> {
-        let (v, t) = (&config.vision, &config.text);
+        let text = (EncoderSpec::text(&config.text), config.text.max_len());
+        let towers = Towers {
+            vision: &config.vision,
+            text,
+            projection_dim: config.projection_dim,
+        };
+        Self::for_towers(gpu, &towers, attention, max_images, max_texts)
+    }
+
+    /// A workspace for any model with CLIP's vision tower and a text tower of `towers.text` (its layers and
+    /// context length).
+    pub(crate) fn for_towers(
+        gpu: &Gpu,
+        towers: &Towers<'_>,
+        attention: AttentionImpl,
+        max_images: usize,
+        max_texts: usize,
+    ) -> Result<Self> {
+        let v = towers.vision;
+        let (text_spec, max_len) = towers.text;
         let (max_images, max_texts) = (max_images.max(1), max_texts.max(1));
         let patches = product("patch rows", &[max_images, v.num_patches()])?;
         let pixels = product(
             "pixels",
             &[max_images, v.num_channels, v.image_size, v.image_size],
         )?;
-        let ids = product("token ids", &[max_texts, t.max_len()])?;
+        let ids = product("token ids", &[max_texts, max_len])?;
         Ok(Workspace {
             vision: TowerBuffers::new(
                 gpu,
                 &EncoderSpec::vision(v),
                 (max_images, v.seq_len()),
-                config.projection_dim,
+                towers.projection_dim,
                 attention,
             )?,
             text: TowerBuffers::new(
                 gpu,
-                &EncoderSpec::text(t),
-                (max_texts, t.max_len()),
-                config.projection_dim,
+                &text_spec,
+                (max_texts, max_len),
+                towers.projection_dim,
                 attention,
             )?,
             pixels: gpu
@@ -159,7 +188,9 @@ impl<T: Element> Workspace<T> {
             patch_out: gpu.zeros(&[patches, v.hidden_size])?,
             ids: gpu.upload_slice(&vec![0i32; ids])?,
             rows: gpu.upload_slice(&vec![0i32; max_texts.max(max_images)])?,
-            staging: IndexStaging::new(gpu, ids + max_texts)?,
+            key_lens: gpu.upload_slice(&vec![0i32; max_texts])?,
+            // Ids, then pooling rows, then key lengths.
+            staging: IndexStaging::new(gpu, ids + 2 * max_texts)?,
             texts: None,
         })
     }

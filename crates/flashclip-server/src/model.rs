@@ -6,8 +6,8 @@ use std::path::Path;
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
 use flashclip_model::preprocess::Preprocessor;
-use flashclip_model::tokenizer::{ClipTokenizer, TokenizerOrigin};
-use flashclip_model::{Checkpoint, Embedder};
+use flashclip_model::tokenizer::TokenizerOrigin;
+use flashclip_model::{open_model_dir, AnyTokenizer, Embedder};
 
 use crate::errors::ServerError;
 
@@ -16,7 +16,7 @@ pub struct Model {
     /// The model, on whatever device it was loaded.
     pub embedder: Box<dyn Embedder>,
     /// Its tokenizer; every id it can produce must be inside the model's vocabulary.
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: AnyTokenizer,
 }
 
 /// Loads the model on the batcher's thread (a GPU model stays on the thread that made it); `/health` answers
@@ -31,8 +31,8 @@ pub fn load_model_dir(
     dtype: DType,
     max_batch: usize,
 ) -> Result<Model, ServerError> {
-    let (config, checkpoint) = Checkpoint::open_dir(dir)?;
-    let (tokenizer, origin) = ClipTokenizer::for_model_dir(dir)?;
+    let (config, checkpoint) = open_model_dir(dir)?;
+    let (tokenizer, origin) = AnyTokenizer::for_model_dir(dir, &config)?;
     if origin == TokenizerOrigin::OpenAi {
         eprintln!(
             "no tokenizer files in {}: using OpenAI's CLIP vocabulary",
@@ -40,7 +40,7 @@ pub fn load_model_dir(
         );
     }
     // Before the weights load, which can take a while.
-    check_vocabulary(&tokenizer, config.text.vocab_size)?;
+    check_vocabulary(&tokenizer, config.vocab_size())?;
     let embedder = backend::load(device, dtype, &config, &checkpoint, max_batch)?;
     Ok(Model {
         embedder,
@@ -50,7 +50,7 @@ pub fn load_model_dir(
 
 /// What request handlers need from the model: how to prepare inputs, and how to score zero-shot labels.
 pub(crate) struct ModelInfo {
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: AnyTokenizer,
     pub preprocessor: Preprocessor,
     /// Longest token sequence, start and end tokens included.
     pub context_length: usize,
@@ -70,20 +70,20 @@ impl ModelInfo {
             tokenizer,
         } = model;
         let config = embedder.config().clone();
-        check_vocabulary(&tokenizer, config.text.vocab_size)?;
+        check_vocabulary(&tokenizer, config.vocab_size())?;
         if embedder.max_batch() < max_batch {
             return Err(ServerError::Mismatch(format!(
                 "the model takes batches of at most {}, the server asks for {max_batch}",
                 embedder.max_batch()
             )));
         }
-        let preprocessor = Preprocessor::new(config.vision.image_size as u32);
+        let preprocessor = Preprocessor::new(config.vision().image_size as u32);
         embedder.embed_images(&vec![0.0; preprocessor.output_len()])?;
-        embedder.embed_texts(&[vec![tokenizer.bos_id(), tokenizer.eos_id()]])?;
+        embedder.embed_texts(&[tokenizer.empty_text()])?;
         let info = ModelInfo {
             tokenizer,
             preprocessor,
-            context_length: config.text.max_len(),
+            context_length: config.context_length(),
             logit_scale: embedder.logit_scale(),
         };
         Ok((embedder, info))
@@ -91,11 +91,11 @@ impl ModelInfo {
 }
 
 /// Refuses a tokenizer that can produce ids outside the model's vocabulary.
-fn check_vocabulary(tokenizer: &ClipTokenizer, vocab: usize) -> Result<(), ServerError> {
+fn check_vocabulary(tokenizer: &AnyTokenizer, vocab: usize) -> Result<(), ServerError> {
     match tokenizer.max_token_id().filter(|&m| m as usize >= vocab) {
         Some(max) => Err(ServerError::Mismatch(format!(
             "the tokenizer has token id {max}, outside the model's vocabulary of {vocab}: put the model's \
-             tokenizer.json (or vocab.json + merges.txt) in its directory"
+             tokenizer.json (or vocab.json + merges.txt, vocab.txt for Chinese-CLIP) in its directory"
         ))),
         None => Ok(()),
     }

@@ -67,7 +67,7 @@ async fn every_endpoint_answers_the_models_normalized_embeddings() {
     ];
     let want_texts = direct.texts(&texts);
     let want_images = direct.images(&images);
-    let dim = direct.config().projection_dim;
+    let dim = direct.config().projection_dim();
 
     let r: Value = s
         .post_json("/embed/text", &json!({ "texts": texts }))

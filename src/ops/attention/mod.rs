@@ -3,9 +3,9 @@
 //! Q, K, V and O are `[batch, seq, heads, head_dim]` views with any strides whose innermost stride is 1, so the
 //! packed `[batch, seq, 3, heads, head_dim]` output of one QKV GEMM is read in place (`qkv.select(2, i)`) and O is
 //! written in the layout the out-projection GEMM consumes. K/V may have fewer heads than Q (GQA/MQA). Key `j` is
-//! visible to query `i` iff `j < key_lens[b]` (when given) and, when causal, `j <= i`; a query that sees no key
-//! outputs zeros (and lse = -inf). The flash versions never read keys at or past `key_lens[b]` into the result,
-//! whatever those rows hold (NaN included).
+//! visible to query `i` iff `j < key_lens[b]` (when given: at least `batch` ints) and, when causal, `j <= i`; a
+//! query that sees no key outputs zeros (and lse = -inf). The flash versions never read keys at or past
+//! `key_lens[b]` into the result, whatever those rows hold (NaN included).
 //!
 //! Versions ([`Version`]) are the rungs of the speed-up ladder; [`materialized_attention`] is the plain path
 //! (scores in memory through cuBLAS + a softmax kernel) they are measured against.
@@ -183,8 +183,16 @@ pub(super) fn check_aux(
     key_lens: Option<&CudaSlice<i32>>,
     lse: Option<&CudaSlice<f32>>,
 ) -> Result<()> {
+    // At least `batch` ints, of which the first `batch` are read: a buffer sized for the largest batch serves
+    // every smaller one without a device allocation per forward.
     if let Some(kl) = key_lens {
-        check::shape("key_lens", &[kl.len()], &[shape.batch])?;
+        if kl.len() < shape.batch {
+            return Err(Error::Shape {
+                what: "key_lens",
+                expected: vec![shape.batch],
+                got: vec![kl.len()],
+            });
+        }
     }
     if let Some(l) = lse {
         if l.len() < shape.lse_len() {
@@ -329,7 +337,7 @@ fn launch<T: Element>(
     let s = ffi::stream(stream);
     // SAFETY: check_shapes/check_aux/strides3 verified that Q, K, V, O are rank-4 views inside their buffers with
     // matching sizes, unit head_dim stride, 16-byte aligned bases and strides, a supported dtype/head_dim for this
-    // version, key_lens of `batch` ints and lse of at least batch*heads_q*seq_q floats. O (and lse) are mutable
+    // version, key_lens of at least `batch` ints and lse of at least batch*heads_q*seq_q floats. O (and lse) are mutable
     // borrows, so they alias no input. The launch is ordered on the gpu's stream.
     let code = unsafe {
         match kernel {

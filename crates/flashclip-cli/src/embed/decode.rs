@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use flashclip_model::preprocess::Preprocessor;
-use flashclip_model::tokenizer::ClipTokenizer;
+use flashclip_model::AnyTokenizer;
 
 use super::inputs::{Input, Kind, Payload, MAX_INPUT_BYTES};
 
@@ -47,7 +47,7 @@ pub struct Decoded {
 /// What the workers share.
 pub struct Decoder {
     pub pre: Preprocessor,
-    pub tokenizer: Option<ClipTokenizer>,
+    pub tokenizer: Option<AnyTokenizer>,
     pub max_len: usize,
     pub vocab: usize,
 }

@@ -139,7 +139,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         None
     };
     let on_gpu = devices.iter().any(|d| matches!(d, Device::Cuda(_)));
-    let job = job_identity(args, on_gpu, config.projection_dim, partition, &listing);
+    let job = job_identity(args, on_gpu, config.projection_dim(), partition, &listing);
     let probe = Plan::new(partition, listing.count, args.shard_rows, BTreeSet::new());
     if probe.local_total() == 0 {
         return Err(CliError::Usage(format!(
@@ -167,10 +167,10 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get)
     });
     let decoder = decode::Decoder {
-        pre: Preprocessor::new(config.vision.image_size as u32).with_jpeg_draft(args.jpeg_draft),
+        pre: Preprocessor::new(config.vision().image_size as u32).with_jpeg_draft(args.jpeg_draft),
         tokenizer,
-        max_len: config.text.max_len(),
-        vocab: config.text.vocab_size,
+        max_len: config.context_length(),
+        vocab: config.vocab_size(),
     };
     let setup = pipeline::Setup {
         inputs: &inputs,
@@ -209,7 +209,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         Ok(writer::Writer {
             dir,
             plan: &plan,
-            dim: config.projection_dim,
+            dim: config.projection_dim(),
             out_dtype: args.out_dtype,
             manifest,
             progress: progress(pending, quiet),

@@ -13,8 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
-use flashclip_model::config::ClipConfig;
-use flashclip_model::{Checkpoint, ModelError};
+use flashclip_model::{Checkpoint, ModelConfig, ModelError};
 
 use super::batch::{self, Batch, BatchData};
 use super::decode::{Decoder, Job};
@@ -32,7 +31,7 @@ pub struct Setup<'a> {
     pub listing: &'a Listing,
     pub plan: &'a Plan,
     pub decoder: Decoder,
-    pub config: &'a ClipConfig,
+    pub config: &'a ModelConfig,
     pub checkpoint: &'a Checkpoint,
     pub devices: &'a [Device],
     pub dtype: DType,
@@ -104,7 +103,7 @@ pub fn run<'a>(
                         return Ok(());
                     }
                 };
-                let dim = config.projection_dim;
+                let dim = config.projection_dim();
                 let mut helpers = Vec::new();
                 let mut pairs = models.into_iter().zip(inboxes);
                 let first = pairs.next();

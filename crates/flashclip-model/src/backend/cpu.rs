@@ -2,10 +2,11 @@
 
 use ndarray::{Array2, ArrayView4};
 
-use super::{check_batch, image_count, Embedder};
+use super::{check_batch, image_count, Embedder, LoadCpu};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::config::ClipConfig;
 use crate::error::{ModelError, Result};
+use crate::family::ModelConfig;
 use crate::reference::ClipReference;
 use crate::weights::ClipWeights;
 
@@ -13,6 +14,7 @@ use crate::weights::ClipWeights;
 /// ViT-B/32 image on one core); every image and text of a batch runs in parallel on rayon's pool.
 pub struct CpuBackend {
     config: ClipConfig,
+    model_config: ModelConfig,
     weights: ClipWeights,
     max_batch: usize,
 }
@@ -29,6 +31,7 @@ impl CpuBackend {
         ClipReference::new(config, &weights)?;
         Ok(Self {
             config: config.clone(),
+            model_config: ModelConfig::Clip(config.clone()),
             weights,
             max_batch: max_batch.max(1),
         })
@@ -40,8 +43,8 @@ impl CpuBackend {
 }
 
 impl Embedder for CpuBackend {
-    fn config(&self) -> &ClipConfig {
-        &self.config
+    fn config(&self) -> &ModelConfig {
+        &self.model_config
     }
 
     fn max_batch(&self) -> usize {
@@ -57,7 +60,7 @@ impl Embedder for CpuBackend {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(&self.config, pixels)?;
+        let n = image_count(&self.config.vision, pixels)?;
         check_batch("images", n, self.max_batch)?;
         let v = &self.config.vision;
         let view = ArrayView4::from_shape((n, v.num_channels, v.image_size, v.image_size), pixels)
@@ -68,5 +71,11 @@ impl Embedder for CpuBackend {
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         check_batch("texts", texts.len(), self.max_batch)?;
         Ok(self.reference()?.text_forward(texts, false)?.text_embeds)
+    }
+}
+
+impl LoadCpu<ClipConfig> for CpuBackend {
+    fn load_cpu(config: &ClipConfig, checkpoint: &Checkpoint, max_batch: usize) -> Result<Self> {
+        Self::load(config, checkpoint, max_batch)
     }
 }

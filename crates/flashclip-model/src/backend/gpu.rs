@@ -5,10 +5,11 @@ use std::sync::Arc;
 use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
-use super::{check_batch, image_count, Embedder};
+use super::{check_batch, image_count, Embedder, LoadGpu};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
 use crate::error::Result;
+use crate::family::ModelConfig;
 use crate::model::ClipModel;
 use crate::nn::AttentionImpl;
 use crate::workspace::Workspace;
@@ -17,6 +18,7 @@ use crate::workspace::Workspace;
 /// attention for its shapes. Replicas ([`Embedder::replica`]) share the weights.
 pub struct GpuBackend<T: Element> {
     ordinal: usize,
+    config: ModelConfig,
     // Field order is drop order: the workspace and the weights are freed before the stream and handles of the
     // Gpu they were allocated through.
     ws: Workspace<T>,
@@ -54,6 +56,7 @@ impl<T: Element> GpuBackend<T> {
         let ws = model.workspace(&gpu, max_batch, max_batch)?;
         Ok(Self {
             ordinal,
+            config: ModelConfig::Clip(model.config().clone()),
             ws,
             model,
             gpu,
@@ -63,8 +66,8 @@ impl<T: Element> GpuBackend<T> {
 }
 
 impl<T: Element> Embedder for GpuBackend<T> {
-    fn config(&self) -> &ClipConfig {
-        self.model.config()
+    fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
     fn max_batch(&self) -> usize {
@@ -81,7 +84,7 @@ impl<T: Element> Embedder for GpuBackend<T> {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(self.model.config(), pixels)?;
+        let n = image_count(&self.model.config().vision, pixels)?;
         check_batch("images", n, self.max_batch)?;
         self.model.encode_images(&self.gpu, &mut self.ws, pixels)
     }
@@ -101,5 +104,21 @@ impl<T: Element> Embedder for GpuBackend<T> {
             self.model.clone(),
             self.max_batch,
         )?)))
+    }
+}
+
+/// CLIP's [`GpuBackend`] in any element type, for [`super::load`].
+pub(crate) struct GpuFamily;
+
+impl LoadGpu<ClipConfig> for GpuFamily {
+    fn load_gpu<T: Element>(
+        ordinal: usize,
+        config: &ClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Box<dyn Embedder>> {
+        Ok(Box::new(GpuBackend::<T>::load(
+            ordinal, config, checkpoint, max_batch,
+        )?))
     }
 }

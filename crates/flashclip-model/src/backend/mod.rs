@@ -2,7 +2,8 @@
 //! projected embeddings, on the GPU ([`GpuBackend`], flashclip's kernels) or on the CPU ([`CpuBackend`], the
 //! float32 reference forward: slow, but it runs the embedding job and the server anywhere, CI included).
 //!
-//! Front ends (the embedding job, the server) hold a `Box<dyn Embedder>` and never see the element type or the
+//! [`load`] picks the family's backends from the [`ModelConfig`] (see [`crate::family`] for adding one). Front
+//! ends (the embedding job, the server) hold a `Box<dyn Embedder>` and never see the element type or the
 //! device; [`Device`] names the choice a user makes on a command line.
 
 mod cpu;
@@ -16,17 +17,22 @@ use ndarray::Array2;
 
 pub use cpu::CpuBackend;
 pub use gpu::GpuBackend;
+use gpu::GpuFamily;
+
+use flashclip::Element;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::ClipConfig;
+use crate::chinese_clip::backend::{ChineseClipCpu, ChineseClipGpuFamily};
+use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
+use crate::family::ModelConfig;
 
 /// A CLIP model that embeds batches of at most [`Embedder::max_batch`] images or texts.
 ///
 /// Embeddings are the projected, unnormalized outputs of the towers (normalize them for cosine similarity).
 pub trait Embedder: Send {
-    /// The model's config.
-    fn config(&self) -> &ClipConfig;
+    /// The model's config (any family).
+    fn config(&self) -> &ModelConfig;
 
     /// The most images or texts one call takes.
     fn max_batch(&self) -> usize;
@@ -90,12 +96,12 @@ impl FromStr for Device {
     }
 }
 
-/// Loads `checkpoint` for `config` on `device` with batches of up to `max_batch` (at least 1). On the GPU the
-/// weights and activations are `dtype`; the CPU computes in f32 whatever `dtype` says.
+/// Loads `checkpoint` for `config` (any family) on `device` with batches of up to `max_batch` (at least 1). On the
+/// GPU the weights and activations are `dtype`; the CPU computes in f32 whatever `dtype` says.
 pub fn load(
     device: Device,
     dtype: DType,
-    config: &ClipConfig,
+    config: impl Into<ModelConfig>,
     checkpoint: &Checkpoint,
     max_batch: usize,
 ) -> Result<Box<dyn Embedder>> {
@@ -104,18 +110,44 @@ pub fn load(
             "the batch size must be at least 1".into(),
         ));
     }
+    match &config.into() {
+        ModelConfig::Clip(c) => {
+            load_family::<CpuBackend, GpuFamily, _>(device, dtype, c, checkpoint, max_batch)
+        }
+        ModelConfig::ChineseClip(c) => load_family::<ChineseClipCpu, ChineseClipGpuFamily, _>(
+            device, dtype, c, checkpoint, max_batch,
+        ),
+    }
+}
+
+/// How a family's backends load: the CPU reference, and the GPU model in each element type.
+pub(crate) trait LoadCpu<C>: Embedder + Sized + 'static {
+    fn load_cpu(config: &C, checkpoint: &Checkpoint, max_batch: usize) -> Result<Self>;
+}
+
+/// A family's GPU backend, generic over the element type.
+pub(crate) trait LoadGpu<C> {
+    fn load_gpu<T: Element>(
+        ordinal: usize,
+        config: &C,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Box<dyn Embedder>>;
+}
+
+fn load_family<Cpu: LoadCpu<C>, Gpu: LoadGpu<C>, C>(
+    device: Device,
+    dtype: DType,
+    config: &C,
+    checkpoint: &Checkpoint,
+    max_batch: usize,
+) -> Result<Box<dyn Embedder>> {
     Ok(match device {
-        Device::Cpu => Box::new(CpuBackend::load(config, checkpoint, max_batch)?),
+        Device::Cpu => Box::new(Cpu::load_cpu(config, checkpoint, max_batch)?),
         Device::Cuda(ordinal) => match dtype {
-            DType::F16 => Box::new(GpuBackend::<half::f16>::load(
-                ordinal, config, checkpoint, max_batch,
-            )?),
-            DType::BF16 => Box::new(GpuBackend::<half::bf16>::load(
-                ordinal, config, checkpoint, max_batch,
-            )?),
-            DType::F32 => Box::new(GpuBackend::<f32>::load(
-                ordinal, config, checkpoint, max_batch,
-            )?),
+            DType::F16 => Gpu::load_gpu::<half::f16>(ordinal, config, checkpoint, max_batch)?,
+            DType::BF16 => Gpu::load_gpu::<half::bf16>(ordinal, config, checkpoint, max_batch)?,
+            DType::F32 => Gpu::load_gpu::<f32>(ordinal, config, checkpoint, max_batch)?,
         },
     })
 }
@@ -144,7 +176,7 @@ pub fn zero_shot_probabilities<'a>(
 }
 
 /// Checks a batch against the limit every backend shares.
-fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> {
+pub(crate) fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> {
     if n == 0 || n > max_batch {
         return Err(ModelError::Input(format!(
             "{n} {what} in one call: expected 1..={max_batch}"
@@ -153,9 +185,8 @@ fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// The number of images in `pixels`, checked against the config's image size.
-fn image_count(config: &ClipConfig, pixels: &[f32]) -> Result<usize> {
-    let v = &config.vision;
+/// The number of images in `pixels`, checked against the vision tower's image size.
+pub(crate) fn image_count(v: &VisionConfig, pixels: &[f32]) -> Result<usize> {
     let per_image = v.num_channels * v.image_size * v.image_size;
     if per_image == 0 || pixels.len() % per_image != 0 {
         return Err(ModelError::Input(format!(

@@ -78,6 +78,13 @@ impl Tower {
     }
 }
 
+/// The packed Q/K/V projections of the canonical keys (suffix before `.weight` / `.bias`) and the separate ones
+/// Hugging Face stores: CLIP's attention, and BERT's (Chinese-CLIP's text tower, `attention.self.query` ...).
+const HF_PACKED: [(&str, [&str; 3]); 2] = [
+    (".qkv_proj", [".q_proj", ".k_proj", ".v_proj"]),
+    (".self.qkv", [".self.query", ".self.key", ".self.value"]),
+];
+
 /// open_clip's names for everything outside the layers (canonical prefix -> stored prefix, first match).
 const OPEN_CLIP_NAMES: [(&str, &str); 10] = [
     (
@@ -154,13 +161,16 @@ impl CheckpointFormat {
     /// How this layout stores the tensor of canonical key `key`.
     pub fn stored(self, key: &str) -> Stored {
         match self {
-            CheckpointFormat::HuggingFace => match key.strip_suffix(".qkv_proj.weight") {
-                Some(p) => Stored::Rows(["q", "k", "v"].map(|x| format!("{p}.{x}_proj.weight"))),
-                None => match key.strip_suffix(".qkv_proj.bias") {
-                    Some(p) => Stored::Rows(["q", "k", "v"].map(|x| format!("{p}.{x}_proj.bias"))),
-                    None => Stored::One(key.to_string()),
-                },
-            },
+            CheckpointFormat::HuggingFace => HF_PACKED
+                .iter()
+                .find_map(|(packed, parts)| {
+                    let (prefix, tensor) = key.rsplit_once('.')?;
+                    let prefix = prefix.strip_suffix(packed)?;
+                    Some(Stored::Rows(
+                        parts.map(|part| format!("{prefix}{part}.{tensor}")),
+                    ))
+                })
+                .unwrap_or_else(|| Stored::One(key.to_string())),
             CheckpointFormat::OpenClip => {
                 if let Some((_, to)) = OPEN_CLIP_TRANSPOSED.iter().find(|(from, _)| *from == key) {
                     return Stored::Transposed(to.to_string());
@@ -193,20 +203,7 @@ impl CheckpointFormat {
 
     /// How many layers of `tower` a file with these tensor names holds: one past the largest layer index.
     pub fn layers_in<S: AsRef<str>>(self, tower: Tower, names: &[S]) -> usize {
-        let prefix = self.layers_prefix(tower);
-        names
-            .iter()
-            .filter_map(|n| {
-                n.as_ref()
-                    .strip_prefix(prefix)?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .map(|i| i.saturating_add(1))
-            .max()
-            .unwrap_or(0)
+        super::layers_with_prefix(self.layers_prefix(tower), names)
     }
 }
 
@@ -235,6 +232,13 @@ mod tests {
             )
         );
         assert_eq!(f.stored("logit_scale"), Stored::One("logit_scale".into()));
+        assert_eq!(
+            f.stored("text_model.encoder.layer.0.attention.self.qkv.weight"),
+            Stored::Rows(
+                ["query", "key", "value"]
+                    .map(|x| format!("text_model.encoder.layer.0.attention.self.{x}.weight"))
+            )
+        );
         assert_eq!(
             f.stored("x.qkv_proj.weight").parts(&[384, 128])[2],
             ("x.v_proj.weight", vec![128, 128])

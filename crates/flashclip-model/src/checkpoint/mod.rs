@@ -60,8 +60,25 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 /// File names looked for in a model directory, in order.
-const CONFIG_FILES: [&str; 2] = ["config.json", "open_clip_config.json"];
-const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
+pub(crate) const CONFIG_FILES: [&str; 2] = ["config.json", "open_clip_config.json"];
+pub(crate) const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
+
+/// The first of `names` that is a file in `dir` (`what` names it in the error).
+pub(crate) fn find_in_dir(
+    dir: &Path,
+    what: &'static str,
+    names: [&'static str; 2],
+) -> Result<PathBuf, CheckpointError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| CheckpointError::NotFoundInDir {
+            what,
+            dir: dir.to_path_buf(),
+            tried: names.to_vec(),
+        })
+}
 
 impl Checkpoint {
     /// Memory-maps a `.safetensors` file and reads its header.
@@ -120,19 +137,8 @@ impl Checkpoint {
     /// checks them against each other ([`Checkpoint::check`]) before returning.
     pub fn open_dir(dir: impl AsRef<Path>) -> Result<(ClipConfig, Checkpoint), CheckpointError> {
         let dir = dir.as_ref();
-        let find = |what: &'static str, names: [&'static str; 2]| {
-            names
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.is_file())
-                .ok_or_else(|| CheckpointError::NotFoundInDir {
-                    what,
-                    dir: dir.to_path_buf(),
-                    tried: names.to_vec(),
-                })
-        };
-        let config_path: PathBuf = find("config", CONFIG_FILES)?;
-        let checkpoint_path = find("checkpoint", CHECKPOINT_FILES)?;
+        let config_path = find_in_dir(dir, "config", CONFIG_FILES)?;
+        let checkpoint_path = find_in_dir(dir, "checkpoint", CHECKPOINT_FILES)?;
         let config = ClipConfig::from_json_file(&config_path)?;
         let checkpoint = Checkpoint::open(&checkpoint_path)?;
         checkpoint.check(&config)?;
@@ -159,30 +165,49 @@ impl Checkpoint {
     /// tensor of the config's table for presence, shape and dtype, and the file for tensors the table lacks.
     /// Returns the table.
     pub fn check(&self, config: &ClipConfig) -> Result<Vec<Spec>, CheckpointError> {
-        for (tower, layers) in [
+        let layers = [
             (Tower::Vision, config.vision.num_hidden_layers),
             (Tower::Text, config.text.num_hidden_layers),
-        ] {
-            let found = self.format.layers_in(tower, &self.names);
-            if layers > found {
+        ]
+        .map(|(tower, n)| LayerStack {
+            tower: tower.name(),
+            layers: n,
+            prefix: self.format.layers_prefix(tower),
+        });
+        let plan = ClipWeights::plan(config);
+        self.check_table(&plan, &layers, |_| false)?;
+        Ok(plan)
+    }
+
+    /// Checks the file against any model's tensor table (canonical keys, mapped through the file's layout): the
+    /// layer counts of `stacks` first, then every entry for presence, shape and dtype, and the file for tensors
+    /// the table lacks, other than [`is_ignorable`] ones and those `ignorable` names.
+    pub(crate) fn check_table(
+        &self,
+        plan: &[Spec],
+        stacks: &[LayerStack],
+        ignorable: impl Fn(&str) -> bool,
+    ) -> Result<(), CheckpointError> {
+        for stack in stacks {
+            let found = layers_with_prefix(stack.prefix, &self.names);
+            if stack.layers > found {
                 return Err(CheckpointError::LayerCount {
-                    tower: tower.name(),
-                    config: layers,
+                    tower: stack.tower,
+                    config: stack.layers,
                     found,
-                    prefix: self.format.layers_prefix(tower),
+                    prefix: stack.prefix,
                     origin: self.origin.clone(),
                     note: self.note.clone(),
                 });
             }
         }
-        let plan = ClipWeights::plan(config);
         let st = parse(&self.bytes, &self.origin)?;
         let mut problems = CheckpointMismatch {
             format: Some(self.format),
             ..CheckpointMismatch::default()
         };
         let mut used = BTreeSet::new();
-        for spec in &plan {
+        for spec in plan {
             for (part, shape) in self.format.stored(&spec.key).parts(&spec.shape) {
                 used.insert(part.to_string());
                 let Ok(view) = st.tensor(part) else {
@@ -208,11 +233,11 @@ impl Checkpoint {
         problems.unexpected = self
             .names
             .iter()
-            .filter(|n| !used.contains(*n) && !is_ignorable(n))
+            .filter(|n| !used.contains(*n) && !is_ignorable(n) && !ignorable(n))
             .cloned()
             .collect();
         if problems.is_empty() {
-            Ok(plan)
+            Ok(())
         } else {
             problems.note = self.note.clone();
             Err(CheckpointError::Mismatch(Box::new(problems)))
@@ -227,6 +252,19 @@ impl Checkpoint {
         target: G,
     ) -> Result<ClipWeights<G::Tensor>, CheckpointError> {
         self.check(config)?;
+        let format = self.format;
+        self.load_with(target, |loader| {
+            ClipWeights::from_source(loader, config, format)
+        })
+    }
+
+    /// Runs `build` (a model's `from_source`) over a [`Source`] reading this file into `target`. Check the file
+    /// against the model's table first ([`Checkpoint::check_table`]): this pass stops at the first problem.
+    pub(crate) fn load_with<G: Target, W>(
+        &self,
+        target: G,
+        build: impl FnOnce(&mut Loader<FileRaw<'_, '_>, G>) -> Result<W, CheckpointError>,
+    ) -> Result<W, CheckpointError> {
         let st = parse(&self.bytes, &self.origin)?;
         let mut loader = Loader {
             raw: FileRaw {
@@ -236,8 +274,34 @@ impl Checkpoint {
             format: self.format,
             target,
         };
-        ClipWeights::from_source(&mut loader, config, self.format)
+        build(&mut loader)
     }
+}
+
+/// One tower's stack of layers, for the layer-count check: the file must hold at least `layers` of them under
+/// `prefix` (`<prefix><i>.`, as stored).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerStack {
+    pub tower: &'static str,
+    pub layers: usize,
+    pub prefix: &'static str,
+}
+
+/// How many layers a file with these tensor names holds under `prefix`: one past the largest layer index.
+pub(crate) fn layers_with_prefix<S: AsRef<str>>(prefix: &str, names: &[S]) -> usize {
+    names
+        .iter()
+        .filter_map(|n| {
+            n.as_ref()
+                .strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i.saturating_add(1))
+        .max()
+        .unwrap_or(0)
 }
 
 fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTensors<'a>, CheckpointError> {

@@ -24,7 +24,7 @@ struct Root {
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
-struct Vision {
+pub(crate) struct Vision {
     hidden_size: Field<usize>,
     intermediate_size: Field<usize>,
     num_hidden_layers: Field<usize>,
@@ -54,7 +54,7 @@ struct Text {
 
 /// The sub-config at `key`, or at the legacy `{key}_dict` when only that one is given;
 /// a missing one is recorded and read as empty (all defaults).
-fn section<T: Default + for<'de> Deserialize<'de>>(
+pub(crate) fn section<T: Default + for<'de> Deserialize<'de>>(
     current: Field<Section<T>>,
     legacy: Field<Section<T>>,
     key: &'static str,
@@ -128,11 +128,15 @@ pub(crate) fn parse(value: &Value) -> Result<(ClipConfig, Assumed), ConfigError>
     Ok((config, assumed))
 }
 
-fn activation(name: String) -> Result<Activation, ConfigError> {
+pub(crate) fn activation(name: String) -> Result<Activation, ConfigError> {
     Activation::from_hf_name(&name)
 }
 
-fn vision(v: Vision, prefix: &str, assumed: &mut Assumed) -> Result<VisionConfig, ConfigError> {
+pub(crate) fn vision(
+    v: Vision,
+    prefix: &str,
+    assumed: &mut Assumed,
+) -> Result<VisionConfig, ConfigError> {
     let mut r = Reader {
         assumed,
         prefix,

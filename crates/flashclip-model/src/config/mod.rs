@@ -18,13 +18,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-mod assumed;
+pub(crate) mod assumed;
 mod error;
-mod field;
-mod hf;
+pub(crate) mod field;
+pub(crate) mod hf;
 mod open_clip;
 mod presets;
-mod validate;
+pub(crate) mod validate;
 
 pub use assumed::{Assumed, AssumedDefault};
 pub use error::ConfigError;

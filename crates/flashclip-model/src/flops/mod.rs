@@ -84,9 +84,11 @@ use serde_json::Value;
 pub use count::{checked_count, count};
 pub use report::{Breakdown, FlopsReport, TowerFlops};
 
+use crate::chinese_clip::ChineseClipConfig;
 use crate::config::{
     self, Activation, ClipConfig, ConfigError, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
 };
+use crate::family::Family;
 
 /// How much the reference calculator's constant term exceeds this module's count for any
 /// CLIP with the ViT-L/14-336 head counts at image and text batch 128, text length 64
@@ -319,10 +321,12 @@ impl FlopsInput {
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<FlopsInput, FlopsError> {
         let value = config::read_json(path.as_ref())?;
         if config::is_open_clip(&value) {
-            FlopsInput::from_open_clip_value(&value)
-        } else {
-            Ok(FlopsInput::from(&ClipConfig::from_hf_value(&value)?))
+            return FlopsInput::from_open_clip_value(&value);
         }
+        Ok(match Family::of_config(&value)? {
+            Family::Clip => FlopsInput::from(&ClipConfig::from_hf_value(&value)?),
+            Family::ChineseClip => FlopsInput::from(&ChineseClipConfig::from_hf_value(&value)?.0),
+        })
     }
 
     fn from_open_clip_value(value: &Value) -> Result<FlopsInput, FlopsError> {

@@ -28,10 +28,15 @@ impl AttentionImpl {
     /// [`AttentionImpl::Fastest`] where a flash version runs `T` at both towers' head dims on this GPU, else the
     /// materialized path.
     pub fn best<T: Element>(gpu: &Gpu, config: &ClipConfig) -> Self {
-        let dims = [config.vision.head_dim(), config.text.head_dim()];
+        Self::best_for::<T>(gpu, &[config.vision.head_dim(), config.text.head_dim()])
+    }
+
+    /// [`AttentionImpl::Fastest`] where a flash version runs `T` at every head dim of `head_dims` on this GPU,
+    /// else the materialized path.
+    pub fn best_for<T: Element>(gpu: &Gpu, head_dims: &[usize]) -> Self {
         if Version::ALL
             .iter()
-            .any(|v| v.runs_on(gpu) && dims.iter().all(|&d| v.supports(T::DTYPE, d)))
+            .any(|v| v.runs_on(gpu) && head_dims.iter().all(|&d| v.supports(T::DTYPE, d)))
         {
             AttentionImpl::Fastest
         } else {
@@ -50,6 +55,17 @@ impl AttentionImpl {
 
     /// Checks that this choice runs `T` at both towers' head dims on `gpu`.
     pub fn check<T: Element>(self, gpu: &Gpu, config: &ClipConfig) -> Result<()> {
+        self.check_for::<T>(
+            gpu,
+            &[
+                ("vision", config.vision.head_dim()),
+                ("text", config.text.head_dim()),
+            ],
+        )
+    }
+
+    /// Checks that this choice runs `T` at each `(tower, head dim)` of `towers` on `gpu`.
+    pub fn check_for<T: Element>(self, gpu: &Gpu, towers: &[(&str, usize)]) -> Result<()> {
         if let AttentionImpl::Flash(ver) = self {
             if !ver.runs_on(gpu) {
                 let (major, minor) = gpu.compute_capability();
@@ -65,10 +81,7 @@ impl AttentionImpl {
             AttentionImpl::Fastest => Version::V1,
             AttentionImpl::Materialized => return Ok(()),
         };
-        for (tower, head_dim) in [
-            ("vision", config.vision.head_dim()),
-            ("text", config.text.head_dim()),
-        ] {
+        for &(tower, head_dim) in towers {
             if !checked.supports(T::DTYPE, head_dim) {
                 return Err(ModelError::Input(format!(
                     "attention {} does not support {} with the {tower} head dim {head_dim}",
@@ -80,7 +93,8 @@ impl AttentionImpl {
         Ok(())
     }
 
-    /// `o = softmax(q kᵀ / sqrt(d)) v` on `[batch, seq, heads, head_dim]` views.
+    /// `o = softmax(q kᵀ / sqrt(d)) v` on `[batch, seq, heads, head_dim]` views; with `key_lens` (at least
+    /// `batch` ints), sequence `b` sees only its first `key_lens[b]` keys.
     #[allow(clippy::too_many_arguments)]
     fn run<T: Element>(
         self,
@@ -89,6 +103,7 @@ impl AttentionImpl {
         k: &View<T>,
         v: &View<T>,
         causal: bool,
+        key_lens: Option<&CudaSlice<i32>>,
         o: &mut ViewMut<T>,
         scratch: Option<&mut MaterializedWorkspace<T>>,
     ) -> Result<()> {
@@ -96,10 +111,9 @@ impl AttentionImpl {
             softmax_scale: None,
             causal,
         };
-        let no_lens: Option<&CudaSlice<i32>> = None;
         match self {
             AttentionImpl::Flash(ver) => {
-                flash_attention(gpu, ver, q, k, v, no_lens, &opts, o, None)?
+                flash_attention(gpu, ver, q, k, v, key_lens, &opts, o, None)?
             }
             AttentionImpl::Fastest => {
                 let s = q.shape();
@@ -112,13 +126,13 @@ impl AttentionImpl {
                     head_dim: s[3],
                 };
                 let ver = Version::fastest(gpu, T::DTYPE, &shape, causal);
-                flash_attention(gpu, ver, q, k, v, no_lens, &opts, o, None)?
+                flash_attention(gpu, ver, q, k, v, key_lens, &opts, o, None)?
             }
             AttentionImpl::Materialized => {
                 let scratch = scratch.ok_or_else(|| {
                     ModelError::Input("workspace lacks the materialized-attention scratch".into())
                 })?;
-                materialized_attention(gpu, q, k, v, no_lens, &opts, o, None, scratch)?
+                materialized_attention(gpu, q, k, v, key_lens, &opts, o, None, scratch)?
             }
         }
         Ok(())
@@ -186,48 +200,64 @@ impl<A> Attention<A> {
 
 impl<T: Element> Attention<Tensor<T>> {
     /// `branch = out_proj(attention(qkv_proj(normed)))` for `batch` sequences of `seq` tokens, without
-    /// out_proj's bias (the residual step that follows adds it). The attention kernel reads Q, K and V in place
-    /// from the packed QKV rows, and writes its output into the head of the MLP buffer, unused until the MLP runs.
+    /// out_proj's bias (the residual step that follows adds it); see [`self_attention`].
     pub fn forward(
         &self,
         gpu: &Gpu,
         b: &mut TowerBuffers<T>,
         spec: &EncoderSpec,
-        (batch, seq): (usize, usize),
+        shape: (usize, usize),
         attention: AttentionImpl,
     ) -> Result<()> {
-        let (tokens, d, heads) = (batch * seq, spec.dim, spec.heads);
-        let hd = d / heads;
-        self.qkv_proj.forward(
-            gpu,
-            &b.normed.view().narrow(0, 0, tokens)?,
-            &mut b.qkv.view_mut().narrow(0, 0, tokens)?,
-        )?;
-        let packed_dims = [batch, seq, 3, heads, hd];
-        let packed = View::new(
-            b.qkv.data(),
-            0,
-            &packed_dims,
-            &contiguous_strides(&packed_dims),
-        )?;
-        let (q, k, v) = (
-            packed.select(2, 0)?,
-            packed.select(2, 1)?,
-            packed.select(2, 2)?,
-        );
-        let o_dims = [batch, seq, heads, hd];
-        let mut o = ViewMut::new(b.mlp.data_mut(), 0, &o_dims, &contiguous_strides(&o_dims))?;
-        attention.run(
-            gpu,
-            &q,
-            &k,
-            &v,
-            spec.causal,
-            &mut o,
-            b.materialized.as_mut(),
-        )?;
-        let o = View::new(b.mlp.data(), 0, &[tokens, d], &[d, 1])?;
-        self.out_proj
-            .forward_unbiased(gpu, &o, &mut b.branch.view_mut().narrow(0, 0, tokens)?)
+        let projections = (&self.qkv_proj, &self.out_proj);
+        self_attention(gpu, b, spec, shape, attention, projections, None)
     }
+}
+
+/// `branch = out(attention(qkv(normed)))` for `batch` sequences of `seq` tokens, without `out`'s bias (the
+/// residual step that follows adds it); with `key_lens` (at least `batch` ints, on the device) sequence `b` attends
+/// to its first `key_lens[b]` keys only. The attention kernel reads Q, K and V in place from the packed QKV rows,
+/// and writes its output into the head of the MLP buffer, unused until the MLP runs.
+pub(crate) fn self_attention<T: Element>(
+    gpu: &Gpu,
+    b: &mut TowerBuffers<T>,
+    spec: &EncoderSpec,
+    (batch, seq): (usize, usize),
+    attention: AttentionImpl,
+    (qkv, out): (&Linear<Tensor<T>>, &Linear<Tensor<T>>),
+    key_lens: Option<&CudaSlice<i32>>,
+) -> Result<()> {
+    let (tokens, d, heads) = (batch * seq, spec.dim, spec.heads);
+    let hd = d / heads;
+    qkv.forward(
+        gpu,
+        &b.normed.view().narrow(0, 0, tokens)?,
+        &mut b.qkv.view_mut().narrow(0, 0, tokens)?,
+    )?;
+    let packed_dims = [batch, seq, 3, heads, hd];
+    let packed = View::new(
+        b.qkv.data(),
+        0,
+        &packed_dims,
+        &contiguous_strides(&packed_dims),
+    )?;
+    let (q, k, v) = (
+        packed.select(2, 0)?,
+        packed.select(2, 1)?,
+        packed.select(2, 2)?,
+    );
+    let o_dims = [batch, seq, heads, hd];
+    let mut o = ViewMut::new(b.mlp.data_mut(), 0, &o_dims, &contiguous_strides(&o_dims))?;
+    attention.run(
+        gpu,
+        &q,
+        &k,
+        &v,
+        spec.causal,
+        key_lens,
+        &mut o,
+        b.materialized.as_mut(),
+    )?;
+    let o = View::new(b.mlp.data(), 0, &[tokens, d], &[d, 1])?;
+    out.forward_unbiased(gpu, &o, &mut b.branch.view_mut().narrow(0, 0, tokens)?)
 }

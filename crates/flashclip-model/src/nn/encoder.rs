@@ -92,7 +92,7 @@ pub struct EncoderSpec {
     pub causal: bool,
 }
 
-fn kernel_activation(a: Activation) -> KernelActivation {
+pub(crate) fn kernel_activation(a: Activation) -> KernelActivation {
     match a {
         Activation::QuickGelu => KernelActivation::QuickGelu,
         Activation::Gelu => KernelActivation::GeluErf,

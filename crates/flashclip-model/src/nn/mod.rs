@@ -13,7 +13,9 @@ mod layer_norm;
 mod linear;
 mod mlp;
 
+pub(crate) use attention::self_attention;
 pub use attention::{Attention, AttentionImpl};
+pub(crate) use encoder::kernel_activation;
 pub use encoder::{Encoder, EncoderLayer, EncoderSpec};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

@@ -18,7 +18,7 @@
 //! sums are accumulated in f64. Build tests with optimizations for large models: a ViT-B/32
 //! image + text forward takes about a second in release mode.
 
-mod ops;
+pub(crate) mod ops;
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
@@ -27,8 +27,10 @@ pub use ops::{activation, clip_logits, cosine, erf, l2_normalize};
 use ops::{internal_shape, layer_norm, mat, run_encoder, unfold_patches, Layers};
 
 use crate::checkpoint::CheckpointError;
-use crate::config::{ClipConfig, ConfigError};
+use crate::checkpoint::HostTensor;
+use crate::config::{ClipConfig, ConfigError, VisionConfig};
 use crate::text::pooling_position;
+use crate::vision::VisionTransformer;
 use crate::weights::ClipWeights;
 
 /// Errors from the reference forward.
@@ -160,76 +162,13 @@ impl<'a> ClipReference<'a> {
         pixel_values: ArrayView4<'_, f32>,
         output_hidden_states: bool,
     ) -> Result<VisionOutput, ReferenceError> {
-        let v = &self.config.vision;
-        let w = &self.weights.vision_model;
-        let shape = pixel_values.shape();
-        if shape[1] != v.num_channels || shape[2] != v.image_size || shape[3] != v.image_size {
-            return Err(ReferenceError::PixelShape {
-                channels: v.num_channels,
-                size: v.image_size,
-                found: shape.to_vec(),
-            });
-        }
-        let d = v.hidden_size;
-        let e = &w.embeddings;
-        // [D, C, P, P] -> [D, C·P·P]: the convolution as a matrix over unfolded patches.
-        let kernel = e
-            .patch_embedding
-            .view()
-            .into_shape_with_order((d, v.patch_dim()))
-            .map_err(|err| internal_shape("patch_embedding", err))?;
-        let class = ops::vector("class_embedding", &e.class_embedding)?;
-        let positions = mat("position_embedding", &e.position_embedding)?;
-        let opts = Layers {
-            heads: v.num_attention_heads,
-            eps: v.layer_norm_eps,
-            act: v.hidden_act,
-            causal: false,
-        };
-        let images: Vec<ArrayView3<'_, f32>> = pixel_values.axis_iter(Axis(0)).collect();
-        let per_image: Vec<(States, Array2<f32>, Array1<f32>)> = images
-            .par_iter()
-            .map(|image| {
-                let patches = unfold_patches(image.view(), v.patch_size);
-                let mut x = Array2::<f32>::zeros((v.seq_len(), d));
-                x.row_mut(0).assign(&class);
-                x.slice_mut(s![1.., ..]).assign(&patches.dot(&kernel.t()));
-                x += &positions;
-                let x = layer_norm(x.view(), &w.pre_layrnorm, v.layer_norm_eps);
-                let (states, x) = run_encoder(x, &w.encoder, opts, output_hidden_states)?;
-                let pooled = layer_norm(x.slice(s![0..1, ..]), &w.post_layernorm, v.layer_norm_eps)
-                    .row(0)
-                    .to_owned();
-                Ok((states, x, pooled))
-            })
-            .collect::<Result<_, ReferenceError>>()?;
-
-        let batch = per_image.len();
-        let seq = v.seq_len();
-        let mut hidden_states = Vec::new();
-        if output_hidden_states {
-            for k in 0..=v.num_hidden_layers {
-                let mut a = Array3::zeros((batch, seq, d));
-                for (b, (states, _, _)) in per_image.iter().enumerate() {
-                    a.slice_mut(s![b, .., ..]).assign(&states[k]);
-                }
-                hidden_states.push(a);
-            }
-        }
-        let mut last_hidden_state = Array3::zeros((batch, seq, d));
-        let mut pooler_output = Array2::zeros((batch, d));
-        for (b, (_, x, pooled)) in per_image.iter().enumerate() {
-            last_hidden_state.slice_mut(s![b, .., ..]).assign(x);
-            pooler_output.row_mut(b).assign(pooled);
-        }
-        let image_embeds =
-            pooler_output.dot(&mat("visual_projection", &self.weights.visual_projection)?.t());
-        Ok(VisionOutput {
-            hidden_states,
-            last_hidden_state,
-            pooler_output,
-            image_embeds,
-        })
+        vision_tower(
+            &self.config.vision,
+            &self.weights.vision_model,
+            &self.weights.visual_projection,
+            pixel_values,
+            output_hidden_states,
+        )
     }
 
     /// Runs the text tower on a batch of token-id sequences of any lengths (each including
@@ -241,31 +180,7 @@ impl<'a> ClipReference<'a> {
     ) -> Result<TextOutput, ReferenceError> {
         let t = &self.config.text;
         let w = &self.weights.text_model;
-        for (index, ids) in input_ids.iter().enumerate() {
-            let ids = ids.as_ref();
-            if ids.is_empty() {
-                return Err(ReferenceError::EmptyText { index });
-            }
-            if ids.len() > t.max_position_embeddings {
-                return Err(ReferenceError::TextTooLong {
-                    index,
-                    len: ids.len(),
-                    max: t.max_position_embeddings,
-                });
-            }
-            if let Some((position, &id)) = ids
-                .iter()
-                .enumerate()
-                .find(|(_, &id)| id as usize >= t.vocab_size)
-            {
-                return Err(ReferenceError::TokenOutOfRange {
-                    index,
-                    position,
-                    id,
-                    vocab_size: t.vocab_size,
-                });
-            }
-        }
+        check_texts(input_ids, t.max_position_embeddings, t.vocab_size)?;
         let d = t.hidden_size;
         let tokens = mat("token_embedding", &w.embeddings.token_embedding)?;
         let positions = mat("position_embedding", &w.embeddings.position_embedding)?;
@@ -335,6 +250,118 @@ impl<'a> ClipReference<'a> {
     ) -> Result<Array2<f32>, ReferenceError> {
         clip_logits(image_embeds, text_embeds, self.weights.logit_scale)
     }
+}
+
+/// CLIP's vision tower and its projection on `pixel_values` `[B, C, S, S]` (shared by every family with CLIP's
+/// ViT).
+pub(crate) fn vision_tower(
+    v: &VisionConfig,
+    w: &VisionTransformer<HostTensor>,
+    visual_projection: &HostTensor,
+    pixel_values: ArrayView4<'_, f32>,
+    output_hidden_states: bool,
+) -> Result<VisionOutput, ReferenceError> {
+    let shape = pixel_values.shape();
+    if shape[1] != v.num_channels || shape[2] != v.image_size || shape[3] != v.image_size {
+        return Err(ReferenceError::PixelShape {
+            channels: v.num_channels,
+            size: v.image_size,
+            found: shape.to_vec(),
+        });
+    }
+    let d = v.hidden_size;
+    let e = &w.embeddings;
+    // [D, C, P, P] -> [D, C·P·P]: the convolution as a matrix over unfolded patches.
+    let kernel = e
+        .patch_embedding
+        .view()
+        .into_shape_with_order((d, v.patch_dim()))
+        .map_err(|err| internal_shape("patch_embedding", err))?;
+    let class = ops::vector("class_embedding", &e.class_embedding)?;
+    let positions = mat("position_embedding", &e.position_embedding)?;
+    let opts = Layers {
+        heads: v.num_attention_heads,
+        eps: v.layer_norm_eps,
+        act: v.hidden_act,
+        causal: false,
+    };
+    let images: Vec<ArrayView3<'_, f32>> = pixel_values.axis_iter(Axis(0)).collect();
+    let per_image: Vec<(States, Array2<f32>, Array1<f32>)> = images
+        .par_iter()
+        .map(|image| {
+            let patches = unfold_patches(image.view(), v.patch_size);
+            let mut x = Array2::<f32>::zeros((v.seq_len(), d));
+            x.row_mut(0).assign(&class);
+            x.slice_mut(s![1.., ..]).assign(&patches.dot(&kernel.t()));
+            x += &positions;
+            let x = layer_norm(x.view(), &w.pre_layrnorm, v.layer_norm_eps);
+            let (states, x) = run_encoder(x, &w.encoder, opts, output_hidden_states)?;
+            let pooled = layer_norm(x.slice(s![0..1, ..]), &w.post_layernorm, v.layer_norm_eps)
+                .row(0)
+                .to_owned();
+            Ok((states, x, pooled))
+        })
+        .collect::<Result<_, ReferenceError>>()?;
+
+    let batch = per_image.len();
+    let seq = v.seq_len();
+    let mut hidden_states = Vec::new();
+    if output_hidden_states {
+        for k in 0..=v.num_hidden_layers {
+            let mut a = Array3::zeros((batch, seq, d));
+            for (b, (states, _, _)) in per_image.iter().enumerate() {
+                a.slice_mut(s![b, .., ..]).assign(&states[k]);
+            }
+            hidden_states.push(a);
+        }
+    }
+    let mut last_hidden_state = Array3::zeros((batch, seq, d));
+    let mut pooler_output = Array2::zeros((batch, d));
+    for (b, (_, x, pooled)) in per_image.iter().enumerate() {
+        last_hidden_state.slice_mut(s![b, .., ..]).assign(x);
+        pooler_output.row_mut(b).assign(pooled);
+    }
+    let image_embeds = pooler_output.dot(&mat("visual_projection", visual_projection)?.t());
+    Ok(VisionOutput {
+        hidden_states,
+        last_hidden_state,
+        pooler_output,
+        image_embeds,
+    })
+}
+
+/// Each text has 1 to `max_len` tokens, every id inside a vocabulary of `vocab_size`.
+pub(crate) fn check_texts<T: AsRef<[u32]>>(
+    input_ids: &[T],
+    max_len: usize,
+    vocab_size: usize,
+) -> Result<(), ReferenceError> {
+    for (index, ids) in input_ids.iter().enumerate() {
+        let ids = ids.as_ref();
+        if ids.is_empty() {
+            return Err(ReferenceError::EmptyText { index });
+        }
+        if ids.len() > max_len {
+            return Err(ReferenceError::TextTooLong {
+                index,
+                len: ids.len(),
+                max: max_len,
+            });
+        }
+        if let Some((position, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab_size)
+        {
+            return Err(ReferenceError::TokenOutOfRange {
+                index,
+                position,
+                id,
+                vocab_size,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Structural checks the forward needs (a subset of [`ClipConfig::validate`] that allows

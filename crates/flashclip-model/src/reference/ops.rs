@@ -9,7 +9,7 @@ use crate::config::{Activation, ConfigError};
 use crate::nn::{Encoder, EncoderLayer, LayerNorm, Linear};
 
 /// A loaded tensor as the matrix its table entry says it is (checked at [`super::ClipReference::new`]).
-pub(super) fn mat<'a>(
+pub(crate) fn mat<'a>(
     name: &str,
     t: &'a HostTensor,
 ) -> Result<ArrayView2<'a, f32>, ReferenceError> {
@@ -19,7 +19,7 @@ pub(super) fn mat<'a>(
 }
 
 /// A loaded tensor as the vector its table entry says it is.
-pub(super) fn vector<'a>(
+pub(crate) fn vector<'a>(
     name: &str,
     t: &'a HostTensor,
 ) -> Result<ArrayView1<'a, f32>, ReferenceError> {
@@ -106,7 +106,7 @@ fn encoder_layer(
 }
 
 /// `x Wᵀ + b` for `x` `[L, in]`.
-fn linear(
+pub(crate) fn linear(
     x: ArrayView2<'_, f32>,
     layer: &Linear<HostTensor>,
 ) -> Result<Array2<f32>, ReferenceError> {
@@ -116,7 +116,7 @@ fn linear(
 }
 
 /// Row-wise LayerNorm of `x` `[L, D]` (biased variance, statistics in f64).
-pub(super) fn layer_norm(
+pub(crate) fn layer_norm(
     x: ArrayView2<'_, f32>,
     ln: &LayerNorm<HostTensor>,
     eps: f64,
@@ -141,7 +141,7 @@ pub(super) fn layer_norm(
 
 /// Multi-head scaled dot-product attention over packed `qkv` `[L, 3D]` (q, k, v blocks,
 /// heads contiguous within each); returns `[L, D]`. `causal` masks keys after the query.
-fn attention(qkv: ArrayView2<'_, f32>, heads: usize, causal: bool) -> Array2<f32> {
+pub(crate) fn attention(qkv: ArrayView2<'_, f32>, heads: usize, causal: bool) -> Array2<f32> {
     let len = qkv.nrows();
     let d = qkv.ncols() / 3;
     let hd = d / heads.max(1);

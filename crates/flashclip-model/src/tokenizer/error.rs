@@ -34,7 +34,13 @@ pub enum TokenizerError {
         /// The directory that was searched.
         dir: PathBuf,
     },
-    /// The tokenizer lacks `<|startoftext|>` or `<|endoftext|>`.
+    /// A Chinese-CLIP directory has neither `tokenizer.json` nor `vocab.txt`.
+    #[error("no WordPiece tokenizer found in {dir}: expected tokenizer.json or vocab.txt")]
+    NoWordPiece {
+        /// The directory that was searched.
+        dir: PathBuf,
+    },
+    /// The tokenizer lacks a special token it needs (`<|startoftext|>`, `[CLS]`, ...).
     #[error("tokenizer has no {0} token")]
     MissingSpecialToken(&'static str),
     /// The `tokenizers` crate refused to build the pipeline.

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
-use flashclip_model::config::ClipConfig;
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::tokenizer::ClipTokenizer;
-use flashclip_model::{Checkpoint, Embedder};
+use flashclip_model::{AnyTokenizer, Checkpoint, Embedder, ModelConfig};
 use flashclip_server::{Model, Server, ServerConfig};
 use ndarray::Array2;
 use tokio::sync::oneshot;
@@ -52,7 +51,7 @@ pub struct Direct {
 impl Direct {
     pub fn new() -> Self {
         let model = cpu_model(64);
-        let pre = Preprocessor::new(model.config().vision.image_size as u32);
+        let pre = Preprocessor::new(model.config().vision().image_size as u32);
         Self {
             model,
             tokenizer: tokenizer(),
@@ -60,7 +59,7 @@ impl Direct {
         }
     }
 
-    pub fn config(&self) -> &ClipConfig {
+    pub fn config(&self) -> &ModelConfig {
         self.model.config()
     }
 
@@ -173,7 +172,7 @@ pub struct Gated {
 }
 
 impl Embedder for Gated {
-    fn config(&self) -> &ClipConfig {
+    fn config(&self) -> &ModelConfig {
         self.inner.config()
     }
     fn max_batch(&self) -> usize {
@@ -199,7 +198,7 @@ impl Embedder for Gated {
 pub struct Faulty(pub Box<dyn Embedder>);
 
 impl Embedder for Faulty {
-    fn config(&self) -> &ClipConfig {
+    fn config(&self) -> &ModelConfig {
         self.0.config()
     }
     fn max_batch(&self) -> usize {
@@ -281,7 +280,7 @@ pub async fn start(
     let loader = Box::new(move || {
         Ok(Model {
             embedder: load(),
-            tokenizer: tokenizer(),
+            tokenizer: AnyTokenizer::Clip(tokenizer()),
         })
     });
     let server = Server::start(config, loader, async {

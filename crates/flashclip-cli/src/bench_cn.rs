@@ -1,0 +1,156 @@
+//! `flashclip bench` on a Chinese-CLIP model: one full forward (CLIP's vision tower + the BERT text tower) per
+//! timed run, in fp32 (materialized attention), fp16 and bf16 (the chosen flash attention), launch by launch.
+
+use flashclip::bench::{median, time_samples_us, Summary};
+use flashclip::{Element, Gpu};
+use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel, ChineseClipWeights};
+use flashclip_model::flops::{count, FlopsInput};
+use flashclip_model::{AttentionImpl, Checkpoint};
+use half::{bf16, f16};
+
+use crate::bench::{as_gpu_error, BenchArgs};
+use crate::error::{CliError, Result};
+use crate::random;
+
+/// `[CLS]` and `[SEP]` of the BERT-Chinese vocabulary every released Chinese-CLIP uses (the last two ids of a
+/// smaller vocabulary).
+fn cls_sep(vocab: usize) -> (u32, u32) {
+    let last = vocab.saturating_sub(1) as u32;
+    (101.min(last.saturating_sub(1)), 102.min(last))
+}
+
+/// Builds the model in `T` (from `checkpoint`, else seeded random weights), uploads the inputs once and times
+/// `iters` forwards after `warmup` untimed ones; device microseconds per forward.
+#[allow(clippy::too_many_arguments)]
+fn time_forward<T: Element>(
+    gpu: &Gpu,
+    config: &ChineseClipConfig,
+    checkpoint: Option<&Checkpoint>,
+    seed: u64,
+    attention: AttentionImpl,
+    pixels: &[f32],
+    texts: &[Vec<u32>],
+    (warmup, iters): (usize, usize),
+) -> Result<Vec<f64>> {
+    let model = match checkpoint {
+        Some(c) => ChineseClipModel::<T>::load(gpu, config, c, attention)?,
+        None => {
+            let weights = random::weights(config.logit_scale_init, seed);
+            ChineseClipModel::<T>::from_fn(gpu, config, attention, weights)?
+        }
+    };
+    let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
+    let images = model.upload_images(gpu, &mut ws, pixels)?;
+    model.upload_texts(gpu, &mut ws, texts, None)?;
+    let samples = time_samples_us(gpu, warmup, iters, 1, || {
+        model
+            .run_vision(gpu, &mut ws, images)
+            .map_err(as_gpu_error)?;
+        model
+            .run_uploaded_texts(gpu, &mut ws)
+            .map(|_| ())
+            .map_err(as_gpu_error)
+    })?;
+    let image = model.read_image_embeds(gpu, &ws, images)?;
+    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
+    if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
+        eprintln!(
+            "warning: {} forward produced non-finite embeddings",
+            T::DTYPE
+        );
+    }
+    Ok(samples)
+}
+
+/// Times the forward in each dtype and prints the table.
+pub fn run(
+    args: &BenchArgs,
+    gpu: &Gpu,
+    config: &ChineseClipConfig,
+    checkpoint: Option<&Checkpoint>,
+    (model_name, seed): (&str, u64),
+) -> Result<()> {
+    let context = config.context_length();
+    let text_len = args.text_len.min(context);
+    if text_len < args.text_len {
+        eprintln!(
+            "--text-len {} is past Chinese-CLIP's context: texts of {context} tokens",
+            args.text_len
+        );
+    }
+    if text_len < 2 {
+        return Err(CliError::Usage(format!(
+            "--text-len must be between 2 and the model's context length {context}"
+        )));
+    }
+    let b = args.batch as usize;
+    let v = &config.vision;
+    println!(
+        "Chinese-CLIP {model_name}: {} params; images {b} x {}x{} ({} tokens), texts {b} x {text_len} tokens; warmup {}, iters {}",
+        ChineseClipWeights::parameter_count(config),
+        v.image_size,
+        v.image_size,
+        v.seq_len(),
+        args.warmup,
+        args.iters
+    );
+    let flops = count(&FlopsInput::from(config), b, b, text_len)
+        .mac2
+        .features_total() as f64;
+    let pixels = random::pixels(v, b, seed ^ 1);
+    let vocab = config.text.vocab_size;
+    let texts = random::wordpiece_ids(cls_sep(vocab), vocab, b, text_len, seed ^ 2);
+    let fixed = Some(args.attention).filter(|&a| a != AttentionImpl::Fastest);
+    let rungs = [
+        ("fp32, materialized attention", AttentionImpl::Materialized),
+        (
+            "fp16 + flash + fused kernels",
+            fixed.unwrap_or_else(|| ChineseClipModel::<f16>::best_attention(gpu, config)),
+        ),
+        (
+            "bf16 + flash + fused kernels",
+            fixed.unwrap_or_else(|| ChineseClipModel::<bf16>::best_attention(gpu, config)),
+        ),
+    ];
+    let mut summary = Summary::new(
+        &format!("Chinese-CLIP forward: {model_name}, {b} images + {b} texts x {text_len} tokens"),
+        &["config", "attention", "median [ms]", "TFLOP/s (2/MAC)"],
+    );
+    let mut failed = 0;
+    for (i, (name, attention)) in rungs.into_iter().enumerate() {
+        let timing = (args.warmup, args.iters as usize);
+        let ins = (&pixels[..], &texts[..]);
+        let result = match i {
+            0 => time_forward::<f32>(
+                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
+            ),
+            1 => time_forward::<f16>(
+                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
+            ),
+            _ => time_forward::<bf16>(
+                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
+            ),
+        };
+        let (ms, rate) = match result {
+            Ok(us) => {
+                let med = median(&us) / 1e3;
+                (
+                    format!("{med:.2}"),
+                    format!("{:.1}", flops / (med * 1e-3) / 1e12),
+                )
+            }
+            Err(e) => {
+                failed += 1;
+                (format!("failed: {e}"), "-".into())
+            }
+        };
+        summary.row(vec![name.into(), attention.describe(), ms, rate]);
+    }
+    summary.emit();
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} of 3 configurations failed (see above)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Chinese-CLIP behind [`Embedder`]: the CPU reference ([`ChineseClipCpu`]) and the GPU model
+//! ([`ChineseClipGpu`]).
+
+use flashclip::{Element, Gpu};
+use ndarray::{Array2, ArrayView4};
+
+use super::config::ChineseClipConfig;
+use super::model::ChineseClipModel;
+use super::reference::ChineseClipReference;
+use super::weights::ChineseClipWeights;
+use crate::backend::{check_batch, image_count, Embedder, LoadCpu, LoadGpu};
+use crate::checkpoint::{Checkpoint, Host};
+use crate::error::{ModelError, Result};
+use crate::family::ModelConfig;
+use crate::workspace::Workspace;
+
+/// Chinese-CLIP on the CPU in float32 through the reference forward (slow; the ground truth).
+pub struct ChineseClipCpu {
+    config: ChineseClipConfig,
+    model_config: ModelConfig,
+    weights: ChineseClipWeights,
+    max_batch: usize,
+}
+
+impl ChineseClipCpu {
+    /// Loads `checkpoint` for `config` into host memory as f32.
+    pub fn load(
+        config: &ChineseClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let weights = ChineseClipWeights::load_checkpoint(checkpoint, config, Host)?;
+        ChineseClipReference::new(config, &weights)?;
+        Ok(Self {
+            config: config.clone(),
+            model_config: ModelConfig::ChineseClip(config.clone()),
+            weights,
+            max_batch: max_batch.max(1),
+        })
+    }
+
+    fn reference(&self) -> Result<ChineseClipReference<'_>> {
+        Ok(ChineseClipReference::new(&self.config, &self.weights)?)
+    }
+}
+
+impl Embedder for ChineseClipCpu {
+    fn config(&self) -> &ModelConfig {
+        &self.model_config
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn logit_scale(&self) -> f32 {
+        self.weights.logit_scale.exp()
+    }
+
+    fn describe(&self) -> String {
+        "cpu f32 (reference forward, slow)".into()
+    }
+
+    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
+        let v = &self.config.vision;
+        let n = image_count(v, pixels)?;
+        check_batch("images", n, self.max_batch)?;
+        let view = ArrayView4::from_shape((n, v.num_channels, v.image_size, v.image_size), pixels)
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        Ok(self.reference()?.vision_forward(view, false)?.image_embeds)
+    }
+
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
+        check_batch("texts", texts.len(), self.max_batch)?;
+        Ok(self.reference()?.text_forward(texts, false)?.text_embeds)
+    }
+}
+
+impl LoadCpu<ChineseClipConfig> for ChineseClipCpu {
+    fn load_cpu(
+        config: &ChineseClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Self> {
+        Self::load(config, checkpoint, max_batch)
+    }
+}
+
+/// Chinese-CLIP on one GPU in element type `T`, with a workspace for `max_batch` images and texts of up to the
+/// 52-token context, and the fastest attention for its shapes.
+pub struct ChineseClipGpu<T: Element> {
+    ordinal: usize,
+    config: ModelConfig,
+    gpu: Gpu,
+    model: ChineseClipModel<T>,
+    ws: Workspace<T>,
+    max_batch: usize,
+}
+
+impl<T: Element> ChineseClipGpu<T> {
+    /// Opens GPU `ordinal` and loads `checkpoint` onto it in `T`.
+    pub fn load(
+        ordinal: usize,
+        config: &ChineseClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let gpu = Gpu::new(ordinal)?;
+        let attention = ChineseClipModel::<T>::best_attention(&gpu, config);
+        let model = ChineseClipModel::<T>::load(&gpu, config, checkpoint, attention)?;
+        let max_batch = max_batch.max(1);
+        let ws = model.workspace(&gpu, max_batch, max_batch)?;
+        Ok(Self {
+            ordinal,
+            config: ModelConfig::ChineseClip(config.clone()),
+            gpu,
+            model,
+            ws,
+            max_batch,
+        })
+    }
+}
+
+impl<T: Element> Embedder for ChineseClipGpu<T> {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
+    fn describe(&self) -> String {
+        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
+        format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
+    }
+
+    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
+        let n = image_count(&self.model.config().vision, pixels)?;
+        check_batch("images", n, self.max_batch)?;
+        self.model.encode_images(&self.gpu, &mut self.ws, pixels)
+    }
+
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
+        check_batch("texts", texts.len(), self.max_batch)?;
+        self.model.encode_texts(&self.gpu, &mut self.ws, texts)
+    }
+}
+
+/// [`ChineseClipGpu`] in any element type, for [`crate::backend::load`].
+pub(crate) struct ChineseClipGpuFamily;
+
+impl LoadGpu<ChineseClipConfig> for ChineseClipGpuFamily {
+    fn load_gpu<T: Element>(
+        ordinal: usize,
+        config: &ChineseClipConfig,
+        checkpoint: &Checkpoint,
+        max_batch: usize,
+    ) -> Result<Box<dyn Embedder>> {
+        Ok(Box::new(ChineseClipGpu::<T>::load(
+            ordinal, config, checkpoint, max_batch,
+        )?))
+    }
+}
