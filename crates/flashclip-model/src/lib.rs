@@ -10,6 +10,7 @@
 //! - [`reference`](mod@reference): a float32 CPU forward of the whole model, the ground truth for tests
 //! - [`tokenizer`]: CLIP's BPE tokenizer; [`preprocess`]: OpenAI-exact image preprocessing
 //! - [`flops`]: FLOP counts of any CLIP config
+//! - [`siglip`]: SigLIP (Hugging Face `SiglipModel`): config, weights, CPU reference, tokenizer
 //! - [`backend`]: [`Embedder`], one interface over the GPU model and the CPU reference, for front ends
 
 pub mod backend;
@@ -23,6 +24,7 @@ pub mod nn;
 mod parity;
 pub mod preprocess;
 pub mod reference;
+pub mod siglip;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;

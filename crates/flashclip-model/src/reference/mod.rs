@@ -18,7 +18,7 @@
 //! sums are accumulated in f64. Build tests with optimizations for large models: a ViT-B/32
 //! image + text forward takes about a second in release mode.
 
-mod ops;
+pub(crate) mod ops;
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
@@ -77,6 +77,14 @@ pub enum ReferenceError {
         id: u32,
         /// The vocabulary size.
         vocab_size: usize,
+    },
+    /// A batch of texts came with a different number of key lengths.
+    #[error("{lengths} key lengths for {texts} texts")]
+    KeyLengths {
+        /// Texts in the batch.
+        texts: usize,
+        /// Key lengths given.
+        lengths: usize,
     },
     /// Image and text embeddings of different widths were compared.
     #[error("embedding widths differ: image {image}, text {text}")]
@@ -185,6 +193,7 @@ impl<'a> ClipReference<'a> {
             eps: v.layer_norm_eps,
             act: v.hidden_act,
             causal: false,
+            key_len: usize::MAX,
         };
         let images: Vec<ArrayView3<'_, f32>> = pixel_values.axis_iter(Axis(0)).collect();
         let per_image: Vec<(States, Array2<f32>, Array1<f32>)> = images
@@ -274,6 +283,7 @@ impl<'a> ClipReference<'a> {
             eps: t.layer_norm_eps,
             act: t.hidden_act,
             causal: true,
+            key_len: usize::MAX,
         };
         let per_text: Vec<(States, Array2<f32>, usize)> = input_ids
             .par_iter()
