@@ -87,7 +87,7 @@ def make_config(name):
     if name == "tiny":
         # Vision: head dim 72 (so400m's) in two heads; text: one head of 64, two layers. The text width differs
         # from the vision width so the head's [projection, D] orientation matters.
-        vision = dict(hidden_size=144, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        vision = dict(hidden_size=144, intermediate_size=144, num_hidden_layers=1, num_attention_heads=2,
                       image_size=16, patch_size=4)
         text = dict(vocab_size=90, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
                     num_attention_heads=1, max_position_embeddings=16, projection_size=144, pad_token_id=1)
