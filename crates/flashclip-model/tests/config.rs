@@ -303,7 +303,7 @@ fn validation_errors_are_specific() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("[64, 80, 96, 104, 112, 128]"),
+        err.to_string().contains("[64, 72, 80, 96, 104, 112, 128]"),
         "{err}"
     );
 
