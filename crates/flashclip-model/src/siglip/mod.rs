@@ -8,17 +8,20 @@
 //! - [`SiglipConfig`]: `config.json` and presets of the published sizes
 //! - [`SiglipWeights`]: the checkpoint tree, field names equal to its keys
 //! - [`SiglipReference`]: the float32 CPU forward (ground truth), [`siglip_logits`], [`sigmoid_probabilities`]
+//! - [`SiglipGpuModel`]: both towers on the GPU (`embed_images`, `embed_texts`, `zero_shot`)
 //! - [`SiglipTokenizer`]: `tokenizer.json` with `SiglipTokenizer`'s canonicalization, padded to the context
 //! - [`crate::preprocess::Preprocessor::siglip`]: `SiglipImageProcessor`'s resize (straight to the square, no
 //!   crop) and normalization, set from `preprocessor_config.json` by [`preprocessor_from_config`]
 
 mod config;
+mod gpu;
 mod preprocess;
 mod reference;
 mod tokenizer;
 mod weights;
 
 pub use config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
+pub use gpu::{SiglipGpuModel, SiglipWorkspace};
 pub use preprocess::{preprocessor_from_config, preprocessor_from_value};
 pub use reference::{
     siglip_logits, sigmoid_probabilities, SiglipReference, SiglipTextOutput, SiglipVisionOutput,
