@@ -22,66 +22,13 @@ use flashclip::{Element, Gpu, Tensor, View, ViewMut};
 use ndarray::{Array2, ArrayView2};
 
 use super::config::SiglipConfig;
+use super::device::{check_attention, kernel_activation, read, specs, Device};
 use super::reference::{siglip_logits, sigmoid_probabilities};
-use super::weights::{load_file, HasShape, SiglipWeights};
-use crate::checkpoint::Target;
-use crate::config::Activation;
+use super::weights::{load_file, SiglipWeights};
+use crate::checkpoint::{CheckpointFormat, FnRaw, Loader};
 use crate::error::{ModelError, Result};
-use crate::nn::{AttentionImpl, EncoderSpec};
+use crate::nn::AttentionImpl;
 use crate::workspace::TowerBuffers;
-
-/// The [`Target`] that uploads each tensor to the GPU in `T`.
-struct Device<'g, T> {
-    gpu: &'g Gpu,
-    _elem: PhantomData<T>,
-}
-
-impl<T: Element> Target for Device<'_, T> {
-    type Elem = T;
-    type Tensor = Tensor<T>;
-    type Error = flashclip::Error;
-
-    fn make(&mut self, data: Vec<T>, shape: &[usize]) -> flashclip::Result<Tensor<T>> {
-        self.gpu.upload(&data, shape)
-    }
-}
-
-impl<T: Element> HasShape for Tensor<T> {
-    fn dims(&self) -> Vec<usize> {
-        self.shape().to_vec()
-    }
-}
-
-fn kernel_activation(a: Activation) -> KernelActivation {
-    match a {
-        Activation::QuickGelu => KernelActivation::QuickGelu,
-        Activation::Gelu => KernelActivation::GeluErf,
-        Activation::GeluTanh => KernelActivation::GeluTanh,
-    }
-}
-
-/// Both towers' layer specs: bidirectional attention in both.
-fn specs(config: &SiglipConfig) -> (EncoderSpec, EncoderSpec) {
-    let (v, t) = (&config.vision, &config.text);
-    (
-        EncoderSpec {
-            dim: v.hidden_size,
-            heads: v.num_attention_heads,
-            mlp: v.intermediate_size,
-            eps: v.layer_norm_eps as f32,
-            act: kernel_activation(v.hidden_act),
-            causal: false,
-        },
-        EncoderSpec {
-            dim: t.hidden_size,
-            heads: t.num_attention_heads,
-            mlp: t.intermediate_size,
-            eps: t.layer_norm_eps as f32,
-            act: kernel_activation(t.hidden_act),
-            causal: false,
-        },
-    )
-}
 
 /// Device scratch for up to a maximum number of images and texts per forward.
 pub struct SiglipWorkspace<T: Element> {
@@ -139,6 +86,42 @@ impl<T: Element> SiglipGpuModel<T> {
                 _elem: PhantomData,
             },
         )?;
+        Self::with_weights(gpu, config, attention, weights)
+    }
+
+    /// Builds the model from a function of (Hugging Face key, shape), as [`SiglipWeights::from_fn`] does on the
+    /// host (e.g. seeded random weights for benchmarks).
+    pub fn from_fn(
+        gpu: &Gpu,
+        config: &SiglipConfig,
+        attention: AttentionImpl,
+        f: impl FnMut(&str, &[usize]) -> Vec<f32>,
+    ) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        check_attention::<T>(gpu, config, attention)?;
+        let weights = SiglipWeights::from_source(
+            &mut Loader {
+                raw: FnRaw(f),
+                format: CheckpointFormat::HuggingFace,
+                target: Device {
+                    gpu,
+                    _elem: PhantomData,
+                },
+            },
+            config,
+        )?;
+        Self::with_weights(gpu, config, attention, weights)
+    }
+
+    /// Projects the probe's query once.
+    fn with_weights(
+        gpu: &Gpu,
+        config: &SiglipConfig,
+        attention: AttentionImpl,
+        weights: SiglipWeights<Tensor<T>>,
+    ) -> Result<Self> {
         let d = config.vision.hidden_size;
         let head = &weights.vision_model.head;
         let mut probe_q = gpu.zeros::<T>(&[1, d])?;
@@ -225,8 +208,30 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         pixels: &[f32],
     ) -> Result<Array2<f32>> {
+        let batch = self.encode_images(gpu, ws, pixels)?;
+        self.read_image_embeds(gpu, ws, batch)
+    }
+
+    /// [`Self::embed_images`] without reading the result back: uploads the images and enqueues the tower;
+    /// returns the batch.
+    pub fn encode_images(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        pixels: &[f32],
+    ) -> Result<usize> {
         let batch = self.upload_images(gpu, ws, pixels)?;
         self.run_vision(gpu, ws, batch)?;
+        Ok(batch)
+    }
+
+    /// The image embeddings of the last [`Self::encode_images`] of `batch` images (syncs).
+    pub fn read_image_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &SiglipWorkspace<T>,
+        batch: usize,
+    ) -> Result<Array2<f32>> {
         read(
             gpu,
             &ws.vision.projected,
@@ -437,6 +442,32 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         texts: &[Vec<u32>],
     ) -> Result<Array2<f32>> {
+        self.encode_texts(gpu, ws, texts)?;
+        self.read_text_embeds(gpu, ws, texts.len())
+    }
+
+    /// The text embeddings of the last [`Self::encode_texts`] of `batch` texts (syncs).
+    pub fn read_text_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &SiglipWorkspace<T>,
+        batch: usize,
+    ) -> Result<Array2<f32>> {
+        read(
+            gpu,
+            &ws.text.projected,
+            batch,
+            self.config.text.projection_size,
+        )
+    }
+
+    /// [`Self::embed_texts`] without reading the result back: copies the ids in and enqueues the tower.
+    pub fn encode_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        texts: &[Vec<u32>],
+    ) -> Result<()> {
         let t = &self.config.text;
         let w = &self.weights.text_model;
         let (_, ts) = specs(&self.config);
@@ -478,8 +509,7 @@ impl<T: Element> SiglipGpuModel<T> {
             .forward(gpu, b, &ts, (batch, l), &w.final_layer_norm, self.attention)?;
         let last = View::new(b.normed.data(), (l - 1) * d, &[batch, d], &[l * d, 1])?;
         w.head
-            .forward(gpu, &last, &mut b.projected.view_mut().narrow(0, 0, batch)?)?;
-        read(gpu, &b.projected, batch, t.projection_size)
+            .forward(gpu, &last, &mut b.projected.view_mut().narrow(0, 0, batch)?)
     }
 
     /// `logit_scale.exp() · cos + logit_bias` and their sigmoid (the zero-shot probabilities), `[images, texts]`.
@@ -497,50 +527,4 @@ impl<T: Element> SiglipGpuModel<T> {
         let probs = sigmoid_probabilities(logits.view());
         Ok((logits, probs))
     }
-}
-
-/// Checks that `attention` runs `T` at both towers' head dims on `gpu`.
-fn check_attention<T: Element>(
-    gpu: &Gpu,
-    config: &SiglipConfig,
-    attention: AttentionImpl,
-) -> Result<()> {
-    let version = match attention {
-        AttentionImpl::Flash(v) => v,
-        // Fastest falls back to v1 where nothing faster takes the head dim.
-        AttentionImpl::Fastest => Version::V1,
-        AttentionImpl::Materialized => return Ok(()),
-    };
-    if !version.runs_on(gpu) {
-        return Err(ModelError::Input(format!(
-            "attention {} does not run on this GPU",
-            version.name()
-        )));
-    }
-    for (tower, head_dim) in [
-        ("vision", config.vision.head_dim()),
-        ("text", config.text.head_dim()),
-    ] {
-        if !version.supports(T::DTYPE, head_dim) {
-            return Err(ModelError::Input(format!(
-                "attention {} does not support {} with the {tower} head dim {head_dim}",
-                version.name(),
-                T::DTYPE
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The first `batch` rows of `t` as f32 (syncs).
-fn read<T: Element>(gpu: &Gpu, t: &Tensor<T>, batch: usize, dim: usize) -> Result<Array2<f32>> {
-    let host = gpu.download(t.data())?;
-    let rows = host.get(..batch * dim).ok_or_else(|| {
-        ModelError::Input(format!(
-            "{batch} rows of {dim} exceed the workspace's {} values",
-            host.len()
-        ))
-    })?;
-    let v: Vec<f32> = rows.iter().map(|x| x.to_f32()).collect();
-    Array2::from_shape_vec((batch, dim), v).map_err(|e| ModelError::Input(e.to_string()))
 }

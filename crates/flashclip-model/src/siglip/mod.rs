@@ -14,6 +14,7 @@
 //!   crop) and normalization, set from `preprocessor_config.json` by [`preprocessor_from_config`]
 
 mod config;
+mod device;
 mod gpu;
 mod preprocess;
 mod reference;
