@@ -347,6 +347,27 @@ fn tokenizer_ids_equal_hf() {
 }
 
 #[test]
+fn tokenizer_pads_on_the_configured_side() {
+    let dir = std::env::temp_dir().join(format!("flashclip-siglip-left-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let config =
+        r#"{"tokenizer_class": "SiglipTokenizer", "pad_token": "</s>", "padding_side": "left"}"#;
+    std::fs::write(dir.join("tokenizer_config.json"), config).unwrap();
+    let left = SiglipTokenizer::from_dir(&dir, 16).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let right = SiglipTokenizer::from_dir(fixture(""), 16).unwrap();
+    let (l, r) = (
+        left.encode_batch(&["a photo of a cat"]).unwrap(),
+        right.encode_batch(&["a photo of a cat"]).unwrap(),
+    );
+    let n = r.lengths[0];
+    assert_eq!(l.lengths, r.lengths);
+    assert_eq!(l.ids[0][16 - n..], r.ids[0][..n]);
+    assert!(l.ids[0][..16 - n].iter().all(|&id| id == 1));
+}
+
+#[test]
 fn tokenizer_explains_a_sentencepiece_only_directory() {
     let dir = std::env::temp_dir().join(format!("flashclip-siglip-spm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

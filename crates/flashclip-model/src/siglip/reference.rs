@@ -45,7 +45,8 @@ pub enum TextAttention<'a> {
     /// Every position, padding included: how SigLIP was trained, and what transformers computes from
     /// `input_ids` alone.
     Unmasked,
-    /// The first `lengths[b]` positions of text `b`: transformers with the tokenizer's `attention_mask`.
+    /// The first `lengths[b]` positions of text `b` (right-padded texts): transformers with the tokenizer's
+    /// `attention_mask`.
     KeyLengths(&'a [usize]),
 }
 

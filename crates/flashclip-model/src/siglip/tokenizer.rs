@@ -9,7 +9,8 @@
 //! `padding="max_length", truncation=True`).
 //!
 //! Checkpoints of other tokenizer classes (SigLIP 2's Gemma tokenizer) are used as their `tokenizer.json` says,
-//! lower-cased first for `Siglip2Tokenizer`.
+//! lower-cased first for `Siglip2Tokenizer`; `padding_side` comes from `tokenizer_config.json` (default: right,
+//! left for `Siglip2Tokenizer`, as in transformers).
 //!
 //! The original SigLIP repositories ship only `spiece.model`; [`SiglipTokenizer::from_dir`] then says how to
 //! write a `tokenizer.json` next to it with transformers ([`CONVERT_COMMAND`]).
@@ -126,26 +127,36 @@ impl SiglipTokenizer {
             });
         }
         let config_path = dir.join("tokenizer_config.json");
-        let (class, pad) = if config_path.is_file() {
+        let settings = if config_path.is_file() {
             read_tokenizer_config(&config_path)?
         } else {
-            (None, None)
+            TokenizerSettings::default()
         };
+        let class = settings.class;
         let canonicalization = match class.as_deref() {
             None | Some("SiglipTokenizer") => Canonicalization::Siglip,
             Some("Siglip2Tokenizer") => Canonicalization::Lowercase,
             Some(_) => Canonicalization::None,
         };
+        // transformers' class defaults: SiglipTokenizer pads on the right, Siglip2Tokenizer on the left.
+        let padding = match settings.padding_side.as_deref() {
+            Some("left") => PaddingDirection::Left,
+            Some(_) => PaddingDirection::Right,
+            None if class.as_deref() == Some("Siglip2Tokenizer") => PaddingDirection::Left,
+            None => PaddingDirection::Right,
+        };
         let tokenizer = Tokenizer::from_file(&json).map_err(|e| SiglipTokenizerError::Load {
             path: json.clone(),
             message: e.to_string(),
         })?;
-        Self::new(
+        let mut tokenizer = Self::new(
             tokenizer,
             canonicalization,
-            pad.as_deref().unwrap_or("</s>"),
+            settings.pad_token.as_deref().unwrap_or("</s>"),
             max_len,
-        )
+        )?;
+        tokenizer.set_padding_side(padding);
+        Ok(tokenizer)
     }
 
     /// A tokenizer from a loaded `tokenizers` pipeline.
@@ -183,6 +194,13 @@ impl SiglipTokenizer {
             max_len,
             pad_id,
         })
+    }
+
+    /// Pads on `side` (the text tower reads the last position: with left padding, the text's own last token).
+    pub fn set_padding_side(&mut self, side: PaddingDirection) {
+        if let Some(p) = self.tokenizer.get_padding_mut() {
+            p.direction = side;
+        }
     }
 
     /// The padded length.
@@ -230,27 +248,34 @@ impl SiglipTokenizer {
     }
 }
 
-/// `tokenizer_class` and the pad token's content from `tokenizer_config.json`.
-fn read_tokenizer_config(
-    path: &Path,
-) -> Result<(Option<String>, Option<String>), SiglipTokenizerError> {
+/// What `tokenizer_config.json` says that matters here.
+#[derive(Debug, Default)]
+struct TokenizerSettings {
+    class: Option<String>,
+    pad_token: Option<String>,
+    padding_side: Option<String>,
+}
+
+/// `tokenizer_class`, the pad token's content and `padding_side` from `tokenizer_config.json`.
+fn read_tokenizer_config(path: &Path) -> Result<TokenizerSettings, SiglipTokenizerError> {
     let load = |message: String| SiglipTokenizerError::Load {
         path: path.to_path_buf(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| load(e.to_string()))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| load(e.to_string()))?;
-    let class = value
-        .get("tokenizer_class")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let string = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
     // The pad token is a string or an AddedToken object with a `content`.
     let pad = value.get("pad_token").and_then(|v| {
         v.as_str()
             .or_else(|| v.get("content").and_then(|c| c.as_str()))
             .map(str::to_string)
     });
-    Ok((class, pad))
+    Ok(TokenizerSettings {
+        class: string("tokenizer_class"),
+        pad_token: pad,
+        padding_side: string("padding_side"),
+    })
 }
 
 /// `SiglipTokenizer`'s `canonicalize_text` of `"▁" + text` (its `tokenize` prefixes one), as the pipeline's
