@@ -76,11 +76,14 @@ fn bench<T: Element>(gpu: &Gpu, config: &SiglipConfig, batches: &[usize], summar
             image.iter().all(|x| x.is_finite()),
             "non-finite image embeddings"
         );
+        let med = median(&times);
+        let flops = batch as f64 * (config.image_flops() + config.text_flops()) as f64;
         summary.row(vec![
             batch.to_string(),
             T::DTYPE.to_string(),
-            format!("{:.2}", median(&times)),
+            format!("{med:.2}"),
             format!("{:.2}", times.iter().copied().fold(f64::INFINITY, f64::min)),
+            format!("{:.3}", flops / (med * 1e-3) / 1e12),
         ]);
     }
 }
@@ -102,7 +105,7 @@ fn main() {
         &format!(
             "flashclip SigLIP {preset} image + text embedding ({WARMUP} warm-ups, {ITERS} timed runs, CUDA events)"
         ),
-        &["B", "dtype", "median ms", "min ms"],
+        &["B", "dtype", "median ms", "min ms", "TFLOP/s (2/MAC, median)"],
     );
     bench::<f16>(&gpu, &config, &batches, &mut summary);
     bench::<bf16>(&gpu, &config, &batches, &mut summary);

@@ -195,6 +195,27 @@ fn presets_have_the_published_sizes() {
 }
 
 #[test]
+fn flops_count_the_matrix_products() {
+    // By hand: vision D 4, MLP 8, one layer, 2x2 patches of 2 px (n 4, patch dim 12); text D 4, MLP 8, context 3.
+    let tiny = SiglipConfig::from_hf_json_str(
+        r#"{"vision_config": {"hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 1,
+             "num_attention_heads": 1, "image_size": 4, "patch_size": 2},
+            "text_config": {"hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 1,
+             "num_attention_heads": 1, "max_position_embeddings": 3}}"#,
+    )
+    .unwrap();
+    // patch 4·2·12·4 = 384; layer 4·(8·16 + 4·4·8 + 4·4·4) = 1280; head 4·4·16 + 4·4·4 + 2·16 + 4·4·8 = 480.
+    assert_eq!(tiny.image_flops(), 384 + 1280 + 480);
+    // layer 3·(128 + 128 + 4·3·4) = 912; head 2·4·4 = 32.
+    assert_eq!(tiny.text_flops(), 912 + 32);
+    // The count of scripts/peer_siglip_hf.py (features_flops at batch 1) for so400m/14-384 and base/16-224.
+    let so400m = SiglipConfig::preset("siglip-so400m-patch14-384").unwrap();
+    assert_eq!(so400m.image_flops() + so400m.text_flops(), 723_473_077_248);
+    let base = SiglipConfig::preset("siglip-base-patch16-224").unwrap();
+    assert_eq!(base.image_flops() + base.text_flops(), 46_439_215_104);
+}
+
+#[test]
 fn reference_matches_hf_fp32() {
     let f = load();
     let model = SiglipReference::new(&f.config, &f.weights).unwrap();

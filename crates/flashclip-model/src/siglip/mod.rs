@@ -6,6 +6,7 @@
 //! variable-resolution patches and resized position embeddings) does not.
 //!
 //! - [`SiglipConfig`]: `config.json` and presets of the published sizes
+//! - [`SiglipConfig::image_flops`], [`SiglipConfig::text_flops`]: matrix-product FLOPs per embedding
 //! - [`SiglipWeights`]: the checkpoint tree, field names equal to its keys
 //! - [`SiglipReference`]: the float32 CPU forward (ground truth), [`siglip_logits`], [`sigmoid_probabilities`]
 //! - [`SiglipGpuModel`]: both towers on the GPU (`embed_images`, `embed_texts`, `zero_shot`)
@@ -15,6 +16,7 @@
 
 mod config;
 mod device;
+mod flops;
 mod gpu;
 mod preprocess;
 mod reference;
