@@ -1,4 +1,4 @@
-//! Attention forward at CLIP shapes: every flash version and the materialized cuBLAS path, f16 and bf16,
+//! Attention forward at CLIP (and SigLIP so400m) shapes: every flash version and the materialized cuBLAS path, f16 and bf16,
 //! CUDA-event timed. TFLOP/s counts 4·B·H·N²·D (halved when causal); the cuBLAS fp16 GEMM rate measured in the
 //! same run is the compute ceiling. PyTorch's SDPA backends on the same shapes: benches/peers/sdpa.py.
 
@@ -14,7 +14,7 @@ use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// (batch, heads, seq, head_dim, causal)
-const SHAPES: [(usize, usize, usize, usize, bool); 10] = [
+const SHAPES: [(usize, usize, usize, usize, bool); 11] = [
     (16, 16, 577, 64, false),
     (256, 16, 577, 64, false),
     (1, 16, 577, 64, false),
@@ -25,6 +25,8 @@ const SHAPES: [(usize, usize, usize, usize, bool); 10] = [
     (16, 16, 577, 104, false),
     (16, 16, 577, 112, false),
     (16, 16, 577, 128, false),
+    // SigLIP so400m/14 at 384 px: 27² patches, 16 heads of 72.
+    (16, 16, 729, 72, false),
 ];
 
 /// A tensor of uniform values in [-1, 1): a 1 Mi-element random block repeated (never zeros, cheap to make).

@@ -60,6 +60,7 @@ struct FlashV2Traits {
  *  - 64: two m tiles per warp (128-row blocks) halve ldmatrix traffic per mma: +12% at seq 577. Short sequences
  *    (the text tower's 77) prefer 64-row blocks: more blocks to spread over the SMs and less tail waste.
  *  - 80: two m tiles fit only with 32-key tiles; two warps per block (64-row blocks) did best at 257 tokens.
+ *  - 72 (SigLIP so400m): computed as 80 (padded), so it takes 80's shape; not measured on its own yet.
  *  - 96: two m tiles with 32-key tiles; only the 8-warp block compiles without spills, and it still beats one
  *    m tile per warp by 5-20%.
  *  - 104, 112: 32-key tiles (fewer accumulator registers, ~166 regs) beat 64-key ones by 5-13%.
@@ -73,6 +74,14 @@ struct FlashV2Config<Elem, 64> {
     using Traits = FlashV2Traits<Elem, 64, 4, 2, 64>;
     using ShortSeqTraits = FlashV2Traits<Elem, 64, 4, 1, 64>;
     static constexpr int kShortSeqMax = 320;
+};
+template <typename Elem>
+struct FlashV2Config<Elem, 72> {
+    // SigLIP so400m: padded to 80 for the mma k steps, so 80's shape fits (240 registers at sm_90a, 241 at sm_80,
+    // 0 spills; 80: 240).
+    using Traits = FlashV2Traits<Elem, 72, 2, 2, 32>;
+    using ShortSeqTraits = Traits;
+    static constexpr int kShortSeqMax = 0;
 };
 template <typename Elem>
 struct FlashV2Config<Elem, 80> {

@@ -55,6 +55,12 @@ template <typename Elem>
 struct FlashV3Config<Elem, 80> {
     using Traits = FlashV3Tiles<Elem, 80, 1, 64>;
 };
+/* 72 (SigLIP so400m) is computed as 80 (padded, the padding zeroed once as 104's): 80's shape, 162 registers, 0
+ * spills. */
+template <typename Elem>
+struct FlashV3Config<Elem, 72> {
+    using Traits = FlashV3Tiles<Elem, 72, 1, 64>;
+};
 
 }  // namespace flashclip::attention
 

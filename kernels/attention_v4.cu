@@ -313,14 +313,16 @@ int launch_v4_by_grid(const fc_attention_params &p, cudaStream_t stream) {
  * blocks fill more than one wave of SMs (batch 16, H100, fp16, same run: N 577 72.5 us against 74.9 without turns
  * and 86.5 for two consumers of 64-key tiles; N 257 24.9 against 29.2), head dim 80 three of 64-key tiles (N 257:
  * 33.9 against 41.1; 34.2 with turns; 96-key tiles do not fit six stages in shared memory), two consumers of 64-key
- * tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. */
+ * tiles otherwise (batch 1, where one block's latency is the time): the tile sweep of benches/attention.rs. Head dim
+ * 72 (SigLIP so400m, N 729) is computed as 80 (TMA zero-fills the padding columns) and takes 80's shapes (launch
+ * registers 168 with two consumers, 128 with three, as 80; 0 spills). */
 template <typename Elem, int kHeadDim>
 int launch_v4_for_head_dim(const fc_attention_params &p, cudaStream_t stream) {
     using Config = typename FlashV4Config<Elem, kHeadDim>::Traits;
     if constexpr (kHeadDim == 64)
         return launch_v4_by_grid<FlashV4Traits<Elem, 64, 96, 6, 3, true>, Config>(p, stream);
-    else if constexpr (kHeadDim == 80)
-        return launch_v4_by_grid<FlashV4Traits<Elem, 80, 64, 6, 3>, Config>(p, stream);
+    else if constexpr (kHeadDim == 80 || kHeadDim == 72)
+        return launch_v4_by_grid<FlashV4Traits<Elem, kHeadDim, 64, 6, 3>, Config>(p, stream);
     else
         return launch_v4<Config>(p, stream);
 }

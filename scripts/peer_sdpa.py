@@ -38,7 +38,9 @@ SHAPES = [
     (16, 16, 257, 64, False),
     (16, 16, 257, 80, False),
     (16, 12, 77, 64, True),
-] + [(16, 16, 577, d, False) for d in (96, 104, 112, 128)]
+] + [(16, 16, 577, d, False) for d in (96, 104, 112, 128)] + [
+    (16, 16, 729, 72, False),  # SigLIP so400m/14 at 384 px
+]
 SMOKE_SHAPES = [(2, 2, 17, 64, False), (2, 2, 9, 32, True)]
 
 BACKENDS = {

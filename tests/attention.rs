@@ -293,7 +293,7 @@ fn rejects_mismatched_shapes() {
 
 #[test]
 fn rejects_unsupported_head_dims_and_dtypes() {
-    for d in [72, 256, 65] {
+    for d in [88, 256, 65] {
         let r = flash_check(
             [1, 8, 1, d],
             [1, 8, 1, d],
@@ -474,8 +474,13 @@ fn fastest_follows_the_measured_choice() {
         Version::V1
     );
     assert_eq!(
-        h100(DType::F16, &shape(16, 16, 577, 72), false),
+        h100(DType::F16, &shape(16, 16, 577, 88), false),
         Version::V1
+    );
+    // SigLIP so400m's head dim 72 at N 729: v4 (computed as 80).
+    assert_eq!(
+        h100(DType::BF16, &shape(16, 16, 729, 72), false),
+        Version::V4
     );
     let a100 = Version::fastest_on((8, 0), DType::F16, &shape(1, 16, 577, 64), false);
     assert_eq!(a100, Version::V2);

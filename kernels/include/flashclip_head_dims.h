@@ -3,6 +3,6 @@
 #ifndef FLASHCLIP_HEAD_DIMS_H
 #define FLASHCLIP_HEAD_DIMS_H
 
-#define FC_FLASH_HEAD_DIMS(X) X(64) X(80) X(96) X(104) X(112) X(128)
+#define FC_FLASH_HEAD_DIMS(X) X(64) X(72) X(80) X(96) X(104) X(112) X(128)
 
 #endif

@@ -121,6 +121,13 @@ pub fn cases(head_dims: &[usize]) -> Vec<Case> {
         },
         case(1, 1000, 1, 64),
         case(4, 128, 2, 80),
+        // Head dim 72 (SigLIP so400m, computed as 80 with zeroed padding columns): v4's three consumers (more
+        // 192-row blocks than SMs) with key lengths, and a sequence of 27² patches.
+        Case {
+            key_lens: true,
+            ..case(6, 195, 12, 72)
+        },
+        case(1, 729, 2, 72),
         case(1, 129, 1, 128),
         Case {
             causal: true,

@@ -12,6 +12,7 @@
 //! - [`flops`]: FLOP counts of any CLIP config
 //! - [`chinese_clip`]: Chinese-CLIP (CLIP's ViT with a BERT text tower): config, weights, CPU reference, tokenizer
 //! - [`family`]: the model families ([`ModelConfig`], [`AnyTokenizer`], [`open_model_dir`]) front ends work with
+//! - [`siglip`]: SigLIP (Hugging Face `SiglipModel`): config, weights, CPU reference, tokenizer
 //! - [`backend`]: [`Embedder`], one interface over the GPU model and the CPU reference, for front ends
 
 pub mod backend;
@@ -27,6 +28,7 @@ pub mod nn;
 mod parity;
 pub mod preprocess;
 pub mod reference;
+pub mod siglip;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;

@@ -41,7 +41,7 @@ fn product(what: &str, dims: &[usize]) -> Result<usize> {
 }
 
 impl<T: Element> TowerBuffers<T> {
-    fn new(
+    pub(crate) fn new(
         gpu: &Gpu,
         s: &EncoderSpec,
         (max_batch, max_seq): (usize, usize),

@@ -303,21 +303,24 @@ fn validation_errors_are_specific() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("[64, 80, 96, 104, 112, 128]"),
+        err.to_string().contains("[64, 72, 80, 96, 104, 112, 128]"),
         "{err}"
     );
 
     let mut c = base.clone();
-    c.vision.hidden_size = 12 * 72; // head dim 72: multiple of 8, no kernel
+    c.vision.hidden_size = 12 * 88; // head dim 88: multiple of 8, no kernel
     c.vision.intermediate_size = 4 * c.vision.hidden_size;
     assert!(matches!(
         c.validate().unwrap_err(),
         ConfigError::UnsupportedHeadDim {
             tower: "vision",
-            head_dim: 72,
+            head_dim: 88,
             ..
         }
     ));
+    c.vision.hidden_size = 12 * 72; // head dim 72 (SigLIP so400m's) has kernels
+    c.vision.intermediate_size = 4 * c.vision.hidden_size;
+    c.validate().unwrap();
 
     let mut c = base.clone();
     c.vision.image_size = 230;

@@ -213,7 +213,8 @@ fn bert_layer(
     opts: Layers,
 ) -> Result<Array2<f32>, ReferenceError> {
     let qkv = linear(x, &layer.attention.self_attention.qkv)?;
-    let attn = attention(qkv.view(), opts.heads, false);
+    // Each sequence comes cut to its own length: every key it has is real.
+    let attn = attention(qkv.view(), opts.heads, false, usize::MAX);
     let x = residual_output(x, attn.view(), &layer.attention.output, opts.eps)?;
     let mut h = linear(x.view(), &layer.intermediate.dense)?;
     h.mapv_inplace(|v| activation(opts.act, v));

@@ -32,7 +32,7 @@ pub(crate) use open_clip::parse as parse_open_clip;
 pub(crate) use validate::{MAX_LAYERS, MAX_PATCHES, MAX_WIDTH};
 
 /// Attention head sizes the CUDA attention kernels are instantiated for.
-pub const SUPPORTED_HEAD_DIMS: [usize; 6] = [64, 80, 96, 104, 112, 128];
+pub const SUPPORTED_HEAD_DIMS: [usize; 7] = [64, 72, 80, 96, 104, 112, 128];
 
 /// Activation function of the MLP blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

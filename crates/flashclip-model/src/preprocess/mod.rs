@@ -1,4 +1,5 @@
-//! OpenAI's CLIP image preprocessing, reproduced to the pixel.
+//! OpenAI's CLIP image preprocessing, reproduced to the pixel; and SigLIP's ([`Preprocessor::siglip`]), which
+//! resizes straight to the square with the same Pillow `BICUBIC` and does not crop.
 //!
 //! OpenAI's transform is `Resize(n, BICUBIC)`, `CenterCrop(n)`, `convert("RGB")`, `ToTensor()`,
 //! `Normalize(mean, std)` on a PIL image. [`Preprocessor`] does the same:
@@ -44,7 +45,7 @@ use image::DynamicImage;
 pub use error::PreprocessError;
 
 use plane::Plane;
-use resize::{resize_and_crop, Filter};
+use resize::{resize_and_crop, resize_square, Filter};
 
 /// OpenAI CLIP's per-channel (RGB) normalization mean.
 pub const OPENAI_MEAN: [f32; 3] = [
@@ -60,12 +61,27 @@ pub const OPENAI_STD: [f32; 3] = [
     0.27577711_f64 as f32,
 ];
 
-/// OpenAI's CLIP image transform; see the [module docs](self) for the exact steps.
+/// How the image is brought to `image_size`².
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Geometry {
+    /// OpenAI CLIP's: the short side to `image_size`, then the center crop.
+    #[default]
+    ShortSideCenterCrop,
+    /// `SiglipImageProcessor`'s: straight to `image_size`×`image_size` (the aspect ratio is not kept), no crop.
+    Square,
+}
+
+/// SigLIP's normalization: `(v / 255 - 0.5) / 0.5`, `SiglipImageProcessor`'s default.
+pub const SIGLIP_MEAN_STD: [f32; 3] = [0.5; 3];
+
+/// OpenAI's CLIP image transform (or SigLIP's, [`Preprocessor::siglip`]); see the [module docs](self) for the
+/// exact steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocessor {
     image_size: u32,
     mean: [f32; 3],
     std: [f32; 3],
+    geometry: Geometry,
     jpeg_draft: bool,
 }
 
@@ -76,8 +92,26 @@ impl Preprocessor {
             image_size,
             mean: OPENAI_MEAN,
             std: OPENAI_STD,
+            geometry: Geometry::ShortSideCenterCrop,
             jpeg_draft: false,
         }
+    }
+
+    /// `SiglipImageProcessor` with its defaults: Pillow `BICUBIC` straight to `image_size`², no crop, mean and
+    /// std 0.5 (replace them with [`Self::with_mean_std`] from a `preprocessor_config.json`).
+    pub fn siglip(image_size: u32) -> Self {
+        Self {
+            image_size,
+            mean: SIGLIP_MEAN_STD,
+            std: SIGLIP_MEAN_STD,
+            geometry: Geometry::Square,
+            jpeg_draft: false,
+        }
+    }
+
+    /// The resize geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
     }
 
     /// Decodes large JPEGs straight to a reduced size (1/2, 1/4 or 1/8, keeping the short side at least
@@ -138,7 +172,10 @@ impl Preprocessor {
             normalize::fill_black(n, self.mean, self.std, &mut out);
             return out;
         }
-        let cropped = resize_and_crop(&plane, n, filter);
+        let cropped = match self.geometry {
+            Geometry::ShortSideCenterCrop => resize_and_crop(&plane, n, filter),
+            Geometry::Square => resize_square(&plane, n, filter),
+        };
         normalize::write_chw(&cropped, n, self.mean, self.std, &mut out);
         out
     }

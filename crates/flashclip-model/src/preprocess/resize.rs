@@ -21,8 +21,22 @@ pub(super) enum Filter {
 pub(super) fn resize_and_crop(src: &Plane<'_>, n: usize, filter: Filter) -> Plane<'static> {
     let (out_w, out_h) = resized_size(src.width, src.height, n);
     let (left, top) = (crop_offset(out_w, n), crop_offset(out_h, n));
-    let cols = left..left + n;
-    let rows = top..top + n;
+    resize_region(src, (out_w, out_h), left..left + n, top..top + n, filter)
+}
+
+/// Pillow's `Image.resize((n, n), filter)`: straight to the square, whatever the aspect ratio (SigLIP).
+pub(super) fn resize_square(src: &Plane<'_>, n: usize, filter: Filter) -> Plane<'static> {
+    resize_region(src, (n, n), 0..n, 0..n, filter)
+}
+
+/// The `cols` × `rows` region of `src` resized to `out_w` × `out_h`.
+fn resize_region(
+    src: &Plane<'_>,
+    (out_w, out_h): (usize, usize),
+    cols: Range<usize>,
+    rows: Range<usize>,
+    filter: Filter,
+) -> Plane<'static> {
     if (out_w, out_h) == (src.width, src.height) {
         // Pillow returns a copy without resampling (and without the alpha round trip).
         return crop(src, cols, rows);

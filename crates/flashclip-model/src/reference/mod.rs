@@ -80,6 +80,14 @@ pub enum ReferenceError {
         /// The vocabulary size.
         vocab_size: usize,
     },
+    /// A batch of texts came with a different number of key lengths.
+    #[error("{lengths} key lengths for {texts} texts")]
+    KeyLengths {
+        /// Texts in the batch.
+        texts: usize,
+        /// Key lengths given.
+        lengths: usize,
+    },
     /// Image and text embeddings of different widths were compared.
     #[error("embedding widths differ: image {image}, text {text}")]
     EmbedDimMismatch {
@@ -189,6 +197,7 @@ impl<'a> ClipReference<'a> {
             eps: t.layer_norm_eps,
             act: t.hidden_act,
             causal: true,
+            key_len: usize::MAX,
         };
         let per_text: Vec<(States, Array2<f32>, usize)> = input_ids
             .par_iter()
@@ -284,6 +293,7 @@ pub(crate) fn vision_tower(
         eps: v.layer_norm_eps,
         act: v.hidden_act,
         causal: false,
+        key_len: usize::MAX,
     };
     let images: Vec<ArrayView3<'_, f32>> = pixel_values.axis_iter(Axis(0)).collect();
     let per_image: Vec<(States, Array2<f32>, Array1<f32>)> = images

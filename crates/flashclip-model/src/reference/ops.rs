@@ -28,7 +28,7 @@ pub(crate) fn vector<'a>(
         .map_err(|e| internal_shape(name, e))
 }
 
-pub(super) fn internal_shape(name: &str, err: ndarray::ShapeError) -> ReferenceError {
+pub(crate) fn internal_shape(name: &str, err: ndarray::ShapeError) -> ReferenceError {
     // Unreachable after check_shapes, but reported rather than panicking.
     ReferenceError::Config(ConfigError::Inconsistent {
         message: format!("{name} cannot be reshaped: {err}"),
@@ -37,7 +37,7 @@ pub(super) fn internal_shape(name: &str, err: ndarray::ShapeError) -> ReferenceE
 
 /// Unfolds one image `[C, S, S]` into `[grid², C·P·P]` rows, patches in row-major grid order and each row in the
 /// `[C, P, P]` order of the convolution kernel.
-pub(super) fn unfold_patches(image: ArrayView3<'_, f32>, patch: usize) -> Array2<f32> {
+pub(crate) fn unfold_patches(image: ArrayView3<'_, f32>, patch: usize) -> Array2<f32> {
     let (channels, size) = (image.shape()[0], image.shape()[1]);
     let grid = size / patch;
     let mut out = Array2::zeros((grid * grid, channels * patch * patch));
@@ -59,16 +59,18 @@ pub(super) fn unfold_patches(image: ArrayView3<'_, f32>, patch: usize) -> Array2
 
 /// The options of one tower's layers.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Layers {
+pub(crate) struct Layers {
     pub heads: usize,
     pub eps: f64,
     pub act: Activation,
     pub causal: bool,
+    /// Keys every query may see (the rest are padding); `usize::MAX` for all.
+    pub key_len: usize,
 }
 
 /// Runs an encoder on one sequence `[L, D]`; returns the per-layer states (input first) if asked, and the final
 /// state.
-pub(super) fn run_encoder(
+pub(crate) fn run_encoder(
     mut x: Array2<f32>,
     encoder: &Encoder<HostTensor>,
     opts: Layers,
@@ -95,7 +97,7 @@ fn encoder_layer(
 ) -> Result<(), ReferenceError> {
     let h = layer_norm(x.view(), &layer.layer_norm1, opts.eps);
     let qkv = linear(h.view(), &layer.self_attn.qkv_proj)?;
-    let attn = attention(qkv.view(), opts.heads, opts.causal);
+    let attn = attention(qkv.view(), opts.heads, opts.causal, opts.key_len);
     *x += &linear(attn.view(), &layer.self_attn.out_proj)?;
 
     let h = layer_norm(x.view(), &layer.layer_norm2, opts.eps);
@@ -140,8 +142,14 @@ pub(crate) fn layer_norm(
 }
 
 /// Multi-head scaled dot-product attention over packed `qkv` `[L, 3D]` (q, k, v blocks,
-/// heads contiguous within each); returns `[L, D]`. `causal` masks keys after the query.
-pub(crate) fn attention(qkv: ArrayView2<'_, f32>, heads: usize, causal: bool) -> Array2<f32> {
+/// heads contiguous within each); returns `[L, D]`. `causal` masks keys after the query, `key_len` the keys from
+/// that position on.
+pub(crate) fn attention(
+    qkv: ArrayView2<'_, f32>,
+    heads: usize,
+    causal: bool,
+    key_len: usize,
+) -> Array2<f32> {
     let len = qkv.nrows();
     let d = qkv.ncols() / 3;
     let hd = d / heads.max(1);
@@ -154,7 +162,7 @@ pub(crate) fn attention(qkv: ArrayView2<'_, f32>, heads: usize, causal: bool) ->
         let v = qkv.slice(s![.., 2 * d + cols.start..2 * d + cols.end]);
         let mut scores = q.dot(&k.t());
         for (i, row) in scores.rows_mut().into_iter().enumerate() {
-            let visible = if causal { i + 1 } else { len };
+            let visible = if causal { i + 1 } else { len }.min(key_len);
             softmax_prefix(row, visible, scale);
         }
         out.slice_mut(s![.., cols]).assign(&scores.dot(&v));

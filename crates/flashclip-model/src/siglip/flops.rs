@@ -1,0 +1,34 @@
+//! Matrix-product FLOPs of a SigLIP forward (2 per multiply-accumulate; normalizations, activations and softmax
+//! are not counted), the count behind the benchmark's TFLOP/s and scripts/peer_siglip_hf.py's.
+
+use super::config::SiglipConfig;
+
+/// One encoder stack: per token and layer, Q/K/V/out projections (`8·D²`), the MLP (`4·D·mlp`) and the two
+/// attention products (`4·seq·D`).
+fn encoder(width: u64, mlp: u64, layers: u64, seq: u64) -> u64 {
+    seq * layers * (8 * width * width + 4 * width * mlp + 4 * seq * width)
+}
+
+impl SiglipConfig {
+    /// FLOPs of one image embedding: patch convolution, encoder, and the pooling head (K/V of every token, the
+    /// probe's attention, `out_proj` and the MLP on one row; the probe's query is projected once at load).
+    pub fn image_flops(&self) -> u64 {
+        let v = &self.vision;
+        let (n, d, mlp) = (
+            v.seq_len() as u64,
+            v.hidden_size as u64,
+            v.intermediate_size as u64,
+        );
+        let patch = n * 2 * v.patch_dim() as u64 * d;
+        let head = 4 * n * d * d + 4 * n * d + 2 * d * d + 4 * d * mlp;
+        patch + encoder(d, mlp, v.num_hidden_layers as u64, n) + head
+    }
+
+    /// FLOPs of one text embedding at the full (padded) context, `head` included.
+    pub fn text_flops(&self) -> u64 {
+        let t = &self.text;
+        let (l, d) = (t.max_position_embeddings as u64, t.hidden_size as u64);
+        encoder(d, t.intermediate_size as u64, t.num_hidden_layers as u64, l)
+            + 2 * d * t.projection_size as u64
+    }
+}

@@ -1,0 +1,168 @@
+//! The SigLIP GPU model against Hugging Face's fp32 outputs on the tiny fixture (tests/fixtures/tiny-siglip:
+//! vision head dim 72, so400m's) and on full-size fixtures named in FLASHCLIP_SIGLIP_PARITY_DIRS: fp16/bf16
+//! embeddings at least as close to HF fp32 as HF's own half forward (cosine >= 0.999 or HF's), f32 within 1e-4.
+
+use std::path::{Path, PathBuf};
+
+use flashclip::ops::attention::Version;
+use flashclip::testing::gpu_or_skip;
+use flashclip::{Element, Gpu};
+use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
+use flashclip_model::AttentionImpl;
+use half::{bf16, f16};
+use safetensors::SafeTensors;
+
+fn tiny() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
+        .join("tests/fixtures/tiny-siglip")
+}
+
+fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
+    let data = match t.dtype() {
+        safetensors::Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::I64 => t
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        d => panic!("{key}: unexpected dtype {d:?}"),
+    };
+    (t.shape().to_vec(), data)
+}
+
+/// Smallest per-row cosine and largest absolute difference of two `[rows, dim]` arrays.
+fn compare(got: &[f64], want: &[f64], dim: usize) -> (f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let mut min_cos = f64::INFINITY;
+    for (a, b) in got.chunks(dim).zip(want.chunks(dim)) {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        min_cos = min_cos.min(dot / (na * nb));
+    }
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    (min_cos, err)
+}
+
+fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, hf_half: Option<&str>) {
+    let config = SiglipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
+    let model =
+        SiglipGpuModel::<T>::load(gpu, &config, dir.join("model.safetensors"), attention).unwrap();
+    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
+    let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let (pshape, pixels) = tensor(&inputs, "pixel_values");
+    let pixels: Vec<f32> = pixels.iter().map(|&x| x as f32).collect();
+    let (ishape, ids) = tensor(&inputs, "input_ids");
+    let texts: Vec<Vec<u32>> = ids
+        .chunks(ishape[1])
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect();
+    let mut ws = model.workspace(gpu, pshape[0], texts.len()).unwrap();
+    let image = model.embed_images(gpu, &mut ws, &pixels).unwrap();
+    let text = model.embed_texts(gpu, &mut ws, &texts).unwrap();
+    let tag = format!("{} {} {attention:?}", dir.display(), T::DTYPE);
+    let dim = config.embed_dim();
+    let hf_half = hf_half.map(|f| std::fs::read(dir.join(f)).unwrap());
+    for (what, got) in [
+        (
+            "image_embeds",
+            image.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        ),
+        ("text_embeds", text.iter().map(|&x| x as f64).collect()),
+    ] {
+        assert!(
+            got.iter().all(|x| x.is_finite()),
+            "{tag} {what}: not finite"
+        );
+        let (_, want) = tensor(&expected, what);
+        let (cos, err) = compare(&got, &want, dim);
+        let bar = match &hf_half {
+            Some(h) => {
+                let (_, theirs) = tensor(h, what);
+                let (hcos, herr) = compare(&theirs, &want, dim);
+                println!("{tag} {what}: min cosine {cos:.6} (HF {hcos:.6}), max abs {err:.3e} (HF {herr:.3e})");
+                assert!(
+                    cos >= 0.999 || cos >= hcos,
+                    "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}"
+                );
+                2.0 * herr + 1e-3
+            }
+            None => {
+                println!("{tag} {what}: min cosine {cos:.8}, max abs {err:.3e}");
+                1e-4
+            }
+        };
+        assert!(err <= bar, "{tag} {what}: max abs {err:.3e} > {bar:.3e}");
+    }
+    // Zero-shot probabilities from the GPU embeddings against HF's.
+    let (_, probs) = model.zero_shot(image.view(), text.view()).unwrap();
+    let (_, want) = tensor(&expected, "probs");
+    let got: Vec<f64> = probs.iter().map(|&x| x as f64).collect();
+    let (_, err) = compare(&got, &want, want.len());
+    let bar = if hf_half.is_some() { 2e-2 } else { 1e-4 };
+    println!("{tag} probs: max abs {err:.3e}");
+    assert!(err <= bar, "{tag} probs: max abs {err:.3e} > {bar:.1e}");
+}
+
+#[test]
+fn gpu_siglip_matches_hf_on_tiny() {
+    let Some(gpu) = gpu_or_skip("gpu_siglip_matches_hf_on_tiny") else {
+        return;
+    };
+    let dir = tiny();
+    for attention in [
+        AttentionImpl::Fastest,
+        AttentionImpl::Flash(Version::V2),
+        AttentionImpl::Materialized,
+    ] {
+        run::<f16>(&gpu, &dir, attention, Some("expected_fp16.safetensors"));
+        run::<bf16>(&gpu, &dir, attention, Some("expected_bf16.safetensors"));
+    }
+    if Version::V4.runs_on(&gpu) {
+        let v4 = AttentionImpl::Flash(Version::V4);
+        run::<f16>(&gpu, &dir, v4, Some("expected_fp16.safetensors"));
+        run::<bf16>(&gpu, &dir, v4, Some("expected_bf16.safetensors"));
+    }
+    run::<f32>(&gpu, &dir, AttentionImpl::Flash(Version::V1), None);
+    run::<f32>(&gpu, &dir, AttentionImpl::Materialized, None);
+}
+
+/// Full-size parity: fixtures made on a GPU machine by `scripts/make_hf_fixture_siglip.py PRESET DIR --half`,
+/// listed in FLASHCLIP_SIGLIP_PARITY_DIRS (colon-separated). Does nothing when the variable is unset.
+#[test]
+fn gpu_siglip_parity_from_env() {
+    let Ok(dirs) = std::env::var("FLASHCLIP_SIGLIP_PARITY_DIRS") else {
+        println!(
+            "FLASHCLIP_SIGLIP_PARITY_DIRS not set: no full-size SigLIP parity check requested"
+        );
+        return;
+    };
+    let Some(gpu) = gpu_or_skip("gpu_siglip_parity_from_env") else {
+        return;
+    };
+    for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        run::<f16>(
+            &gpu,
+            &dir,
+            AttentionImpl::Fastest,
+            Some("expected_fp16.safetensors"),
+        );
+        run::<bf16>(
+            &gpu,
+            &dir,
+            AttentionImpl::Fastest,
+            Some("expected_bf16.safetensors"),
+        );
+    }
+}
