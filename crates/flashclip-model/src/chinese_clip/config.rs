@@ -14,7 +14,7 @@ use crate::config::validate::{
     vision_sizes, Failure, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH,
 };
 use crate::config::{parse_json, read_json, Activation, ConfigError, VisionConfig};
-use crate::flops::{FlopsInput, MlpKind, PatchEmbed, TowerShape, VisionDetails};
+use crate::flops::{FlopsInput, TowerShape};
 
 /// The `model_type` of a Chinese-CLIP `config.json`.
 pub const MODEL_TYPE: &str = "chinese_clip";
@@ -289,36 +289,15 @@ fn bert(t: Text, prefix: &str, assumed: &mut Assumed) -> Result<BertConfig, Conf
 /// position table.
 impl From<&ChineseClipConfig> for FlopsInput {
     fn from(config: &ChineseClipConfig) -> Self {
-        let v = &config.vision;
         let t = &config.text;
-        let patch = PatchEmbed {
-            image_size: v.image_size,
-            patch_size: v.patch_size,
-            num_channels: v.num_channels,
-            bias: false,
-        };
-        FlopsInput {
-            vision: TowerShape {
-                width: v.hidden_size,
-                layers: v.num_hidden_layers,
-                heads: v.num_attention_heads,
-                mlp_width: v.intermediate_size,
-                seq_len: patch.num_patches().saturating_add(1),
-                activation: v.hidden_act,
-                mlp: MlpKind::Plain,
-            },
-            patch,
-            vision_details: VisionDetails::CLIP,
-            text: TowerShape {
-                width: t.hidden_size,
-                layers: t.num_hidden_layers,
-                heads: t.num_attention_heads,
-                mlp_width: t.intermediate_size,
-                seq_len: t.max_position_embeddings,
-                activation: t.hidden_act,
-                mlp: MlpKind::Plain,
-            },
-            projection_dim: config.projection_dim,
-        }
+        let text = TowerShape::plain(
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.intermediate_size,
+            t.max_position_embeddings,
+            t.hidden_act,
+        );
+        FlopsInput::clip_layout(&config.vision, text, config.projection_dim)
     }
 }
