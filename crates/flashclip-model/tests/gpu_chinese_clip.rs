@@ -14,7 +14,7 @@ use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel};
 use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use common::{assert_embeddings, compare, fixture_dir, fixture_inputs};
+use common::{assert_embeddings, attention_sweep, compare, fixture_dir, fixture_inputs};
 
 fn tiny() -> PathBuf {
     fixture_dir("tiny-chinese-clip")
@@ -84,17 +84,9 @@ fn gpu_tiny_chinese_clip_f16() {
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_f16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2, Version::V1] {
-        if version.runs_on(&gpu) {
-            run::<f16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_fp16.safetensors"),
-            );
-        }
-    }
-    for attention in [AttentionImpl::Fastest, AttentionImpl::Materialized] {
+    let versions = [Version::V4, Version::V3, Version::V2, Version::V1];
+    let others = [AttentionImpl::Fastest, AttentionImpl::Materialized];
+    for attention in attention_sweep(&gpu, &versions, &others) {
         run::<f16>(&gpu, &tiny(), attention, Some("expected_fp16.safetensors"));
     }
 }
@@ -104,22 +96,10 @@ fn gpu_tiny_chinese_clip_bf16() {
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_bf16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2] {
-        if version.runs_on(&gpu) {
-            run::<bf16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_bf16.safetensors"),
-            );
-        }
+    let versions = [Version::V4, Version::V3, Version::V2];
+    for attention in attention_sweep(&gpu, &versions, &[AttentionImpl::Fastest]) {
+        run::<bf16>(&gpu, &tiny(), attention, Some("expected_bf16.safetensors"));
     }
-    run::<bf16>(
-        &gpu,
-        &tiny(),
-        AttentionImpl::Fastest,
-        Some("expected_bf16.safetensors"),
-    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use flashclip_model::config::ClipConfig;
 use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, GraphShape};
 use half::{bf16, f16};
 
-use common::{assert_embeddings, fixture_dir, fixture_inputs, max_abs, tensor};
+use common::{assert_embeddings, attention_sweep, fixture_dir, fixture_inputs, max_abs, tensor};
 
 /// A stream capture is invalidated when another thread synchronizes the device meanwhile, and a test that ends
 /// does: dropping its Gpu destroys its cuBLAS handle, which synchronizes the device. The tests that hold a Gpu share
@@ -118,17 +118,9 @@ fn gpu_small_model_f16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2, Version::V1] {
-        if version.runs_on(&gpu) {
-            run::<f16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_fp16.safetensors"),
-            );
-        }
-    }
-    for attention in [AttentionImpl::Fastest, AttentionImpl::Materialized] {
+    let versions = [Version::V4, Version::V3, Version::V2, Version::V1];
+    let others = [AttentionImpl::Fastest, AttentionImpl::Materialized];
+    for attention in attention_sweep(&gpu, &versions, &others) {
         run::<f16>(&gpu, &tiny(), attention, Some("expected_fp16.safetensors"));
     }
 }
@@ -139,22 +131,10 @@ fn gpu_small_model_bf16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2] {
-        if version.runs_on(&gpu) {
-            run::<bf16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_bf16.safetensors"),
-            );
-        }
+    let versions = [Version::V4, Version::V3, Version::V2];
+    for attention in attention_sweep(&gpu, &versions, &[AttentionImpl::Fastest]) {
+        run::<bf16>(&gpu, &tiny(), attention, Some("expected_bf16.safetensors"));
     }
-    run::<bf16>(
-        &gpu,
-        &tiny(),
-        AttentionImpl::Fastest,
-        Some("expected_bf16.safetensors"),
-    );
 }
 
 #[test]

@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use flashclip::ops::attention::Version;
+use flashclip::Gpu;
+use flashclip_model::AttentionImpl;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 
@@ -191,4 +194,18 @@ pub fn assert_embeddings(
         }
     };
     assert!(err <= bar, "{tag} {what}: max abs {err:.3e} > {bar:.3e}");
+}
+
+/// The attention implementations a GPU test sweeps: the flash `versions` this GPU runs, in that order, then `others`.
+pub fn attention_sweep(
+    gpu: &Gpu,
+    versions: &[Version],
+    others: &[AttentionImpl],
+) -> Vec<AttentionImpl> {
+    versions
+        .iter()
+        .filter(|version| version.runs_on(gpu))
+        .map(|&version| AttentionImpl::Flash(version))
+        .chain(others.iter().copied())
+        .collect()
 }
