@@ -45,16 +45,7 @@ from safetensors.torch import save_file
 from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_hf_fixture import (  # noqa: E402
-    DEFAULT_SEED,
-    fixture_metadata,
-    init_bias_or_matrix,
-    normal_sampler,
-    parse_args,
-    seeded_generator,
-    set_attn,
-    write_half_outputs,
-)
+import make_hf_fixture as shared  # noqa: E402
 
 CONTEXT = 52
 SHORT_CONTEXT = 8
@@ -173,7 +164,7 @@ def randomize(model, gen):
     """make_hf_fixture.py's traps, with BERT's names: Linear std gain/sqrt(fan_in) (1.5 for query and key), biases
     N(0, 0.1), LayerNorm weights 1 + N(0, 0.2) and biases N(0, 0.2), embeddings N(0, 0.5), logit_scale 3.0."""
 
-    normal = normal_sampler(gen)
+    normal = shared.normal_sampler(gen)
     for name, p in model.named_parameters():
         if name == "logit_scale":
             p.fill_(3.0)
@@ -184,7 +175,7 @@ def randomize(model, gen):
         elif "patch_embedding" in name:
             p.copy_(normal(p.shape, 1.0 / math.sqrt(p[0].numel())))
         else:
-            init_bias_or_matrix(name, p, normal, peaked=("q_proj", "k_proj", "self.query", "self.key"))
+            shared.init_bias_or_matrix(name, p, normal, peaked=("q_proj", "k_proj", "self.query", "self.key"))
 
 
 def write_tokenizer(out_dir, vocab):
@@ -284,8 +275,9 @@ def forward(model, inputs, device, dtype, full=True):
 
 
 def main():
-    args = parse_args(__doc__, '"tiny" or a preset name (CN-CLIP-ViT-B-16, ..., CN-CLIP-ViT-H-14)', DEFAULT_SEED)
-    gen = seeded_generator(args.seed)
+    config_help = '"tiny" or a preset name (CN-CLIP-ViT-B-16, ..., CN-CLIP-ViT-H-14)'
+    args = shared.parse_args(__doc__, config_help, shared.DEFAULT_SEED)
+    gen = shared.seeded_generator(args.seed)
 
     os.makedirs(args.out_dir, exist_ok=True)
     vocab = make_vocab(None if args.config == "tiny" else PRESET_VOCAB)
@@ -294,7 +286,7 @@ def main():
     config = ChineseCLIPConfig(**kwargs)
     config.logit_scale_init_value = 3.0
     model = ChineseCLIPModel(config).eval()
-    set_attn(model, "eager")
+    shared.set_attn(model, "eager")
     randomize(model, gen)
     inputs = make_inputs(config, tokenizer, n_images, gen)
 
@@ -306,7 +298,7 @@ def main():
         json.dump(dict(context=CONTEXT, short_context=SHORT_CONTEXT, texts=texts), f, ensure_ascii=False, indent=1)
 
     model.save_pretrained(args.out_dir, safe_serialization=True)
-    meta = fixture_metadata(args)
+    meta = shared.fixture_metadata(args)
     save_file(inputs, os.path.join(args.out_dir, "inputs.safetensors"), metadata=meta)
     expected = forward(model, inputs, "cpu", torch.float32)
     save_file(expected, os.path.join(args.out_dir, "expected.safetensors"), metadata=meta)
@@ -315,7 +307,7 @@ def main():
     if args.half:
         half_forward = functools.partial(forward, full=False)
         make_model = lambda: ChineseCLIPModel(config)  # noqa: E731
-        write_half_outputs(args, make_model, model, half_forward, inputs, expected, meta)
+        shared.write_half_outputs(args, make_model, model, half_forward, inputs, expected, meta)
 
 if __name__ == "__main__":
     main()

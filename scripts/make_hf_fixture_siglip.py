@@ -51,16 +51,7 @@ from safetensors.torch import save_file
 from transformers import SiglipConfig, SiglipModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_hf_fixture import (  # noqa: E402
-    capture_layers,
-    fixture_metadata,
-    init_bias_or_matrix,
-    normal_sampler,
-    parse_args,
-    seeded_generator,
-    set_attn,
-    write_half_outputs,
-)
+import make_hf_fixture as shared  # noqa: E402
 
 DEFAULT_SEED = 20261207
 
@@ -113,7 +104,7 @@ def make_config(name):
 def randomize(model, gen):
     """make_hf_fixture.randomize's rules, plus the SigLIP-only parameters."""
 
-    normal = normal_sampler(gen)
+    normal = shared.normal_sampler(gen)
     for name, p in model.named_parameters():
         if name == "logit_scale":
             p.fill_(2.3)
@@ -133,7 +124,7 @@ def randomize(model, gen):
         elif "patch_embedding.weight" in name:
             p.copy_(normal(p.shape, 1.0 / math.sqrt(p[0].numel())))
         else:
-            init_bias_or_matrix(name, p, normal)
+            shared.init_bias_or_matrix(name, p, normal)
 
 
 def tiny_tokenizer(out_dir, context):
@@ -212,7 +203,7 @@ def forward(model, inputs, device, dtype):
     input_ids = inputs["input_ids"].to(device)
     attention_mask = inputs["attention_mask"].to(device)
     out = {}
-    v_states, handles = capture_layers(model.vision_model)
+    v_states, handles = shared.capture_layers(model.vision_model)
     vision = model.vision_model(pixel_values=pixel_values)
     for h in handles:
         h.remove()
@@ -237,14 +228,14 @@ def forward(model, inputs, device, dtype):
 
 
 def main():
-    args = parse_args(__doc__, '"tiny" or a preset name (siglip-base-patch16-224, ...)', DEFAULT_SEED)
-    gen = seeded_generator(args.seed)
+    args = shared.parse_args(__doc__, '"tiny" or a preset name (siglip-base-patch16-224, ...)', DEFAULT_SEED)
+    gen = shared.seeded_generator(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
 
     kwargs, n_images = make_config(args.config)
     config = SiglipConfig(**kwargs)
     model = SiglipModel(config).eval()
-    set_attn(model, "eager")
+    shared.set_attn(model, "eager")
     randomize(model, gen)
     tiny = args.config == "tiny"
     if tiny:
@@ -259,7 +250,7 @@ def main():
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
     if tiny:
         state = {k: v.half() for k, v in state.items()}
-    meta = fixture_metadata(args)
+    meta = shared.fixture_metadata(args)
     save_file(state, os.path.join(args.out_dir, "model.safetensors"), metadata={"format": "pt"})
     save_file(inputs, os.path.join(args.out_dir, "inputs.safetensors"), metadata=meta)
     with open(os.path.join(args.out_dir, "texts.json"), "w", encoding="utf-8") as f:
@@ -272,7 +263,7 @@ def main():
     print(f"wrote {args.out_dir}: {len(expected)} expected tensors")
 
     if args.half:
-        write_half_outputs(args, lambda: SiglipModel(config), model, forward, inputs, expected, meta)
+        shared.write_half_outputs(args, lambda: SiglipModel(config), model, forward, inputs, expected, meta)
 
     print(json.dumps({k: list(v.shape) for k, v in expected.items()}))
 
