@@ -138,9 +138,7 @@ def make_config(name):
 def randomize(model, gen):
     """Re-initializes every parameter so that bugs show (see the module docstring)."""
 
-    def normal(shape, std, mean=0.0):
-        return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
-
+    normal = normal_sampler(gen)
     for name, p in model.named_parameters():
         if name == "logit_scale":
             p.fill_(3.0)
@@ -153,13 +151,8 @@ def randomize(model, gen):
         elif "patch_embedding" in name:
             fan_in = p[0].numel()
             p.copy_(normal(p.shape, 1.0 / math.sqrt(fan_in)))
-        elif name.endswith("bias"):
-            p.copy_(normal(p.shape, 0.1))
-        elif p.dim() == 2:
-            gain = 1.5 if ("q_proj" in name or "k_proj" in name) else 1.0
-            p.copy_(normal(p.shape, gain / math.sqrt(p.shape[1])))
         else:
-            raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+            init_bias_or_matrix(name, p, normal)
 
 
 def make_inputs(cfg, lengths, n_images, gen):
@@ -193,6 +186,80 @@ def set_attn(model, impl):
         model.set_attn_implementation(impl)
     else:
         model.config._attn_implementation = impl
+
+
+def parse_args(doc, config_help, default_seed):
+    """The command line of every fixture script."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help=config_help)
+    ap.add_argument("out_dir")
+    ap.add_argument("--seed", type=int, default=default_seed)
+    ap.add_argument("--half", action="store_true", help="also write fp16 and bf16 outputs")
+    ap.add_argument("--device", default=None, help="device for --half (default: cuda if available)")
+    ap.add_argument(
+        "--attn",
+        default="eager",
+        help="attn_implementation for the half-precision runs (fp32 always uses eager)",
+    )
+    return ap.parse_args()
+
+
+def seeded_generator(seed):
+    """Prints the seed and versions and seeds torch; returns the generator weights and inputs are drawn from."""
+    print(f"seed: {seed}")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fixture_metadata(args):
+    """What made a fixture, written into its safetensors files."""
+    return {
+        "seed": str(args.seed),
+        "config": args.config,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def normal_sampler(gen):
+    """N(mean, std^2) samples of a shape, in fp32, drawn from `gen`."""
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
+
+    return normal
+
+
+def init_bias_or_matrix(name, p, normal, peaked=("q_proj", "k_proj")):
+    """The traps' last rules: biases N(0, 0.1); matrices std gain/sqrt(fan_in), gain 1.5 for the query and key
+    projections (`peaked` names them) so that attention is peaked; any other parameter has no rule."""
+    if name.endswith("bias"):
+        p.copy_(normal(p.shape, 0.1))
+    elif p.dim() == 2:
+        gain = 1.5 if any(s in name for s in peaked) else 1.0
+        p.copy_(normal(p.shape, gain / math.sqrt(p.shape[1])))
+    else:
+        raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+
+
+def write_half_outputs(args, make_model, model, forward, inputs, expected, meta):
+    """--half: HF's own fp16 and bf16 outputs with `model`'s weights (on CUDA when there is one), and their largest
+    embedding errors against the fp32 `expected`."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        print("warning: no CUDA; half-precision outputs computed on CPU", file=sys.stderr)
+    for dtype, tag in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        half_model = make_model().eval()
+        half_model.load_state_dict(model.state_dict())
+        set_attn(half_model, args.attn)
+        half_out = forward(half_model, inputs, device, dtype)
+        half_meta = dict(meta, dtype=tag, device=device, attn_implementation=args.attn)
+        path = os.path.join(args.out_dir, f"expected_{tag}.safetensors")
+        save_file(half_out, path, metadata=half_meta)
+        err = (half_out["image_embeds"] - expected["image_embeds"]).abs().max().item()
+        err_t = (half_out["text_embeds"] - expected["text_embeds"]).abs().max().item()
+        print(f"{tag} on {device}: max |image_embeds err| {err:.3e}, max |text_embeds err| {err_t:.3e}")
 
 
 def capture_layers(tower):
@@ -264,23 +331,8 @@ def forward(model, inputs, device, dtype):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help='"tiny" or a preset name (ViT-B-32, ..., ViT-bigG-14)')
-    ap.add_argument("out_dir")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--half", action="store_true", help="also write fp16 and bf16 outputs")
-    ap.add_argument("--device", default=None, help="device for --half (default: cuda if available)")
-    ap.add_argument(
-        "--attn",
-        default="eager",
-        help="attn_implementation for the half-precision runs (fp32 always uses eager)",
-    )
-    args = ap.parse_args()
-
-    print(f"seed: {args.seed}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    args = parse_args(__doc__, '"tiny" or a preset name (ViT-B-32, ..., ViT-bigG-14)', DEFAULT_SEED)
+    gen = seeded_generator(args.seed)
 
     kwargs, lengths, n_images = make_config(args.config)
     config = CLIPConfig(**kwargs)
@@ -292,12 +344,7 @@ def main():
 
     os.makedirs(args.out_dir, exist_ok=True)
     model.save_pretrained(args.out_dir, safe_serialization=True)
-    meta = {
-        "seed": str(args.seed),
-        "config": args.config,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
+    meta = fixture_metadata(args)
     save_file(inputs, os.path.join(args.out_dir, "inputs.safetensors"), metadata=meta)
 
     expected = forward(model, inputs, "cpu", torch.float32)
@@ -305,20 +352,7 @@ def main():
     print(f"wrote {args.out_dir}: {len(expected)} expected tensors, text lengths {lengths}")
 
     if args.half:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "cpu":
-            print("warning: no CUDA; half-precision outputs computed on CPU", file=sys.stderr)
-        for dtype, tag in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-            half_model = CLIPModel(config).eval()
-            half_model.load_state_dict(model.state_dict())
-            set_attn(half_model, args.attn)
-            half_out = forward(half_model, inputs, device, dtype)
-            half_meta = dict(meta, dtype=tag, device=device, attn_implementation=args.attn)
-            path = os.path.join(args.out_dir, f"expected_{tag}.safetensors")
-            save_file(half_out, path, metadata=half_meta)
-            err = (half_out["image_embeds"] - expected["image_embeds"]).abs().max().item()
-            err_t = (half_out["text_embeds"] - expected["text_embeds"]).abs().max().item()
-            print(f"{tag} on {device}: max |image_embeds err| {err:.3e}, max |text_embeds err| {err_t:.3e}")
+        write_half_outputs(args, lambda: CLIPModel(config), model, forward, inputs, expected, meta)
 
     summary = {k: list(v.shape) for k, v in expected.items()}
     print(json.dumps(summary))

@@ -34,19 +34,18 @@ Writes into OUT_DIR:
     run in half precision (CUDA if available, else CPU), upcast to f32, to measure HF's own half error.
 """
 
-import argparse
+import functools
 import json
 import math
 import os
 import sys
 
 import torch
-import transformers
 from safetensors.torch import save_file
 from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_hf_fixture import DEFAULT_SEED, set_attn  # noqa: E402
+import make_hf_fixture as shared  # noqa: E402
 
 CONTEXT = 52
 SHORT_CONTEXT = 8
@@ -165,9 +164,7 @@ def randomize(model, gen):
     """make_hf_fixture.py's traps, with BERT's names: Linear std gain/sqrt(fan_in) (1.5 for query and key), biases
     N(0, 0.1), LayerNorm weights 1 + N(0, 0.2) and biases N(0, 0.2), embeddings N(0, 0.5), logit_scale 3.0."""
 
-    def normal(shape, std, mean=0.0):
-        return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
-
+    normal = shared.normal_sampler(gen)
     for name, p in model.named_parameters():
         if name == "logit_scale":
             p.fill_(3.0)
@@ -177,13 +174,8 @@ def randomize(model, gen):
             p.copy_(normal(p.shape, 0.5))
         elif "patch_embedding" in name:
             p.copy_(normal(p.shape, 1.0 / math.sqrt(p[0].numel())))
-        elif name.endswith("bias"):
-            p.copy_(normal(p.shape, 0.1))
-        elif p.dim() == 2:
-            peaked = any(s in name for s in ("q_proj", "k_proj", "self.query", "self.key"))
-            p.copy_(normal(p.shape, (1.5 if peaked else 1.0) / math.sqrt(p.shape[1])))
         else:
-            raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+            shared.init_bias_or_matrix(name, p, normal, peaked=("q_proj", "k_proj", "self.query", "self.key"))
 
 
 def write_tokenizer(out_dir, vocab):
@@ -283,19 +275,9 @@ def forward(model, inputs, device, dtype, full=True):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help='"tiny" or a preset name (CN-CLIP-ViT-B-16, ..., CN-CLIP-ViT-H-14)')
-    ap.add_argument("out_dir")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--half", action="store_true", help="also write fp16 and bf16 outputs")
-    ap.add_argument("--device", default=None, help="device for --half (default: cuda if available)")
-    ap.add_argument("--attn", default="eager", help="attn_implementation for the half runs (fp32 uses eager)")
-    args = ap.parse_args()
-
-    print(f"seed: {args.seed}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    config_help = '"tiny" or a preset name (CN-CLIP-ViT-B-16, ..., CN-CLIP-ViT-H-14)'
+    args = shared.parse_args(__doc__, config_help, shared.DEFAULT_SEED)
+    gen = shared.seeded_generator(args.seed)
 
     os.makedirs(args.out_dir, exist_ok=True)
     vocab = make_vocab(None if args.config == "tiny" else PRESET_VOCAB)
@@ -304,7 +286,7 @@ def main():
     config = ChineseCLIPConfig(**kwargs)
     config.logit_scale_init_value = 3.0
     model = ChineseCLIPModel(config).eval()
-    set_attn(model, "eager")
+    shared.set_attn(model, "eager")
     randomize(model, gen)
     inputs = make_inputs(config, tokenizer, n_images, gen)
 
@@ -316,32 +298,16 @@ def main():
         json.dump(dict(context=CONTEXT, short_context=SHORT_CONTEXT, texts=texts), f, ensure_ascii=False, indent=1)
 
     model.save_pretrained(args.out_dir, safe_serialization=True)
-    meta = {
-        "seed": str(args.seed),
-        "config": args.config,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
+    meta = shared.fixture_metadata(args)
     save_file(inputs, os.path.join(args.out_dir, "inputs.safetensors"), metadata=meta)
     expected = forward(model, inputs, "cpu", torch.float32)
     save_file(expected, os.path.join(args.out_dir, "expected.safetensors"), metadata=meta)
     print(f"wrote {args.out_dir}: {len(expected)} expected tensors, text lengths {inputs['lengths'].tolist()}")
 
     if args.half:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "cpu":
-            print("warning: no CUDA; half-precision outputs computed on CPU", file=sys.stderr)
-        for dtype, tag in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-            half_model = ChineseCLIPModel(config).eval()
-            half_model.load_state_dict(model.state_dict())
-            set_attn(half_model, args.attn)
-            half_out = forward(half_model, inputs, device, dtype, full=False)
-            half_meta = dict(meta, dtype=tag, device=device, attn_implementation=args.attn)
-            save_file(half_out, os.path.join(args.out_dir, f"expected_{tag}.safetensors"), metadata=half_meta)
-            err = (half_out["image_embeds"] - expected["image_embeds"]).abs().max().item()
-            err_t = (half_out["text_embeds"] - expected["text_embeds"]).abs().max().item()
-            print(f"{tag} on {device}: max |image_embeds err| {err:.3e}, max |text_embeds err| {err_t:.3e}")
-
+        half_forward = functools.partial(forward, full=False)
+        make_model = lambda: ChineseCLIPModel(config)  # noqa: E731
+        shared.write_half_outputs(args, make_model, model, half_forward, inputs, expected, meta)
 
 if __name__ == "__main__":
     main()

@@ -41,19 +41,17 @@ biases std 0.1, LayerNorm weights 1 + N(0, 0.2) and biases N(0, 0.2), embeddings
 logit_scale 2.3 and logit_bias -1.5 (both matter to the logits).
 """
 
-import argparse
 import json
 import math
 import os
 import sys
 
 import torch
-import transformers
 from safetensors.torch import save_file
 from transformers import SiglipConfig, SiglipModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_hf_fixture import capture_layers, set_attn  # noqa: E402
+import make_hf_fixture as shared  # noqa: E402
 
 DEFAULT_SEED = 20261207
 
@@ -106,9 +104,7 @@ def make_config(name):
 def randomize(model, gen):
     """make_hf_fixture.randomize's rules, plus the SigLIP-only parameters."""
 
-    def normal(shape, std, mean=0.0):
-        return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
-
+    normal = shared.normal_sampler(gen)
     for name, p in model.named_parameters():
         if name == "logit_scale":
             p.fill_(2.3)
@@ -127,13 +123,8 @@ def randomize(model, gen):
             p.copy_(normal(p.shape, 0.5))
         elif "patch_embedding.weight" in name:
             p.copy_(normal(p.shape, 1.0 / math.sqrt(p[0].numel())))
-        elif name.endswith("bias"):
-            p.copy_(normal(p.shape, 0.1))
-        elif p.dim() == 2:
-            gain = 1.5 if ("q_proj" in name or "k_proj" in name) else 1.0
-            p.copy_(normal(p.shape, gain / math.sqrt(p.shape[1])))
         else:
-            raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+            shared.init_bias_or_matrix(name, p, normal)
 
 
 def tiny_tokenizer(out_dir, context):
@@ -212,7 +203,7 @@ def forward(model, inputs, device, dtype):
     input_ids = inputs["input_ids"].to(device)
     attention_mask = inputs["attention_mask"].to(device)
     out = {}
-    v_states, handles = capture_layers(model.vision_model)
+    v_states, handles = shared.capture_layers(model.vision_model)
     vision = model.vision_model(pixel_values=pixel_values)
     for h in handles:
         h.remove()
@@ -237,25 +228,14 @@ def forward(model, inputs, device, dtype):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help='"tiny" or a preset name (siglip-base-patch16-224, ...)')
-    ap.add_argument("out_dir")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--half", action="store_true", help="also write fp16 and bf16 outputs")
-    ap.add_argument("--device", default=None, help="device for --half (default: cuda if available)")
-    ap.add_argument("--attn", default="eager", help="attn_implementation of the half-precision runs")
-    args = ap.parse_args()
-
-    print(f"seed: {args.seed}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    args = shared.parse_args(__doc__, '"tiny" or a preset name (siglip-base-patch16-224, ...)', DEFAULT_SEED)
+    gen = shared.seeded_generator(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
 
     kwargs, n_images = make_config(args.config)
     config = SiglipConfig(**kwargs)
     model = SiglipModel(config).eval()
-    set_attn(model, "eager")
+    shared.set_attn(model, "eager")
     randomize(model, gen)
     tiny = args.config == "tiny"
     if tiny:
@@ -270,8 +250,7 @@ def main():
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
     if tiny:
         state = {k: v.half() for k, v in state.items()}
-    meta = {"seed": str(args.seed), "config": args.config, "torch": torch.__version__,
-            "transformers": transformers.__version__}
+    meta = shared.fixture_metadata(args)
     save_file(state, os.path.join(args.out_dir, "model.safetensors"), metadata={"format": "pt"})
     save_file(inputs, os.path.join(args.out_dir, "inputs.safetensors"), metadata=meta)
     with open(os.path.join(args.out_dir, "texts.json"), "w", encoding="utf-8") as f:
@@ -284,19 +263,7 @@ def main():
     print(f"wrote {args.out_dir}: {len(expected)} expected tensors")
 
     if args.half:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "cpu":
-            print("warning: no CUDA; half-precision outputs computed on CPU", file=sys.stderr)
-        for dtype, tag in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-            half_model = SiglipModel(config).eval()
-            half_model.load_state_dict(model.state_dict())
-            set_attn(half_model, args.attn)
-            half_out = forward(half_model, inputs, device, dtype)
-            path = os.path.join(args.out_dir, f"expected_{tag}.safetensors")
-            save_file(half_out, path, metadata=dict(meta, dtype=tag, device=device, attn_implementation=args.attn))
-            for k in ("image_embeds", "text_embeds"):
-                err = (half_out[k] - expected[k]).abs().max().item()
-                print(f"{tag} on {device}: max |{k} err| {err:.3e}")
+        shared.write_half_outputs(args, lambda: SiglipModel(config), model, forward, inputs, expected, meta)
 
     print(json.dumps({k: list(v.shape) for k, v in expected.items()}))
 

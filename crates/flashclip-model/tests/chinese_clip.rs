@@ -1,6 +1,8 @@
 //! Chinese-CLIP on the CPU against Hugging Face on the tiny fixture (tests/fixtures/tiny-chinese-clip, made by
 //! scripts/make_hf_fixture_chinese_clip.py): config, tokenizer ids, checkpoint checks and the reference forward.
 
+mod common;
+
 use std::path::PathBuf;
 
 use flashclip_model::checkpoint::Checkpoint;
@@ -10,68 +12,13 @@ use flashclip_model::chinese_clip::{
 use flashclip_model::config::{Activation, ConfigError};
 use flashclip_model::reference::ReferenceError;
 use flashclip_model::CheckpointError;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use ndarray::{ArrayD, IxDyn};
 use serde_json::Value;
 
+use common::{check, fixture_dir, input_texts, Tensors};
+
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tiny-chinese-clip")
-        .join(name)
-}
-
-struct Tensors(Vec<u8>);
-
-impl Tensors {
-    fn open(name: &str) -> Self {
-        Tensors(std::fs::read(fixture(name)).unwrap())
-    }
-
-    fn raw(&self, key: &str, dtype: Dtype, width: usize) -> (Vec<usize>, Vec<Vec<u8>>) {
-        let st = SafeTensors::deserialize(&self.0).unwrap();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-        assert_eq!(t.dtype(), dtype, "{key}");
-        let chunks = t.data().chunks_exact(width).map(<[u8]>::to_vec).collect();
-        (t.shape().to_vec(), chunks)
-    }
-
-    fn f32(&self, key: &str) -> ArrayD<f32> {
-        let (shape, chunks) = self.raw(key, Dtype::F32, 4);
-        let data = chunks
-            .iter()
-            .map(|c| f32::from_le_bytes(c[..].try_into().unwrap()))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
-    }
-
-    fn i64(&self, key: &str) -> ArrayD<i64> {
-        let (shape, chunks) = self.raw(key, Dtype::I64, 8);
-        let data = chunks
-            .iter()
-            .map(|c| i64::from_le_bytes(c[..].try_into().unwrap()))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
-    }
-}
-
-/// Asserts `ours` matches HF's `expected` to `rel_tol` of its largest magnitude; returns the relative error.
-fn check(what: &str, ours: ArrayViewD<f32>, expected: ArrayViewD<f32>, rel_tol: f32) -> f32 {
-    assert_eq!(ours.shape(), expected.shape(), "{what}");
-    let abs = ours
-        .iter()
-        .zip(expected.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let rel = abs / expected.iter().map(|v| v.abs()).fold(0.0, f32::max);
-    println!(
-        "{what:<28} {:?}: max abs err {abs:.3e}, relative {rel:.3e}",
-        expected.shape()
-    );
-    assert!(
-        rel < rel_tol,
-        "{what}: relative error {rel:.3e} exceeds {rel_tol:.1e}"
-    );
-    rel
+    fixture_dir("tiny-chinese-clip").join(name)
 }
 
 /// fp32 against fp32, summation order the only difference: the errors measured are at most 6e-7 of the largest
@@ -92,17 +39,6 @@ fn ids(value: &Value) -> Vec<u32> {
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// The fixture's texts as the model ran them (unpadded).
-fn input_texts(inputs: &Tensors) -> Vec<Vec<u32>> {
-    let ids = inputs.i64("input_ids");
-    let lengths = inputs.i64("lengths");
-    lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n as usize).map(|i| ids[[b, i]] as u32).collect())
         .collect()
 }
 
@@ -287,8 +223,8 @@ fn text_tower_matches_hf() {
     let (c, weights) = reference_fixture();
     let model = ChineseClipReference::new(&c, &weights).unwrap();
     let (inputs, expected) = (
-        Tensors::open("inputs.safetensors"),
-        Tensors::open("expected.safetensors"),
+        Tensors::open(fixture("inputs.safetensors")),
+        Tensors::open(fixture("expected.safetensors")),
     );
     let texts = input_texts(&inputs);
     let out = model.text_forward(&texts, true).unwrap();
@@ -337,8 +273,8 @@ fn whole_model_matches_hf() {
     let (c, weights) = reference_fixture();
     let model = ChineseClipReference::new(&c, &weights).unwrap();
     let (inputs, expected) = (
-        Tensors::open("inputs.safetensors"),
-        Tensors::open("expected.safetensors"),
+        Tensors::open(fixture("inputs.safetensors")),
+        Tensors::open(fixture("expected.safetensors")),
     );
     let pixels = inputs.f32("pixel_values").into_dimensionality().unwrap();
     let vision = model.vision_forward(pixels.view(), false).unwrap();
@@ -366,7 +302,7 @@ fn whole_model_matches_hf() {
     );
     // HF's own half-precision error, for scale: the GPU tests hold fp16/bf16 to these.
     for tag in ["fp16", "bf16"] {
-        let half = Tensors::open(&format!("expected_{tag}.safetensors"));
+        let half = Tensors::open(fixture(&format!("expected_{tag}.safetensors")));
         let rel = check(
             &format!("HF {tag} text_embeds"),
             half.f32("text_embeds").view(),
@@ -440,8 +376,8 @@ fn a_model_directory_opens_as_chinese_clip_behind_the_embedder() {
         backend::load(Device::Cpu, flashclip::DType::F32, &config, &checkpoint, 8).unwrap();
     assert!(matches!(embedder.config(), ModelConfig::ChineseClip(_)));
     let (inputs, expected) = (
-        Tensors::open("inputs.safetensors"),
-        Tensors::open("expected.safetensors"),
+        Tensors::open(fixture("inputs.safetensors")),
+        Tensors::open(fixture("expected.safetensors")),
     );
     let pixels = inputs.f32("pixel_values");
     let image = embedder.embed_images(pixels.as_slice().unwrap()).unwrap();

@@ -3,6 +3,8 @@
 //! fixture's texts (Chinese, English, mixed; lengths 5 to 52) in one padded batch; padding must not change a
 //! text's embedding (the attention masks padded keys). Skips with one line without a GPU.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use flashclip::ops::attention::Version;
@@ -11,72 +13,21 @@ use flashclip::{Element, Gpu};
 use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel};
 use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
-use safetensors::SafeTensors;
+
+use common::{assert_embeddings, attention_sweep, compare, fixture_dir, fixture_inputs};
 
 fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-chinese-clip")
-}
-
-fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-    let data = match t.dtype() {
-        safetensors::Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        safetensors::Dtype::I64 => t
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        d => panic!("{key}: unexpected dtype {d:?}"),
-    };
-    (t.shape().to_vec(), data)
-}
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
-        * b.iter().map(|x| x * x).sum::<f64>().sqrt())
-}
-
-/// Rows of `n` values: min cosine over rows, max abs difference (NaN if any value is NaN).
-fn compare(got: &[f64], want: &[f64], n: usize) -> (f64, f64) {
-    let min_cos = got
-        .chunks(n)
-        .zip(want.chunks(n))
-        .map(|(g, w)| cosine(g, w))
-        .fold(1.0f64, f64::min);
-    let err = got
-        .iter()
-        .zip(want)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) });
-    (min_cos, err)
+    fixture_dir("tiny-chinese-clip")
 }
 
 fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, half_reference: Option<&str>) {
     let config = ChineseClipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
     let checkpoint = Checkpoint::open(dir.join("model.safetensors")).unwrap();
-    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
     let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let (pshape, pixels) = tensor(&inputs, "pixel_values");
-    let (ishape, ids) = tensor(&inputs, "input_ids");
-    let (_, lengths) = tensor(&inputs, "lengths");
-    let texts: Vec<Vec<u32>> = (0..ishape[0])
-        .map(|b| {
-            ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize]
-                .iter()
-                .map(|&x| x as u32)
-                .collect()
-        })
-        .collect();
+    let (images, pixels, texts) = fixture_inputs(dir);
 
     let model = ChineseClipModel::<T>::load(gpu, &config, &checkpoint, attention).unwrap();
-    let mut ws = model.workspace(gpu, pshape[0], texts.len()).unwrap();
-    let pixels: Vec<f32> = pixels.iter().map(|&x| x as f32).collect();
+    let mut ws = model.workspace(gpu, images, texts.len()).unwrap();
     let image = model.encode_images(gpu, &mut ws, &pixels).unwrap();
     let text = model.encode_texts(gpu, &mut ws, &texts).unwrap();
 
@@ -88,24 +39,7 @@ fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, half_referen
     let n = config.projection_dim;
     for (what, got) in [("image_embeds", &image), ("text_embeds", &text)] {
         let got: Vec<f64> = got.iter().map(|&x| x as f64).collect();
-        let (_, want) = tensor(&expected, what);
-        let (cos, err) = compare(&got, &want, n);
-        let bar = match &half {
-            Some(h) => {
-                let (hcos, herr) = compare(&tensor(h, what).1, &want, n);
-                println!("{tag} {what}: min cosine {cos:.6} (HF {hcos:.6}), max abs {err:.3e} (HF {herr:.3e})");
-                assert!(
-                    cos >= 0.999 || cos >= hcos,
-                    "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}"
-                );
-                2.0 * herr + 1e-3
-            }
-            None => {
-                println!("{tag} {what}: min cosine {cos:.8}, max abs {err:.3e}");
-                1e-4
-            }
-        };
-        assert!(err <= bar, "{tag} {what}: max abs {err:.3e} > {bar:.3e}");
+        assert_embeddings(&tag, what, &got, &expected, half.as_deref(), n);
     }
 
     // Padding invariance: the short texts alone, padded to their longest and to the whole context, in reverse
@@ -150,17 +84,9 @@ fn gpu_tiny_chinese_clip_f16() {
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_f16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2, Version::V1] {
-        if version.runs_on(&gpu) {
-            run::<f16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_fp16.safetensors"),
-            );
-        }
-    }
-    for attention in [AttentionImpl::Fastest, AttentionImpl::Materialized] {
+    let versions = [Version::V4, Version::V3, Version::V2, Version::V1];
+    let others = [AttentionImpl::Fastest, AttentionImpl::Materialized];
+    for attention in attention_sweep(&gpu, &versions, &others) {
         run::<f16>(&gpu, &tiny(), attention, Some("expected_fp16.safetensors"));
     }
 }
@@ -170,22 +96,10 @@ fn gpu_tiny_chinese_clip_bf16() {
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_bf16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2] {
-        if version.runs_on(&gpu) {
-            run::<bf16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_bf16.safetensors"),
-            );
-        }
+    let versions = [Version::V4, Version::V3, Version::V2];
+    for attention in attention_sweep(&gpu, &versions, &[AttentionImpl::Fastest]) {
+        run::<bf16>(&gpu, &tiny(), attention, Some("expected_bf16.safetensors"));
     }
-    run::<bf16>(
-        &gpu,
-        &tiny(),
-        AttentionImpl::Fastest,
-        Some("expected_bf16.safetensors"),
-    );
 }
 
 #[test]

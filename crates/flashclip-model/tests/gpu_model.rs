@@ -2,6 +2,8 @@
 //! residual stream, and the projected embeddings, must be at least as close to HF fp32 as HF's own fp16/bf16
 //! forward is (cosine >= 0.999 in fp16), with texts of mixed lengths in one padded batch.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -11,7 +13,8 @@ use flashclip::{Element, Gpu};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, GraphShape};
 use half::{bf16, f16};
-use safetensors::SafeTensors;
+
+use common::{assert_embeddings, attention_sweep, fixture_dir, fixture_inputs, max_abs, tensor};
 
 /// A stream capture is invalidated when another thread synchronizes the device meanwhile, and a test that ends
 /// does: dropping its Gpu destroys its cuBLAS handle, which synchronizes the device. The tests that hold a Gpu share
@@ -31,50 +34,7 @@ fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
 }
 
 fn tiny() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
-        .join("tests/fixtures/tiny")
-}
-
-fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-    let data = match t.dtype() {
-        safetensors::Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        safetensors::Dtype::I64 => t
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        d => panic!("{key}: unexpected dtype {d:?}"),
-    };
-    (t.shape().to_vec(), data)
-}
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
-        * b.iter().map(|x| x * x).sum::<f64>().sqrt())
-}
-
-fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| if d.is_nan() { f64::NAN } else { m.max(d) })
-}
-
-/// Rows of `n` values: min cosine over rows, max abs difference.
-fn compare(got: &[f64], want: &[f64], n: usize) -> (f64, f64) {
-    let min_cos = got
-        .chunks(n)
-        .zip(want.chunks(n))
-        .map(|(g, w)| cosine(g, w))
-        .fold(1.0f64, f64::min);
-    (min_cos, max_abs(got, want))
+    fixture_dir("tiny")
 }
 
 fn run<T: Element>(
@@ -86,23 +46,11 @@ fn run<T: Element>(
     let fixture = |name: &str| dir.join(name);
     let config = ClipConfig::from_hf_json_file(fixture("config.json")).unwrap();
     let checkpoint = Checkpoint::open(fixture("model.safetensors")).unwrap();
-    let inputs = std::fs::read(fixture("inputs.safetensors")).unwrap();
     let expected = std::fs::read(fixture("expected.safetensors")).unwrap();
-    let (pshape, pixels) = tensor(&inputs, "pixel_values");
-    let (ishape, ids) = tensor(&inputs, "input_ids");
-    let (_, lengths) = tensor(&inputs, "lengths");
-    let texts: Vec<Vec<u32>> = (0..ishape[0])
-        .map(|b| {
-            ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize]
-                .iter()
-                .map(|&x| x as u32)
-                .collect()
-        })
-        .collect();
+    let (images, pixels32, texts) = fixture_inputs(dir);
 
     let model = ClipModel::<T>::load(gpu, &config, &checkpoint, attention).unwrap();
-    let mut ws = model.workspace(gpu, pshape[0], texts.len()).unwrap();
-    let pixels32: Vec<f32> = pixels.iter().map(|&x| x as f32).collect();
+    let mut ws = model.workspace(gpu, images, texts.len()).unwrap();
     let batch = model.upload_images(gpu, &mut ws, &pixels32).unwrap();
     let vision_hidden = model.vision_hidden_states(gpu, &mut ws, batch).unwrap();
     let image = model.read_image_embeds(gpu, &ws, batch).unwrap();
@@ -126,25 +74,14 @@ fn run<T: Element>(
         ),
         ("text_embeds", text.iter().map(|&x| x as f64).collect()),
     ] {
-        let (_, want) = tensor(&expected, what);
-        let (cos, err) = compare(&got, &want, config.projection_dim);
-        let bar = match &hf_half {
-            Some(h) => {
-                let (_, theirs) = tensor(h, what);
-                let (hcos, herr) = compare(&theirs, &want, config.projection_dim);
-                println!("{tag} {what}: min cosine {cos:.6} (HF {hcos:.6}), max abs {err:.3e} (HF {herr:.3e})");
-                assert!(
-                    cos >= 0.999 || cos >= hcos,
-                    "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}"
-                );
-                2.0 * herr + 1e-3
-            }
-            None => {
-                println!("{tag} {what}: min cosine {cos:.8}, max abs {err:.3e}");
-                1e-4
-            }
-        };
-        assert!(err <= bar, "{tag} {what}: max abs {err:.3e} > {bar:.3e}");
+        assert_embeddings(
+            &tag,
+            what,
+            &got,
+            &expected,
+            hf_half.as_deref(),
+            config.projection_dim,
+        );
     }
     // Per-layer residual streams: vision over all tokens; text over each text's real tokens only (HF pads to 16).
     for (l, h) in vision_hidden.iter().enumerate() {
@@ -181,17 +118,9 @@ fn gpu_small_model_f16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_f16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2, Version::V1] {
-        if version.runs_on(&gpu) {
-            run::<f16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_fp16.safetensors"),
-            );
-        }
-    }
-    for attention in [AttentionImpl::Fastest, AttentionImpl::Materialized] {
+    let versions = [Version::V4, Version::V3, Version::V2, Version::V1];
+    let others = [AttentionImpl::Fastest, AttentionImpl::Materialized];
+    for attention in attention_sweep(&gpu, &versions, &others) {
         run::<f16>(&gpu, &tiny(), attention, Some("expected_fp16.safetensors"));
     }
 }
@@ -202,22 +131,10 @@ fn gpu_small_model_bf16() {
     let Some(gpu) = gpu_or_skip("gpu_small_model_bf16") else {
         return;
     };
-    for version in [Version::V4, Version::V3, Version::V2] {
-        if version.runs_on(&gpu) {
-            run::<bf16>(
-                &gpu,
-                &tiny(),
-                AttentionImpl::Flash(version),
-                Some("expected_bf16.safetensors"),
-            );
-        }
+    let versions = [Version::V4, Version::V3, Version::V2];
+    for attention in attention_sweep(&gpu, &versions, &[AttentionImpl::Fastest]) {
+        run::<bf16>(&gpu, &tiny(), attention, Some("expected_bf16.safetensors"));
     }
-    run::<bf16>(
-        &gpu,
-        &tiny(),
-        AttentionImpl::Fastest,
-        Some("expected_bf16.safetensors"),
-    );
 }
 
 #[test]
@@ -259,23 +176,6 @@ fn gpu_parity_from_env() {
             Some("expected_bf16.safetensors"),
         );
     }
-}
-
-/// The fixture's images and texts.
-fn fixture_inputs(dir: &std::path::Path) -> (usize, Vec<f32>, Vec<Vec<u32>>) {
-    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
-    let (pshape, pixels) = tensor(&inputs, "pixel_values");
-    let (ishape, ids) = tensor(&inputs, "input_ids");
-    let (_, lengths) = tensor(&inputs, "lengths");
-    let texts = (0..ishape[0])
-        .map(|b| {
-            ids[b * ishape[1]..b * ishape[1] + lengths[b] as usize]
-                .iter()
-                .map(|&x| x as u32)
-                .collect()
-        })
-        .collect();
-    (pshape[0], pixels.iter().map(|&x| x as f32).collect(), texts)
 }
 
 fn bits(a: &ndarray::Array2<f32>) -> Vec<u32> {

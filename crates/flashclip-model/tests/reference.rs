@@ -1,6 +1,8 @@
 //! The CPU reference forward against Hugging Face's own outputs on the tiny fixture
 //! (tests/fixtures/tiny, made by scripts/make_hf_fixture.py).
 
+mod common;
+
 use std::path::PathBuf;
 
 use flashclip_model::config::{Activation, ClipConfig};
@@ -9,74 +11,12 @@ use flashclip_model::reference::{
 };
 use flashclip_model::text::pooling_position;
 use flashclip_model::ClipWeights;
-use ndarray::{s, Array4, ArrayD, ArrayViewD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use ndarray::{s, Array4};
+
+use common::{check, errors, fixture_dir, input_texts, Tensors};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
-        .join("tests/fixtures/tiny")
-        .join(name)
-}
-
-/// Every tensor of a safetensors file: f32 tensors as f32, i64 as f32 too (ids are small).
-struct Tensors {
-    bytes: Vec<u8>,
-}
-
-impl Tensors {
-    fn open(name: &str) -> Self {
-        Tensors {
-            bytes: std::fs::read(fixture(name)).unwrap(),
-        }
-    }
-
-    fn f32(&self, key: &str) -> ArrayD<f32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-        assert_eq!(t.dtype(), Dtype::F32, "{key}");
-        let data: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(t.shape()), data).unwrap()
-    }
-
-    fn i64(&self, key: &str) -> ArrayD<i64> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        let data: Vec<i64> = t
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(t.shape()), data).unwrap()
-    }
-}
-
-/// Max |a - b| and that divided by max |b|.
-fn errors(a: ArrayViewD<f32>, b: ArrayViewD<f32>) -> (f32, f32) {
-    assert_eq!(a.shape(), b.shape());
-    let max_abs = a
-        .iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
-    (max_abs, max_abs / scale)
-}
-
-/// Asserts `ours` matches HF's `expected` to `rel_tol` of its largest magnitude.
-fn check(what: &str, ours: ArrayViewD<f32>, expected: ArrayViewD<f32>, rel_tol: f32) -> f32 {
-    let shape = expected.shape().to_vec();
-    let (abs, rel) = errors(ours, expected);
-    println!("{what:<28} shape {shape:?}: max abs err {abs:.3e}, relative {rel:.3e}");
-    assert!(
-        rel < rel_tol,
-        "{what}: relative error {rel:.3e} exceeds {rel_tol:.1e} (max abs err {abs:.3e})"
-    );
-    rel
+    fixture_dir("tiny").join(name)
 }
 
 struct Fixture {
@@ -92,19 +32,9 @@ fn load() -> Fixture {
     Fixture {
         config,
         weights,
-        inputs: Tensors::open("inputs.safetensors"),
-        expected: Tensors::open("expected.safetensors"),
+        inputs: Tensors::open(fixture("inputs.safetensors")),
+        expected: Tensors::open(fixture("expected.safetensors")),
     }
-}
-
-fn texts(inputs: &Tensors) -> Vec<Vec<u32>> {
-    let ids = inputs.i64("input_ids");
-    let lengths = inputs.i64("lengths");
-    lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n as usize).map(|i| ids[[b, i]] as u32).collect())
-        .collect()
 }
 
 const REL_TOL: f32 = 1e-5;
@@ -167,7 +97,7 @@ fn vision_tower_matches_hf() {
 fn text_tower_matches_hf_at_real_positions() {
     let f = load();
     let model = ClipReference::new(&f.config, &f.weights).unwrap();
-    let ids = texts(&f.inputs);
+    let ids = input_texts(&f.inputs);
     assert_eq!(
         ids.iter().map(Vec::len).collect::<Vec<_>>(),
         vec![5, 9, 16],
@@ -232,7 +162,7 @@ fn logits_match_hf() {
     let pixels: Array4<f32> = f.inputs.f32("pixel_values").into_dimensionality().unwrap();
     let image = model.vision_forward(pixels.view(), false).unwrap();
     assert!(image.hidden_states.is_empty());
-    let text = model.text_forward(&texts(&f.inputs), false).unwrap();
+    let text = model.text_forward(&input_texts(&f.inputs), false).unwrap();
     let logits = model
         .logits_per_image(image.image_embeds.view(), text.text_embeds.view())
         .unwrap();
@@ -251,7 +181,7 @@ fn logits_match_hf() {
 fn padding_after_eos_does_not_change_real_positions() {
     let f = load();
     let model = ClipReference::new(&f.config, &f.weights).unwrap();
-    let ids = texts(&f.inputs);
+    let ids = input_texts(&f.inputs);
     let plain = model.text_forward(&ids, true).unwrap();
     let pad = f.config.text.pad_token_id;
     let padded: Vec<Vec<u32>> = ids
@@ -286,7 +216,7 @@ fn reference_error_is_far_below_hf_half_precision_error() {
     let model = ClipReference::new(&f.config, &f.weights).unwrap();
     let pixels: Array4<f32> = f.inputs.f32("pixel_values").into_dimensionality().unwrap();
     let ours = model.vision_forward(pixels.view(), false).unwrap();
-    let ours_text = model.text_forward(&texts(&f.inputs), false).unwrap();
+    let ours_text = model.text_forward(&input_texts(&f.inputs), false).unwrap();
     let (_, our_img) = errors(
         ours.image_embeds.view().into_dyn(),
         f.expected.f32("image_embeds").view(),
@@ -296,7 +226,7 @@ fn reference_error_is_far_below_hf_half_precision_error() {
         f.expected.f32("text_embeds").view(),
     );
     for file in ["expected_fp16.safetensors", "expected_bf16.safetensors"] {
-        let half = Tensors::open(file);
+        let half = Tensors::open(fixture(file));
         let (_, img) = errors(
             half.f32("image_embeds").view(),
             f.expected.f32("image_embeds").view(),

@@ -2,6 +2,8 @@
 //! scripts/make_hf_fixture_siglip.py): config, CPU reference, logits and sigmoid probabilities, tokenizer ids,
 //! preprocessing.
 
+mod common;
+
 use std::path::PathBuf;
 
 use flashclip_model::config::{Activation, ConfigError};
@@ -10,72 +12,12 @@ use flashclip_model::siglip::{
     preprocessor_from_value, siglip_logits, sigmoid_probabilities, SiglipConfig, SiglipReference,
     SiglipTokenizer, SiglipTokenizerError, SiglipWeights, TextAttention,
 };
-use ndarray::{Array2, Array4, ArrayD, ArrayViewD, Axis, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
+
+use common::{check, fixture_dir, Tensors};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
-        .join("tests/fixtures/tiny-siglip")
-        .join(name)
-}
-
-/// The tensors of one fixture file.
-struct Tensors {
-    bytes: Vec<u8>,
-}
-
-impl Tensors {
-    fn open(name: &str) -> Self {
-        Tensors {
-            bytes: std::fs::read(fixture(name)).unwrap(),
-        }
-    }
-
-    fn f32(&self, key: &str) -> ArrayD<f32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-        assert_eq!(t.dtype(), Dtype::F32, "{key}");
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(t.shape()), data).unwrap()
-    }
-
-    fn i64_rows(&self, key: &str) -> Vec<Vec<i64>> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        let cols = t.shape()[1];
-        let flat: Vec<i64> = t
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        flat.chunks(cols).map(<[i64]>::to_vec).collect()
-    }
-}
-
-/// Asserts `ours` matches `expected` to `rel_tol` of the latter's largest magnitude; returns the relative error.
-fn check(what: &str, ours: ArrayViewD<f32>, expected: ArrayViewD<f32>, rel_tol: f32) -> f32 {
-    assert_eq!(ours.shape(), expected.shape(), "{what}");
-    let abs = ours
-        .iter()
-        .zip(expected.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = expected.iter().map(|v| v.abs()).fold(0.0, f32::max);
-    let rel = abs / scale;
-    println!(
-        "{what:<26} {:?}: max abs err {abs:.3e}, relative {rel:.3e}",
-        expected.shape()
-    );
-    assert!(
-        rel < rel_tol,
-        "{what}: relative error {rel:.3e} exceeds {rel_tol:.1e}"
-    );
-    rel
+    fixture_dir("tiny-siglip").join(name)
 }
 
 /// fp32 against fp32 (PyTorch's accumulation order against ndarray's, f64 statistics here): the largest
@@ -94,8 +36,8 @@ fn load() -> Fixture {
     Fixture {
         config,
         weights,
-        inputs: Tensors::open("inputs.safetensors"),
-        expected: Tensors::open("expected.safetensors"),
+        inputs: Tensors::open(fixture("inputs.safetensors")),
+        expected: Tensors::open(fixture("expected.safetensors")),
     }
 }
 
@@ -323,9 +265,7 @@ fn reference_matches_hf_from_env() {
         let dir = PathBuf::from(dir);
         let (config, weights) = SiglipWeights::load_dir(&dir).unwrap();
         let model = SiglipReference::new(&config, &weights).unwrap();
-        let read = |name: &str| Tensors {
-            bytes: std::fs::read(dir.join(name)).unwrap(),
-        };
+        let read = |name: &str| Tensors::open(dir.join(name));
         let (inputs, expected) = (read("inputs.safetensors"), read("expected.safetensors"));
         let pixels: Array4<f32> = inputs.f32("pixel_values").into_dimensionality().unwrap();
         let ids: Vec<Vec<u32>> = inputs
@@ -456,7 +396,7 @@ fn tokenizer_explains_a_sentencepiece_only_directory() {
 
 #[test]
 fn preprocessing_matches_pillow_siglip_processor() {
-    let expected = Tensors::open("preprocessed.safetensors");
+    let expected = Tensors::open(fixture("preprocessed.safetensors"));
     let image = image::open(
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
             .join("tests/fixtures/openai/franz-kafka.pil-decoded.webp"),

@@ -2,6 +2,8 @@
 //! vision head dim 72, so400m's) and on full-size fixtures named in FLASHCLIP_SIGLIP_PARITY_DIRS: fp16/bf16
 //! embeddings at least as close to HF fp32 as HF's own half forward (cosine >= 0.999 or HF's), f32 within 1e-4.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use flashclip::ops::attention::Version;
@@ -10,48 +12,11 @@ use flashclip::{Element, Gpu};
 use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
 use flashclip_model::AttentionImpl;
 use half::{bf16, f16};
-use safetensors::SafeTensors;
+
+use common::{assert_embeddings, compare, fixture_dir, tensor};
 
 fn tiny() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
-        .join("tests/fixtures/tiny-siglip")
-}
-
-fn tensor(bytes: &[u8], key: &str) -> (Vec<usize>, Vec<f64>) {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let t = st.tensor(key).unwrap_or_else(|_| panic!("no tensor {key}"));
-    let data = match t.dtype() {
-        safetensors::Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        safetensors::Dtype::I64 => t
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        d => panic!("{key}: unexpected dtype {d:?}"),
-    };
-    (t.shape().to_vec(), data)
-}
-
-/// Smallest per-row cosine and largest absolute difference of two `[rows, dim]` arrays.
-fn compare(got: &[f64], want: &[f64], dim: usize) -> (f64, f64) {
-    assert_eq!(got.len(), want.len());
-    let mut min_cos = f64::INFINITY;
-    for (a, b) in got.chunks(dim).zip(want.chunks(dim)) {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-        min_cos = min_cos.min(dot / (na * nb));
-    }
-    let err = got
-        .iter()
-        .zip(want)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    (min_cos, err)
+    fixture_dir("tiny-siglip")
 }
 
 fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, hf_half: Option<&str>) {
@@ -84,25 +49,7 @@ fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, hf_half: Opt
             got.iter().all(|x| x.is_finite()),
             "{tag} {what}: not finite"
         );
-        let (_, want) = tensor(&expected, what);
-        let (cos, err) = compare(&got, &want, dim);
-        let bar = match &hf_half {
-            Some(h) => {
-                let (_, theirs) = tensor(h, what);
-                let (hcos, herr) = compare(&theirs, &want, dim);
-                println!("{tag} {what}: min cosine {cos:.6} (HF {hcos:.6}), max abs {err:.3e} (HF {herr:.3e})");
-                assert!(
-                    cos >= 0.999 || cos >= hcos,
-                    "{tag} {what}: cosine {cos} below 0.999 and HF's {hcos}"
-                );
-                2.0 * herr + 1e-3
-            }
-            None => {
-                println!("{tag} {what}: min cosine {cos:.8}, max abs {err:.3e}");
-                1e-4
-            }
-        };
-        assert!(err <= bar, "{tag} {what}: max abs {err:.3e} > {bar:.3e}");
+        assert_embeddings(&tag, what, &got, &expected, hf_half.as_deref(), dim);
     }
     // Zero-shot probabilities from the GPU embeddings against HF's.
     let (_, probs) = model.zero_shot(image.view(), text.view()).unwrap();

@@ -7,14 +7,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::assumed::{Assumed, Defaults, Reader};
-use crate::config::field::{root_object, Field, Section, TokenId};
-use crate::config::hf::{activation, section, vision, Vision};
+use crate::config::field::{Field, TokenId};
+use crate::config::hf::{activation, clip_layout};
 use crate::config::validate::{
     check_eps, check_grid, check_heads, check_ids, check_logit_scale, check_sizes, noting,
     vision_sizes, Failure, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH,
 };
 use crate::config::{parse_json, read_json, Activation, ConfigError, VisionConfig};
-use crate::flops::{FlopsInput, MlpKind, PatchEmbed, TowerShape, VisionDetails};
+use crate::flops::{FlopsInput, TowerShape};
 
 /// The `model_type` of a Chinese-CLIP `config.json`.
 pub const MODEL_TYPE: &str = "chinese_clip";
@@ -78,18 +78,6 @@ pub struct ChineseClipConfig {
     pub logit_scale_init: f32,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Root {
-    model_type: Field<String>,
-    vision_config: Field<Section<Vision>>,
-    vision_config_dict: Field<Section<Vision>>,
-    text_config: Field<Section<Text>>,
-    text_config_dict: Field<Section<Text>>,
-    projection_dim: Field<usize>,
-    logit_scale_init_value: Field<f64>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
 struct Text {
@@ -125,53 +113,20 @@ impl ChineseClipConfig {
 
     /// Builds a config from a parsed `config.json`, returning the defaults it assumed.
     pub fn from_hf_value(value: &Value) -> Result<(Self, Assumed), ConfigError> {
-        let root: Root = root_object(value)?;
-        if let Some(model_type) = root.model_type.resolve("model_type")? {
-            if model_type != MODEL_TYPE {
-                return Err(ConfigError::Unsupported {
-                    what: format!(
-                        "model_type \"{model_type}\" is not a Chinese-CLIP config (\"{MODEL_TYPE}\")"
-                    ),
-                });
-            }
-        }
-        let mut assumed = Assumed::default();
-        let (v, vision_path) = section(
-            root.vision_config,
-            root.vision_config_dict,
-            "vision_config",
-            &mut assumed,
+        let layout = clip_layout(
+            value,
+            MODEL_TYPE,
+            |found| {
+                format!("model_type \"{found}\" is not a Chinese-CLIP config (\"{MODEL_TYPE}\")")
+            },
+            bert,
         )?;
-        let (t, text_path) = section(
-            root.text_config,
-            root.text_config_dict,
-            "text_config",
-            &mut assumed,
-        )?;
-        let vision = vision(v, &vision_path, &mut assumed)?;
-        let text = bert(t, &text_path, &mut assumed)?;
-        let mut r = Reader {
-            assumed: &mut assumed,
-            prefix: "",
-            defaults: Defaults::HuggingFace,
-        };
-        let projection_dim = r.take(
-            root.projection_dim,
-            "projection_dim",
-            512,
-            &["projection_dim"],
-        )?;
-        let logit_scale_init = r.take(
-            root.logit_scale_init_value,
-            "logit_scale_init_value",
-            2.6592,
-            &["logit_scale_init"],
-        )? as f32;
+        let assumed = layout.assumed;
         let config = ChineseClipConfig {
-            vision,
-            text,
-            projection_dim,
-            logit_scale_init,
+            vision: layout.vision,
+            text: layout.text,
+            projection_dim: layout.projection_dim,
+            logit_scale_init: layout.logit_scale_init,
         };
         config
             .check(true)
@@ -289,36 +244,15 @@ fn bert(t: Text, prefix: &str, assumed: &mut Assumed) -> Result<BertConfig, Conf
 /// position table.
 impl From<&ChineseClipConfig> for FlopsInput {
     fn from(config: &ChineseClipConfig) -> Self {
-        let v = &config.vision;
         let t = &config.text;
-        let patch = PatchEmbed {
-            image_size: v.image_size,
-            patch_size: v.patch_size,
-            num_channels: v.num_channels,
-            bias: false,
-        };
-        FlopsInput {
-            vision: TowerShape {
-                width: v.hidden_size,
-                layers: v.num_hidden_layers,
-                heads: v.num_attention_heads,
-                mlp_width: v.intermediate_size,
-                seq_len: patch.num_patches().saturating_add(1),
-                activation: v.hidden_act,
-                mlp: MlpKind::Plain,
-            },
-            patch,
-            vision_details: VisionDetails::CLIP,
-            text: TowerShape {
-                width: t.hidden_size,
-                layers: t.num_hidden_layers,
-                heads: t.num_attention_heads,
-                mlp_width: t.intermediate_size,
-                seq_len: t.max_position_embeddings,
-                activation: t.hidden_act,
-                mlp: MlpKind::Plain,
-            },
-            projection_dim: config.projection_dim,
-        }
+        let text = TowerShape::plain(
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.intermediate_size,
+            t.max_position_embeddings,
+            t.hidden_act,
+        );
+        FlopsInput::clip_layout(&config.vision, text, config.projection_dim)
     }
 }

@@ -10,16 +10,86 @@ use super::{
     Activation, ClipConfig, ConfigError, TextConfig, VisionConfig, CLIP_BOS, CLIP_EOS, CLIP_VOCAB,
 };
 
+/// The top level of a `CLIPConfig`-shaped `config.json` (CLIP's and its derivatives'), `T` the text section.
 #[derive(Deserialize, Default)]
-#[serde(default)]
-struct Root {
+#[serde(default, bound(deserialize = "T: Default + for<'a> Deserialize<'a>"))]
+struct Root<T> {
     model_type: Field<String>,
     vision_config: Field<Section<Vision>>,
     vision_config_dict: Field<Section<Vision>>,
-    text_config: Field<Section<Text>>,
-    text_config_dict: Field<Section<Text>>,
+    text_config: Field<Section<T>>,
+    text_config_dict: Field<Section<T>>,
     projection_dim: Field<usize>,
     logit_scale_init_value: Field<f64>,
+}
+
+/// What a `CLIPConfig`-shaped `config.json` holds, before the whole is validated.
+pub(crate) struct ClipLayout<C> {
+    pub(crate) vision: VisionConfig,
+    pub(crate) text: C,
+    pub(crate) projection_dim: usize,
+    pub(crate) logit_scale_init: f32,
+    pub(crate) assumed: Assumed,
+}
+
+/// Reads a `CLIPConfig`-shaped `config.json` with transformers' defaults: a `model_type` other than `model_type`
+/// is refused with `unsupported`'s message; the text section is read by `text`.
+pub(crate) fn clip_layout<T, C>(
+    value: &Value,
+    model_type: &str,
+    unsupported: impl FnOnce(&str) -> String,
+    text: impl FnOnce(T, &str, &mut Assumed) -> Result<C, ConfigError>,
+) -> Result<ClipLayout<C>, ConfigError>
+where
+    T: Default + for<'de> Deserialize<'de>,
+{
+    let root: Root<T> = root_object(value)?;
+    if let Some(found) = root.model_type.resolve("model_type")? {
+        if found != model_type {
+            return Err(ConfigError::Unsupported {
+                what: unsupported(&found),
+            });
+        }
+    }
+    let mut assumed = Assumed::default();
+    let (v, vision_path) = section(
+        root.vision_config,
+        root.vision_config_dict,
+        "vision_config",
+        &mut assumed,
+    )?;
+    let (t, text_path) = section(
+        root.text_config,
+        root.text_config_dict,
+        "text_config",
+        &mut assumed,
+    )?;
+    let vision = vision(v, &vision_path, &mut assumed)?;
+    let text = text(t, &text_path, &mut assumed)?;
+    let mut r = Reader {
+        assumed: &mut assumed,
+        prefix: "",
+        defaults: Defaults::HuggingFace,
+    };
+    let projection_dim = r.take(
+        root.projection_dim,
+        "projection_dim",
+        512,
+        &["projection_dim"],
+    )?;
+    let logit_scale_init = r.take(
+        root.logit_scale_init_value,
+        "logit_scale_init_value",
+        2.6592,
+        &["logit_scale_init"],
+    )? as f32;
+    Ok(ClipLayout {
+        vision,
+        text,
+        projection_dim,
+        logit_scale_init,
+        assumed,
+    })
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -76,56 +146,24 @@ pub(crate) fn section<T: Default + for<'de> Deserialize<'de>>(
 
 /// Parses and validates a `config.json`, returning the defaults it assumed.
 pub(crate) fn parse(value: &Value) -> Result<(ClipConfig, Assumed), ConfigError> {
-    let root: Root = root_object(value)?;
-    if let Some(model_type) = root.model_type.resolve("model_type")? {
-        if model_type != "clip" {
-            return Err(ConfigError::Unsupported {
-                what: format!(
-                    "model_type \"{model_type}\" (only CLIPModel configs, model_type \"clip\", are supported)"
-                ),
-            });
-        }
-    }
-    let mut assumed = Assumed::default();
-    let (v, vision_path) = section(
-        root.vision_config,
-        root.vision_config_dict,
-        "vision_config",
-        &mut assumed,
-    )?;
-    let (t, text_path) = section(
-        root.text_config,
-        root.text_config_dict,
-        "text_config",
-        &mut assumed,
-    )?;
-    let vision = vision(v, &vision_path, &mut assumed)?;
-    let text = text(t, &text_path, &mut assumed)?;
-    let mut r = Reader {
-        assumed: &mut assumed,
-        prefix: "",
-        defaults: Defaults::HuggingFace,
-    };
-    let projection_dim = r.take(
-        root.projection_dim,
-        "projection_dim",
-        512,
-        &["projection_dim"],
-    )?;
-    let logit_scale_init = r.take(
-        root.logit_scale_init_value,
-        "logit_scale_init_value",
-        2.6592,
-        &["logit_scale_init"],
-    )? as f32;
-    let config = ClipConfig {
-        vision,
+    let layout = clip_layout(
+        value,
+        "clip",
+        |found| {
+            format!(
+                "model_type \"{found}\" (only CLIPModel configs, model_type \"clip\", are supported)"
+            )
+        },
         text,
-        projection_dim,
-        logit_scale_init,
+    )?;
+    let config = ClipConfig {
+        vision: layout.vision,
+        text: layout.text,
+        projection_dim: layout.projection_dim,
+        logit_scale_init: layout.logit_scale_init,
     };
-    config.validate_noting(&assumed)?;
-    Ok((config, assumed))
+    config.validate_noting(&layout.assumed)?;
+    Ok((config, layout.assumed))
 }
 
 pub(crate) fn activation(name: String) -> Result<Activation, ConfigError> {

@@ -86,7 +86,7 @@ pub use report::{Breakdown, FlopsReport, TowerFlops};
 
 use crate::chinese_clip::ChineseClipConfig;
 use crate::config::{
-    self, Activation, ClipConfig, ConfigError, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
+    self, Activation, ClipConfig, ConfigError, VisionConfig, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
 };
 use crate::family::Family;
 
@@ -248,10 +248,31 @@ pub enum FlopsError {
     },
 }
 
-impl From<&ClipConfig> for FlopsInput {
-    fn from(config: &ClipConfig) -> Self {
-        let v = &config.vision;
-        let t = &config.text;
+impl TowerShape {
+    /// A tower with a plain (two-matrix) MLP.
+    pub(crate) fn plain(
+        width: usize,
+        layers: usize,
+        heads: usize,
+        mlp_width: usize,
+        seq_len: usize,
+        activation: Activation,
+    ) -> Self {
+        TowerShape {
+            width,
+            layers,
+            heads,
+            mlp_width,
+            seq_len,
+            activation,
+            mlp: MlpKind::Plain,
+        }
+    }
+}
+
+impl FlopsInput {
+    /// CLIP's layout: `v` as a ViT with a class token and a bias-free patch embedding, beside the `text` tower.
+    pub(crate) fn clip_layout(v: &VisionConfig, text: TowerShape, projection_dim: usize) -> Self {
         let patch = PatchEmbed {
             image_size: v.image_size,
             patch_size: v.patch_size,
@@ -259,28 +280,34 @@ impl From<&ClipConfig> for FlopsInput {
             bias: false,
         };
         FlopsInput {
-            vision: TowerShape {
-                width: v.hidden_size,
-                layers: v.num_hidden_layers,
-                heads: v.num_attention_heads,
-                mlp_width: v.intermediate_size,
-                seq_len: patch.num_patches().saturating_add(1),
-                activation: v.hidden_act,
-                mlp: MlpKind::Plain,
-            },
+            vision: TowerShape::plain(
+                v.hidden_size,
+                v.num_hidden_layers,
+                v.num_attention_heads,
+                v.intermediate_size,
+                patch.num_patches().saturating_add(1),
+                v.hidden_act,
+            ),
             patch,
             vision_details: VisionDetails::CLIP,
-            text: TowerShape {
-                width: t.hidden_size,
-                layers: t.num_hidden_layers,
-                heads: t.num_attention_heads,
-                mlp_width: t.intermediate_size,
-                seq_len: t.max_position_embeddings,
-                activation: t.hidden_act,
-                mlp: MlpKind::Plain,
-            },
-            projection_dim: config.projection_dim,
+            text,
+            projection_dim,
         }
+    }
+}
+
+impl From<&ClipConfig> for FlopsInput {
+    fn from(config: &ClipConfig) -> Self {
+        let t = &config.text;
+        let text = TowerShape::plain(
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.intermediate_size,
+            t.max_position_embeddings,
+            t.hidden_act,
+        );
+        FlopsInput::clip_layout(&config.vision, text, config.projection_dim)
     }
 }
 
