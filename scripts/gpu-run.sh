@@ -224,9 +224,9 @@ phase_embedjob() {
   fi
   find "$d/photos" -name '*.jpg' | sort >"$d/list-1x.txt"
   cat "$d/list-1x.txt" "$d/list-1x.txt" >"$d/list-2x.txt"
-  # The default job on 1x and 2x the inputs (peak RSS must not grow), then single changes on 1x: one model thread
-  # (whose stage times give the model-only rate) and JPEG draft decoding.
-  for case in "1x" "2x" "1x --streams-per-device 1" "1x --jpeg-draft"; do
+  # The default job (one model thread: its stage times give the model-only rate) on 1x and 2x the inputs (peak RSS
+  # must not grow), then single changes on 1x: two model replicas, and JPEG draft decoding.
+  for case in "1x" "2x" "1x --streams-per-device 2" "1x --jpeg-draft"; do
     n=${case%% *}
     extra=${case#"$n"}
     list=$d/list-$n.txt
