@@ -89,6 +89,7 @@ use crate::config::{
     self, Activation, ClipConfig, ConfigError, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
 };
 use crate::family::Family;
+use crate::siglip::SiglipConfig;
 
 /// How much the reference calculator's constant term exceeds this module's count for any
 /// CLIP with the ViT-L/14-336 head counts at image and text batch 128, text length 64
@@ -326,6 +327,7 @@ impl FlopsInput {
         Ok(match Family::of_config(&value)? {
             Family::Clip => FlopsInput::from(&ClipConfig::from_hf_value(&value)?),
             Family::ChineseClip => FlopsInput::from(&ChineseClipConfig::from_hf_value(&value)?.0),
+            Family::Siglip => FlopsInput::from(&SiglipConfig::from_hf_value(&value)?),
         })
     }
 

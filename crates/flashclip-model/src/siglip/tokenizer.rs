@@ -213,6 +213,16 @@ impl SiglipTokenizer {
         self.pad_id
     }
 
+    /// Number of token ids, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The largest token id, special tokens included.
+    pub fn max_token_id(&self) -> Option<u32> {
+        self.tokenizer.get_vocab(true).into_values().max()
+    }
+
     /// The text as the `tokenizer.json` pipeline is given it.
     pub fn canonicalize(&self, text: &str) -> String {
         match self.canonicalization {

@@ -51,7 +51,7 @@ pub struct Direct {
 impl Direct {
     pub fn new() -> Self {
         let model = cpu_model(64);
-        let pre = Preprocessor::new(model.config().vision().image_size as u32);
+        let pre = Preprocessor::new(model.config().image_size() as u32);
         Self {
             model,
             tokenizer: tokenizer(),
@@ -278,9 +278,12 @@ pub async fn start(
 ) -> Running {
     let (tx, rx) = oneshot::channel::<()>();
     let loader = Box::new(move || {
+        let embedder = load();
+        let preprocessor = Preprocessor::new(embedder.config().image_size() as u32);
         Ok(Model {
-            embedder: load(),
+            embedder,
             tokenizer: AnyTokenizer::Clip(tokenizer()),
+            preprocessor,
         })
     });
     let server = Server::start(config, loader, async {
