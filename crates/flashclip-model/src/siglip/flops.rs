@@ -60,6 +60,7 @@ impl From<&SiglipConfig> for FlopsInput {
             vision_details: VisionDetails {
                 pre_norm: false,
                 projection_bias: true,
+                class_token: false,
                 ..VisionDetails::CLIP
             },
             text: TowerShape {
