@@ -273,6 +273,24 @@ pub fn open_model_dir(dir: impl AsRef<Path>) -> Result<(ModelConfig, Checkpoint)
     Ok((config, checkpoint))
 }
 
+/// One text tokenized for the model by [`AnyTokenizer::encode_within`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fitted {
+    /// The ids the model takes (SigLIP's padded to the context) and the text's own token count (start and end
+    /// tokens included, padding not).
+    Fits {
+        /// Token ids.
+        ids: Vec<u32>,
+        /// Tokens of the text itself.
+        tokens: usize,
+    },
+    /// Longer than the context: its token count, unless the tokenizer cut it before it could be counted (SigLIP).
+    TooLong {
+        /// Tokens of the whole text, where known.
+        tokens: Option<usize>,
+    },
+}
+
 /// The tokenizer of a model of any family.
 #[derive(Debug, Clone)]
 pub enum AnyTokenizer {
@@ -325,6 +343,35 @@ impl AnyTokenizer {
             AnyTokenizer::Bert(t) => t.encode(text),
             AnyTokenizer::Siglip(t) => Ok(t.encode_batch(&[text])?.ids.pop().unwrap_or_default()),
         }
+    }
+
+    /// Tokenizes one text for the model, for callers that refuse texts longer than the context rather than cut
+    /// them.
+    pub fn encode_within(
+        &self,
+        text: &str,
+        context_length: usize,
+    ) -> Result<Fitted, TokenizerError> {
+        if let AnyTokenizer::Siglip(t) = self {
+            let mut out = t.encode_batch(&[text])?;
+            return Ok(
+                match (out.ids.pop(), out.lengths.pop(), out.truncated.pop()) {
+                    (Some(ids), Some(tokens), Some(false)) if ids.len() <= context_length => {
+                        Fitted::Fits { ids, tokens }
+                    }
+                    _ => Fitted::TooLong { tokens: None },
+                },
+            );
+        }
+        let ids = self.encode(text)?;
+        let tokens = ids.len();
+        Ok(if tokens <= context_length {
+            Fitted::Fits { ids, tokens }
+        } else {
+            Fitted::TooLong {
+                tokens: Some(tokens),
+            }
+        })
     }
 
     /// Tokenizes texts in parallel, each to at most `context_length` ids (the family's truncation).

@@ -412,6 +412,8 @@ fn tokenizer_ids_equal_hf() {
         .map(|m| m.iter().filter(|&&x| x != 0).count())
         .collect();
     assert_eq!(ours.lengths, hf_lengths);
+    // Untruncated, SiglipTokenizer gives texts 2, 3 and 5 22, 21 and 46 tokens: more than the 16-token context.
+    assert_eq!(ours.truncated, [false, false, true, true, false, true]);
 }
 
 #[test]

@@ -84,6 +84,8 @@ pub struct SiglipTokens {
     pub ids: Vec<Vec<u32>>,
     /// Each text's length before padding (its `attention_mask` sum).
     pub lengths: Vec<usize>,
+    /// Whether each text was cut to fit the context.
+    pub truncated: Vec<bool>,
 }
 
 /// SigLIP's tokenizer; see the [module docs](self).
@@ -248,10 +250,12 @@ impl SiglipTokenizer {
         let mut out = SiglipTokens {
             ids: Vec::with_capacity(encodings.len()),
             lengths: Vec::with_capacity(encodings.len()),
+            truncated: Vec::with_capacity(encodings.len()),
         };
         for e in encodings {
             out.lengths
                 .push(e.get_attention_mask().iter().filter(|&&m| m != 0).count());
+            out.truncated.push(!e.get_overflowing().is_empty());
             out.ids.push(e.get_ids().to_vec());
         }
         Ok(out)
