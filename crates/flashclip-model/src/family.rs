@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::checkpoint::{find_in_dir, Checkpoint, CheckpointError, CHECKPOINT_FILES, CONFIG_FILES};
 use crate::chinese_clip::{self, BertTokenizer, ChineseClipConfig};
-use crate::config::{self, ClipConfig, ConfigError, VisionConfig};
+use crate::config::{self, ClipConfig, ConfigError};
 use crate::flops::FlopsInput;
 use crate::preprocess::Preprocessor;
 use crate::siglip::{self, SiglipConfig, SiglipTokenizer};
@@ -158,15 +158,6 @@ impl ModelConfig {
             ModelConfig::Clip(_) => Family::Clip,
             ModelConfig::ChineseClip(_) => Family::ChineseClip,
             ModelConfig::Siglip(_) => Family::Siglip,
-        }
-    }
-
-    /// CLIP's ViT config of the image tower, where the family uses it (CLIP, Chinese-CLIP).
-    pub fn clip_vision(&self) -> Option<&VisionConfig> {
-        match self {
-            ModelConfig::Clip(c) => Some(&c.vision),
-            ModelConfig::ChineseClip(c) => Some(&c.vision),
-            ModelConfig::Siglip(_) => None,
         }
     }
 
