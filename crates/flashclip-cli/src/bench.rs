@@ -16,7 +16,7 @@ use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::{open_gpu, CliError, Result};
-use crate::{bench_cn, model_dir, random};
+use crate::{bench_cn, bench_siglip, model_dir, random};
 
 /// Seed of the random weights, pixels and tokens (fixed, so runs are comparable).
 const SEED: u64 = 0x5EED_C11B;
@@ -27,8 +27,9 @@ pub struct BenchArgs {
     /// Model directory (default: random weights of --preset).
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Architecture of the random weights when no --model is given (a CLIP preset, or CN-CLIP-ViT-L-14-336 and
-    /// the other Chinese-CLIP presets). A Chinese-CLIP model is timed in fp32, fp16 and bf16 (no graph rung).
+    /// Architecture of the random weights when no --model is given (a CLIP preset, CN-CLIP-ViT-L-14-336 and the
+    /// other Chinese-CLIP presets, or siglip-so400m-patch14-384 and the other SigLIP presets). A Chinese-CLIP model
+    /// is timed in fp32, fp16 and bf16, a SigLIP model in fp16 and bf16 (no graph rung).
     #[arg(long, default_value = "ViT-L-14-336")]
     pub(crate) preset: String,
     /// Images and texts per forward.
@@ -298,6 +299,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 ModelConfig::ChineseClip(c) => {
                     return bench_cn::run(args, &gpu, &c, Some(&checkpoint), (&name, SEED));
                 }
+                ModelConfig::Siglip(c) => {
+                    return bench_siglip::run(args, &gpu, &c, Some(&checkpoint), (&name, SEED));
+                }
             };
             (config, Weights::Checkpoint(checkpoint), name.clone(), name)
         }
@@ -307,6 +311,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 ModelConfig::ChineseClip(c) => {
                     println!("random weights (no --model given)");
                     return bench_cn::run(args, &gpu, &c, None, (&args.preset, SEED));
+                }
+                ModelConfig::Siglip(c) => {
+                    println!("random weights (no --model given)");
+                    return bench_siglip::run(args, &gpu, &c, None, (&args.preset, SEED));
                 }
             };
             println!("random weights (no --model given)");

@@ -12,10 +12,11 @@ use crate::error::{CliError, Result};
 /// `flashclip flops` arguments.
 #[derive(Debug, Args)]
 pub struct FlopsArgs {
-    /// A Hugging Face config.json (CLIP or Chinese-CLIP), open_clip or EVA-CLIP model JSON.
+    /// A Hugging Face config.json (CLIP, Chinese-CLIP or SigLIP), open_clip or EVA-CLIP model JSON.
     #[arg(long, conflicts_with_all = ["preset", "eva", "all"])]
     config: Option<PathBuf>,
-    /// A built-in architecture (default ViT-L-14-336; Chinese-CLIP's as CN-CLIP-ViT-L-14-336, ...).
+    /// A built-in architecture (default ViT-L-14-336; Chinese-CLIP's as CN-CLIP-ViT-L-14-336, ..., SigLIP's as
+    /// siglip-so400m-patch14-384, ...).
     #[arg(long, conflicts_with_all = ["eva", "all"])]
     preset: Option<String>,
     /// EVA02-CLIP-bigE-14.

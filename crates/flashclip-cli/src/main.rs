@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cn;
+mod bench_siglip;
 mod embed;
 mod error;
 mod flops_cmd;
@@ -34,9 +35,11 @@ enum Command {
     /// Embed images and/or texts into a directory of shards: L2-normalized .npy embeddings, Parquet metadata and a
     /// manifest; resumable, splittable across processes (--shard K/N) and GPUs (--devices).
     Embed(embed::EmbedArgs),
-    /// Zero-shot classification of one image: softmax(logit_scale · cos) over the labels, most likely first.
+    /// Zero-shot classification of one image, most likely first: softmax(logit_scale · cos) over the labels (CLIP,
+    /// Chinese-CLIP), or sigmoid(logit_scale · cos + logit_bias) per label (SigLIP).
     ZeroShot(zero_shot::ZeroShotArgs),
-    /// FLOPs of one CLIP forward (both towers, projections, logits) in both counting conventions.
+    /// FLOPs of one forward (both towers, projections, logits) in both counting conventions, for a CLIP,
+    /// Chinese-CLIP or SigLIP config or preset.
     Flops(flops_cmd::FlopsArgs),
     /// The speed-up ladder: fp32 materialized attention → fp32 flash v1 → fp16 with the fastest flash version for
     /// this GPU + fused kernels → the same as one CUDA graph (→ bf16).

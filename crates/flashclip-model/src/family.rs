@@ -1,12 +1,13 @@
 //! The model families flashclip runs, told apart by a Hugging Face `config.json`'s `model_type`, and what front
 //! ends need of any of them: [`ModelConfig`] (the family's config), [`AnyTokenizer`] (its tokenizer),
 //! [`open_model_dir`] (config and checkpoint checked against each other) and [`crate::backend::load`] (an
-//! [`crate::Embedder`]).
+//! [`crate::Embedder`]) and [`ModelConfig::preprocessor`] (the family's image transform).
 //!
 //! Adding a family: a variant in [`Family`] (with its `model_type`s in [`Family::from_model_type`]), in
 //! [`ModelConfig`] (with its arms in the accessors below), in [`AnyTokenizer`] if its tokenizer is new, the checkpoint
 //! check in [`open_model_dir`], its CPU and GPU [`crate::Embedder`]s in [`crate::backend::load`], and its
-//! [`FlopsInput`]. Front ends see only these types.
+//! [`FlopsInput`]; and [`ModelConfig::preprocessor`] if its image transform differs from CLIP's. Front ends see only
+//! these types.
 
 use std::path::Path;
 
@@ -14,8 +15,10 @@ use serde_json::Value;
 
 use crate::checkpoint::{find_in_dir, Checkpoint, CheckpointError, CHECKPOINT_FILES, CONFIG_FILES};
 use crate::chinese_clip::{self, BertTokenizer, ChineseClipConfig};
-use crate::config::{self, ClipConfig, ConfigError, VisionConfig};
+use crate::config::{self, ClipConfig, ConfigError};
 use crate::flops::FlopsInput;
+use crate::preprocess::Preprocessor;
+use crate::siglip::{self, SiglipConfig, SiglipTokenizer};
 use crate::tokenizer::{ClipTokenizer, TokenizerError, TokenizerOrigin};
 
 /// A model family.
@@ -25,10 +28,15 @@ pub enum Family {
     Clip,
     /// Chinese-CLIP (Hugging Face `ChineseCLIPModel`).
     ChineseClip,
+    /// SigLIP (Hugging Face `SiglipModel`, SigLIP 2 at fixed resolution).
+    Siglip,
 }
 
+/// SigLIP's `model_type`.
+const SIGLIP_MODEL_TYPE: &str = "siglip";
+
 /// The `model_type`s flashclip knows, for error messages.
-const KNOWN_MODEL_TYPES: [&str; 2] = ["clip", chinese_clip::MODEL_TYPE];
+const KNOWN_MODEL_TYPES: [&str; 3] = ["clip", chinese_clip::MODEL_TYPE, SIGLIP_MODEL_TYPE];
 
 impl Family {
     /// The family of a `model_type`, or an error naming the known ones.
@@ -36,6 +44,7 @@ impl Family {
         match model_type {
             "clip" => Ok(Family::Clip),
             chinese_clip::MODEL_TYPE => Ok(Family::ChineseClip),
+            SIGLIP_MODEL_TYPE => Ok(Family::Siglip),
             other => Err(ConfigError::Unsupported {
                 what: format!(
                     "model_type \"{other}\" (known model types: {})",
@@ -62,11 +71,12 @@ impl Family {
         }
     }
 
-    /// A short name for logs ("CLIP", "Chinese-CLIP").
+    /// A short name for logs ("CLIP", "Chinese-CLIP", "SigLIP").
     pub fn name(self) -> &'static str {
         match self {
             Family::Clip => "CLIP",
             Family::ChineseClip => "Chinese-CLIP",
+            Family::Siglip => "SigLIP",
         }
     }
 }
@@ -78,6 +88,8 @@ pub enum ModelConfig {
     Clip(ClipConfig),
     /// A Chinese-CLIP model.
     ChineseClip(ChineseClipConfig),
+    /// A SigLIP model.
+    Siglip(SiglipConfig),
 }
 
 impl From<ClipConfig> for ModelConfig {
@@ -104,6 +116,12 @@ impl From<ChineseClipConfig> for ModelConfig {
     }
 }
 
+impl From<SiglipConfig> for ModelConfig {
+    fn from(config: SiglipConfig) -> Self {
+        ModelConfig::Siglip(config)
+    }
+}
+
 impl ModelConfig {
     /// Reads a config file of any family (detected by [`Family::of_config`]).
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<ModelConfig, ConfigError> {
@@ -112,16 +130,21 @@ impl ModelConfig {
         Ok(match Family::of_config(&value)? {
             Family::Clip => ClipConfig::from_json_file(path)?.into(),
             Family::ChineseClip => ChineseClipConfig::from_hf_value(&value)?.0.into(),
+            Family::Siglip => SiglipConfig::from_hf_value(&value)?.into(),
         })
     }
 
-    /// A preset of any family: CLIP's names first, then Chinese-CLIP's (`CN-CLIP-ViT-L-14-336`).
+    /// A preset of any family: CLIP's names first, then Chinese-CLIP's (`CN-CLIP-ViT-L-14-336`) and SigLIP's
+    /// (`siglip-so400m-patch14-384`, with or without `google/`).
     pub fn preset(name: &str) -> Result<ModelConfig, ConfigError> {
         match ClipConfig::preset(name) {
             Ok(config) => Ok(config.into()),
             Err(clip_error) => {
-                if name.to_ascii_lowercase().starts_with("cn-clip") {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("cn-clip") {
                     Ok(ChineseClipConfig::preset(name)?.into())
+                } else if lower.trim_start_matches("google/").starts_with("siglip") {
+                    Ok(SiglipConfig::preset(name)?.into())
                 } else {
                     Err(clip_error)
                 }
@@ -134,15 +157,46 @@ impl ModelConfig {
         match self {
             ModelConfig::Clip(_) => Family::Clip,
             ModelConfig::ChineseClip(_) => Family::ChineseClip,
+            ModelConfig::Siglip(_) => Family::Siglip,
         }
     }
 
-    /// The image tower (CLIP's ViT in every family so far).
-    pub fn vision(&self) -> &VisionConfig {
+    /// The side of the square images the image tower takes, in pixels.
+    pub fn image_size(&self) -> usize {
         match self {
-            ModelConfig::Clip(c) => &c.vision,
-            ModelConfig::ChineseClip(c) => &c.vision,
+            ModelConfig::Clip(c) => c.vision.image_size,
+            ModelConfig::ChineseClip(c) => c.vision.image_size,
+            ModelConfig::Siglip(c) => c.vision.image_size,
         }
+    }
+
+    /// The family's image transform at [`Self::image_size`]: CLIP's resize, center crop and normalization for CLIP
+    /// and Chinese-CLIP; for SigLIP a resize straight to the square, with the mean and std of `dir`'s
+    /// `preprocessor_config.json` when there is one (else SigLIP's 0.5).
+    pub fn preprocessor(&self, dir: Option<&Path>) -> Result<Preprocessor, ConfigError> {
+        let size = self.image_size();
+        let side = u32::try_from(size).map_err(|_| ConfigError::Unsupported {
+            what: format!("image size {size}"),
+        })?;
+        let ModelConfig::Siglip(_) = self else {
+            return Ok(Preprocessor::new(side));
+        };
+        let file = dir
+            .map(|d| d.join("preprocessor_config.json"))
+            .filter(|p| p.is_file());
+        let Some(file) = file else {
+            return Ok(Preprocessor::siglip(side));
+        };
+        let pre = siglip::preprocessor_from_config(&file)?;
+        if pre.output_len() != Preprocessor::siglip(side).output_len() {
+            return Err(ConfigError::Inconsistent {
+                message: format!(
+                    "{} resizes to another size than the model's {size}x{size} images",
+                    file.display()
+                ),
+            });
+        }
+        Ok(pre)
     }
 
     /// Width of the shared embedding space.
@@ -150,16 +204,19 @@ impl ModelConfig {
         match self {
             ModelConfig::Clip(c) => c.projection_dim,
             ModelConfig::ChineseClip(c) => c.projection_dim,
+            ModelConfig::Siglip(c) => c.embed_dim(),
         }
     }
 
-    /// The text context texts are tokenized to: CLIP's 77 (its position table), Chinese-CLIP's 52.
+    /// The text context texts are tokenized to: CLIP's 77 (its position table), Chinese-CLIP's 52, SigLIP's
+    /// position table (texts are padded to exactly this length).
     pub fn context_length(&self) -> usize {
         match self {
             ModelConfig::Clip(c) => c.text.max_len(),
             ModelConfig::ChineseClip(c) => {
                 chinese_clip::DEFAULT_CONTEXT_LENGTH.min(c.text.max_len())
             }
+            ModelConfig::Siglip(c) => c.text.max_position_embeddings,
         }
     }
 
@@ -168,6 +225,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Clip(c) => c.text.vocab_size,
             ModelConfig::ChineseClip(c) => c.text.vocab_size,
+            ModelConfig::Siglip(c) => c.text.vocab_size,
         }
     }
 
@@ -175,7 +233,7 @@ impl ModelConfig {
     pub fn as_clip(&self) -> Option<&ClipConfig> {
         match self {
             ModelConfig::Clip(c) => Some(c),
-            ModelConfig::ChineseClip(_) => None,
+            ModelConfig::ChineseClip(_) | ModelConfig::Siglip(_) => None,
         }
     }
 
@@ -184,6 +242,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Clip(c) => FlopsInput::from(c),
             ModelConfig::ChineseClip(c) => FlopsInput::from(c),
+            ModelConfig::Siglip(c) => FlopsInput::from(c),
         }
     }
 }
@@ -200,8 +259,27 @@ pub fn open_model_dir(dir: impl AsRef<Path>) -> Result<(ModelConfig, Checkpoint)
             checkpoint.check(c)?;
         }
         ModelConfig::ChineseClip(c) => chinese_clip::weights::check(&checkpoint, c)?,
+        ModelConfig::Siglip(c) => siglip::check_checkpoint(&checkpoint, c)?,
     }
     Ok((config, checkpoint))
+}
+
+/// One text tokenized for the model by [`AnyTokenizer::encode_within`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fitted {
+    /// The ids the model takes (SigLIP's padded to the context) and the text's own token count (start and end
+    /// tokens included, padding not).
+    Fits {
+        /// Token ids.
+        ids: Vec<u32>,
+        /// Tokens of the text itself.
+        tokens: usize,
+    },
+    /// Longer than the context: its token count, unless the tokenizer cut it before it could be counted (SigLIP).
+    TooLong {
+        /// Tokens of the whole text, where known.
+        tokens: Option<usize>,
+    },
 }
 
 /// The tokenizer of a model of any family.
@@ -211,11 +289,14 @@ pub enum AnyTokenizer {
     Clip(ClipTokenizer),
     /// BERT's WordPiece (Chinese-CLIP).
     Bert(BertTokenizer),
+    /// SigLIP's SentencePiece `tokenizer.json`, padded to the context.
+    Siglip(SiglipTokenizer),
 }
 
 impl AnyTokenizer {
     /// The tokenizer of a model directory: for CLIP its own files or else OpenAI's
-    /// ([`ClipTokenizer::for_model_dir`]); for Chinese-CLIP its `tokenizer.json` or `vocab.txt` (required).
+    /// ([`ClipTokenizer::for_model_dir`]); for Chinese-CLIP its `tokenizer.json` or `vocab.txt` (required); for
+    /// SigLIP its `tokenizer.json` (required; with only `spiece.model` the error says how to convert it).
     pub fn for_model_dir(
         dir: impl AsRef<Path>,
         config: &ModelConfig,
@@ -229,23 +310,59 @@ impl AnyTokenizer {
                 AnyTokenizer::Bert(BertTokenizer::from_dir(dir)?),
                 TokenizerOrigin::ModelDir,
             ),
+            Family::Siglip => (
+                AnyTokenizer::Siglip(SiglipTokenizer::from_dir(dir, config.context_length())?),
+                TokenizerOrigin::ModelDir,
+            ),
         })
     }
 
-    /// The ids of an empty text: the start and end tokens only.
+    /// The ids of an empty text: the start and end tokens only (SigLIP: the pad token over the whole context).
     pub fn empty_text(&self) -> Vec<u32> {
         match self {
             AnyTokenizer::Clip(t) => vec![t.bos_id(), t.eos_id()],
             AnyTokenizer::Bert(t) => vec![t.cls_id(), t.sep_id()],
+            AnyTokenizer::Siglip(t) => vec![t.pad_id(); t.max_len()],
         }
     }
 
-    /// Tokenizes one text, not truncated.
+    /// Tokenizes one text, not truncated; SigLIP's is truncated and padded to its context, as the model takes it
+    /// (and as Hugging Face's processor does).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         match self {
             AnyTokenizer::Clip(t) => t.encode(text),
             AnyTokenizer::Bert(t) => t.encode(text),
+            AnyTokenizer::Siglip(t) => Ok(t.encode_batch(&[text])?.ids.pop().unwrap_or_default()),
         }
+    }
+
+    /// Tokenizes one text for the model, for callers that refuse texts longer than the context rather than cut
+    /// them.
+    pub fn encode_within(
+        &self,
+        text: &str,
+        context_length: usize,
+    ) -> Result<Fitted, TokenizerError> {
+        if let AnyTokenizer::Siglip(t) = self {
+            let mut out = t.encode_batch(&[text])?;
+            return Ok(
+                match (out.ids.pop(), out.lengths.pop(), out.truncated.pop()) {
+                    (Some(ids), Some(tokens), Some(false)) if ids.len() <= context_length => {
+                        Fitted::Fits { ids, tokens }
+                    }
+                    _ => Fitted::TooLong { tokens: None },
+                },
+            );
+        }
+        let ids = self.encode(text)?;
+        let tokens = ids.len();
+        Ok(if tokens <= context_length {
+            Fitted::Fits { ids, tokens }
+        } else {
+            Fitted::TooLong {
+                tokens: Some(tokens),
+            }
+        })
     }
 
     /// Tokenizes texts in parallel, each to at most `context_length` ids (the family's truncation).
@@ -257,6 +374,8 @@ impl AnyTokenizer {
         match self {
             AnyTokenizer::Clip(t) => t.encode_batch(texts, context_length),
             AnyTokenizer::Bert(t) => t.encode_batch(texts, context_length),
+            // Its own context, the model's position table (`for_model_dir` sets it from the config).
+            AnyTokenizer::Siglip(t) => Ok(t.encode_batch(texts)?.ids),
         }
     }
 
@@ -265,6 +384,7 @@ impl AnyTokenizer {
         match self {
             AnyTokenizer::Clip(t) => t.vocab_size(),
             AnyTokenizer::Bert(t) => t.vocab_size(),
+            AnyTokenizer::Siglip(t) => t.vocab_size(),
         }
     }
 
@@ -273,6 +393,7 @@ impl AnyTokenizer {
         match self {
             AnyTokenizer::Clip(t) => t.max_token_id(),
             AnyTokenizer::Bert(t) => t.max_token_id(),
+            AnyTokenizer::Siglip(t) => t.max_token_id(),
         }
     }
 }

@@ -38,7 +38,7 @@ pub mod workspace;
 pub use backend::{Device, Embedder};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use error::{ModelError, Result};
-pub use family::{open_model_dir, AnyTokenizer, Family, ModelConfig};
+pub use family::{open_model_dir, AnyTokenizer, Family, Fitted, ModelConfig};
 pub use graph::{ForwardGraph, GraphShape};
 pub use model::ClipModel;
 pub use nn::AttentionImpl;

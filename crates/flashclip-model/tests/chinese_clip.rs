@@ -399,11 +399,12 @@ fn a_model_directory_opens_as_chinese_clip_behind_the_embedder() {
     // A config.json of another family is refused by name, with the known ones.
     let dir = std::env::temp_dir().join(format!("cn-clip-family-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), r#"{"model_type": "siglip"}"#).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "blip"}"#).unwrap();
     let err = ModelConfig::from_json_file(dir.join("config.json")).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
-        err.to_string().contains("\"siglip\"") && err.to_string().contains("chinese_clip"),
+        err.to_string().contains("\"blip\"")
+            && err.to_string().contains("clip, chinese_clip, siglip"),
         "{err}"
     );
 }

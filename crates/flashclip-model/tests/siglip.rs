@@ -6,12 +6,15 @@ mod common;
 
 use std::path::PathBuf;
 
+use flashclip::DType;
+use flashclip_model::backend::{self, Device, ZeroShot};
 use flashclip_model::config::{Activation, ConfigError};
 use flashclip_model::preprocess::{Geometry, Preprocessor};
 use flashclip_model::siglip::{
     preprocessor_from_value, siglip_logits, sigmoid_probabilities, SiglipConfig, SiglipReference,
     SiglipTokenizer, SiglipTokenizerError, SiglipWeights, TextAttention,
 };
+use flashclip_model::{open_model_dir, AnyTokenizer, Family};
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
 
 use common::{check, fixture_dir, Tensors};
@@ -352,6 +355,8 @@ fn tokenizer_ids_equal_hf() {
         .map(|m| m.iter().filter(|&&x| x != 0).count())
         .collect();
     assert_eq!(ours.lengths, hf_lengths);
+    // Untruncated, SiglipTokenizer gives texts 2, 3 and 5 22, 21 and 46 tokens: more than the 16-token context.
+    assert_eq!(ours.truncated, [false, false, true, true, false, true]);
 }
 
 #[test]
@@ -419,4 +424,60 @@ fn preprocessing_matches_pillow_siglip_processor() {
     assert!(preprocessor_from_value(&bad).is_err());
     let bilinear = serde_json::json!({"resample": 2});
     assert!(preprocessor_from_value(&bilinear).is_err());
+}
+
+#[test]
+fn a_model_directory_opens_as_siglip_behind_the_embedder() {
+    let f = load();
+    let (config, checkpoint) = open_model_dir(fixture("")).unwrap();
+    assert_eq!(config.family(), Family::Siglip);
+    assert_eq!(config.context_length(), 16);
+    assert_eq!(config.projection_dim(), 144);
+    let texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(fixture("texts.json")).unwrap()).unwrap();
+    let (tokenizer, _) = AnyTokenizer::for_model_dir(fixture(""), &config).unwrap();
+    let ids = tokenizer
+        .encode_batch(&texts, config.context_length())
+        .unwrap();
+    assert_eq!(ids, input_ids(&f), "ids differ from SiglipTokenizer's");
+    let mut embedder = backend::load(Device::Cpu, DType::F32, &config, &checkpoint, 8).unwrap();
+    let pixels = f.inputs.f32("pixel_values");
+    let image = embedder.embed_images(pixels.as_slice().unwrap()).unwrap();
+    check(
+        "Embedder image_embeds",
+        image.view().into_dyn(),
+        f.expected.f32("image_embeds").view(),
+        REL_TOL,
+    );
+    let text = embedder.embed_texts(&ids).unwrap();
+    check(
+        "Embedder text_embeds",
+        text.view().into_dyn(),
+        f.expected.f32("text_embeds").view(),
+        REL_TOL,
+    );
+    // Zero-shot is HF's sigmoid of its logits, per image and label.
+    let rule = embedder.zero_shot();
+    assert!(matches!(rule, ZeroShot::Sigmoid { .. }), "{rule:?}");
+    let normalize = |rows: &Array2<f32>| -> Vec<Vec<f32>> {
+        rows.rows()
+            .into_iter()
+            .map(|r| {
+                let n = r.dot(&r).sqrt();
+                r.iter().map(|x| x / n).collect()
+            })
+            .collect()
+    };
+    let (images, texts) = (normalize(&image), normalize(&text));
+    let probs = f.expected.f32("probs");
+    for (i, image) in images.iter().enumerate() {
+        let p = rule.probabilities(image, texts.iter().map(Vec::as_slice));
+        for (j, p) in p.iter().enumerate() {
+            let want = f64::from(probs[[i, j]]);
+            assert!(
+                (p - want).abs() < 1e-5,
+                "image {i} label {j}: {p} vs {want}"
+            );
+        }
+    }
 }

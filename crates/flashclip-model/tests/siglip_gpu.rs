@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use flashclip::ops::attention::Version;
 use flashclip::testing::gpu_or_skip;
-use flashclip::{Element, Gpu};
+use flashclip::{DType, Element, Gpu};
+use flashclip_model::backend::{self, Device, ZeroShot};
 use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
-use flashclip_model::AttentionImpl;
+use flashclip_model::{open_model_dir, AttentionImpl};
 use half::{bf16, f16};
 
 use common::{assert_embeddings, compare, fixture_dir, tensor};
@@ -111,5 +112,63 @@ fn gpu_siglip_parity_from_env() {
             AttentionImpl::Fastest,
             Some("expected_bf16.safetensors"),
         );
+    }
+}
+
+/// The SigLIP GPU Embedder (as `backend::load` gives the front ends) against the CPU one on the tiny fixture's HF
+/// inputs: f32 within 1e-4, fp16/bf16 cosine >= 0.999; both say zero-shot is the same sigmoid.
+#[test]
+fn gpu_siglip_embedder_matches_cpu_on_tiny() {
+    let Some(gpu) = gpu_or_skip("gpu_siglip_embedder_matches_cpu_on_tiny") else {
+        return;
+    };
+    drop(gpu);
+    let dir = tiny();
+    let (config, checkpoint) = open_model_dir(&dir).unwrap();
+    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
+    let pixels: Vec<f32> = tensor(&inputs, "pixel_values")
+        .1
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    let (shape, ids) = tensor(&inputs, "input_ids");
+    let ids: Vec<Vec<u32>> = ids
+        .chunks(shape[1])
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect();
+    let embed = |device, dtype| {
+        let mut e = backend::load(device, dtype, &config, &checkpoint, 8).unwrap();
+        let image: Vec<f64> = e
+            .embed_images(&pixels)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let text: Vec<f64> = e
+            .embed_texts(&ids)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        (image, text, e.zero_shot())
+    };
+    let (cpu_image, cpu_text, cpu_rule) = embed(Device::Cpu, DType::F32);
+    let dim = config.projection_dim();
+    for (dtype, min_cos, max_err) in [
+        (DType::F32, 0.99999, 1e-4),
+        (DType::F16, 0.999, f64::INFINITY),
+        (DType::BF16, 0.999, f64::INFINITY),
+    ] {
+        let (image, text, rule) = embed(Device::Cuda(0), dtype);
+        assert_eq!(rule, cpu_rule, "{dtype:?}");
+        assert!(matches!(rule, ZeroShot::Sigmoid { .. }));
+        for (what, got, want) in [("image", &image, &cpu_image), ("text", &text, &cpu_text)] {
+            let (cos, err) = compare(got, want, dim);
+            println!("Embedder {dtype:?} {what}: min cosine {cos:.6}, max |error| {err:.2e}");
+            assert!(
+                cos >= min_cos && err <= max_err,
+                "{dtype:?} {what}: {cos} {err}"
+            );
+        }
     }
 }

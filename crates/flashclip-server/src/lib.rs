@@ -17,7 +17,8 @@
 //!   the same answer, rows in part order. JPEG, PNG and WebP.
 //! - `POST /zero-shot`: `{"image": "<base64 or data URL>", "labels": ["cat", "dog"], "template": "a photo of {}"}`
 //!   (`template` optional) → `{"model": ..., "results": [{"label": ..., "probability": ...}]}`, most likely
-//!   first: `softmax(logit_scale · cos)` over the labels.
+//!   first: `softmax(logit_scale · cos)` over the labels, or for SigLIP `sigmoid(logit_scale · cos + logit_bias)`
+//!   per label (each judged on its own: they need not sum to 1).
 //! - `GET /health`: 200 once the model has loaded and run one batch, 503 before.
 //! - `GET /metrics`: Prometheus text.
 //!

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use flashclip::DType;
-use flashclip_model::backend::{self, Device};
+use flashclip_model::backend::{self, Device, ZeroShot};
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::tokenizer::TokenizerOrigin;
 use flashclip_model::{open_model_dir, AnyTokenizer, Embedder};
@@ -17,6 +17,8 @@ pub struct Model {
     pub embedder: Box<dyn Embedder>,
     /// Its tokenizer; every id it can produce must be inside the model's vocabulary.
     pub tokenizer: AnyTokenizer,
+    /// The family's image transform ([`flashclip_model::ModelConfig::preprocessor`]).
+    pub preprocessor: Preprocessor,
 }
 
 /// Loads the model on the batcher's thread (a GPU model stays on the thread that made it); `/health` answers
@@ -41,10 +43,14 @@ pub fn load_model_dir(
     }
     // Before the weights load, which can take a while.
     check_vocabulary(&tokenizer, config.vocab_size())?;
+    let preprocessor = config
+        .preprocessor(Some(dir))
+        .map_err(|e| ServerError::Mismatch(format!("{}: {e}", dir.display())))?;
     let embedder = backend::load(device, dtype, &config, &checkpoint, max_batch)?;
     Ok(Model {
         embedder,
         tokenizer,
+        preprocessor,
     })
 }
 
@@ -54,8 +60,8 @@ pub(crate) struct ModelInfo {
     pub preprocessor: Preprocessor,
     /// Longest token sequence, start and end tokens included.
     pub context_length: usize,
-    /// `exp(logit_scale)`.
-    pub logit_scale: f32,
+    /// How label probabilities come from the logits (softmax, or SigLIP's sigmoid).
+    pub zero_shot: ZeroShot,
 }
 
 impl ModelInfo {
@@ -68,6 +74,7 @@ impl ModelInfo {
         let Model {
             mut embedder,
             tokenizer,
+            preprocessor,
         } = model;
         let config = embedder.config().clone();
         check_vocabulary(&tokenizer, config.vocab_size())?;
@@ -77,14 +84,19 @@ impl ModelInfo {
                 embedder.max_batch()
             )));
         }
-        let preprocessor = Preprocessor::new(config.vision().image_size as u32);
+        if preprocessor.output_len() != 3 * config.image_size() * config.image_size() {
+            return Err(ServerError::Mismatch(format!(
+                "the preprocessor's images are not the model's 3x{0}x{0}",
+                config.image_size()
+            )));
+        }
         embedder.embed_images(&vec![0.0; preprocessor.output_len()])?;
         embedder.embed_texts(&[tokenizer.empty_text()])?;
         let info = ModelInfo {
             tokenizer,
             preprocessor,
             context_length: config.context_length(),
-            logit_scale: embedder.logit_scale(),
+            zero_shot: embedder.zero_shot(),
         };
         Ok((embedder, info))
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use flashclip_model::Fitted;
+
 use crate::batcher::Inputs;
 use crate::errors::ApiError;
 use crate::model::ModelInfo;
@@ -25,30 +27,37 @@ impl<T> Named<T> {
 }
 
 /// Tokenizes texts, refusing any longer than the model's context (rather than cutting it silently). Returns the
-/// ids and the number of tokens in all.
+/// ids (SigLIP's padded to the context, as it takes them) and the number of tokens in all (padding not counted).
 pub(crate) async fn texts(
     model: Arc<ModelInfo>,
     texts: Vec<Named<String>>,
 ) -> Result<(Inputs, usize), ApiError> {
     blocking(move || {
         let mut ids = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
         for text in &texts {
             let name = &text.name;
-            let seq = model
+            let encoded = model
                 .tokenizer
-                .encode(&text.value)
+                .encode_within(&text.value, model.context_length)
                 .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))?;
-            if seq.len() > model.context_length {
-                return Err(ApiError::BadRequest(format!(
-                    "{name} is {} tokens long, more than the model's context of {} tokens \
-                     (start and end tokens included)",
-                    seq.len(),
-                    model.context_length
-                )));
-            }
+            let (seq, len) = match encoded {
+                Fitted::Fits { ids, tokens } => (ids, tokens),
+                Fitted::TooLong { tokens } => {
+                    let length = tokens.map_or_else(
+                        || "longer than".into(),
+                        |n| format!("{n} tokens long, more than"),
+                    );
+                    return Err(ApiError::BadRequest(format!(
+                        "{name} is {length} the model's context of {} tokens \
+                         (start and end tokens included)",
+                        model.context_length
+                    )));
+                }
+            };
+            tokens += len;
             ids.push(seq);
         }
-        let tokens = ids.iter().map(Vec::len).sum();
         Ok((Inputs::Texts(ids), tokens))
     })
     .await

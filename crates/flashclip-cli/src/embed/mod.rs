@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use clap::Args;
 use flashclip::DType;
 use flashclip_model::backend::Device;
-use flashclip_model::preprocess::Preprocessor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{CliError, Result};
@@ -166,8 +165,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get)
     });
+    let pre = config
+        .preprocessor(Some(&args.model))
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.model.display())))?;
     let decoder = decode::Decoder {
-        pre: Preprocessor::new(config.vision().image_size as u32).with_jpeg_draft(args.jpeg_draft),
+        pre: pre.with_jpeg_draft(args.jpeg_draft),
         tokenizer,
         max_len: config.context_length(),
         vocab: config.vocab_size(),

@@ -26,6 +26,7 @@ use crate::chinese_clip::backend::{ChineseClipCpu, ChineseClipGpuFamily};
 use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
 use crate::family::ModelConfig;
+use crate::siglip::backend::{SiglipCpu, SiglipGpuFamily};
 
 /// A CLIP model that embeds batches of at most [`Embedder::max_batch`] images or texts.
 ///
@@ -39,6 +40,14 @@ pub trait Embedder: Send {
 
     /// `exp(logit_scale)`, the temperature of image-text logits.
     fn logit_scale(&self) -> f32;
+
+    /// How zero-shot label probabilities come from this model's logits: a softmax over the labels (CLIP,
+    /// Chinese-CLIP) unless the family says otherwise (SigLIP: a sigmoid per label).
+    fn zero_shot(&self) -> ZeroShot {
+        ZeroShot::Softmax {
+            scale: self.logit_scale(),
+        }
+    }
 
     /// A short label for logs and progress lines, e.g. `cuda:0 f16` or `cpu f32 (reference, slow)`.
     fn describe(&self) -> String;
@@ -117,6 +126,9 @@ pub fn load(
         ModelConfig::ChineseClip(c) => load_family::<ChineseClipCpu, ChineseClipGpuFamily, _>(
             device, dtype, c, checkpoint, max_batch,
         ),
+        ModelConfig::Siglip(c) => {
+            load_family::<SiglipCpu, SiglipGpuFamily, _>(device, dtype, c, checkpoint, max_batch)
+        }
     }
 }
 
@@ -152,6 +164,58 @@ fn load_family<Cpu: LoadCpu<C>, Gpu: LoadGpu<C>, C>(
     })
 }
 
+/// How a model turns image-text cosines into zero-shot label probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ZeroShot {
+    /// `softmax(scale · cos)` over the labels, summing to 1 (CLIP's and Chinese-CLIP's training objective).
+    Softmax {
+        /// `exp(logit_scale)`.
+        scale: f32,
+    },
+    /// `sigmoid(scale · cos + bias)`, each label judged on its own (SigLIP's pairwise sigmoid loss).
+    Sigmoid {
+        /// `exp(logit_scale)`.
+        scale: f32,
+        /// `logit_bias`.
+        bias: f32,
+    },
+}
+
+impl ZeroShot {
+    /// The probability of each text for one image, from L2-normalized embeddings, in the texts' order (f64).
+    pub fn probabilities<'a>(
+        self,
+        image: &[f32],
+        texts: impl IntoIterator<Item = &'a [f32]>,
+    ) -> Vec<f64> {
+        match self {
+            ZeroShot::Softmax { scale } => zero_shot_probabilities(image, texts, scale),
+            ZeroShot::Sigmoid { scale, bias } => texts
+                .into_iter()
+                .map(|t| {
+                    let logit = f64::from(scale) * dot(t, image) + f64::from(bias);
+                    1.0 / (1.0 + (-logit).exp())
+                })
+                .collect(),
+        }
+    }
+
+    /// What the probabilities are, for help texts and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ZeroShot::Softmax { .. } => "softmax over the labels",
+            ZeroShot::Sigmoid { .. } => "sigmoid per label (independent, not summing to 1)",
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum()
+}
+
 /// Zero-shot label probabilities: `softmax(scale · image·text)` over L2-normalized embeddings (so `image·text` is
 /// their cosine), in f64, one per text, in the texts' order.
 pub fn zero_shot_probabilities<'a>(
@@ -161,13 +225,7 @@ pub fn zero_shot_probabilities<'a>(
 ) -> Vec<f64> {
     let logits: Vec<f64> = texts
         .into_iter()
-        .map(|t| {
-            f64::from(scale)
-                * t.iter()
-                    .zip(image)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum::<f64>()
-        })
+        .map(|t| f64::from(scale) * dot(t, image))
         .collect();
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
@@ -214,5 +272,26 @@ mod tests {
         let even = [[0.0f32, 1.0], [0.0, -1.0]];
         let p = zero_shot_probabilities(&[1.0, 0.0], even.iter().map(|t| &t[..]), 100.0);
         assert!((p[0] - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sigmoid_zero_shot_judges_each_label_alone() {
+        let texts = [[1.0f32, 0.0], [0.0, 1.0], [0.6, 0.8]];
+        let rule = ZeroShot::Sigmoid {
+            scale: 10.0,
+            bias: -5.0,
+        };
+        let p = rule.probabilities(&[1.0, 0.0], texts.iter().map(|t| &t[..]));
+        let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+        // 0.6 as an f32 is 0.6 to 1e-8.
+        for (got, cos) in p.iter().zip([1.0f64, 0.0, 0.6]) {
+            assert!(
+                (got - sigmoid(10.0 * cos - 5.0)).abs() < 1e-7,
+                "{got} at cos {cos}"
+            );
+        }
+        let softmax = ZeroShot::Softmax { scale: 10.0 };
+        let q = softmax.probabilities(&[1.0, 0.0], texts.iter().map(|t| &t[..]));
+        assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
 }

@@ -89,6 +89,7 @@ use crate::config::{
     self, Activation, ClipConfig, ConfigError, VisionConfig, MAX_LAYERS, MAX_PATCHES, MAX_WIDTH,
 };
 use crate::family::Family;
+use crate::siglip::SiglipConfig;
 
 /// How much the reference calculator's constant term exceeds this module's count for any
 /// CLIP with the ViT-L/14-336 head counts at image and text batch 128, text length 64
@@ -192,6 +193,9 @@ pub struct VisionDetails {
     /// Rotary position embedding on `q` and `k` of the patch tokens (EVA02): `x·cos +
     /// rotate(x)·sin`, 3 FLOPs per element (every-op only).
     pub rope: bool,
+    /// A class token in front of the patches (CLIP, EVA-CLIP; SigLIP has none, and its convolution drops the
+    /// pixels past the last whole patch, as so400m/14 at 384 px does).
+    pub class_token: bool,
 }
 
 impl VisionDetails {
@@ -201,6 +205,7 @@ impl VisionDetails {
         projection_bias: false,
         sub_norm: false,
         rope: false,
+        class_token: true,
     };
     /// EVA-CLIP's `EVAVisionTransformer` without the EVA02 extras.
     pub const EVA: VisionDetails = VisionDetails {
@@ -208,6 +213,7 @@ impl VisionDetails {
         projection_bias: true,
         sub_norm: false,
         rope: false,
+        class_token: true,
     };
 }
 
@@ -353,6 +359,7 @@ impl FlopsInput {
         Ok(match Family::of_config(&value)? {
             Family::Clip => FlopsInput::from(&ClipConfig::from_hf_value(&value)?),
             Family::ChineseClip => FlopsInput::from(&ChineseClipConfig::from_hf_value(&value)?.0),
+            Family::Siglip => FlopsInput::from(&SiglipConfig::from_hf_value(&value)?),
         })
     }
 
@@ -435,7 +442,8 @@ impl FlopsInput {
                 });
             }
         }
-        if self.patch.image_size % self.patch.patch_size != 0 {
+        let class_token = self.vision_details.class_token;
+        if class_token && self.patch.image_size % self.patch.patch_size != 0 {
             return Err(FlopsError::Invalid {
                 message: format!(
                     "image size {} is not a multiple of patch size {}",
@@ -452,12 +460,13 @@ impl FlopsInput {
                 ),
             });
         }
-        let expected = patches + 1;
+        let expected = patches + usize::from(class_token);
         if self.vision.seq_len != expected {
             return Err(FlopsError::Invalid {
                 message: format!(
-                    "vision seq_len {} is not patches + 1 = {expected}",
-                    self.vision.seq_len
+                    "vision seq_len {} is not patches{} = {expected}",
+                    self.vision.seq_len,
+                    if class_token { " + 1" } else { "" }
                 ),
             });
         }

@@ -25,7 +25,7 @@ use super::config::SiglipConfig;
 use super::device::{check_attention, kernel_activation, read, specs, Device};
 use super::reference::{siglip_logits, sigmoid_probabilities};
 use super::weights::{load_file, SiglipWeights};
-use crate::checkpoint::{CheckpointFormat, FnRaw, Loader};
+use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
 use crate::error::{ModelError, Result};
 use crate::nn::AttentionImpl;
 use crate::workspace::TowerBuffers;
@@ -80,6 +80,28 @@ impl<T: Element> SiglipGpuModel<T> {
         check_attention::<T>(gpu, config, attention)?;
         let weights = load_file(
             checkpoint.as_ref(),
+            config,
+            Device {
+                gpu,
+                _elem: PhantomData,
+            },
+        )?;
+        Self::with_weights(gpu, config, attention, weights)
+    }
+
+    /// Loads an opened checkpoint onto the GPU (checked against `config` first), as [`Self::load`] does a file.
+    pub fn load_checkpoint(
+        gpu: &Gpu,
+        config: &SiglipConfig,
+        checkpoint: &Checkpoint,
+        attention: AttentionImpl,
+    ) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        check_attention::<T>(gpu, config, attention)?;
+        let weights = SiglipWeights::load_checkpoint(
+            checkpoint,
             config,
             Device {
                 gpu,

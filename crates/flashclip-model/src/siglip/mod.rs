@@ -10,10 +10,12 @@
 //! - [`SiglipWeights`]: the checkpoint tree, field names equal to its keys
 //! - [`SiglipReference`]: the float32 CPU forward (ground truth), [`siglip_logits`], [`sigmoid_probabilities`]
 //! - [`SiglipGpuModel`]: both towers on the GPU (`embed_images`, `embed_texts`, `zero_shot`)
+//! - [`backend`]: both behind [`crate::Embedder`] (sigmoid zero-shot through [`crate::backend::ZeroShot`])
 //! - [`SiglipTokenizer`]: `tokenizer.json` with `SiglipTokenizer`'s canonicalization, padded to the context
 //! - [`crate::preprocess::Preprocessor::siglip`]: `SiglipImageProcessor`'s resize (straight to the square, no
 //!   crop) and normalization, set from `preprocessor_config.json` by [`preprocessor_from_config`]
 
+pub(crate) mod backend;
 mod config;
 mod device;
 mod flops;
@@ -34,7 +36,7 @@ pub use tokenizer::{
     Canonicalization, SiglipTokenizer, SiglipTokenizerError, SiglipTokens, CONVERT_COMMAND,
 };
 pub use weights::{
-    load_file, HasShape, MultiheadAttention, PatchEmbedding, SiglipPoolingHead,
+    check_checkpoint, load_file, HasShape, MultiheadAttention, PatchEmbedding, SiglipPoolingHead,
     SiglipTextEmbeddings, SiglipTextTransformer, SiglipVisionEmbeddings, SiglipVisionTransformer,
     SiglipWeights,
 };

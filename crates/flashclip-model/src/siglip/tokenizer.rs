@@ -84,6 +84,8 @@ pub struct SiglipTokens {
     pub ids: Vec<Vec<u32>>,
     /// Each text's length before padding (its `attention_mask` sum).
     pub lengths: Vec<usize>,
+    /// Whether each text was cut to fit the context.
+    pub truncated: Vec<bool>,
 }
 
 /// SigLIP's tokenizer; see the [module docs](self).
@@ -213,6 +215,16 @@ impl SiglipTokenizer {
         self.pad_id
     }
 
+    /// Number of token ids, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The largest token id, special tokens included.
+    pub fn max_token_id(&self) -> Option<u32> {
+        self.tokenizer.get_vocab(true).into_values().max()
+    }
+
     /// The text as the `tokenizer.json` pipeline is given it.
     pub fn canonicalize(&self, text: &str) -> String {
         match self.canonicalization {
@@ -238,10 +250,12 @@ impl SiglipTokenizer {
         let mut out = SiglipTokens {
             ids: Vec::with_capacity(encodings.len()),
             lengths: Vec::with_capacity(encodings.len()),
+            truncated: Vec::with_capacity(encodings.len()),
         };
         for e in encodings {
             out.lengths
                 .push(e.get_attention_mask().iter().filter(|&&m| m != 0).count());
+            out.truncated.push(!e.get_overflowing().is_empty());
             out.ids.push(e.get_ids().to_vec());
         }
         Ok(out)

@@ -9,8 +9,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
 use crate::checkpoint::{
-    is_ignorable, key, CheckpointError, CheckpointFormat, CheckpointMismatch, DtypeMismatch,
-    FileRaw, FnRaw, Host, HostTensor, Loader, Plan, ShapeMismatch, Source, Spec, Target,
+    is_ignorable, key, Checkpoint, CheckpointError, CheckpointFormat, CheckpointMismatch,
+    DtypeMismatch, FileRaw, FnRaw, Host, HostTensor, LayerStack, Loader, Plan, ShapeMismatch,
+    Source, Spec, Target,
 };
 use crate::nn::{Encoder, LayerNorm, Linear, Mlp};
 
@@ -254,6 +255,46 @@ impl SiglipWeights {
             config,
         )
     }
+}
+
+impl<A> SiglipWeights<A> {
+    /// Checks an opened checkpoint against `config` (every problem reported at once), then loads it into
+    /// `target`.
+    pub fn load_checkpoint<G: Target<Tensor = A>>(
+        checkpoint: &Checkpoint,
+        config: &SiglipConfig,
+        target: G,
+    ) -> Result<Self, CheckpointError> {
+        check_checkpoint(checkpoint, config)?;
+        checkpoint.load_with(target, |loader| Self::from_source(loader, config))
+    }
+}
+
+/// Checks an opened checkpoint against `config` without converting any data: a Hugging Face layout with every
+/// tensor of the config's table.
+pub fn check_checkpoint(
+    checkpoint: &Checkpoint,
+    config: &SiglipConfig,
+) -> Result<(), CheckpointError> {
+    if checkpoint.format() != CheckpointFormat::HuggingFace {
+        return Err(CheckpointError::UnknownFormat {
+            origin: checkpoint.origin().to_string(),
+            sample: checkpoint.names().iter().take(8).cloned().collect(),
+        });
+    }
+    let stacks = [
+        LayerStack {
+            tower: "vision",
+            layers: config.vision.num_hidden_layers,
+            prefix: "vision_model.encoder.layers.",
+        },
+        LayerStack {
+            tower: "text",
+            layers: config.text.num_hidden_layers,
+            prefix: "text_model.encoder.layers.",
+        },
+    ];
+    checkpoint.check_table(&SiglipWeights::plan(config), &stacks, is_ignorable)
 }
 
 impl<A: HasShape> SiglipWeights<A> {

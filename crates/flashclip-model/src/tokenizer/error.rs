@@ -52,6 +52,9 @@ pub enum TokenizerError {
     /// Decoding failed inside the `tokenizers` crate.
     #[error("failed to decode ids: {0}")]
     Decode(String),
+    /// SigLIP's tokenizer could not be loaded or failed.
+    #[error(transparent)]
+    Siglip(#[from] crate::siglip::SiglipTokenizerError),
     /// The requested context length cannot hold the start and end tokens.
     #[error("context length {0} is too small: it must hold at least the start and end tokens (2)")]
     ContextLength(usize),

@@ -6,7 +6,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
-use flashclip_model::backend::zero_shot_probabilities;
 
 use super::AppState;
 use crate::api::{
@@ -15,7 +14,8 @@ use crate::api::{
 use crate::errors::ApiError;
 use crate::prepare::{self, Named};
 
-/// `softmax(logit_scale · cos)` over the labels, most likely first.
+/// Label probabilities by the model's rule (`softmax(logit_scale · cos)` over the labels, or SigLIP's
+/// `sigmoid(logit_scale · cos + logit_bias)` per label), most likely first.
 pub(super) async fn zero_shot(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -54,8 +54,9 @@ pub(super) async fn zero_shot(
     let image = image
         .first()
         .ok_or_else(|| ApiError::Internal("the model returned no image embedding".into()))?;
-    let probabilities =
-        zero_shot_probabilities(image, texts.iter().map(Vec::as_slice), model.logit_scale);
+    let probabilities = model
+        .zero_shot
+        .probabilities(image, texts.iter().map(Vec::as_slice));
     let mut results: Vec<LabelProbability> = request
         .labels
         .into_iter()

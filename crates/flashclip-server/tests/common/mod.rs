@@ -14,7 +14,7 @@ use flashclip_model::backend::{self, Device};
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::tokenizer::ClipTokenizer;
 use flashclip_model::{AnyTokenizer, Checkpoint, Embedder, ModelConfig};
-use flashclip_server::{Model, Server, ServerConfig};
+use flashclip_server::{Model, Server, ServerConfig, ServerError};
 use ndarray::Array2;
 use tokio::sync::oneshot;
 
@@ -51,7 +51,7 @@ pub struct Direct {
 impl Direct {
     pub fn new() -> Self {
         let model = cpu_model(64);
-        let pre = Preprocessor::new(model.config().vision().image_size as u32);
+        let pre = Preprocessor::new(model.config().image_size() as u32);
         Self {
             model,
             tokenizer: tokenizer(),
@@ -271,18 +271,31 @@ pub async fn serve(config: ServerConfig, embedder: Box<dyn Embedder>) -> Running
     running
 }
 
-/// Starts a server whose model comes from `load` (run on the batcher's thread); does not wait for it.
+/// Starts a server whose model comes from `load` (run on the batcher's thread) with the test tokenizer; does not
+/// wait for it.
 pub async fn start(
     config: ServerConfig,
     load: impl FnOnce() -> Box<dyn Embedder> + Send + 'static,
 ) -> Running {
-    let (tx, rx) = oneshot::channel::<()>();
-    let loader = Box::new(move || {
+    start_model(config, move || {
+        let embedder = load();
+        let preprocessor = Preprocessor::new(embedder.config().image_size() as u32);
         Ok(Model {
-            embedder: load(),
+            embedder,
             tokenizer: AnyTokenizer::Clip(tokenizer()),
+            preprocessor,
         })
-    });
+    })
+    .await
+}
+
+/// Starts a server whose whole model (embedder, tokenizer, preprocessor) comes from `load`; does not wait for it.
+pub async fn start_model(
+    config: ServerConfig,
+    load: impl FnOnce() -> Result<Model, ServerError> + Send + 'static,
+) -> Running {
+    let (tx, rx) = oneshot::channel::<()>();
+    let loader = Box::new(load);
     let server = Server::start(config, loader, async {
         let _ = rx.await;
     })

@@ -1,0 +1,145 @@
+//! `flashclip bench` on a SigLIP model: one image + text embedding forward per timed run in fp16 and bf16 (the
+//! chosen flash attention; the pooling head always on the flash kernel), texts at SigLIP's full padded context.
+//! `cargo bench -p flashclip-model --bench siglip` has the batch sweep against Hugging Face.
+
+use flashclip::bench::{median, time_samples_us, Summary};
+use flashclip::{Element, Gpu};
+use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
+use flashclip_model::{AttentionImpl, Checkpoint};
+use half::{bf16, f16};
+
+use crate::bench::{as_gpu_error, BenchArgs};
+use crate::error::{CliError, Result};
+use crate::random::{self, SplitMix};
+
+/// `logit_scale` of the random weights: log 10, SigLIP's initialization.
+const LOGIT_SCALE_INIT: f32 = std::f32::consts::LN_10;
+
+/// Builds the model in `T` (from `checkpoint`, else seeded random weights) and times `iters` forwards after
+/// `warmup` untimed ones; device microseconds per forward.
+fn time_forward<T: Element>(
+    gpu: &Gpu,
+    config: &SiglipConfig,
+    (checkpoint, seed): (Option<&Checkpoint>, u64),
+    attention: AttentionImpl,
+    (pixels, texts): (&[f32], &[Vec<u32>]),
+    (warmup, iters): (usize, usize),
+) -> Result<Vec<f64>> {
+    let model = match checkpoint {
+        Some(c) => SiglipGpuModel::<T>::load_checkpoint(gpu, config, c, attention)?,
+        None => SiglipGpuModel::<T>::from_fn(
+            gpu,
+            config,
+            attention,
+            random::weights(LOGIT_SCALE_INIT, seed),
+        )?,
+    };
+    let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
+    let mut images = 0;
+    let samples = time_samples_us(gpu, warmup, iters, 1, || {
+        images = model
+            .encode_images(gpu, &mut ws, pixels)
+            .map_err(as_gpu_error)?;
+        model
+            .encode_texts(gpu, &mut ws, texts)
+            .map_err(as_gpu_error)
+    })?;
+    let image = model.read_image_embeds(gpu, &ws, images)?;
+    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
+    if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
+        eprintln!(
+            "warning: {} forward produced non-finite embeddings",
+            T::DTYPE
+        );
+    }
+    Ok(samples)
+}
+
+/// Times the forward in fp16 and bf16 and prints the table.
+pub fn run(
+    args: &BenchArgs,
+    gpu: &Gpu,
+    config: &SiglipConfig,
+    checkpoint: Option<&Checkpoint>,
+    (model_name, seed): (&str, u64),
+) -> Result<()> {
+    let (v, t) = (&config.vision, &config.text);
+    let context = t.max_position_embeddings;
+    if args.text_len != context {
+        eprintln!(
+            "SigLIP texts are padded to its context: {context} tokens, whatever --text-len says"
+        );
+    }
+    let b = args.batch as usize;
+    println!(
+        "SigLIP {model_name}: images {b} x {}x{} ({} tokens), texts {b} x {context} tokens; warmup {}, iters {}",
+        v.image_size,
+        v.image_size,
+        v.seq_len(),
+        args.warmup,
+        args.iters
+    );
+    let flops = b as f64 * (config.image_flops() + config.text_flops()) as f64;
+    let pixels = random::uniform(
+        seed ^ 1,
+        b * v.num_channels * v.image_size * v.image_size,
+        1.0,
+    );
+    let mut rng = SplitMix::new(seed ^ 2);
+    let vocab = t.vocab_size.max(3) as u64;
+    let texts: Vec<Vec<u32>> = (0..b)
+        .map(|_| {
+            (0..context)
+                .map(|_| 2 + rng.below(vocab - 2) as u32)
+                .collect()
+        })
+        .collect();
+    let head_dims = [v.head_dim(), t.head_dim()];
+    let fixed = Some(args.attention).filter(|&a| a != AttentionImpl::Fastest);
+    let rungs = [
+        (
+            "fp16 + flash + fused kernels",
+            fixed.unwrap_or_else(|| AttentionImpl::best_for::<f16>(gpu, &head_dims)),
+        ),
+        (
+            "bf16 + flash + fused kernels",
+            fixed.unwrap_or_else(|| AttentionImpl::best_for::<bf16>(gpu, &head_dims)),
+        ),
+    ];
+    let mut summary = Summary::new(
+        &format!("SigLIP forward: {model_name}, {b} images + {b} texts x {context} tokens"),
+        &["config", "attention", "median [ms]", "TFLOP/s (2/MAC)"],
+    );
+    let mut failed = 0;
+    for (i, (name, attention)) in rungs.into_iter().enumerate() {
+        let timing = (args.warmup, args.iters as usize);
+        let weights = (checkpoint, seed);
+        let ins = (&pixels[..], &texts[..]);
+        let result = if i == 0 {
+            time_forward::<f16>(gpu, config, weights, attention, ins, timing)
+        } else {
+            time_forward::<bf16>(gpu, config, weights, attention, ins, timing)
+        };
+        let (ms, rate) = match result {
+            Ok(us) => {
+                let med = median(&us) / 1e3;
+                (
+                    format!("{med:.2}"),
+                    format!("{:.1}", flops / (med * 1e-3) / 1e12),
+                )
+            }
+            Err(e) => {
+                failed += 1;
+                (format!("failed: {e}"), "-".into())
+            }
+        };
+        summary.row(vec![name.into(), attention.describe(), ms, rate]);
+    }
+    summary.emit();
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} of 2 configurations failed (see above)"
+        )));
+    }
+    Ok(())
+}
