@@ -1,6 +1,7 @@
 //! SigLIP image + text embedding on the GPU at so400m/14-384 (27 layers of width 1152, 16 heads of 72, 729 patches,
 //! 64-token texts) with seeded random weights: the flashclip side of scripts/peer_siglip_hf.py, same batches and
-//! the same timer (CUDA events around each call after warm-ups, median of the timed runs). Run both on one machine, one after the other:
+//! the same timer (CUDA events around each call after warm-ups, median of the timed runs). Run both on one machine,
+//! one after the other:
 //!
 //!     cargo bench -p flashclip-model --bench siglip
 //!     python3 scripts/peer_siglip_hf.py --batch 1 16 128
