@@ -23,8 +23,8 @@
 #   OUT                     where logs and tables go                         default ./gpu-out
 #   FLASHCLIP_RUN_SECONDS   budget for the whole run; a phase that would     default 86400
 #                           start past it is skipped and listed
-#   FLASHCLIP_TARGETS       name prefixes of the bench and test executables  default all
-#                           that bench and sanitize run, e.g. "attention model-gpu"
+#   FLASHCLIP_TARGETS       name prefixes of the test and bench executables  default all
+#                           that tests, bench and sanitize run, e.g. "attention model-gpu"
 #   FLASHCLIP_BENCH_FILTER  regex on criterion ids for bench (the baseline's default all
 #                           too), e.g. "v3|v4"
 #   FLASHCLIP_CLIP_BATCHES  batches of the clip phase                        default "16 1"
@@ -80,7 +80,7 @@ machine() {
 
 phase_tests() {
   local t name dir
-  for t in "$bundle"/bin/test-*; do
+  for t in $(only test); do
     name=$(basename "$t")
     dir=$(crate_dir "$name")
     if (cd "$dir" && CARGO_MANIFEST_DIR=$dir timeout 240 "$t" --test-threads=8) >"$out/$name.log" 2>&1; then
