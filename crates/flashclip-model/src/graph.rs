@@ -40,11 +40,38 @@ pub struct ForwardGraph<'a, T: Element> {
     gpu: &'a Gpu,
     model: &'a ClipModel<T>,
     ws: &'a mut Workspace<T>,
+    captured: Captured,
+}
+
+/// A captured forward without the borrows: the graph and what it launches on, tied to the workspace it was
+/// captured with by that workspace's id. Whoever holds one keeps the model (whose weights the graph reads) and
+/// the workspace alive and unreallocated for as long as it may launch; [`ForwardGraph`] does so through its
+/// borrows, [`crate::backend::GpuBackend`] by owning all three.
+pub(crate) struct Captured {
     shape: GraphShape,
+    workspace: u64,
     graph: CudaGraph,
     /// The text tower's stream, cuBLAS handle and workspace when the graph runs both towers; declared after
     /// `graph`, which uses them, so it outlives it.
     _lane: Option<Gpu>,
+}
+
+impl Captured {
+    /// The shape the graph was captured for.
+    pub(crate) fn shape(&self) -> GraphShape {
+        self.shape
+    }
+
+    /// Enqueues one replay on the stream of the GPU it was captured on (no sync). `ws` must be the workspace it
+    /// was captured with: the graph reads and writes that workspace's buffers and no other's.
+    pub(crate) fn launch<T: Element>(&self, ws: &Workspace<T>) -> Result<()> {
+        if ws.id() != self.workspace {
+            return Err(ModelError::Input(
+                "a forward graph launched with another workspace than it was captured with".into(),
+            ));
+        }
+        Ok(self.graph.launch().map_err(flashclip::Error::from)?)
+    }
 }
 
 impl<T: Element> ClipModel<T> {
@@ -62,6 +89,22 @@ impl<T: Element> ClipModel<T> {
         ws: &'a mut Workspace<T>,
         shape: GraphShape,
     ) -> Result<ForwardGraph<'a, T>> {
+        let captured = self.capture(gpu, ws, shape)?;
+        Ok(ForwardGraph {
+            gpu,
+            model: self,
+            ws,
+            captured,
+        })
+    }
+
+    /// [`ClipModel::capture_forward`] without the borrows (see [`Captured`]).
+    pub(crate) fn capture(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        shape: GraphShape,
+    ) -> Result<Captured> {
         let max_len = self.config().text.max_len();
         if shape.images == 0 && shape.texts == 0 {
             return Err(ModelError::Input(
@@ -120,11 +163,9 @@ impl<T: Element> ClipModel<T> {
             .map_err(flashclip::Error::from)?
             .ok_or_else(|| ModelError::Input("the captured forward is empty".into()))?;
         graph.upload().map_err(flashclip::Error::from)?;
-        Ok(ForwardGraph {
-            gpu,
-            model: self,
-            ws,
+        Ok(Captured {
             shape,
+            workspace: ws.id(),
             graph,
             _lane: lane,
         })
@@ -173,17 +214,17 @@ impl<T: Element> ClipModel<T> {
 impl<T: Element> ForwardGraph<'_, T> {
     /// The shape the graph was captured for.
     pub fn shape(&self) -> GraphShape {
-        self.shape
+        self.captured.shape
     }
 
     /// Copies the images of the next replays (`[images, C, S, S]` f32, exactly the captured number of images).
     pub fn upload_images(&mut self, pixels: &[f32]) -> Result<()> {
         let v = &self.model.config().vision;
-        let want = self.shape.images * v.num_channels * v.image_size * v.image_size;
-        if self.shape.images == 0 || pixels.len() != want {
+        let want = self.captured.shape.images * v.num_channels * v.image_size * v.image_size;
+        if self.captured.shape.images == 0 || pixels.len() != want {
             return Err(ModelError::Input(format!(
                 "the graph takes {} images ({want} floats), got {} floats",
-                self.shape.images,
+                self.captured.shape.images,
                 pixels.len()
             )));
         }
@@ -194,38 +235,38 @@ impl<T: Element> ForwardGraph<'_, T> {
     /// Copies the token ids of the next replays: exactly the captured number of texts, each at most the captured
     /// length (shorter ones are padded to it).
     pub fn upload_texts(&mut self, texts: &[Vec<u32>]) -> Result<()> {
-        if self.shape.texts == 0 || texts.len() != self.shape.texts {
+        if self.captured.shape.texts == 0 || texts.len() != self.captured.shape.texts {
             return Err(ModelError::Input(format!(
                 "the graph takes {} texts, got {}",
-                self.shape.texts,
+                self.captured.shape.texts,
                 texts.len()
             )));
         }
         self.model
-            .upload_texts(self.gpu, self.ws, texts, Some(self.shape.text_len))?;
+            .upload_texts(self.gpu, self.ws, texts, Some(self.captured.shape.text_len))?;
         Ok(())
     }
 
     /// Enqueues one replay of the captured forward on the GPU's stream (no sync).
     pub fn launch(&self) -> Result<()> {
-        Ok(self.graph.launch().map_err(flashclip::Error::from)?)
+        self.captured.launch(self.ws)
     }
 
     /// The projected image embeddings of the last replay (syncs).
     pub fn read_image_embeds(&self) -> Result<Array2<f32>> {
-        if self.shape.images == 0 {
+        if self.captured.shape.images == 0 {
             return Err(ModelError::Input("the graph has no vision tower".into()));
         }
         self.model
-            .read_image_embeds(self.gpu, self.ws, self.shape.images)
+            .read_image_embeds(self.gpu, self.ws, self.captured.shape.images)
     }
 
     /// The projected text embeddings of the last replay (syncs).
     pub fn read_text_embeds(&self) -> Result<Array2<f32>> {
-        if self.shape.texts == 0 {
+        if self.captured.shape.texts == 0 {
             return Err(ModelError::Input("the graph has no text tower".into()));
         }
         self.model
-            .read_text_embeds(self.gpu, self.ws, self.shape.texts)
+            .read_text_embeds(self.gpu, self.ws, self.captured.shape.texts)
     }
 }

@@ -1,6 +1,8 @@
 //! Device scratch for forwards, allocated once per maximum batch and reused by every forward: a forward neither
 //! allocates on the device nor synchronizes the host (its only sync is the final read of the embeddings).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
 use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
@@ -108,6 +110,8 @@ pub(crate) struct Towers<'a> {
     pub projection_dim: usize,
 }
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Device scratch for forwards of up to `max_images` images and `max_texts` texts of up to the model's context
 /// length ([`crate::ClipModel::workspace`]).
 pub struct Workspace<T: Element> {
@@ -128,6 +132,8 @@ pub struct Workspace<T: Element> {
     pub(crate) staging: IndexStaging,
     /// What the ids and rows hold, once both copies are enqueued.
     pub(crate) texts: Option<StagedTexts>,
+    /// Unique in the process: CUDA graphs captured on this workspace check it before they launch.
+    id: u64,
 }
 
 impl<T: Element> Workspace<T> {
@@ -192,7 +198,12 @@ impl<T: Element> Workspace<T> {
             // Ids, then pooling rows, then key lengths.
             staging: IndexStaging::new(gpu, ids + 2 * max_texts)?,
             texts: None,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The most images a forward on this workspace takes.

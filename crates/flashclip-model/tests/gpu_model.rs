@@ -366,7 +366,8 @@ fn gpu_small_graph_replay() {
 #[test]
 fn gpu_small_replicas_match_the_original_from_two_threads() {
     use flashclip_model::backend::{self, Device};
-    let _device = shared_device();
+    // Exclusive: the replicas capture their CUDA graphs while they run.
+    let _device = exclusive_device();
     let Some(gpu) = gpu_or_skip("gpu_small_replicas_match_the_original_from_two_threads") else {
         return;
     };
@@ -404,4 +405,88 @@ fn gpu_small_replicas_match_the_original_from_two_threads() {
         }
     });
     println!("original and replica: 20 concurrent rounds each, bitwise equal");
+}
+
+/// The GPU backend runs batches up to `GRAPH_MAX_BATCH` as CUDA graphs captured on first use: each batch (the
+/// capturing one and later replays on other inputs) must be bitwise the direct forward of the same shape, and
+/// batches above the limit run directly.
+#[test]
+fn gpu_small_backend_graphs_equal_the_direct_forward() {
+    use flashclip_model::backend::{Embedder, GpuBackend, GRAPH_MAX_BATCH};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let _device = exclusive_device();
+    let Some(gpu) = gpu_or_skip("gpu_small_backend_graphs_equal_the_direct_forward") else {
+        return;
+    };
+    let config = ClipConfig::from_hf_json_file(tiny().join("config.json")).unwrap();
+    let checkpoint = Checkpoint::open(tiny().join("model.safetensors")).unwrap();
+    let max = GRAPH_MAX_BATCH + 1;
+    let attention = AttentionImpl::best::<f16>(&gpu, &config);
+    let model = ClipModel::<f16>::load(&gpu, &config, &checkpoint, attention).unwrap();
+    let mut ws = model.workspace(&gpu, max, max).unwrap();
+    let mut backend = GpuBackend::<f16>::load(0, &config, &checkpoint, max).unwrap();
+
+    let seed = 0x6a0f_u64;
+    println!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let per_image = 3 * config.vision.image_size * config.vision.image_size;
+    let max_len = config.text.max_len();
+    let vocab = config.text.vocab_size as u32;
+    let eos = config.text.eos_token_id;
+    let mut text = |len: usize| -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..len).map(|_| rng.random_range(1..vocab - 1)).collect();
+        ids[len - 1] = eos;
+        ids
+    };
+    // Lengths in both padding buckets of the tiny context; every batch's longest text sets its bucket.
+    let lens = [3, max_len, 5, 9, 2, 7, 11, max_len - 1, 4];
+    let text_batches: Vec<Vec<Vec<u32>>> = [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1]
+        .iter()
+        .flat_map(|&n| [0, 1].map(|round| (n, round)))
+        .map(|(n, round)| {
+            (0..n)
+                .map(|i| text(lens[(i + round) % lens.len()].max(2)))
+                .collect()
+        })
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed + 1);
+    for n in [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1] {
+        for round in 0..2 {
+            let pixels: Vec<f32> = (0..n * per_image)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let got = backend.embed_images(&pixels).unwrap();
+            let want = model.encode_images(&gpu, &mut ws, &pixels).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{n} images, round {round}");
+        }
+    }
+    for texts in &text_batches {
+        let longest = texts.iter().map(Vec::len).max().unwrap();
+        let len = longest.next_multiple_of(8).min(max_len);
+        let got = backend.embed_texts(texts).unwrap();
+        model.upload_texts(&gpu, &mut ws, texts, Some(len)).unwrap();
+        model.run_uploaded_texts(&gpu, &mut ws).unwrap();
+        let want = model.read_text_embeds(&gpu, &ws, texts.len()).unwrap();
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{} texts padded to {len}",
+            texts.len()
+        );
+    }
+    // Images: batches 1, 3 and 8; texts: the same batches, each in the buckets its two rounds hit.
+    let text_shapes: std::collections::HashSet<(usize, usize)> = text_batches
+        .iter()
+        .filter(|t| t.len() <= GRAPH_MAX_BATCH)
+        .map(|t| {
+            let longest = t.iter().map(Vec::len).max().unwrap();
+            (t.len(), longest.next_multiple_of(8).min(max_len))
+        })
+        .collect();
+    assert_eq!(backend.graph_count(), 3 + text_shapes.len());
+    println!(
+        "{} graphs (3 image, {} text), every batch bitwise the direct forward",
+        backend.graph_count(),
+        text_shapes.len()
+    );
 }

@@ -16,8 +16,8 @@ use flashclip::DType;
 use ndarray::Array2;
 
 pub use cpu::CpuBackend;
-pub use gpu::GpuBackend;
 use gpu::GpuFamily;
+pub use gpu::{GpuBackend, GRAPH_MAX_BATCH};
 
 use flashclip::Element;
 
