@@ -24,7 +24,7 @@ pub(crate) fn capturing(gpu: &Gpu) -> Result<bool> {
 
 /// What a [`ForwardGraph`] runs: `images` images through the vision tower and `texts` texts of `text_len` tokens
 /// (after padding) through the text tower. 0 images or 0 texts leaves that tower out (`text_len` is then ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GraphShape {
     pub images: usize,
     pub texts: usize,
@@ -56,12 +56,12 @@ pub(crate) struct Captured {
     _lane: Option<Gpu>,
 }
 
-impl Captured {
-    /// The shape the graph was captured for.
-    pub(crate) fn shape(&self) -> GraphShape {
-        self.shape
-    }
+// SAFETY: CUDA forbids concurrent calls on one graph, not calls from different threads one after another; a
+// Captured is not Sync, so after a move its owner's thread alone reaches the graph, and every call binds the context
+// to the calling thread first (cudarc's launch and drop do).
+unsafe impl Send for Captured {}
 
+impl Captured {
     /// Enqueues one replay on the stream of the GPU it was captured on (no sync). `ws` must be the workspace it
     /// was captured with: the graph reads and writes that workspace's buffers and no other's.
     pub(crate) fn launch<T: Element>(&self, ws: &Workspace<T>) -> Result<()> {
