@@ -188,7 +188,7 @@ impl Gpu {
     /// Copies a device slice of plain values to a new host vector (synchronizes the stream).
     pub fn download<T: DeviceRepr + ValidAsZeroBits + Clone + Default>(
         &self,
-        data: &cudarc::driver::CudaSlice<T>,
+        data: &impl cudarc::driver::DevicePtr<T>,
     ) -> Result<Vec<T>> {
         Ok(self.stream.clone_dtoh(data)?)
     }

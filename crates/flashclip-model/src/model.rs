@@ -267,20 +267,23 @@ pub(crate) fn project_images<T: Element>(
     Ok(linear(gpu, &cls, &visual_projection.view(), &mut out, 0.0)?)
 }
 
-/// The first `batch` rows of `dim` values of `t` as f32 (syncs).
+/// The first `batch` rows of `dim` values of `t` as f32 (syncs; copies only those rows).
 pub(crate) fn read_rows<T: Element>(
     gpu: &Gpu,
     t: &Tensor<T>,
     batch: usize,
     dim: usize,
 ) -> Result<Array2<f32>> {
-    let host = gpu.download(t.data())?;
-    let rows = host.get(..batch * dim).ok_or_else(|| {
-        ModelError::Input(format!(
-            "{batch} rows of {dim} exceed the workspace's {} values",
-            host.len()
-        ))
-    })?;
-    let v: Vec<f32> = rows.iter().map(|x| x.to_f32()).collect();
+    let len = batch
+        .checked_mul(dim)
+        .filter(|&n| n <= t.data().len())
+        .ok_or_else(|| {
+            ModelError::Input(format!(
+                "{batch} rows of {dim} exceed the workspace's {} values",
+                t.data().len()
+            ))
+        })?;
+    let host = gpu.download(&t.data().slice(..len))?;
+    let v: Vec<f32> = host.iter().map(|x| x.to_f32()).collect();
     Array2::from_shape_vec((batch, dim), v).map_err(|e| ModelError::Input(e.to_string()))
 }
