@@ -22,14 +22,18 @@ pub enum Schedule {
     CooperativeTmaStore,
     /// `PingPong` with the TMA-store epilogue of `CooperativeTmaStore`.
     PingPongTmaStore,
+    /// `Cooperative` in clusters of two blocks over neighbouring tile rows, each loading half of the shared B tile
+    /// and multicasting it to both: B crosses from L2 once per two blocks.
+    CooperativeCluster,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 4] = [
+    pub const ALL: [Schedule; 5] = [
         Schedule::Cooperative,
         Schedule::PingPong,
         Schedule::CooperativeTmaStore,
         Schedule::PingPongTmaStore,
+        Schedule::CooperativeCluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Schedule {
             Schedule::PingPong => "pingpong",
             Schedule::CooperativeTmaStore => "cooperative-tma",
             Schedule::PingPongTmaStore => "pingpong-tma",
+            Schedule::CooperativeCluster => "cooperative-cluster",
         }
     }
 
@@ -56,6 +61,7 @@ impl Schedule {
             Schedule::PingPong => F::FC_GEMM_PINGPONG,
             Schedule::CooperativeTmaStore => F::FC_GEMM_COOPERATIVE_TMA_STORE,
             Schedule::PingPongTmaStore => F::FC_GEMM_PINGPONG_TMA_STORE,
+            Schedule::CooperativeCluster => F::FC_GEMM_COOPERATIVE_CLUSTER,
         }
     }
 }
