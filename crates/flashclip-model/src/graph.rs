@@ -13,6 +13,95 @@ use crate::model::ClipModel;
 use crate::text::TextBatch;
 use crate::workspace::Workspace;
 
+/// A model with CLIP's two towers on a [`Workspace`], as a CUDA graph captures it: the device work of each tower
+/// on what was uploaded last. CLIP and Chinese-CLIP implement it.
+pub(crate) trait TowerModel<T: Element> {
+    /// The longest text (in tokens) the model's workspaces hold.
+    fn text_context(&self) -> usize;
+    /// Every token id is below this.
+    fn vocab_size(&self) -> usize;
+    fn upload_images(&self, gpu: &Gpu, ws: &mut Workspace<T>, pixels: &[f32]) -> Result<usize>;
+    fn upload_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        texts: &[Vec<u32>],
+        pad_to: Option<usize>,
+    ) -> Result<TextBatch>;
+    fn run_vision(&self, gpu: &Gpu, ws: &mut Workspace<T>, batch: usize) -> Result<()>;
+    fn run_uploaded_texts(&self, gpu: &Gpu, ws: &mut Workspace<T>) -> Result<TextBatch>;
+    fn read_image_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>>;
+    fn read_text_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>>;
+}
+
+/// Implements [`TowerModel`] for a model type whose inherent methods of the same names do the work, given how its
+/// text context and vocabulary size are found.
+macro_rules! tower_model {
+    ($model:ident, context: |$c:ident| $context:expr, vocab: |$v:ident| $vocab:expr) => {
+        impl<T: flashclip::Element> $crate::graph::TowerModel<T> for $model<T> {
+            fn text_context(&self) -> usize {
+                let $c = self;
+                $context
+            }
+            fn vocab_size(&self) -> usize {
+                let $v = self;
+                $vocab
+            }
+            fn upload_images(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &mut $crate::workspace::Workspace<T>,
+                pixels: &[f32],
+            ) -> $crate::error::Result<usize> {
+                $model::upload_images(self, gpu, ws, pixels)
+            }
+            fn upload_texts(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &mut $crate::workspace::Workspace<T>,
+                texts: &[Vec<u32>],
+                pad_to: Option<usize>,
+            ) -> $crate::error::Result<$crate::text::TextBatch> {
+                $model::upload_texts(self, gpu, ws, texts, pad_to)
+            }
+            fn run_vision(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &mut $crate::workspace::Workspace<T>,
+                batch: usize,
+            ) -> $crate::error::Result<()> {
+                $model::run_vision(self, gpu, ws, batch)
+            }
+            fn run_uploaded_texts(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &mut $crate::workspace::Workspace<T>,
+            ) -> $crate::error::Result<$crate::text::TextBatch> {
+                $model::run_uploaded_texts(self, gpu, ws)
+            }
+            fn read_image_embeds(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &$crate::workspace::Workspace<T>,
+                batch: usize,
+            ) -> $crate::error::Result<ndarray::Array2<f32>> {
+                $model::read_image_embeds(self, gpu, ws, batch)
+            }
+            fn read_text_embeds(
+                &self,
+                gpu: &flashclip::Gpu,
+                ws: &$crate::workspace::Workspace<T>,
+                batch: usize,
+            ) -> $crate::error::Result<ndarray::Array2<f32>> {
+                $model::read_text_embeds(self, gpu, ws, batch)
+            }
+        }
+    };
+}
+pub(crate) use tower_model;
+
+tower_model!(ClipModel, context: |m| m.config().text.max_len(), vocab: |m| m.config().text.vocab_size);
+
 /// Whether the GPU's stream is being captured into a CUDA graph.
 pub(crate) fn capturing(gpu: &Gpu) -> Result<bool> {
     let status = gpu
@@ -46,7 +135,7 @@ pub struct ForwardGraph<'a, T: Element> {
 /// A captured forward without the borrows: the graph and what it launches on, tied to the workspace it was
 /// captured with by that workspace's id. Whoever holds one keeps the model (whose weights the graph reads) and
 /// the workspace alive and unreallocated for as long as it may launch; [`ForwardGraph`] does so through its
-/// borrows, [`crate::backend::GpuBackend`] by owning all three.
+/// borrows, the GPU backends by owning all three.
 pub(crate) struct Captured {
     shape: GraphShape,
     workspace: u64,
@@ -89,7 +178,7 @@ impl<T: Element> ClipModel<T> {
         ws: &'a mut Workspace<T>,
         shape: GraphShape,
     ) -> Result<ForwardGraph<'a, T>> {
-        let captured = self.capture(gpu, ws, shape)?;
+        let captured = capture(self, gpu, ws, shape)?;
         Ok(ForwardGraph {
             gpu,
             model: self,
@@ -97,118 +186,118 @@ impl<T: Element> ClipModel<T> {
             captured,
         })
     }
+}
 
-    /// [`ClipModel::capture_forward`] without the borrows (see [`Captured`]).
-    pub(crate) fn capture(
-        &self,
-        gpu: &Gpu,
-        ws: &mut Workspace<T>,
-        shape: GraphShape,
-    ) -> Result<Captured> {
-        let max_len = self.config().text.max_len();
-        if shape.images == 0 && shape.texts == 0 {
-            return Err(ModelError::Input(
-                "a forward graph needs at least one image or one text".into(),
-            ));
-        }
-        if shape.images > ws.max_images() || shape.texts > ws.max_texts() {
+/// [`ClipModel::capture_forward`] without the borrows (see [`Captured`]), for any [`TowerModel`].
+pub(crate) fn capture<T: Element, M: TowerModel<T>>(
+    model: &M,
+    gpu: &Gpu,
+    ws: &mut Workspace<T>,
+    shape: GraphShape,
+) -> Result<Captured> {
+    let max_len = model.text_context();
+    if shape.images == 0 && shape.texts == 0 {
+        return Err(ModelError::Input(
+            "a forward graph needs at least one image or one text".into(),
+        ));
+    }
+    if shape.images > ws.max_images() || shape.texts > ws.max_texts() {
+        return Err(ModelError::Input(format!(
+            "{} images and {} texts exceed the workspace's {} and {}",
+            shape.images,
+            shape.texts,
+            ws.max_images(),
+            ws.max_texts()
+        )));
+    }
+    if shape.texts > 0 {
+        if shape.text_len == 0 || shape.text_len > max_len {
             return Err(ModelError::Input(format!(
-                "{} images and {} texts exceed the workspace's {} and {}",
-                shape.images,
-                shape.texts,
-                ws.max_images(),
-                ws.max_texts()
+                "text length {} outside 1..={max_len}",
+                shape.text_len
             )));
         }
-        if shape.texts > 0 {
-            if shape.text_len == 0 || shape.text_len > max_len {
-                return Err(ModelError::Input(format!(
-                    "text length {} outside 1..={max_len}",
-                    shape.text_len
-                )));
-            }
-            let want = TextBatch {
-                batch: shape.texts,
-                len: shape.text_len,
-            };
-            let vocab = self.config().text.vocab_size;
-            if !ws
-                .texts
-                .is_some_and(|s| s.shape == want && s.id_bound <= vocab)
-            {
-                let placeholder = vec![vec![0u32; shape.text_len]; shape.texts];
-                self.upload_texts(gpu, ws, &placeholder, Some(shape.text_len))?;
-            }
-        }
-        // The towers are independent until the logits: with both, the text tower runs on a stream of its own, forked
-        // from and joined back into the main one, so at small batches it fills the SMs the vision tower leaves idle.
-        let lane = if shape.images > 0 && shape.texts > 0 {
-            Some(gpu.new_lane()?)
-        } else {
-            None
+        let want = TextBatch {
+            batch: shape.texts,
+            len: shape.text_len,
         };
-        self.enqueue_forward(gpu, lane.as_ref(), ws, &shape)?;
-        gpu.synchronize()?;
-        let stream = gpu.stream();
-        // Thread-local mode: a call from this thread that is not allowed during capture (a synchronizing copy, an
-        // allocation) fails the capture instead of being recorded; other threads' work is left alone.
-        stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(flashclip::Error::from)?;
-        let enqueued = self.enqueue_forward(gpu, lane.as_ref(), ws, &shape);
-        // The capture always ends, also after a failed enqueue, so the stream leaves capture mode.
-        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
-        enqueued?;
-        let graph = ended
-            .map_err(flashclip::Error::from)?
-            .ok_or_else(|| ModelError::Input("the captured forward is empty".into()))?;
-        graph.upload().map_err(flashclip::Error::from)?;
-        Ok(Captured {
-            shape,
-            workspace: ws.id(),
-            graph,
-            _lane: lane,
-        })
+        let vocab = model.vocab_size();
+        if !ws
+            .texts
+            .is_some_and(|s| s.shape == want && s.id_bound <= vocab)
+        {
+            let placeholder = vec![vec![0u32; shape.text_len]; shape.texts];
+            model.upload_texts(gpu, ws, &placeholder, Some(shape.text_len))?;
+        }
     }
+    // The towers are independent until the logits: with both, the text tower runs on a stream of its own, forked
+    // from and joined back into the main one, so at small batches it fills the SMs the vision tower leaves idle.
+    let lane = if shape.images > 0 && shape.texts > 0 {
+        Some(gpu.new_lane()?)
+    } else {
+        None
+    };
+    enqueue_forward(model, gpu, lane.as_ref(), ws, &shape)?;
+    gpu.synchronize()?;
+    let stream = gpu.stream();
+    // Thread-local mode: a call from this thread that is not allowed during capture (a synchronizing copy, an
+    // allocation) fails the capture instead of being recorded; other threads' work is left alone.
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(flashclip::Error::from)?;
+    let enqueued = enqueue_forward(model, gpu, lane.as_ref(), ws, &shape);
+    // The capture always ends, also after a failed enqueue, so the stream leaves capture mode.
+    let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+    enqueued?;
+    let graph = ended
+        .map_err(flashclip::Error::from)?
+        .ok_or_else(|| ModelError::Input("the captured forward is empty".into()))?;
+    graph.upload().map_err(flashclip::Error::from)?;
+    Ok(Captured {
+        shape,
+        workspace: ws.id(),
+        graph,
+        _lane: lane,
+    })
+}
 
-    /// The device part of a forward of `shape`: no copy, no sync, so it can be captured. With a `lane`, the text
-    /// tower runs there, after everything enqueued on `gpu` so far (the uploads), and `gpu` waits for it at the end.
-    fn enqueue_forward(
-        &self,
-        gpu: &Gpu,
-        lane: Option<&Gpu>,
-        ws: &mut Workspace<T>,
-        shape: &GraphShape,
-    ) -> Result<()> {
-        let text_gpu = lane.unwrap_or(gpu);
-        if let Some(lane) = lane {
-            let uploaded = gpu
-                .stream()
-                .record_event(None)
-                .map_err(flashclip::Error::from)?;
-            lane.stream()
-                .wait(&uploaded)
-                .map_err(flashclip::Error::from)?;
-        }
-        if shape.texts > 0 {
-            let ran = self.run_uploaded_texts(text_gpu, ws)?;
-            if ran.batch != shape.texts || ran.len != shape.text_len {
-                return Err(ModelError::Input(format!(
-                    "the workspace holds {} texts of {} tokens, the graph is for {} of {}",
-                    ran.batch, ran.len, shape.texts, shape.text_len
-                )));
-            }
-        }
-        if shape.images > 0 {
-            self.run_vision(gpu, ws, shape.images)?;
-        }
-        if let Some(lane) = lane {
-            gpu.stream()
-                .join(lane.stream())
-                .map_err(flashclip::Error::from)?;
-        }
-        Ok(())
+/// The device part of a forward of `shape`: no copy, no sync, so it can be captured. With a `lane`, the text
+/// tower runs there, after everything enqueued on `gpu` so far (the uploads), and `gpu` waits for it at the end.
+fn enqueue_forward<T: Element, M: TowerModel<T>>(
+    model: &M,
+    gpu: &Gpu,
+    lane: Option<&Gpu>,
+    ws: &mut Workspace<T>,
+    shape: &GraphShape,
+) -> Result<()> {
+    let text_gpu = lane.unwrap_or(gpu);
+    if let Some(lane) = lane {
+        let uploaded = gpu
+            .stream()
+            .record_event(None)
+            .map_err(flashclip::Error::from)?;
+        lane.stream()
+            .wait(&uploaded)
+            .map_err(flashclip::Error::from)?;
     }
+    if shape.texts > 0 {
+        let ran = model.run_uploaded_texts(text_gpu, ws)?;
+        if ran.batch != shape.texts || ran.len != shape.text_len {
+            return Err(ModelError::Input(format!(
+                "the workspace holds {} texts of {} tokens, the graph is for {} of {}",
+                ran.batch, ran.len, shape.texts, shape.text_len
+            )));
+        }
+    }
+    if shape.images > 0 {
+        model.run_vision(gpu, ws, shape.images)?;
+    }
+    if let Some(lane) = lane {
+        gpu.stream()
+            .join(lane.stream())
+            .map_err(flashclip::Error::from)?;
+    }
+    Ok(())
 }
 
 impl<T: Element> ForwardGraph<'_, T> {

@@ -14,7 +14,10 @@ use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel};
 use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use common::{assert_embeddings, attention_sweep, compare, fixture_dir, fixture_inputs};
+use common::{
+    assert_embeddings, attention_sweep, compare, exclusive_device, fixture_dir, fixture_inputs,
+    shared_device,
+};
 
 fn tiny() -> PathBuf {
     fixture_dir("tiny-chinese-clip")
@@ -81,6 +84,7 @@ fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, half_referen
 
 #[test]
 fn gpu_tiny_chinese_clip_f16() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_f16") else {
         return;
     };
@@ -93,6 +97,7 @@ fn gpu_tiny_chinese_clip_f16() {
 
 #[test]
 fn gpu_tiny_chinese_clip_bf16() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_bf16") else {
         return;
     };
@@ -104,6 +109,7 @@ fn gpu_tiny_chinese_clip_bf16() {
 
 #[test]
 fn gpu_tiny_chinese_clip_f32() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_f32") else {
         return;
     };
@@ -115,6 +121,7 @@ fn gpu_tiny_chinese_clip_f32() {
 /// listed in FLASHCLIP_CN_CLIP_PARITY_DIRS (colon-separated). Does nothing when the variable is unset.
 #[test]
 fn gpu_chinese_clip_parity_from_env() {
+    let _device = shared_device();
     let Ok(dirs) = std::env::var("FLASHCLIP_CN_CLIP_PARITY_DIRS") else {
         println!("FLASHCLIP_CN_CLIP_PARITY_DIRS not set: no full-size Chinese-CLIP parity check requested");
         return;
@@ -135,4 +142,76 @@ fn gpu_chinese_clip_parity_from_env() {
             Some("expected_bf16.safetensors"),
         );
     }
+}
+
+/// The GPU backend runs batches up to `GRAPH_MAX_BATCH` as CUDA graphs captured on first use: every batch (the
+/// capturing one and later replays on other inputs) must be bitwise the direct forward of the same shape (texts
+/// padded to the backend's multiple of 8 tokens); larger batches run directly.
+#[test]
+fn gpu_tiny_chinese_clip_backend_graphs_equal_the_direct_forward() {
+    use flashclip_model::backend::{Embedder, GRAPH_MAX_BATCH};
+    use flashclip_model::chinese_clip::ChineseClipGpu;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    // Exclusive: another test's Gpu dropped during a capture would invalidate it.
+    let _device = exclusive_device();
+    let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_backend_graphs_equal_the_direct_forward")
+    else {
+        return;
+    };
+    let dir = tiny();
+    let config = ChineseClipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
+    let checkpoint = Checkpoint::open(dir.join("model.safetensors")).unwrap();
+    let (_, _, fixture_texts) = fixture_inputs(&dir);
+    let max = GRAPH_MAX_BATCH + 1;
+    let attention = ChineseClipModel::<f16>::best_attention(&gpu, &config);
+    let model = ChineseClipModel::<f16>::load(&gpu, &config, &checkpoint, attention).unwrap();
+    let mut ws = model.workspace(&gpu, max, max).unwrap();
+    let mut backend = ChineseClipGpu::<f16>::load(0, &config, &checkpoint, max).unwrap();
+    let bits = |a: &ndarray::Array2<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+
+    let seed = 0x6a10_u64;
+    println!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let per_image = 3 * config.vision.image_size * config.vision.image_size;
+    let sizes = [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1];
+    for n in sizes {
+        for round in 0..2 {
+            let pixels: Vec<f32> = (0..n * per_image)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let got = backend.embed_images(&pixels).unwrap();
+            let want = model.encode_images(&gpu, &mut ws, &pixels).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{n} images, round {round}");
+        }
+    }
+    let context = model.context_length();
+    let mut text_shapes = std::collections::HashSet::new();
+    for n in sizes {
+        for round in 0..2 {
+            let texts: Vec<Vec<u32>> = (0..n)
+                .map(|i| fixture_texts[(i * 3 + round) % fixture_texts.len()].clone())
+                .collect();
+            let longest = texts.iter().map(Vec::len).max().unwrap();
+            let len = longest.next_multiple_of(8).min(context);
+            if n <= GRAPH_MAX_BATCH {
+                text_shapes.insert((n, len));
+            }
+            let got = backend.embed_texts(&texts).unwrap();
+            model
+                .upload_texts(&gpu, &mut ws, &texts, Some(len))
+                .unwrap();
+            model.run_uploaded_texts(&gpu, &mut ws).unwrap();
+            let want = model.read_text_embeds(&gpu, &ws, n).unwrap();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{n} texts padded to {len}, round {round}"
+            );
+        }
+    }
+    assert_eq!(backend.graph_count(), 3 + text_shapes.len());
+    println!(
+        "{} graphs, every batch bitwise the direct forward",
+        backend.graph_count()
+    );
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use flashclip::ops::attention::Version;
 use flashclip::testing::gpu_or_skip;
@@ -14,24 +13,10 @@ use flashclip_model::config::ClipConfig;
 use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, GraphShape};
 use half::{bf16, f16};
 
-use common::{assert_embeddings, attention_sweep, fixture_dir, fixture_inputs, max_abs, tensor};
-
-/// A stream capture is invalidated when another thread synchronizes the device meanwhile, and a test that ends
-/// does: dropping its Gpu destroys its cuBLAS handle, which synchronizes the device. The tests that hold a Gpu share
-/// this lock (taken before the Gpu, so released after it is dropped); the capture test holds it alone.
-static DEVICE: RwLock<()> = RwLock::new(());
-
-fn shared_device() -> RwLockReadGuard<'static, ()> {
-    DEVICE
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
-    DEVICE
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use common::{
+    assert_embeddings, attention_sweep, exclusive_device, fixture_dir, fixture_inputs, max_abs,
+    shared_device, tensor,
+};
 
 fn tiny() -> PathBuf {
     fixture_dir("tiny")

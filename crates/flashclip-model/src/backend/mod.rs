@@ -8,6 +8,7 @@
 
 mod cpu;
 mod gpu;
+pub(crate) mod graphs;
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,8 +17,9 @@ use flashclip::DType;
 use ndarray::Array2;
 
 pub use cpu::CpuBackend;
+pub use gpu::GpuBackend;
 use gpu::GpuFamily;
-pub use gpu::{GpuBackend, GRAPH_MAX_BATCH};
+pub use graphs::GRAPH_MAX_BATCH;
 
 use flashclip::Element;
 

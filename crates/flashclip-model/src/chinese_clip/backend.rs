@@ -8,6 +8,7 @@ use super::config::ChineseClipConfig;
 use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
+use crate::backend::graphs::Graphs;
 use crate::backend::{check_batch, image_count, Embedder, LoadCpu, LoadGpu};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::{ModelError, Result};
@@ -87,13 +88,15 @@ impl LoadCpu<ChineseClipConfig> for ChineseClipCpu {
 }
 
 /// Chinese-CLIP on one GPU in element type `T`, with a workspace for `max_batch` images and texts of up to the
-/// 52-token context, and the fastest attention for its shapes.
+/// 52-token context, and the fastest attention for its shapes; small batches run as CUDA graphs.
 pub struct ChineseClipGpu<T: Element> {
     ordinal: usize,
     config: ModelConfig,
-    gpu: Gpu,
-    model: ChineseClipModel<T>,
+    // Field order is drop order: the graphs before the workspace and weights they read, those before the Gpu.
+    graphs: Graphs,
     ws: Workspace<T>,
+    model: ChineseClipModel<T>,
+    gpu: Gpu,
     max_batch: usize,
 }
 
@@ -113,11 +116,17 @@ impl<T: Element> ChineseClipGpu<T> {
         Ok(Self {
             ordinal,
             config: ModelConfig::ChineseClip(config.clone()),
-            gpu,
-            model,
+            graphs: Graphs::default(),
             ws,
+            model,
+            gpu,
             max_batch,
         })
+    }
+
+    /// How many CUDA graphs this backend holds (one per small batch shape it has run).
+    pub fn graph_count(&self) -> usize {
+        self.graphs.count()
     }
 }
 
@@ -142,12 +151,14 @@ impl<T: Element> Embedder for ChineseClipGpu<T> {
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
         let n = image_count(&self.model.config().vision, pixels)?;
         check_batch("images", n, self.max_batch)?;
-        self.model.encode_images(&self.gpu, &mut self.ws, pixels)
+        self.graphs
+            .embed_images(&self.model, &self.gpu, &mut self.ws, pixels, n)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         check_batch("texts", texts.len(), self.max_batch)?;
-        self.model.encode_texts(&self.gpu, &mut self.ws, texts)
+        self.graphs
+            .embed_texts(&self.model, &self.gpu, &mut self.ws, texts)
     }
 }
 

@@ -17,6 +17,7 @@ mod text_gpu;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backend::ChineseClipGpu;
 pub use config::{BertConfig, ChineseClipConfig, DEFAULT_CONTEXT_LENGTH, MODEL_TYPE};
 pub use model::ChineseClipModel;
 pub use reference::{BertOutput, ChineseClipReference};

@@ -223,3 +223,9 @@ impl<T: Element> ChineseClipModel<T> {
         )
     }
 }
+
+crate::graph::tower_model!(
+    ChineseClipModel,
+    context: |m| m.context_length(),
+    vocab: |m| m.config().text.vocab_size
+);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use flashclip::ops::attention::Version;
 use flashclip::Gpu;
@@ -208,4 +209,21 @@ pub fn attention_sweep(
         .map(|&version| AttentionImpl::Flash(version))
         .chain(others.iter().copied())
         .collect()
+}
+
+/// A stream capture is invalidated when another thread synchronizes the device meanwhile, and a test that ends
+/// does: dropping its Gpu destroys its cuBLAS handle, which synchronizes the device. The tests that hold a Gpu share
+/// this lock (taken before the Gpu, so released after it is dropped); the capture test holds it alone.
+static DEVICE: RwLock<()> = RwLock::new(());
+
+pub fn shared_device() -> RwLockReadGuard<'static, ()> {
+    DEVICE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
+    DEVICE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
