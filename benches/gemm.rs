@@ -7,7 +7,7 @@
 //! QuickGELU; out-proj and fc2 = cuBLAS, then bias + residual + LayerNorm (one kernel). The fused path: QKV and
 //! fc1 in one GEMM; out-proj and fc2 as GEMM + bias + residual, then a plain LayerNorm. flashclip's GEMM runs at
 //! each schedule of its consumer warpgroups (cooperative, which `linear_fused` runs, and ping-pong; each with
-//! register or TMA stores; and cooperative in 2-block clusters sharing B by multicast), side by side.
+//! register or TMA stores), side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashclip::bench::{median, time_device_us, time_iters, Summary};

@@ -53,18 +53,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (tid == 0) {
         for (int s = 0; s < Traits::kStages; ++s) {
             mbarrier_init(&sm.full[s], 1);  // the producer's arrival (+ the TMA bytes)
-            mbarrier_init(&sm.empty[s], Traits::kEmptyArrivals);
+            mbarrier_init(&sm.empty[s], 4 * Traits::kWarpgroupsPerTile);  // one per warp multiplying it
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    // In a cluster, the other blocks' producers and consumers reach this block's barriers: all must be initialized.
-    if constexpr (Traits::kClusterM == 1) {
-        __syncthreads();
-    } else {
-        cluster_sync();
-    }
+    __syncthreads();
 
-    const TileScheduler<Traits> sched(p.m, p.n, Traits::kClusterM == 1 ? 0 : (int)cluster_ctarank());
+    const TileScheduler<Traits> sched(p.m, p.n);
     const int k_blocks = (p.k + Traits::kBlockK - 1) / Traits::kBlockK;
     if (warpgroup == 0) {
         setmaxnreg_dec<Traits::kProducerRegs>();
@@ -77,9 +72,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Consumer<Traits> c;
         float acc[Traits::kBlockN / 2];
         if constexpr (Traits::kSchedule == Schedule::kCooperative) {
-            for (int i = 0; i < sched.count_of_block(); ++i) {
+            for (int t = blockIdx.x; t < sched.count(); t += gridDim.x) {
                 c.tile(acc, sm, consumer, k_blocks, lane, [] {});
-                epilogue.store(acc, p, sched.of_block(i), consumer);
+                epilogue.store(acc, p, sched.at(t), consumer);
             }
         } else {
             // The block's tiles alternate between the consumers; each one's ring position skips the other's
@@ -100,8 +95,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
         epilogue.finish();
     }
-    // No block of a cluster leaves while another may still arrive on its barriers or multicast into its stages.
-    if constexpr (Traits::kClusterM > 1) cluster_sync();
 #endif
 }
 
@@ -128,84 +121,60 @@ int launch(const fc_gemm_params &p, int sms, cudaStream_t stream) {
     using Elem = typename Traits::Elem;
     CUtensorMap a_map, b_map, y_map{};  // y_map: the TMA store's (64 x 64 boxes); unused by register stores
     cudaError_t err = matrix_map<Elem>(&a_map, p.x, p.m, p.k, p.ldx, Traits::kBlockM);
-    if (err == cudaSuccess) err = matrix_map<Elem>(&b_map, p.w, p.n, p.k, p.ldw, Traits::kBRowsPerBlock);
+    if (err == cudaSuccess) err = matrix_map<Elem>(&b_map, p.w, p.n, p.k, p.ldw, Traits::kBlockN);
     if (err == cudaSuccess && Traits::kStore == Store::kTma) err = matrix_map<Elem>(&y_map, p.y, p.m, p.n, p.ldy, 64);
     if (err != cudaSuccess) return (int)err;
     const auto kernel = gemm_kernel<Traits, kEpilogue, kAct>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
     if (err != cudaSuccess) return (int)err;
-    const int cluster_rows = Traits::kBlockM * Traits::kClusterM;
-    const long long cluster_tiles =
-        (long long)((p.m + cluster_rows - 1) / cluster_rows) * ((p.n + Traits::kBlockN - 1) / Traits::kBlockN);
-    if constexpr (Traits::kClusterM == 1) {
-        const int grid = (int)std::min<long long>(cluster_tiles, sms);
-        kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, a_map, b_map, y_map);
-        return (int)cudaGetLastError();
-    } else {
-        cudaLaunchAttribute cluster;
-        cluster.id = cudaLaunchAttributeClusterDimension;
-        cluster.val.clusterDim.x = Traits::kClusterM;
-        cluster.val.clusterDim.y = 1;
-        cluster.val.clusterDim.z = 1;
-        cudaLaunchConfig_t config = {};
-        config.blockDim = dim3(Traits::kThreads);
-        config.dynamicSmemBytes = Traits::kSmemBytes;
-        config.stream = stream;
-        config.attrs = &cluster;
-        config.numAttrs = 1;
-        // A persistent wave is as many clusters as fit at once: the GPCs' SM counts need not pair up evenly.
-        config.gridDim = dim3(sms);
-        int resident = 0;
-        err = cudaOccupancyMaxActiveClusters(&resident, kernel, &config);
-        if (err != cudaSuccess) return (int)err;
-        if (resident <= 0) return (int)cudaErrorInvalidConfiguration;
-        config.gridDim = dim3((unsigned)(Traits::kClusterM * std::min<long long>(cluster_tiles, resident)));
-        return (int)cudaLaunchKernelEx(&config, kernel, p, a_map, b_map, y_map);
-    }
+    const long long tiles = (long long)((p.m + Traits::kBlockM - 1) / Traits::kBlockM) *
+                            ((p.n + Traits::kBlockN - 1) / Traits::kBlockN);
+    const int grid = (int)std::min<long long>(tiles, sms);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, a_map, b_map, y_map);
+    return (int)cudaGetLastError();
 }
 
 /* Wide tiles when they make at least one full wave; narrow ones (twice the tiles) otherwise. */
-template <typename Elem, Schedule kSchedule, Store kStore, int kClusterM, fc_gemm_epilogue kEpilogue,
-          fc_activation kAct>
+template <typename Elem, Schedule kSchedule, Store kStore, fc_gemm_epilogue kEpilogue, fc_activation kAct>
 int launch_tiles(const fc_gemm_params &p, cudaStream_t stream) {
     const int sms = current_sm_count();
     if (sms <= 0) return (int)cudaErrorInvalidDevice;
-    using Wide = WideTiles<Elem, kSchedule, kStore, kClusterM>;
+    using Wide = WideTiles<Elem, kSchedule, kStore>;
     const long long wide_tiles = (long long)((p.m + Wide::kBlockM - 1) / Wide::kBlockM) *
                                  ((p.n + Wide::kBlockN - 1) / Wide::kBlockN);
     if (wide_tiles >= sms) return launch<Wide, kEpilogue, kAct>(p, sms, stream);
-    return launch<NarrowTiles<Elem, kSchedule, kStore, kClusterM>, kEpilogue, kAct>(p, sms, stream);
+    return launch<NarrowTiles<Elem, kSchedule, kStore>, kEpilogue, kAct>(p, sms, stream);
 }
 
 /* The one place where the schedule, the store, the runtime epilogue and the activation become template
  * instantiations. */
-template <typename Elem, Schedule kSchedule, Store kStore, int kClusterM>
+template <typename Elem, Schedule kSchedule, Store kStore>
 int dispatch(const fc_gemm_params &p, cudaStream_t stream) {
     switch (p.epilogue) {
-        case FC_GEMM_PLAIN: return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_PLAIN, FC_IDENTITY>(p, stream);
-        case FC_GEMM_BIAS: return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
+        case FC_GEMM_PLAIN: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_PLAIN, FC_IDENTITY>(p, stream);
+        case FC_GEMM_BIAS: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
         case FC_GEMM_BIAS_RESIDUAL:
-            return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS_RESIDUAL, FC_IDENTITY>(p, stream);
+            return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_RESIDUAL, FC_IDENTITY>(p, stream);
         case FC_GEMM_BIAS_ACTIVATION:
             switch (p.activation) {
                 case FC_QUICK_GELU:
-                    return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS_ACTIVATION, FC_QUICK_GELU>(p, stream);
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_QUICK_GELU>(p, stream);
                 case FC_GELU_ERF:
-                    return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS_ACTIVATION, FC_GELU_ERF>(p, stream);
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_GELU_ERF>(p, stream);
                 case FC_GELU_TANH:
-                    return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS_ACTIVATION, FC_GELU_TANH>(p, stream);
-                case FC_IDENTITY: return launch_tiles<Elem, kSchedule, kStore, kClusterM, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
+                    return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS_ACTIVATION, FC_GELU_TANH>(p, stream);
+                case FC_IDENTITY: return launch_tiles<Elem, kSchedule, kStore, FC_GEMM_BIAS, FC_IDENTITY>(p, stream);
             }
             return (int)cudaErrorInvalidValue;
     }
     return (int)cudaErrorInvalidValue;
 }
 
-template <Schedule kSchedule, Store kStore, int kClusterM = 1>
+template <Schedule kSchedule, Store kStore>
 int dispatch_dtype(const fc_gemm_params &p, fc_dtype dtype, cudaStream_t stream) {
     switch (dtype) {
-        case FC_F16: return dispatch<__half, kSchedule, kStore, kClusterM>(p, stream);
-        case FC_BF16: return dispatch<__nv_bfloat16, kSchedule, kStore, kClusterM>(p, stream);
+        case FC_F16: return dispatch<__half, kSchedule, kStore>(p, stream);
+        case FC_BF16: return dispatch<__nv_bfloat16, kSchedule, kStore>(p, stream);
         default: return (int)cudaErrorInvalidValue;
     }
 }
@@ -249,8 +218,6 @@ extern "C" int fc_gemm_sm90_schedule(const fc_gemm_params *p, fc_dtype dtype, fc
         case FC_GEMM_COOPERATIVE_TMA_STORE:
             return dispatch_dtype<Schedule::kCooperative, Store::kTma>(*p, dtype, stream);
         case FC_GEMM_PINGPONG_TMA_STORE: return dispatch_dtype<Schedule::kPingPong, Store::kTma>(*p, dtype, stream);
-        case FC_GEMM_COOPERATIVE_CLUSTER:
-            return dispatch_dtype<Schedule::kCooperative, Store::kRegisters, 2>(*p, dtype, stream);
     }
     return (int)cudaErrorInvalidValue;
 }

@@ -60,38 +60,6 @@ __device__ __forceinline__ void tma_load_2d(void *smem_dst, const CUtensorMap *m
         : "memory");
 }
 
-/* As tma_load_2d, the box written to the same shared-memory offset in every CTA of the cluster whose bit is set in
- * `cta_mask`, each of whose barrier at `bar`'s offset counts the bytes landing there. */
-__device__ __forceinline__ void tma_load_2d_multicast(void *smem_dst, const CUtensorMap *map, int c0, int c1,
-                                                      uint64_t *bar, uint16_t cta_mask) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-        "[%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_addr(smem_dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar)), "h"(cta_mask)
-        : "memory");
-}
-
-/* Thread block clusters: this CTA's rank in its cluster, and a barrier of every thread of every CTA in the cluster
- * (release / acquire: shared-memory writes before it, barrier inits included, are visible to the other CTAs after
- * it). */
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-    uint32_t rank;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
-    return rank;
-}
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-
-/* Arrive on the mbarrier at `bar`'s offset in the shared memory of cluster CTA `cta` (possibly another CTA's). */
-__device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t *bar, uint32_t cta) {
-    asm volatile(
-        "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
-        "r"(cta)
-        : "memory");
-}
-
 /* TMA store: one box of a 2-d tensor map (column, row) from shared memory (laid out and swizzled as the map says)
  * into global memory, in this thread's current bulk group; parts of the box outside the tensor are not written.
  * The shared-memory writes it reads must be made visible to the async proxy first (fence_proxy_async). */

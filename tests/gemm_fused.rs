@@ -1,7 +1,7 @@
 //! flashclip's Hopper GEMM with fused epilogues against the float64 reference: every epilogue, both 16-bit
 //! dtypes, CLIP's layer shapes, ragged and strided shapes, and the inputs it refuses. Each case runs the default
-//! launch and every explicit schedule (cooperative, ping-pong, each with register or TMA stores, and cooperative
-//! in 2-block clusters, whose odd last block row runs on rows past M) against one reference.
+//! launch and every explicit schedule (cooperative, ping-pong, each with register or TMA stores) against one
+//! reference.
 //!
 //! Every output element is poisoned with NaN before each launch and must come back finite; rows sampled from each
 //! output (the first and last of every 128-row tile band's edges and random ones) are compared with float64.

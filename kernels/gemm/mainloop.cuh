@@ -2,7 +2,7 @@
  * consumers (warpgroups multiplying on wgmma). Stage s is handed over through two mbarriers: full[s] completes
  * when its A and B tiles have landed (the producer's arrival plus the TMA bytes), empty[s] when every warp that
  * multiplies it has finished reading it (both consumers' 8 warps when they share tiles, one consumer's 4 in
- * ping-pong; in a cluster, those of every block, since each block's B part lands in all). The ring is one sequence of slots, tile after tile in the order the producer loads them; in
+ * ping-pong). The ring is one sequence of slots, tile after tile in the order the producer loads them; in
  * ping-pong the consumers take alternate tiles' runs of slots. */
 #ifndef FLASHCLIP_GEMM_MAINLOOP_CUH
 #define FLASHCLIP_GEMM_MAINLOOP_CUH
@@ -29,28 +29,19 @@ struct SharedStages {
 };
 
 /* Loads every k block of every tile of this block, kStages ahead of the consumers. Rows and columns past the
- * matrices' edges (M, N or K not multiples of the tile) arrive as zeros, so the consumers need no masking. In a
- * cluster, this block's A tile comes to it alone and its part of the B tile to every block of the cluster, whose
- * full barriers each expect the whole stage (their own A, and B from all). */
+ * matrices' edges (M, N or K not multiples of the tile) arrive as zeros, so the consumers need no masking. */
 template <class Traits>
 __device__ __forceinline__ void produce(const TileScheduler<Traits> &sched, const SharedStages<Traits> &sm,
                                         const CUtensorMap *a_map, const CUtensorMap *b_map, int k_blocks) {
     RingSlot<Traits::kStages> slot;
-    const int b_part = sched.rank * Traits::kBRowsPerBlock;
-    for (int i = 0; i < sched.count_of_block(); ++i) {
-        const Tile tile = sched.of_block(i);
+    for (int t = blockIdx.x; t < sched.count(); t += gridDim.x) {
+        const Tile tile = sched.at(t);
         for (int kb = 0; kb < k_blocks; ++kb, slot.advance()) {
             // A fresh barrier's phase "before the first" counts as complete: the first pass does not wait.
             mbarrier_wait(&sm.empty[slot.stage], slot.phase ^ 1u);
             mbarrier_arrive_expect_tx(&sm.full[slot.stage], Traits::kStageBytes);
             tma_load_2d(sm.a(slot.stage), a_map, kb * Traits::kBlockK, tile.m0, &sm.full[slot.stage]);
-            unsigned char *b = sm.b(slot.stage) + b_part * Traits::kBlockK * 2;
-            if constexpr (Traits::kClusterM == 1) {
-                tma_load_2d(b, b_map, kb * Traits::kBlockK, tile.n0, &sm.full[slot.stage]);
-            } else {
-                tma_load_2d_multicast(b, b_map, kb * Traits::kBlockK, tile.n0 + b_part, &sm.full[slot.stage],
-                                      (uint16_t)((1u << Traits::kClusterM) - 1u));
-            }
+            tma_load_2d(sm.b(slot.stage), b_map, kb * Traits::kBlockK, tile.n0, &sm.full[slot.stage]);
         }
     }
 }
@@ -67,14 +58,9 @@ struct Consumer {
 
     RingSlot<Traits::kStages> slot;
 
-    /* Frees `stage` for this warp, in every block of the cluster (each one's producer writes its B part there). */
     __device__ __forceinline__ void release(int stage, int lane, const SharedStages<Traits> &sm) {
         __syncwarp();
-        if constexpr (Traits::kClusterM == 1) {
-            if (lane == 0) mbarrier_arrive(&sm.empty[stage]);
-        } else {
-            if (lane < Traits::kClusterM) mbarrier_arrive_cluster(&sm.empty[stage], (uint32_t)lane);
-        }
+        if (lane == 0) mbarrier_arrive(&sm.empty[stage]);
     }
 
     template <class Issued>

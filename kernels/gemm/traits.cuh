@@ -30,14 +30,8 @@ enum class Store { kRegisters, kTma };
  * Ping-pong tiles are 64 x kBlockN, one m64nNk16 wgmma per k step: the same kBlockN / 2 fp32 accumulators a
  * thread as a cooperative warpgroup's half of a 128-row tile, so the same register split (232 a consumer thread)
  * holds them and the epilogue; a stage is smaller (40 KiB at N = 256 against 48), which pays for the extra
- * loads of B per output (B is read once per 64 rows instead of 128).
- *
- * kClusterM blocks form a thread-block cluster over neighbouring tile rows with the same columns: each block loads
- * 1 / kClusterM of the B tile and multicasts it to all of them, so B crosses from L2 once per kClusterM blocks
- * (CUTLASS's and cuBLAS's 2x1 clusters). At 128 x 256 tiles that cuts a block's L2 reads per k block from 48 to
- * 32 KiB: without it the SMs together ask L2 for more than it delivers at the tensor cores' rate. A stage is then
- * free only when the consumers of every block of the cluster have read it (each one's B part lives in all). */
-template <typename Elem_, Schedule kSchedule_, Store kStore_, int kBlockN_, int kStages_, int kClusterM_>
+ * loads of B per output (B is read once per 64 rows instead of 128). */
+template <typename Elem_, Schedule kSchedule_, Store kStore_, int kBlockN_, int kStages_>
 struct GemmTraits {
     using Elem = Elem_;
     static constexpr Schedule kSchedule = kSchedule_;
@@ -49,11 +43,6 @@ struct GemmTraits {
     static constexpr int kBlockN = kBlockN_;
     static constexpr int kBlockK = 64;
     static constexpr int kStages = kStages_;
-    static constexpr int kClusterM = kClusterM_;
-    // Rows of the B tile each block of a cluster loads (and multicasts).
-    static constexpr int kBRowsPerBlock = kBlockN / kClusterM;
-    // Arrivals that free a stage: one per consumer warp multiplying it, in every block of the cluster.
-    static constexpr int kEmptyArrivals = 4 * kWarpgroupsPerTile * kClusterM;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kSwizzleBytes = 128;
     static constexpr int kATileBytes = kBlockM * kBlockK * 2;
@@ -76,7 +65,6 @@ struct GemmTraits {
     static_assert(kStoreBarrier + kConsumers <= 16, "hardware barriers");
     static_assert(kBlockN == 128 || kBlockN == 256, "the wgmma wrappers spell out N = 128 and 256");
     static_assert(kSmemBytes <= 227 * 1024, "fits one block's shared memory");
-    static_assert(kClusterM == 1 || kClusterM == 2, "clusters of one or two blocks");
     static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "fits the register file");
 };
 
@@ -87,10 +75,10 @@ struct GemmTraits {
 template <Schedule kSchedule, Store kStore, int kCooperative, int kCooperativeTma, int kPingPong, int kPingPongTma>
 constexpr int kStagesOf = kSchedule == Schedule::kCooperative ? (kStore == Store::kTma ? kCooperativeTma : kCooperative)
                                                               : (kStore == Store::kTma ? kPingPongTma : kPingPong);
-template <typename Elem, Schedule kSchedule, Store kStore, int kClusterM>
-using WideTiles = GemmTraits<Elem, kSchedule, kStore, 256, kStagesOf<kSchedule, kStore, 4, 3, 5, 4>, kClusterM>;
-template <typename Elem, Schedule kSchedule, Store kStore, int kClusterM>
-using NarrowTiles = GemmTraits<Elem, kSchedule, kStore, 128, kStagesOf<kSchedule, kStore, 6, 6, 8, 8>, kClusterM>;
+template <typename Elem, Schedule kSchedule, Store kStore>
+using WideTiles = GemmTraits<Elem, kSchedule, kStore, 256, kStagesOf<kSchedule, kStore, 4, 3, 5, 4>>;
+template <typename Elem, Schedule kSchedule, Store kStore>
+using NarrowTiles = GemmTraits<Elem, kSchedule, kStore, 128, kStagesOf<kSchedule, kStore, 6, 6, 8, 8>>;
 
 }  // namespace flashclip::gemm
 

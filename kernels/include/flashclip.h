@@ -180,15 +180,13 @@ int fc_gemm_sm90(const fc_gemm_params *p, fc_dtype dtype, cudaStream_t stream);
  * warpgroups. COOPERATIVE (what fc_gemm_sm90 runs): both on one 128-row tile. PINGPONG: each on its own 64-row
  * tiles, taking turns at the tensor cores so that one's epilogue runs under the other's mainloop. _TMA_STORE: the
  * epilogue stages the output tile in swizzled shared memory and stores it with TMA instead of storing from
- * registers; needs ldy a multiple of 8 and y 16-byte aligned (else cudaErrorInvalidValue). COOPERATIVE_CLUSTER:
- * COOPERATIVE in clusters of two blocks over neighbouring tile rows, each multicasting half of the B tile to both.
- * Values are kept stable across removals. */
+ * registers; needs ldy a multiple of 8 and y 16-byte aligned (else cudaErrorInvalidValue). Values are kept stable
+ * across removals. */
 typedef enum fc_gemm_schedule {
     FC_GEMM_COOPERATIVE = 0,
     FC_GEMM_PINGPONG = 1,
     FC_GEMM_COOPERATIVE_TMA_STORE = 2,
-    FC_GEMM_PINGPONG_TMA_STORE = 3,
-    FC_GEMM_COOPERATIVE_CLUSTER = 4
+    FC_GEMM_PINGPONG_TMA_STORE = 3
 } fc_gemm_schedule;
 int fc_gemm_sm90_schedule(const fc_gemm_params *p, fc_dtype dtype, fc_gemm_schedule schedule, cudaStream_t stream);
 #endif /* FLASHCLIP_TUNING */

@@ -22,18 +22,14 @@ pub enum Schedule {
     CooperativeTmaStore,
     /// `PingPong` with the TMA-store epilogue of `CooperativeTmaStore`.
     PingPongTmaStore,
-    /// `Cooperative` in clusters of two blocks over neighbouring tile rows, each loading half of the shared B tile
-    /// and multicasting it to both: B crosses from L2 once per two blocks.
-    CooperativeCluster,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 5] = [
+    pub const ALL: [Schedule; 4] = [
         Schedule::Cooperative,
         Schedule::PingPong,
         Schedule::CooperativeTmaStore,
         Schedule::PingPongTmaStore,
-        Schedule::CooperativeCluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,7 +38,6 @@ impl Schedule {
             Schedule::PingPong => "pingpong",
             Schedule::CooperativeTmaStore => "cooperative-tma",
             Schedule::PingPongTmaStore => "pingpong-tma",
-            Schedule::CooperativeCluster => "cooperative-cluster",
         }
     }
 
@@ -61,7 +56,6 @@ impl Schedule {
             Schedule::PingPong => F::FC_GEMM_PINGPONG,
             Schedule::CooperativeTmaStore => F::FC_GEMM_COOPERATIVE_TMA_STORE,
             Schedule::PingPongTmaStore => F::FC_GEMM_PINGPONG_TMA_STORE,
-            Schedule::CooperativeCluster => F::FC_GEMM_COOPERATIVE_CLUSTER,
         }
     }
 }
