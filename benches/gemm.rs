@@ -6,8 +6,8 @@
 //! Per layer, the unfused path is the model's: QKV = cuBLASLt with its bias epilogue; fc1 = cuBLAS, then bias +
 //! QuickGELU; out-proj and fc2 = cuBLAS, then bias + residual + LayerNorm (one kernel). The fused path: QKV and
 //! fc1 in one GEMM; out-proj and fc2 as GEMM + bias + residual, then a plain LayerNorm. flashclip's GEMM runs at
-//! each schedule of its consumer warpgroups (cooperative, which `linear_fused` runs, and ping-pong; each with
-//! register or TMA stores), side by side.
+//! each schedule of its consumer warpgroups (cooperative and ping-pong, each with register or TMA stores; the
+//! default `linear_fused` chooses among them per call), side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flashclip::bench::{median, time_device_us, time_iters, Summary};
@@ -259,7 +259,7 @@ fn benches(c: &mut Criterion) {
         &format!(
             "ViT-L/14-336 linear layers ({}): µs (TFLOP/s); unfused = cuBLAS(Lt) + flashclip's elementwise kernel, \
              fused = flashclip's GEMM with the epilogue (+ LayerNorm after out-proj/fc2), at each schedule \
-             (cooperative is the default)",
+             (`linear_fused` chooses per call)",
             gpu.name().unwrap_or_default()
         ),
         &header,

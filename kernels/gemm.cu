@@ -198,10 +198,22 @@ bool valid(const fc_gemm_params &p) {
 }  // namespace
 }  // namespace flashclip::gemm
 
+/* The default schedule, per call (the one place it is chosen), from the same-run table in benches/results (H100,
+ * 47abfb7): the TMA-store epilogue beats register stores on every layer shape (605-731 against 461-619 TFLOP/s at
+ * 9232-73856 rows: the register epilogue's 4-byte stores kept the tensor cores idle for long), and ping-pong beats
+ * cooperative with the activation epilogue from a few thousand rows on (the longest epilogue, hidden under the
+ * other consumer's mainloop; 1.12-1.22x cuBLAS + the separate bias+QuickGELU at 73856 rows), cooperative elsewhere.
+ * Register stores remain for outputs TMA cannot address (rows not 16-byte multiples apart, or a misaligned start). */
+constexpr int kPingPongMinRows = 4096;
+
 extern "C" int fc_gemm_sm90(const fc_gemm_params *p, fc_dtype dtype, cudaStream_t stream) {
     using namespace flashclip::gemm;
     if (p == nullptr || !valid(*p)) return (int)cudaErrorInvalidValue;
-    return dispatch_dtype<Schedule::kCooperative, Store::kRegisters>(*p, dtype, stream);
+    if (p->ldy % 8 != 0 || !aligned(p->y, 16))
+        return dispatch_dtype<Schedule::kCooperative, Store::kRegisters>(*p, dtype, stream);
+    if (p->epilogue == FC_GEMM_BIAS_ACTIVATION && p->m >= kPingPongMinRows)
+        return dispatch_dtype<Schedule::kPingPong, Store::kTma>(*p, dtype, stream);
+    return dispatch_dtype<Schedule::kCooperative, Store::kTma>(*p, dtype, stream);
 }
 
 #ifdef FLASHCLIP_TUNING

@@ -172,12 +172,14 @@ typedef struct fc_gemm_params {
 
 /* Hopper (sm_90a) GEMM: TMA loads into swizzled shared memory, a producer warp and two consumer warpgroups on
  * wgmma, persistent blocks; f16/bf16. Needs k and n multiples of 8, ldx and ldw multiples of 8, x and w 16-byte
- * aligned, ldy and ld_residual even and y, residual, bias 4-byte aligned. */
+ * aligned, ldy and ld_residual even and y, residual, bias 4-byte aligned. Chooses its schedule per call: a TMA-store
+ * epilogue where y's rows are 16-byte multiples apart from a 16-byte aligned start (else register stores),
+ * ping-pong consumers for the activation epilogue from 4096 rows on, cooperative ones otherwise. */
 int fc_gemm_sm90(const fc_gemm_params *p, fc_dtype dtype, cudaStream_t stream);
 
 #ifdef FLASHCLIP_TUNING
 /* Tuning sweeps only (built with FLASHCLIP_TUNING): fc_gemm_sm90 with an explicit schedule of its two consumer
- * warpgroups. COOPERATIVE (what fc_gemm_sm90 runs): both on one 128-row tile. PINGPONG: each on its own 64-row
+ * warpgroups. COOPERATIVE: both on one 128-row tile. PINGPONG: each on its own 64-row
  * tiles, taking turns at the tensor cores so that one's epilogue runs under the other's mainloop. _TMA_STORE: the
  * epilogue stages the output tile in swizzled shared memory and stores it with TMA instead of storing from
  * registers; needs ldy a multiple of 8 and y 16-byte aligned (else cudaErrorInvalidValue). Values are kept stable

@@ -8,8 +8,8 @@ use crate::gpu::Gpu;
 use crate::tensor::{Element, View, ViewMut};
 
 /// How the fused GEMM's two consumer warpgroups share a block's tiles and write them out;
-/// [`super::linear_fused`] runs `Cooperative`. All pick wide (N = 256) tiles when those fill at least one wave of
-/// SMs, else N = 128.
+/// [`super::linear_fused`] chooses among them per call (see `fc_gemm_sm90`). All pick wide (N = 256) tiles when
+/// those fill at least one wave of SMs, else N = 128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Both warpgroups on one 128-row tile, 64 rows each; the tensor cores idle during each tile's epilogue.
