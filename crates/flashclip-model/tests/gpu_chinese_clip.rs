@@ -15,8 +15,8 @@ use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
 use common::{
-    assert_embeddings, attention_sweep, compare, exclusive_device, fixture_dir, fixture_inputs,
-    shared_device,
+    assert_bitwise_on_random_images, assert_embeddings, attention_sweep, bits, compare,
+    exclusive_device, fixture_dir, fixture_inputs, shared_device,
 };
 
 fn tiny() -> PathBuf {
@@ -151,7 +151,6 @@ fn gpu_chinese_clip_parity_from_env() {
 fn gpu_tiny_chinese_clip_backend_graphs_equal_the_direct_forward() {
     use flashclip_model::backend::{Embedder, GRAPH_MAX_BATCH};
     use flashclip_model::chinese_clip::ChineseClipGpu;
-    use rand::{rngs::StdRng, Rng, SeedableRng};
     // Exclusive: another test's Gpu dropped during a capture would invalidate it.
     let _device = exclusive_device();
     let Some(gpu) = gpu_or_skip("gpu_tiny_chinese_clip_backend_graphs_equal_the_direct_forward")
@@ -167,23 +166,17 @@ fn gpu_tiny_chinese_clip_backend_graphs_equal_the_direct_forward() {
     let model = ChineseClipModel::<f16>::load(&gpu, &config, &checkpoint, attention).unwrap();
     let mut ws = model.workspace(&gpu, max, max).unwrap();
     let mut backend = ChineseClipGpu::<f16>::load(0, &config, &checkpoint, max).unwrap();
-    let bits = |a: &ndarray::Array2<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
-
     let seed = 0x6a10_u64;
     println!("seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
     let per_image = 3 * config.vision.image_size * config.vision.image_size;
     let sizes = [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1];
-    for n in sizes {
-        for round in 0..2 {
-            let pixels: Vec<f32> = (0..n * per_image)
-                .map(|_| rng.random_range(-2.0f32..2.0))
-                .collect();
-            let got = backend.embed_images(&pixels).unwrap();
-            let want = model.encode_images(&gpu, &mut ws, &pixels).unwrap();
-            assert_eq!(bits(&got), bits(&want), "{n} images, round {round}");
-        }
-    }
+    assert_bitwise_on_random_images(
+        seed,
+        per_image,
+        &sizes,
+        |pixels| backend.embed_images(pixels).unwrap(),
+        |pixels| model.encode_images(&gpu, &mut ws, pixels).unwrap(),
+    );
     let context = model.context_length();
     let mut text_shapes = std::collections::HashSet::new();
     for n in sizes {

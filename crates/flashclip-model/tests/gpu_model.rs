@@ -14,8 +14,8 @@ use flashclip_model::{AttentionImpl, Checkpoint, ClipModel, GraphShape};
 use half::{bf16, f16};
 
 use common::{
-    assert_embeddings, attention_sweep, compare, exclusive_device, fixture_dir, fixture_inputs,
-    max_abs, shared_device, tensor,
+    assert_bitwise_on_random_images, assert_embeddings, attention_sweep, bits, compare,
+    exclusive_device, fixture_dir, fixture_inputs, max_abs, shared_device, tensor,
 };
 
 fn tiny() -> PathBuf {
@@ -161,10 +161,6 @@ fn gpu_parity_from_env() {
             Some("expected_bf16.safetensors"),
         );
     }
-}
-
-fn bits(a: &ndarray::Array2<f32>) -> Vec<u32> {
-    a.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Captures the forward into a CUDA graph and replays it on two different inputs, uploaded between the replays:
@@ -434,17 +430,13 @@ fn gpu_small_backend_graphs_equal_the_direct_forward() {
                 .collect()
         })
         .collect();
-    let mut rng = StdRng::seed_from_u64(seed + 1);
-    for n in [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1] {
-        for round in 0..2 {
-            let pixels: Vec<f32> = (0..n * per_image)
-                .map(|_| rng.random_range(-2.0f32..2.0))
-                .collect();
-            let got = backend.embed_images(&pixels).unwrap();
-            let want = model.encode_images(&gpu, &mut ws, &pixels).unwrap();
-            assert_eq!(bits(&got), bits(&want), "{n} images, round {round}");
-        }
-    }
+    assert_bitwise_on_random_images(
+        seed + 1,
+        per_image,
+        &[1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1],
+        |pixels| backend.embed_images(pixels).unwrap(),
+        |pixels| model.encode_images(&gpu, &mut ws, pixels).unwrap(),
+    );
     for texts in &text_batches {
         let longest = texts.iter().map(Vec::len).max().unwrap();
         let len = longest.next_multiple_of(8).min(max_len);

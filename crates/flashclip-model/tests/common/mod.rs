@@ -10,7 +10,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use flashclip::ops::attention::Version;
 use flashclip::Gpu;
 use flashclip_model::AttentionImpl;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors};
 
 /// `tests/fixtures/<name>` of this crate.
@@ -226,4 +227,33 @@ pub fn exclusive_device() -> RwLockWriteGuard<'static, ()> {
     DEVICE
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The bit patterns of `a`'s values, for bitwise comparisons.
+pub fn bits(a: &Array2<f32>) -> Vec<u32> {
+    a.iter().map(|x| x.to_bits()).collect()
+}
+
+/// For each batch size in `sizes`, twice, with fresh pixels from `seed` (`per_image` values an image, in [-2, 2)):
+/// `got`'s embeddings must be bitwise `want`'s.
+pub fn assert_bitwise_on_random_images(
+    seed: u64,
+    per_image: usize,
+    sizes: &[usize],
+    mut got: impl FnMut(&[f32]) -> Array2<f32>,
+    mut want: impl FnMut(&[f32]) -> Array2<f32>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for &n in sizes {
+        for round in 0..2 {
+            let pixels: Vec<f32> = (0..n * per_image)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            assert_eq!(
+                bits(&got(&pixels)),
+                bits(&want(&pixels)),
+                "{n} images, round {round}"
+            );
+        }
+    }
 }
