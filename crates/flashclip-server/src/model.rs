@@ -66,7 +66,8 @@ pub(crate) struct ModelInfo {
 
 impl ModelInfo {
     /// Checks that the tokenizer fits the model, then runs one image and one text so that the first request
-    /// does not pay for lazy initialization.
+    /// does not pay for lazy initialization; where the model captures CUDA graphs of small batches, it runs every
+    /// such image batch size, and texts of up to 8 and 16 tokens, so that their captures happen here too.
     pub fn warm_up(
         model: Model,
         max_batch: usize,
@@ -90,8 +91,22 @@ impl ModelInfo {
                 config.image_size()
             )));
         }
-        embedder.embed_images(&vec![0.0; preprocessor.output_len()])?;
-        embedder.embed_texts(&[tokenizer.empty_text()])?;
+        let per_image = preprocessor.output_len();
+        let graphs = embedder.graph_max_batch().min(max_batch);
+        for n in 1..=graphs.max(1) {
+            embedder.embed_images(&vec![0.0; n * per_image])?;
+        }
+        let empty = tokenizer.empty_text();
+        embedder.embed_texts(std::slice::from_ref(&empty))?;
+        // Short queries: one text of each padding bucket of up to 16 tokens, at each batch size.
+        let lengths = [8, 16].map(|len| len.min(config.context_length()));
+        for n in 1..=graphs {
+            for len in lengths.into_iter().filter(|&len| len >= empty.len()) {
+                let mut text = vec![empty[0]; len - 1];
+                text.extend(empty.last());
+                embedder.embed_texts(&vec![text; n])?;
+            }
+        }
         let info = ModelInfo {
             tokenizer,
             preprocessor,

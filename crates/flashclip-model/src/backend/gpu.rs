@@ -6,7 +6,7 @@ use std::sync::Arc;
 use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
-use super::graphs::Graphs;
+use super::graphs::{Graphs, GRAPH_MAX_BATCH};
 use super::{check_batch, image_count, Embedder, LoadGpu};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
@@ -105,6 +105,10 @@ impl<T: Element> Embedder for GpuBackend<T> {
         check_batch("texts", texts.len(), self.max_batch)?;
         self.graphs
             .embed_texts(&*self.model, &self.gpu, &mut self.ws, texts)
+    }
+
+    fn graph_max_batch(&self) -> usize {
+        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 
     fn replica(&self) -> Result<Option<Box<dyn Embedder>>> {

@@ -62,6 +62,12 @@ pub trait Embedder: Send {
     /// `max_batch` of them; returns `[texts.len(), projection_dim]`.
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>>;
 
+    /// The largest batch this embedder runs as a CUDA graph captured on its first use (0: none). A server warms
+    /// each size up to it before taking requests, so that no request pays for a capture.
+    fn graph_max_batch(&self) -> usize {
+        0
+    }
+
     /// Another embedder on the same weights that can run at the same time as this one, from another thread: on
     /// the GPU, a stream and workspace of its own, so one replica's upload overlaps another's forward. `None`
     /// where running two at once gains nothing (the CPU reference, which uses every core already).

@@ -8,7 +8,7 @@ use super::config::ChineseClipConfig;
 use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
-use crate::backend::graphs::Graphs;
+use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
 use crate::backend::{check_batch, image_count, Embedder, LoadCpu, LoadGpu};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::{ModelError, Result};
@@ -159,6 +159,10 @@ impl<T: Element> Embedder for ChineseClipGpu<T> {
         check_batch("texts", texts.len(), self.max_batch)?;
         self.graphs
             .embed_texts(&self.model, &self.gpu, &mut self.ws, texts)
+    }
+
+    fn graph_max_batch(&self) -> usize {
+        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 }
 
