@@ -1,11 +1,11 @@
 //! The CPU backend: the float32 reference forward ([`crate::reference`]) behind [`Embedder`].
 
-use ndarray::{Array2, ArrayView4};
+use ndarray::Array2;
 
-use super::{check_batch, image_count, Embedder, LoadCpu};
+use super::{check_batch, image_batch, Embedder, LoadCpu};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::config::ClipConfig;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::family::ModelConfig;
 use crate::reference::ClipReference;
 use crate::weights::ClipWeights;
@@ -60,11 +60,8 @@ impl Embedder for CpuBackend {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(&self.config.vision, pixels)?;
-        check_batch("images", n, self.max_batch)?;
         let v = &self.config.vision;
-        let view = ArrayView4::from_shape((n, v.num_channels, v.image_size, v.image_size), pixels)
-            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let view = image_batch(v.num_channels, v.image_size, pixels, self.max_batch)?;
         Ok(self.reference()?.vision_forward(view, false)?.image_embeds)
     }
 

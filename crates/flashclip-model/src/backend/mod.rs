@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use flashclip::DType;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView4};
 
 pub use cpu::CpuBackend;
 pub use gpu::GpuBackend;
@@ -253,17 +253,33 @@ pub(crate) fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> 
 
 /// The number of images in `pixels`, checked against the vision tower's image size.
 pub(crate) fn image_count(v: &VisionConfig, pixels: &[f32]) -> Result<usize> {
-    let per_image = v.num_channels * v.image_size * v.image_size;
+    count_images(v.num_channels, v.image_size, pixels)
+}
+
+/// The number of `channels` x `size` x `size` images in `pixels`.
+fn count_images(channels: usize, size: usize, pixels: &[f32]) -> Result<usize> {
+    let per_image = channels * size * size;
     if per_image == 0 || pixels.len() % per_image != 0 {
         return Err(ModelError::Input(format!(
-            "{} pixel values are not a whole number of {}x{}x{} images",
-            pixels.len(),
-            v.num_channels,
-            v.image_size,
-            v.image_size
+            "{} pixel values are not a whole number of {channels}x{size}x{size} images",
+            pixels.len()
         )));
     }
     Ok(pixels.len() / per_image)
+}
+
+/// `pixels` as `[n, channels, size, size]` images, checked against the image size and `1..=max_batch` (what the
+/// CPU reference forwards take).
+pub(crate) fn image_batch(
+    channels: usize,
+    size: usize,
+    pixels: &[f32],
+    max_batch: usize,
+) -> Result<ArrayView4<'_, f32>> {
+    let n = count_images(channels, size, pixels)?;
+    check_batch("images", n, max_batch)?;
+    ArrayView4::from_shape((n, channels, size, size), pixels)
+        .map_err(|e| ModelError::Input(e.to_string()))
 }
 
 #[cfg(test)]

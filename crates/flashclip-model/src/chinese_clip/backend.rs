@@ -2,16 +2,16 @@
 //! ([`ChineseClipGpu`]).
 
 use flashclip::{Element, Gpu};
-use ndarray::{Array2, ArrayView4};
+use ndarray::Array2;
 
 use super::config::ChineseClipConfig;
 use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
 use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, image_count, Embedder, LoadCpu, LoadGpu};
+use crate::backend::{check_batch, image_batch, image_count, Embedder, LoadCpu, LoadGpu};
 use crate::checkpoint::{Checkpoint, Host};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::family::ModelConfig;
 use crate::workspace::Workspace;
 
@@ -64,10 +64,7 @@ impl Embedder for ChineseClipCpu {
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
         let v = &self.config.vision;
-        let n = image_count(v, pixels)?;
-        check_batch("images", n, self.max_batch)?;
-        let view = ArrayView4::from_shape((n, v.num_channels, v.image_size, v.image_size), pixels)
-            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let view = image_batch(v.num_channels, v.image_size, pixels, self.max_batch)?;
         Ok(self.reference()?.vision_forward(view, false)?.image_embeds)
     }
 

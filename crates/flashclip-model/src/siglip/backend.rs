@@ -3,15 +3,15 @@
 //! zero-shot probabilities are a sigmoid per label ([`ZeroShot::Sigmoid`]).
 
 use flashclip::{Element, Gpu};
-use ndarray::{Array2, ArrayView4};
+use ndarray::Array2;
 
 use super::config::SiglipConfig;
 use super::gpu::{SiglipGpuModel, SiglipWorkspace};
 use super::reference::{SiglipReference, TextAttention};
 use super::weights::SiglipWeights;
-use crate::backend::{check_batch, Embedder, LoadCpu, LoadGpu, ZeroShot};
+use crate::backend::{check_batch, image_batch, Embedder, LoadCpu, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::family::ModelConfig;
 use crate::nn::AttentionImpl;
 
@@ -67,20 +67,7 @@ impl Embedder for SiglipCpu {
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
         let v = &self.config.vision;
-        let per_image = v.num_channels * v.image_size * v.image_size;
-        if per_image == 0 || pixels.len() % per_image != 0 {
-            return Err(ModelError::Input(format!(
-                "{} pixel values are not a whole number of {}x{}x{} images",
-                pixels.len(),
-                v.num_channels,
-                v.image_size,
-                v.image_size
-            )));
-        }
-        let n = pixels.len() / per_image;
-        check_batch("images", n, self.max_batch)?;
-        let view = ArrayView4::from_shape((n, v.num_channels, v.image_size, v.image_size), pixels)
-            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let view = image_batch(v.num_channels, v.image_size, pixels, self.max_batch)?;
         Ok(self.reference()?.vision_forward(view)?.image_embeds)
     }
 
