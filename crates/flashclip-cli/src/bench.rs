@@ -264,6 +264,42 @@ fn time_rung<T: Element>(
     Ok(samples)
 }
 
+/// One timed configuration of a family's bench as its table row (name, attention, median ms, TFLOP/s at `flops`
+/// per forward), or its error in the median's place; `failed` counts the errors.
+pub(crate) fn rung_row(
+    name: &str,
+    attention: AttentionImpl,
+    result: Result<Vec<f64>>,
+    flops: f64,
+    failed: &mut usize,
+) -> Vec<String> {
+    let (ms, rate) = match result {
+        Ok(us) => {
+            let med = median(&us) / 1e3;
+            (
+                format!("{med:.2}"),
+                format!("{:.1}", flops / (med * 1e-3) / 1e12),
+            )
+        }
+        Err(e) => {
+            *failed += 1;
+            (format!("failed: {e}"), "-".into())
+        }
+    };
+    vec![name.into(), attention.describe(), ms, rate]
+}
+
+/// Prints the table, then fails if any of its `total` configurations did.
+pub(crate) fn emit_rungs(summary: Summary, failed: usize, total: usize) -> Result<()> {
+    summary.emit();
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} of {total} configurations failed (see above)"
+        )));
+    }
+    Ok(())
+}
+
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;

@@ -1,14 +1,14 @@
 //! `flashclip bench` on a Chinese-CLIP model: one full forward (CLIP's vision tower + the BERT text tower) per
 //! timed run, in fp32 (materialized attention), fp16 and bf16 (the chosen flash attention), launch by launch.
 
-use flashclip::bench::{median, time_samples_us, Summary};
+use flashclip::bench::{time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel, ChineseClipWeights};
 use flashclip_model::flops::{count, FlopsInput};
 use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use crate::bench::{as_gpu_error, BenchArgs};
+use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
 use crate::error::{CliError, Result};
 use crate::random;
 
@@ -131,26 +131,7 @@ pub fn run(
                 gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
             ),
         };
-        let (ms, rate) = match result {
-            Ok(us) => {
-                let med = median(&us) / 1e3;
-                (
-                    format!("{med:.2}"),
-                    format!("{:.1}", flops / (med * 1e-3) / 1e12),
-                )
-            }
-            Err(e) => {
-                failed += 1;
-                (format!("failed: {e}"), "-".into())
-            }
-        };
-        summary.row(vec![name.into(), attention.describe(), ms, rate]);
+        summary.row(rung_row(name, attention, result, flops, &mut failed));
     }
-    summary.emit();
-    if failed > 0 {
-        return Err(CliError::Usage(format!(
-            "{failed} of 3 configurations failed (see above)"
-        )));
-    }
-    Ok(())
+    emit_rungs(summary, failed, 3)
 }

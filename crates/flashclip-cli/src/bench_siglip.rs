@@ -2,14 +2,14 @@
 //! chosen flash attention; the pooling head always on the flash kernel), texts at SigLIP's full padded context.
 //! `cargo bench -p flashclip-model --bench siglip` has the batch sweep against Hugging Face.
 
-use flashclip::bench::{median, time_samples_us, Summary};
+use flashclip::bench::{time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
 use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use crate::bench::{as_gpu_error, BenchArgs};
-use crate::error::{CliError, Result};
+use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
+use crate::error::Result;
 use crate::random::{self, SplitMix};
 
 /// `logit_scale` of the random weights: log 10, SigLIP's initialization.
@@ -120,26 +120,7 @@ pub fn run(
         } else {
             time_forward::<bf16>(gpu, config, weights, attention, ins, timing)
         };
-        let (ms, rate) = match result {
-            Ok(us) => {
-                let med = median(&us) / 1e3;
-                (
-                    format!("{med:.2}"),
-                    format!("{:.1}", flops / (med * 1e-3) / 1e12),
-                )
-            }
-            Err(e) => {
-                failed += 1;
-                (format!("failed: {e}"), "-".into())
-            }
-        };
-        summary.row(vec![name.into(), attention.describe(), ms, rate]);
+        summary.row(rung_row(name, attention, result, flops, &mut failed));
     }
-    summary.emit();
-    if failed > 0 {
-        return Err(CliError::Usage(format!(
-            "{failed} of 2 configurations failed (see above)"
-        )));
-    }
-    Ok(())
+    emit_rungs(summary, failed, 2)
 }
