@@ -6,10 +6,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use flashclip_model::backend::Embedder;
-use flashclip_model::ModelConfig;
 use ndarray::Array2;
 
-use common::{config, serve};
+use common::{config, delegate_accessors, serve};
 
 /// One model call: inputs kind, batch size, longest text (0 for images).
 type Call = (&'static str, usize, usize);
@@ -21,18 +20,7 @@ struct Recording {
 }
 
 impl Embedder for Recording {
-    fn config(&self) -> &ModelConfig {
-        self.inner.config()
-    }
-    fn max_batch(&self) -> usize {
-        self.inner.max_batch()
-    }
-    fn logit_scale(&self) -> f32 {
-        self.inner.logit_scale()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+    delegate_accessors!(inner);
     fn graph_max_batch(&self) -> usize {
         3
     }

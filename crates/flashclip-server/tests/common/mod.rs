@@ -165,6 +165,26 @@ impl Gate {
     }
 }
 
+/// The accessors of an [`Embedder`] that wraps another in field `$inner`, passed through.
+macro_rules! delegate_accessors {
+    ($inner:tt) => {
+        fn config(&self) -> &flashclip_model::ModelConfig {
+            self.$inner.config()
+        }
+        fn max_batch(&self) -> usize {
+            self.$inner.max_batch()
+        }
+        fn logit_scale(&self) -> f32 {
+            self.$inner.logit_scale()
+        }
+        fn describe(&self) -> String {
+            self.$inner.describe()
+        }
+    };
+}
+#[allow(unused_imports)] // only some test files wrap an embedder
+pub(crate) use delegate_accessors;
+
 /// An [`Embedder`] that passes through a [`Gate`] before each call.
 pub struct Gated {
     pub inner: Box<dyn Embedder>,
@@ -172,18 +192,7 @@ pub struct Gated {
 }
 
 impl Embedder for Gated {
-    fn config(&self) -> &ModelConfig {
-        self.inner.config()
-    }
-    fn max_batch(&self) -> usize {
-        self.inner.max_batch()
-    }
-    fn logit_scale(&self) -> f32 {
-        self.inner.logit_scale()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+    delegate_accessors!(inner);
     fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
         self.gate.pass();
         self.inner.embed_images(pixels)
@@ -198,18 +207,7 @@ impl Embedder for Gated {
 pub struct Faulty(pub Box<dyn Embedder>);
 
 impl Embedder for Faulty {
-    fn config(&self) -> &ModelConfig {
-        self.0.config()
-    }
-    fn max_batch(&self) -> usize {
-        self.0.max_batch()
-    }
-    fn logit_scale(&self) -> f32 {
-        self.0.logit_scale()
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
+    delegate_accessors!(0);
     fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
         self.0.embed_images(pixels)
     }
