@@ -8,8 +8,9 @@
 # rest from the work tree: the Python under scripts/ and the fixtures under crates/flashclip-model/tests/fixtures.
 # Binaries are stripped to keep the bundle small. FLASHCLIP_BASELINE=<commit> adds that commit's bench executables
 # and CLI (bin/baseline-<commit>-*), which run.sh's bench and clip phases time after the current ones: a change
-# against the code before it, in the same run. FLASHCLIP_BUNDLE_CLI_ONLY=1 builds only the CLI and the load
-# generator (enough for the embed, embedjob and serve phases) in a fraction of the time.
+# against the code before it, in the same run (FLASHCLIP_BASELINE_CLI_ONLY=1: its CLI only, for the clip and
+# embedjob phases). FLASHCLIP_BUNDLE_CLI_ONLY=1 builds only the CLI and the load generator (enough for the embed,
+# embedjob and serve phases) in a fraction of the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -62,7 +63,9 @@ if [ -n "${FLASHCLIP_BASELINE:-}" ]; then
     git worktree add --force --detach "$tree" "$base" >/dev/null
   fi
   ln -sfn "$PWD/.toolchain" "$tree/.toolchain" # build.rs finds nvcc and libclang there
-  CARGO_TARGET_DIR=target/baseline collect "baseline-$base" bench --workspace --no-run --manifest-path "$tree/Cargo.toml"
+  if [ -z "${FLASHCLIP_BASELINE_CLI_ONLY:-}" ]; then
+    CARGO_TARGET_DIR=target/baseline collect "baseline-$base" bench --workspace --no-run --manifest-path "$tree/Cargo.toml"
+  fi
   CARGO_TARGET_DIR=target/baseline collect "baseline-$base" build --release -p flashclip-cli --manifest-path "$tree/Cargo.toml"
 fi
 collect bin build --release -p flashclip-cli

@@ -7,11 +7,13 @@
 #   bench     every criterion bench (the baseline commit's after them, where the bundle has one)
 #   peers     PyTorch SDPA, every backend, at the attention bench's shapes (scripts/peer_sdpa.py)
 #   clip      the end-to-end ladder (`flashclip bench`) and HF CLIPModel at the same batches (scripts/peer_clip_hf.py);
-#             then CN-CLIP ViT-L/14@336px against HF ChineseCLIPModel the same way (cn_clip.log, cn_clip_hf.md)
-#   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336 and
-#             CN-CLIP-ViT-L-14-336 (scripts/make_hf_fixture_chinese_clip.py)
+#             then CN-CLIP ViT-L/14@336px against HF ChineseCLIPModel the same way (cn_clip.log, cn_clip_hf.md), and
+#             SigLIP so400m/14@384 against HF SiglipModel (siglip.log, siglip_hf.md)
+#   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336,
+#             CN-CLIP-ViT-L-14-336 (scripts/make_hf_fixture_chinese_clip.py) and siglip-so400m-patch14-384
+#             (scripts/make_hf_fixture_siglip.py)
 #   embed     `flashclip embed` / `zero-shot` on a random ViT-B-32, checked against HF (scripts/check_embed.py)
-#   embedjob  (not by default) `flashclip embed` on 8192 generated photos (scripts/make_photo_folder.py) with a random
+#   embedjob  (not by default) `flashclip embed` on FLASHCLIP_PHOTOS generated photos (scripts/make_photo_folder.py) with a random
 #             ViT-L-14-336 at batch 128: images/s and peak RSS, RSS again on twice the inputs, and HF fed by a
 #             DataLoader on the same folder (scripts/peer_embed_hf.py); table in embedjob.md
 #   sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on the gpu_small_* tests
@@ -28,9 +30,12 @@
 #   FLASHCLIP_BENCH_FILTER  regex on criterion ids for bench (the baseline's default all
 #                           too), e.g. "v3|v4"
 #   FLASHCLIP_CLIP_BATCHES  batches of the clip phase                        default "16 1"
+#   FLASHCLIP_PHOTOS        photos of the embedjob phase                     default 8192
+#   FLASHCLIP_EMBEDJOB_CASES its runs of flashclip embed, '|'-separated      default all four: "1x|2x|1x
+#                           ("1x" or "2x" the photos, then extra flags)      --streams-per-device 2|1x --jpeg-draft"
 # Same-run A/B: a bundle built with FLASHCLIP_BASELINE=<commit> carries that commit's bench executables
 # and CLI (bin/baseline-<commit>-*); bench and clip run each right after the current one, into bench-<commit>.md
-# next to bench.md and clip-b<batch>-<commit>.md.
+# next to bench.md and clip-b<batch>-<commit>.md; embedjob runs its CLI on 1x the photos after the current one.
 # Prints a short summary last; exits 1 if anything failed.
 set -uo pipefail
 bundle=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +44,8 @@ out=${OUT:-$root/gpu-out}
 targets=${FLASHCLIP_TARGETS:-}
 filter=${FLASHCLIP_BENCH_FILTER:-}
 batches=${FLASHCLIP_CLIP_BATCHES:-16 1}
+photos=${FLASHCLIP_PHOTOS:-8192}
+embed_cases=${FLASHCLIP_EMBEDJOB_CASES:-1x|2x|1x --streams-per-device 2|1x --jpeg-draft}
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -141,6 +148,13 @@ phase_clip() {
       fp16-sdpa-compile --json "$out/cn_clip_hf-b$b.json" >>"$out/cn_clip_hf.md" 2>&1 ||
       fail "FAIL peer_clip_hf.py --family chinese_clip --batch $b"
   done
+  # SigLIP so400m/14@384 (64-token texts): flashclip, then HF SiglipModel at the same batches.
+  for b in $batches; do
+    timeout 240 "$cli" bench --preset siglip-so400m-patch14-384 --batch "$b" --text-len 64 >>"$out/siglip.log" 2>&1 ||
+      fail "FAIL flashclip bench siglip-so400m --batch $b"
+    py 200 scripts/peer_siglip_hf.py --batch "$b" --variants fp32-eager fp16-sdpa fp16-sdpa-compile \
+      --json "$out/siglip_hf-b$b.json" >>"$out/siglip_hf.md" 2>&1 || fail "FAIL peer_siglip_hf.py --batch $b"
+  done
 }
 
 phase_parity() {
@@ -166,6 +180,17 @@ phase_parity() {
         gpu_chinese_clip_parity_from_env --nocapture) >>"$out/parity.log" 2>&1 || fail "FAIL Chinese-CLIP parity"
   else
     fail "FAIL fixture CN-CLIP-ViT-L-14-336"
+  fi
+  # SigLIP so400m/14 at 384 px: head dim 72, and 384 is not a multiple of 14 (the last 6 pixels are dropped).
+  d=$(mktemp -d)/siglip-so400m-patch14-384
+  mkdir -p "$d"
+  if py 300 scripts/make_hf_fixture_siglip.py siglip-so400m-patch14-384 "$d" --half --device cuda \
+    >>"$out/parity.log" 2>&1; then
+    (cd "$root/crates/flashclip-model" &&
+      FLASHCLIP_SIGLIP_PARITY_DIRS="$d" timeout 180 "$bundle/bin/test-flashclip-model-siglip_gpu" \
+        gpu_siglip_parity_from_env --nocapture) >>"$out/parity.log" 2>&1 || fail "FAIL SigLIP parity"
+  else
+    fail "FAIL fixture siglip-so400m-patch14-384"
   fi
   note "parity: $(grep -cE 'embeds: min cosine' "$out/parity.log") embedding comparisons logged"
 }
@@ -211,13 +236,35 @@ peak_rss_kb() { # runs "$@" with stderr to $log; prints the command's peak resid
   return $rc
 }
 
+embed_case() { # $1: the CLI, $2: a label for its rows, $3: a case ("1x" or "2x", then extra flags); in phase_embedjob
+  local exe=$1 label=$2 case=$3 n extra list rate rss row stages model_s
+  n=${case%% *}
+  extra=${case#"$n"}
+  list=$d/list-$n.txt
+  echo "== flashclip embed$label, $case" >>"$log"
+  rm -rf "$d/out"
+  if rss=$(peak_rss_kb timeout 1200 "$exe" embed --model "$d/ViT-L-14-336" --images-from "$list" \
+    --out "$d/out" --batch 128 --device cuda --quiet $extra); then
+    rate=$(sed -n 's/^embedded .*, \([0-9.]*\) images\/s .*/\1/p' "$log" | tail -1)
+    stages=$(grep '^time: ' "$log" | tail -1)
+    row="| flashclip embed$label$extra, batch 128, $(nproc) decode threads | $(wc -l <"$list") | $rate | $((rss / 1024)) |"
+    rows="$rows$row"$'\n'
+    model_s=$(echo "$stages" | sed -n 's/.*(1 model threads, \([0-9.]*\) s in model calls).*/\1/p')
+    [ -n "$model_s" ] && rows="$rows| its model calls alone (upload, forward, download; from its stage times) | $(wc -l <"$list") | $(awk -v n="$(wc -l <"$list")" -v s="$model_s" 'BEGIN{printf "%.1f", n/s}') | |"$'\n'
+    stage_lines="$stage_lines- $case$label: ${stages#time: }"$'\n'
+    note "embedjob $case$label: $rate images/s, peak RSS $((rss / 1024)) MiB; $stages"
+  else
+    fail "FAIL embedjob flashclip$label $case (see embedjob.log)"
+  fi
+}
+
 phase_embedjob() {
-  # The streaming job against HF + DataLoader on the same 8192 photos; peak RSS must not grow with the inputs.
-  local d n case list extra rate rss peer row rows="" stages model_s stage_lines="" log=$out/embedjob.log
+  # The streaming job against HF + DataLoader on the same photos; peak RSS must not grow with the inputs.
+  local d case base commit peer rate rows="" stage_lines="" log=$out/embedjob.log
   d=$(mktemp -d)
   mkdir -p "$d/ViT-L-14-336"
   : >"$log"
-  if ! { py 900 scripts/make_photo_folder.py "$d/photos" --count 8192 &&
+  if ! { py 900 scripts/make_photo_folder.py "$d/photos" --count "$photos" &&
     py 300 scripts/make_hf_fixture.py ViT-L-14-336 "$d/ViT-L-14-336"; } >>"$log" 2>&1; then
     fail "FAIL embedjob setup (see embedjob.log)"
     return
@@ -225,38 +272,30 @@ phase_embedjob() {
   find "$d/photos" -name '*.jpg' | sort >"$d/list-1x.txt"
   cat "$d/list-1x.txt" "$d/list-1x.txt" >"$d/list-2x.txt"
   # The default job (one model thread: its stage times give the model-only rate) on 1x and 2x the inputs (peak RSS
-  # must not grow), then single changes on 1x: two model replicas, and JPEG draft decoding.
-  for case in "1x" "2x" "1x --streams-per-device 2" "1x --jpeg-draft"; do
-    n=${case%% *}
-    extra=${case#"$n"}
-    list=$d/list-$n.txt
-    echo "== flashclip embed, $case" >>"$log"
-    rm -rf "$d/out"
-    if rss=$(peak_rss_kb timeout 1200 "$cli" embed --model "$d/ViT-L-14-336" --images-from "$list" \
-      --out "$d/out" --batch 128 --device cuda --quiet $extra); then
-      rate=$(sed -n 's/^embedded .*, \([0-9.]*\) images\/s .*/\1/p' "$log" | tail -1)
-      stages=$(grep '^time: ' "$log" | tail -1)
-      row="| flashclip embed$extra, batch 128, $(nproc) decode threads | $(wc -l <"$list") | $rate | $((rss / 1024)) |"
-      rows="$rows$row"$'\n'
-      model_s=$(echo "$stages" | sed -n 's/.*(1 model threads, \([0-9.]*\) s in model calls).*/\1/p')
-      [ -n "$model_s" ] && rows="$rows| its model calls alone (upload, forward, download; from its stage times) | $(wc -l <"$list") | $(awk -v n="$(wc -l <"$list")" -v s="$model_s" 'BEGIN{printf "%.1f", n/s}') | |"$'\n'
-      stage_lines="$stage_lines- $case: ${stages#time: }"$'\n'
-      note "embedjob $case: $rate images/s, peak RSS $((rss / 1024)) MiB; $stages"
-    else
-      fail "FAIL embedjob flashclip $case (see embedjob.log)"
-    fi
+  # must not grow), then single changes on 1x: two model replicas, and JPEG draft decoding; then the baseline
+  # commit's CLI on 1x (bundles built with FLASHCLIP_BASELINE).
+  local IFS='|'
+  for case in $embed_cases; do
+    IFS=' '
+    embed_case "$cli" "" "$case"
+  done
+  IFS=' '
+  for base in "$bundle"/bin/baseline-*-flashclip-cli-flashclip; do
+    [ -x "$base" ] || continue
+    commit=${base#"$bundle"/bin/baseline-}
+    embed_case "$base" " (baseline ${commit%%-*})" 1x
   done
   echo "== peer" >>"$log"
   if peer=$(py 1200 scripts/peer_embed_hf.py "$d/photos" --batch 128 --workers 15 2>>"$log"); then
     echo "$peer" >>"$log"
     rate=$(echo "$peer" | sed -n 's/^peer_embed_hf images_per_s=//p')
-    rows="$rows| HF CLIPModel fp16 SDPA, DataLoader (15 workers, pin_memory), batch 128 | 8192 | $rate | |"$'\n'
+    rows="$rows| HF CLIPModel fp16 SDPA, DataLoader (15 workers, pin_memory), batch 128 | $photos | $rate | |"$'\n'
     note "embedjob peer: $rate images/s"
   else
     fail "FAIL embedjob peer (see embedjob.log)"
   fi
   {
-    echo "# Embedding job: random ViT-L/14-336, 8192 JPEGs of 500x375..1024x768"
+    echo "# Embedding job: random ViT-L/14-336, $photos JPEGs of 500x375..1024x768"
     echo
     echo "$(machine | tr '\n' ' ')"
     echo

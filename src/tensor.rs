@@ -4,6 +4,7 @@
 //! a shape and strides (in elements), so an op can read e.g. the Q, K and V parts of one packed QKV tensor in place.
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
@@ -72,6 +73,13 @@ pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync +
     const DTYPE: DType;
     fn from_f32(x: f32) -> Self;
     fn to_f32(self) -> f32;
+
+    /// `dst[i] = from_f32(src[i])` over equal-length slices (vectorized where the CPU converts in hardware).
+    fn convert_from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(s);
+        }
+    }
 }
 
 impl Element for f16 {
@@ -81,6 +89,11 @@ impl Element for f16 {
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn convert_from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        // F16C where the CPU has it (detected at run time); the same round-to-nearest-even as the scalar path.
+        let n = dst.len().min(src.len());
+        dst[..n].convert_from_f32_slice(&src[..n]);
     }
 }
 
@@ -101,6 +114,10 @@ impl Element for f32 {
     }
     fn to_f32(self) -> f32 {
         self
+    }
+    fn convert_from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        let n = dst.len().min(src.len());
+        dst[..n].copy_from_slice(&src[..n]);
     }
 }
 

@@ -128,9 +128,10 @@ int fc_layernorm(void *y, long long y_row_stride, const void *x, long long x_row
 
 /* ---------------------------------------------------------------- embeddings (kernels/embedding.cu) */
 
-/* Unfolds fp32 images [batch, channels, size, size] into patch rows T [batch * grid * grid, channels * patch * patch]
- * in the order of a conv weight [out, channels, patch, patch] (c, ky, kx), grid = size / patch. */
-int fc_patchify(void *patches, const float *pixels, int batch, int channels, int image_size, int patch, fc_dtype dtype,
+/* Unfolds images T [batch, channels, size, size] into patch rows T [batch * grid * grid, channels * patch * patch]
+ * in the order of a conv weight [out, channels, patch, patch] (c, ky, kx), grid = size / patch (pixels past the last
+ * whole patch are not read, as a strided convolution ignores them). */
+int fc_patchify(void *patches, const void *pixels, int batch, int channels, int image_size, int patch, fc_dtype dtype,
                 cudaStream_t stream);
 
 /* x[b, 0, :] = cls + pos[0];  x[b, 1 + p, :] = patch_out[b * num_patches + p, :] + pos[1 + p].  x: [batch, 1 + num_patches, dim]. */

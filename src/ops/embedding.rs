@@ -14,11 +14,12 @@ use crate::ffi;
 use crate::gpu::Gpu;
 use crate::tensor::{Element, View, ViewMut};
 
-/// Unfolds fp32 images `[batch, channels, size, size]` into `[batch * grid², channels * patch²]` rows of `T`, in a
-/// conv weight's (c, ky, kx) order, so the patch embedding is one GEMM.
+/// Unfolds images `[batch, channels, size, size]` into `[batch * grid², channels * patch²]` rows, in a conv
+/// weight's (c, ky, kx) order, so the patch embedding is one GEMM. `grid = size / patch`: pixels past the last whole
+/// patch are not read, as a strided convolution ignores them (SigLIP so400m/14 at 384 px).
 pub fn patchify<T: Element>(
     gpu: &Gpu,
-    pixels: &CudaSlice<f32>,
+    pixels: &CudaSlice<T>,
     batch: usize,
     channels: usize,
     image_size: usize,
@@ -26,14 +27,14 @@ pub fn patchify<T: Element>(
     out: &mut ViewMut<T>,
 ) -> Result<()> {
     check::nonempty("patchify", &[batch, channels, image_size, patch])?;
-    if image_size % patch != 0 {
+    if patch > image_size {
         return Err(Error::InvalidArgument {
             what: "patch",
-            detail: format!("{image_size} is not a multiple of {patch}"),
+            detail: format!("{patch} is larger than the image ({image_size})"),
         });
     }
     let grid = image_size / patch;
-    let n_pixels = batch * channels * image_size * image_size;
+    let n_pixels = crate::tensor::numel(&[batch, channels, image_size, image_size])?;
     if pixels.len() < n_pixels {
         return Err(Error::Shape {
             what: "pixels",
@@ -48,12 +49,12 @@ pub fn patchify<T: Element>(
     )?;
     check::contiguous("patches", out.layout())?;
     let stream = gpu.stream();
-    // SAFETY: pixels holds batch*channels*size² floats and out the [batch*grid², channels*patch²] patch rows
-    // (checked above); out is a distinct mutable borrow.
+    // SAFETY: pixels holds batch*channels*size² elements of T and out the [batch*grid², channels*patch²] patch
+    // rows (checked above); out is a distinct mutable borrow.
     let code = unsafe {
         ffi::fc_patchify(
             out.device_ptr_mut(stream) as *mut _,
-            pixels.device_ptr(stream).0 as *const f32,
+            pixels.device_ptr(stream).0 as *const _,
             check::fits_i32("batch", batch)?,
             check::fits_i32("channels", channels)?,
             check::fits_i32("image_size", image_size)?,

@@ -20,7 +20,12 @@ pub(crate) trait TowerModel<T: Element> {
     fn text_context(&self) -> usize;
     /// Every token id is below this.
     fn vocab_size(&self) -> usize;
-    fn upload_images(&self, gpu: &Gpu, ws: &mut Workspace<T>, pixels: &[f32]) -> Result<usize>;
+    fn upload_image_parts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        parts: &[&[f32]],
+    ) -> Result<usize>;
     fn upload_texts(
         &self,
         gpu: &Gpu,
@@ -47,13 +52,13 @@ macro_rules! tower_model {
                 let $v = self;
                 $vocab
             }
-            fn upload_images(
+            fn upload_image_parts(
                 &self,
                 gpu: &flashclip::Gpu,
                 ws: &mut $crate::workspace::Workspace<T>,
-                pixels: &[f32],
+                parts: &[&[f32]],
             ) -> $crate::error::Result<usize> {
-                $model::upload_images(self, gpu, ws, pixels)
+                $model::upload_image_parts(self, gpu, ws, parts)
             }
             fn upload_texts(
                 &self,

@@ -26,6 +26,7 @@ pub mod graph;
 pub mod model;
 pub mod nn;
 mod parity;
+mod pixels;
 pub mod preprocess;
 pub mod reference;
 pub mod siglip;

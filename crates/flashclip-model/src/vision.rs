@@ -78,36 +78,27 @@ impl<A> VisionTransformer<A> {
     }
 }
 
-/// Checks preprocessed images (`[batch, C, S, S]` f32, CLIP-normalized) against the config and the workspace,
-/// copies them in and returns the batch.
+/// Checks preprocessed images (`parts`, each `[n, C, S, S]` f32, CLIP-normalized) against the config and the
+/// workspace, starts their copy in (converted to `T`) and returns the batch: the images of all parts in order.
 pub(crate) fn upload_images<T: Element>(
     gpu: &Gpu,
     v: &VisionConfig,
     ws: &mut Workspace<T>,
-    pixels: &[f32],
+    parts: &[&[f32]],
 ) -> Result<usize> {
-    let per = v.num_channels * v.image_size * v.image_size;
-    if pixels.is_empty() || pixels.len() % per != 0 {
+    // The workspace's buffer was sized from this config; a model of another config must not use it.
+    if (ws.pixels.channels(), ws.pixels.size()) != (v.num_channels, v.image_size) {
         return Err(ModelError::Input(format!(
-            "pixels: {} floats is not a positive multiple of {per} (one {}x{}x{} image)",
-            pixels.len(),
+            "the workspace holds {}x{}x{} images, the model takes {}x{}x{}",
+            ws.pixels.channels(),
+            ws.pixels.size(),
+            ws.pixels.size(),
             v.num_channels,
             v.image_size,
             v.image_size
         )));
     }
-    let batch = pixels.len() / per;
-    if batch > ws.vision.max_batch {
-        return Err(ModelError::Input(format!(
-            "{batch} images exceed the workspace's {}",
-            ws.vision.max_batch
-        )));
-    }
-    let mut head = ws.pixels.slice_mut(..pixels.len());
-    gpu.stream()
-        .memcpy_htod(pixels, &mut head)
-        .map_err(flashclip::Error::from)?;
-    Ok(batch)
+    ws.pixels.upload(gpu, parts)
 }
 
 impl<T: Element> VisionTransformer<Tensor<T>> {
@@ -129,7 +120,7 @@ impl<T: Element> VisionTransformer<Tensor<T>> {
         }
         patchify(
             gpu,
-            &ws.pixels,
+            &ws.pixels.device,
             batch,
             v.num_channels,
             v.image_size,

@@ -3,13 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
+use cudarc::driver::{CudaEvent, CudaSlice, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
 
 use crate::config::{ClipConfig, VisionConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{AttentionImpl, EncoderSpec};
+use crate::pixels::Pixels;
 use crate::text::StagedTexts;
 
 /// One tower's buffers for up to `max_tokens` tokens (batch × sequence), named by role.
@@ -72,14 +73,14 @@ impl<T: Element> TowerBuffers<T> {
     }
 }
 
-/// Pinned host memory the token ids and pooling rows are written to before their asynchronous copy to the
-/// device, and an event recorded after that copy: the host waits on it before writing the buffer again.
-pub(crate) struct IndexStaging {
-    pub(crate) host: PinnedHostSlice<i32>,
+/// Pinned host memory that inputs are written to before their asynchronous copy to the device, and an event
+/// recorded after that copy: the host waits on it before writing the buffer again.
+pub(crate) struct Staging<E> {
+    pub(crate) host: PinnedHostSlice<E>,
     pub(crate) copied: CudaEvent,
 }
 
-impl Drop for IndexStaging {
+impl<E> Drop for Staging<E> {
     fn drop(&mut self) {
         // The pinned buffer is freed right after this; a copy still reading it must finish first. An error here
         // cannot be reported from drop (the context records it).
@@ -87,13 +88,14 @@ impl Drop for IndexStaging {
     }
 }
 
-impl IndexStaging {
-    fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+impl<E: DeviceRepr + ValidAsZeroBits> Staging<E> {
+    pub(crate) fn new(gpu: &Gpu, len: usize) -> Result<Self> {
         let ctx = gpu.context();
         // SAFETY: the buffer starts uninitialized and is zeroed below before anything reads it.
-        let mut host = unsafe { ctx.alloc_pinned::<i32>(len) }.map_err(flashclip::Error::from)?;
+        let mut host = unsafe { ctx.alloc_pinned::<E>(len) }.map_err(flashclip::Error::from)?;
         let ptr = host.as_mut_ptr().map_err(flashclip::Error::from)?;
-        // SAFETY: `ptr` addresses the `len` i32 just allocated, owned by `host`, and nothing else uses them yet.
+        // SAFETY: `ptr` addresses the `len` elements just allocated, owned by `host`, and nothing else uses them
+        // yet; all-zero bytes are a valid `E` (ValidAsZeroBits).
         unsafe { std::ptr::write_bytes(ptr, 0, len) };
         Ok(Self {
             host,
@@ -117,8 +119,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 pub struct Workspace<T: Element> {
     pub(crate) vision: TowerBuffers<T>,
     pub(crate) text: TowerBuffers<T>,
-    /// Preprocessed images, f32 `[batch, C, S, S]`.
-    pub(crate) pixels: CudaSlice<f32>,
+    /// Preprocessed images, `[batch, C, S, S]` in `T`, and their pinned staging buffer.
+    pub(crate) pixels: Pixels<T>,
     /// The images unfolded into patch rows, `[batch · patches, C·P·P]`.
     pub(crate) patches: Tensor<T>,
     /// The patch embedding's output, `[batch · patches, dim]`.
@@ -129,7 +131,7 @@ pub struct Workspace<T: Element> {
     pub(crate) rows: CudaSlice<i32>,
     /// Each text's length, for text towers whose attention masks padded keys (bidirectional ones).
     pub(crate) key_lens: CudaSlice<i32>,
-    pub(crate) staging: IndexStaging,
+    pub(crate) staging: Staging<i32>,
     /// What the ids and rows hold, once both copies are enqueued.
     pub(crate) texts: Option<StagedTexts>,
     /// Unique in the process: CUDA graphs captured on this workspace check it before they launch.
@@ -166,10 +168,6 @@ impl<T: Element> Workspace<T> {
         let (text_spec, max_len) = towers.text;
         let (max_images, max_texts) = (max_images.max(1), max_texts.max(1));
         let patches = product("patch rows", &[max_images, v.num_patches()])?;
-        let pixels = product(
-            "pixels",
-            &[max_images, v.num_channels, v.image_size, v.image_size],
-        )?;
         let ids = product("token ids", &[max_texts, max_len])?;
         Ok(Workspace {
             vision: TowerBuffers::new(
@@ -186,17 +184,14 @@ impl<T: Element> Workspace<T> {
                 towers.projection_dim,
                 attention,
             )?,
-            pixels: gpu
-                .stream()
-                .alloc_zeros::<f32>(pixels)
-                .map_err(flashclip::Error::from)?,
+            pixels: Pixels::new(gpu, max_images, v.num_channels, v.image_size)?,
             patches: gpu.zeros(&[patches, v.patch_dim()])?,
             patch_out: gpu.zeros(&[patches, v.hidden_size])?,
             ids: gpu.upload_slice(&vec![0i32; ids])?,
             rows: gpu.upload_slice(&vec![0i32; max_texts.max(max_images)])?,
             key_lens: gpu.upload_slice(&vec![0i32; max_texts])?,
             // Ids, then pooling rows, then key lengths.
-            staging: IndexStaging::new(gpu, ids + 2 * max_texts)?,
+            staging: Staging::new(gpu, ids + 2 * max_texts)?,
             texts: None,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })

@@ -437,6 +437,19 @@ fn gpu_small_backend_graphs_equal_the_direct_forward() {
         |pixels| backend.embed_images(pixels).unwrap(),
         |pixels| model.encode_images(&gpu, &mut ws, pixels).unwrap(),
     );
+    // The same images handed over in parts (one image, then the rest in two) embed bitwise the same, through a
+    // graph and directly.
+    assert_bitwise_on_random_images(
+        seed + 2,
+        per_image,
+        &[3, GRAPH_MAX_BATCH + 1],
+        |pixels| {
+            let (first, rest) = pixels.split_at(per_image);
+            let (a, b) = rest.split_at(rest.len() / per_image / 2 * per_image);
+            backend.embed_image_parts(&[first, a, b]).unwrap()
+        },
+        |pixels| model.encode_images(&gpu, &mut ws, pixels).unwrap(),
+    );
     for texts in &text_batches {
         let longest = texts.iter().map(Vec::len).max().unwrap();
         let len = longest.next_multiple_of(8).min(max_len);

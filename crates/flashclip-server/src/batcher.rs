@@ -162,9 +162,6 @@ fn serve(
     metrics: &Metrics,
 ) {
     let mut held: Option<Job> = None;
-    // The image batch buffer, kept between batches: a fresh one would page-fault in up to max_batch images' pixels
-    // (173 MB at ViT-L/14-336 and 128) on every batch, in the model's thread.
-    let mut pixels = Vec::new();
     loop {
         let first = match held.take() {
             Some(job) => job,
@@ -194,7 +191,7 @@ fn serve(
                 break;
             }
         }
-        run_batch(embedder, kind, batch, max_batch, metrics, &mut pixels);
+        run_batch(embedder, kind, batch, max_batch, metrics);
     }
 }
 
@@ -220,7 +217,6 @@ fn run_batch(
     batch: Vec<Job>,
     max_batch: usize,
     metrics: &Metrics,
-    pixels: &mut Vec<f32>,
 ) {
     // A request that timed out or whose client left has dropped its receiver: skip its work.
     let (inputs, replies): (Vec<Inputs>, Vec<_>) = batch
@@ -239,10 +235,8 @@ fn run_batch(
         .observe(total as f64);
     let start = Instant::now();
     // A panic in the model fails this batch, not the server.
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        embed(embedder, inputs, max_batch, pixels)
-    }))
-    .unwrap_or_else(|_| Err("the model panicked on this batch".into()));
+    let result = catch_unwind(AssertUnwindSafe(|| embed(embedder, inputs, max_batch)))
+        .unwrap_or_else(|_| Err("the model panicked on this batch".into()));
     metrics
         .model_seconds
         .with_label_values(&[kind.label()])
@@ -277,47 +271,65 @@ fn run_batch(
     }
 }
 
-/// Embeds every input in order, `max_batch` at a time, and L2-normalizes each row; the images' pixels are gathered
-/// in `pixels`.
+/// Embeds every input in order, `max_batch` at a time, and L2-normalizes each row. The requests' pixels go to the
+/// model as they are, one part each (the GPU backends convert them straight into their upload buffer).
 fn embed(
     embedder: &mut dyn Embedder,
     inputs: Vec<Inputs>,
     max_batch: usize,
-    pixels: &mut Vec<f32>,
 ) -> Result<Vec<Vec<f32>>, String> {
     let mut rows = Vec::new();
-    let mut texts = Vec::new();
-    // Sized up front: a full batch of large images is hundreds of MB, worth copying once only.
-    let pixel_count = inputs
-        .iter()
-        .map(|i| match i {
-            Inputs::Images { pixels, .. } => pixels.len(),
-            Inputs::Texts(_) => 0,
-        })
-        .sum();
-    pixels.clear();
-    pixels.reserve(pixel_count);
-    let mut images = 0;
+    let (mut texts, mut images) = (Vec::new(), Vec::new());
+    let mut per_image = 0;
     for input in inputs {
         match input {
             Inputs::Texts(t) => texts.extend(t),
-            Inputs::Images { pixels: p, count } => {
-                pixels.extend(p);
-                images += count;
+            Inputs::Images { pixels, count } => {
+                per_image = pixels.len().checked_div(count).unwrap_or(0);
+                images.push(pixels);
             }
         }
     }
+    let parts: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
     for chunk in texts.chunks(max_batch) {
         let out = embedder.embed_texts(chunk).map_err(|e| e.to_string())?;
         rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
     }
-    if let Some(per_image) = pixels.len().checked_div(images) {
-        for chunk in pixels.chunks((per_image * max_batch).max(1)) {
-            let out = embedder.embed_images(chunk).map_err(|e| e.to_string())?;
-            rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
-        }
+    for batch in image_batches(&parts, per_image, max_batch) {
+        let out = embedder
+            .embed_image_parts(&batch)
+            .map_err(|e| e.to_string())?;
+        rows.extend(out.outer_iter().map(|r| normalized(r.iter().copied())));
     }
     Ok(rows)
+}
+
+/// `parts` (each whole images of `per_image` values) in batches of at most `max_batch` images, a part split at an
+/// image boundary where a batch fills up.
+fn image_batches<'a>(
+    parts: &[&'a [f32]],
+    per_image: usize,
+    max_batch: usize,
+) -> Vec<Vec<&'a [f32]>> {
+    let capacity = (per_image * max_batch).max(1);
+    let (mut batches, mut current, mut room) = (Vec::new(), Vec::new(), capacity);
+    for &part in parts {
+        let mut rest = part;
+        while !rest.is_empty() {
+            let (head, tail) = rest.split_at(rest.len().min(room));
+            current.push(head);
+            room -= head.len();
+            rest = tail;
+            if room == 0 {
+                batches.push(std::mem::take(&mut current));
+                room = capacity;
+            }
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// The row divided by its L2 norm (a zero row stays zero).
@@ -325,4 +337,24 @@ fn normalized(row: impl Iterator<Item = f32> + Clone) -> Vec<f32> {
     let norm = row.clone().map(|v| v * v).sum::<f32>().sqrt();
     let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
     row.map(|v| v * scale).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_batches;
+
+    #[test]
+    fn image_batches_fill_up_to_the_limit_and_split_parts_between_images() {
+        // Images of 2 values; parts of 1, 3 and 2 images; batches of at most 2 images.
+        let (a, b, c) = ([1.0f32, 1.0], [2.0f32; 6], [3.0f32, 3.0, 4.0, 4.0]);
+        let batches = image_batches(&[&a, &b, &c], 2, 2);
+        let shapes: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|batch| batch.iter().map(|p| p.len()).collect())
+            .collect();
+        assert_eq!(shapes, vec![vec![2, 2], vec![4], vec![4]]);
+        let flat: Vec<f32> = batches.concat().concat();
+        assert_eq!(flat, [&a[..], &b, &c].concat());
+        assert!(image_batches(&[], 2, 2).is_empty());
+    }
 }

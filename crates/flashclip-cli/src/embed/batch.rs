@@ -21,10 +21,11 @@ pub struct Batch {
     pub data: BatchData,
 }
 
-/// The decoded inputs of a batch: `[n, 3, S, S]` pixels or `n` token sequences (`n` may be 0).
+/// The decoded inputs of a batch: `n` images' `[3, S, S]` pixels (each as decoded: the model converts them into its
+/// upload buffer, so they are never gathered on the host) or `n` token sequences (`n` may be 0).
 #[derive(Debug)]
 pub enum BatchData {
-    Pixels(Vec<f32>),
+    Pixels(Vec<Vec<f32>>),
     Tokens(Vec<Vec<u32>>),
 }
 
@@ -90,10 +91,7 @@ pub fn run(
             });
             match (item.data, &mut o.data) {
                 (Some(Data::Pixels(p)), BatchData::Pixels(all)) => {
-                    // Sized once for a full batch: growing by doubling would copy and fault in the pages of a
-                    // batch (173 MB at ViT-L/14-336 and 128 images) about twice.
-                    all.reserve_exact((max_batch * p.len()).saturating_sub(all.len()));
-                    all.extend_from_slice(&p);
+                    all.push(p);
                     o.decoded += 1;
                 }
                 (Some(Data::Tokens(t)), BatchData::Tokens(all)) => {

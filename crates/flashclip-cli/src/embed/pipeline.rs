@@ -214,7 +214,10 @@ fn embed_loop(
     while let Ok(batch) = stages.time(Span::ModelWaited, || batches.recv()) {
         let rows = stages.time(Span::ModelBusy, || -> Result<Vec<f32>> {
             let embeds = match &batch.data {
-                BatchData::Pixels(p) if !p.is_empty() => Some(model.embed_images(p)?),
+                BatchData::Pixels(images) if !images.is_empty() => {
+                    let parts: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+                    Some(model.embed_image_parts(&parts)?)
+                }
                 BatchData::Tokens(t) if !t.is_empty() => Some(model.embed_texts(t)?),
                 _ => None,
             };

@@ -7,7 +7,7 @@ use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
 use super::graphs::{Graphs, GRAPH_MAX_BATCH};
-use super::{check_batch, image_count, Embedder, LoadGpu};
+use super::{check_batch, image_parts_count, Embedder, LoadGpu};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
 use crate::error::Result;
@@ -95,10 +95,14 @@ impl<T: Element> Embedder for GpuBackend<T> {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(&self.model.config().vision, pixels)?;
+        self.embed_image_parts(&[pixels])
+    }
+
+    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
+        let n = image_parts_count(&self.model.config().vision, parts)?;
         check_batch("images", n, self.max_batch)?;
         self.graphs
-            .embed_images(&*self.model, &self.gpu, &mut self.ws, pixels, n)
+            .embed_images(&*self.model, &self.gpu, &mut self.ws, parts, n)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {

@@ -34,13 +34,13 @@ impl Graphs {
         self.by_shape.values().flatten().count()
     }
 
-    /// Embeds `n` images (`pixels`, already checked), through a graph where the batch is small.
+    /// Embeds `n` images (given in `parts`, already checked), through a graph where the batch is small.
     pub(crate) fn embed_images<T: Element>(
         &mut self,
         model: &impl TowerModel<T>,
         gpu: &Gpu,
         ws: &mut Workspace<T>,
-        pixels: &[f32],
+        parts: &[&[f32]],
         n: usize,
     ) -> Result<Array2<f32>> {
         let shape = GraphShape {
@@ -49,7 +49,7 @@ impl Graphs {
             text_len: 0,
         };
         self.capture_if_new(model, gpu, ws, shape);
-        model.upload_images(gpu, ws, pixels)?;
+        model.upload_image_parts(gpu, ws, parts)?;
         self.replay_or_run(model, gpu, ws, shape)?;
         model.read_image_embeds(gpu, ws, n)
     }

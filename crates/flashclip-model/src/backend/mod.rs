@@ -58,6 +58,16 @@ pub trait Embedder: Send {
     /// `1 <= n <= max_batch`; returns `[n, projection_dim]`.
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>>;
 
+    /// [`Embedder::embed_images`] of images given in parts (each `[n_i, 3, size, size]`, together at most
+    /// `max_batch`), embedded as one batch in order: for callers holding each request's or file's pixels apart.
+    /// The GPU backends convert the parts straight into their upload buffer; by default they are gathered first.
+    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
+        match parts {
+            [one] => self.embed_images(one),
+            _ => self.embed_images(&parts.concat()),
+        }
+    }
+
     /// Embeds token id sequences (each with start and end tokens, at most the context length), at most
     /// `max_batch` of them; returns `[texts.len(), projection_dim]`.
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>>;
@@ -254,6 +264,13 @@ pub(crate) fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> 
 /// The number of images in `pixels`, checked against the vision tower's image size.
 pub(crate) fn image_count(v: &VisionConfig, pixels: &[f32]) -> Result<usize> {
     count_images(v.num_channels, v.image_size, pixels)
+}
+
+/// The number of images in `parts` together, each part checked against the vision tower's image size.
+pub(crate) fn image_parts_count(v: &VisionConfig, parts: &[&[f32]]) -> Result<usize> {
+    parts
+        .iter()
+        .try_fold(0, |n, part| Ok(n + image_count(v, part)?))
 }
 
 /// The number of `channels` x `size` x `size` images in `pixels`.

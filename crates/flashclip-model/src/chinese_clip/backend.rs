@@ -9,7 +9,7 @@ use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
 use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, image_batch, image_count, Embedder, LoadCpu, LoadGpu};
+use crate::backend::{check_batch, image_batch, image_parts_count, Embedder, LoadCpu, LoadGpu};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
@@ -146,10 +146,14 @@ impl<T: Element> Embedder for ChineseClipGpu<T> {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let n = image_count(&self.model.config().vision, pixels)?;
+        self.embed_image_parts(&[pixels])
+    }
+
+    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
+        let n = image_parts_count(&self.model.config().vision, parts)?;
         check_batch("images", n, self.max_batch)?;
         self.graphs
-            .embed_images(&self.model, &self.gpu, &mut self.ws, pixels, n)
+            .embed_images(&self.model, &self.gpu, &mut self.ws, parts, n)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {

@@ -138,7 +138,18 @@ impl<T: Element> ChineseClipModel<T> {
 
     /// Copies preprocessed images (`[batch, channels, size, size]` f32) into the workspace; returns the batch.
     pub fn upload_images(&self, gpu: &Gpu, ws: &mut Workspace<T>, pixels: &[f32]) -> Result<usize> {
-        vision::upload_images(gpu, &self.config.vision, ws, pixels)
+        self.upload_image_parts(gpu, ws, &[pixels])
+    }
+
+    /// [`Self::upload_images`] of images given in parts (each `[n, C, S, S]`), in order, without gathering them
+    /// first.
+    pub fn upload_image_parts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut Workspace<T>,
+        parts: &[&[f32]],
+    ) -> Result<usize> {
+        vision::upload_images(gpu, &self.config.vision, ws, parts)
     }
 
     /// Enqueues the vision tower and its projection on the first `batch` images in the workspace.

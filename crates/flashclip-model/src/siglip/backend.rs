@@ -150,8 +150,12 @@ impl<T: Element> Embedder for SiglipGpu<T> {
     }
 
     fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        // The model checks the pixel count and the batch against the workspace.
-        self.model.embed_images(&self.gpu, &mut self.ws, pixels)
+        self.embed_image_parts(&[pixels])
+    }
+
+    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
+        // The model checks the pixel counts and the batch against the workspace.
+        self.model.embed_image_parts(&self.gpu, &mut self.ws, parts)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {

@@ -28,13 +28,14 @@ use super::weights::{load_file, SiglipWeights};
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
 use crate::error::{ModelError, Result};
 use crate::nn::AttentionImpl;
+use crate::pixels::Pixels;
 use crate::workspace::TowerBuffers;
 
 /// Device scratch for up to a maximum number of images and texts per forward.
 pub struct SiglipWorkspace<T: Element> {
     vision: TowerBuffers<T>,
     text: TowerBuffers<T>,
-    pixels: CudaSlice<f32>,
+    pixels: Pixels<T>,
     patches: Tensor<T>,
     patch_out: Tensor<T>,
     ids: CudaSlice<i32>,
@@ -188,8 +189,6 @@ impl<T: Element> SiglipGpuModel<T> {
                 .try_fold(1usize, |a, &x| a.checked_mul(x))
                 .ok_or_else(|| ModelError::Input(format!("the workspace's {what} overflows")))
         };
-        let side = v.grid_size() * v.patch_size;
-        let pixels = checked("pixels", &[max_images, v.num_channels, side, side])?;
         let patches = checked("patch rows", &[max_images, n])?;
         let ids = checked("token ids", &[max_texts, t.max_position_embeddings])?;
         let d = v.hidden_size;
@@ -209,10 +208,7 @@ impl<T: Element> SiglipGpuModel<T> {
                 t.projection_size,
                 self.attention,
             )?,
-            pixels: gpu
-                .stream()
-                .alloc_zeros::<f32>(pixels)
-                .map_err(flashclip::Error::from)?,
+            pixels: Pixels::new(gpu, max_images, v.num_channels, v.image_size)?,
             patches: gpu.zeros(&[patches, v.patch_dim()])?,
             patch_out: gpu.zeros(&[patches, d])?,
             ids: gpu.upload_slice(&vec![0i32; ids])?,
@@ -230,7 +226,18 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         pixels: &[f32],
     ) -> Result<Array2<f32>> {
-        let batch = self.encode_images(gpu, ws, pixels)?;
+        self.embed_image_parts(gpu, ws, &[pixels])
+    }
+
+    /// [`Self::embed_images`] of images given in parts (each `[n, C, S, S]`), in order, without gathering them
+    /// first.
+    pub fn embed_image_parts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        parts: &[&[f32]],
+    ) -> Result<Array2<f32>> {
+        let batch = self.encode_image_parts(gpu, ws, parts)?;
         self.read_image_embeds(gpu, ws, batch)
     }
 
@@ -242,7 +249,16 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         pixels: &[f32],
     ) -> Result<usize> {
-        let batch = self.upload_images(gpu, ws, pixels)?;
+        self.encode_image_parts(gpu, ws, &[pixels])
+    }
+
+    fn encode_image_parts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        parts: &[&[f32]],
+    ) -> Result<usize> {
+        let batch = self.upload_images(gpu, ws, parts)?;
         self.run_vision(gpu, ws, batch)?;
         Ok(batch)
     }
@@ -266,41 +282,17 @@ impl<T: Element> SiglipGpuModel<T> {
         &self,
         gpu: &Gpu,
         ws: &mut SiglipWorkspace<T>,
-        pixels: &[f32],
+        parts: &[&[f32]],
     ) -> Result<usize> {
         let v = &self.config.vision;
-        let (c, s) = (v.num_channels, v.image_size);
-        let per = c * s * s;
-        if pixels.is_empty() || pixels.len() % per != 0 {
+        let (c, s) = (ws.pixels.channels(), ws.pixels.size());
+        if (c, s) != (v.num_channels, v.image_size) {
             return Err(ModelError::Input(format!(
-                "pixels: {} floats is not a positive multiple of {per} (one {c}x{s}x{s} image)",
-                pixels.len()
+                "the workspace holds {c}x{s}x{s} images, the model takes {}x{}x{}",
+                v.num_channels, v.image_size, v.image_size
             )));
         }
-        let batch = pixels.len() / per;
-        if batch > ws.max_images() {
-            return Err(ModelError::Input(format!(
-                "{batch} images exceed the workspace's {}",
-                ws.max_images()
-            )));
-        }
-        let side = v.grid_size() * v.patch_size;
-        let cropped: Vec<f32>;
-        let used = if side == s {
-            pixels
-        } else {
-            cropped = pixels
-                .chunks_exact(s * s)
-                .flat_map(|plane| plane.chunks_exact(s).take(side).flat_map(|r| &r[..side]))
-                .copied()
-                .collect();
-            &cropped
-        };
-        let mut head = ws.pixels.slice_mut(..used.len());
-        gpu.stream()
-            .memcpy_htod(used, &mut head)
-            .map_err(flashclip::Error::from)?;
-        Ok(batch)
+        ws.pixels.upload(gpu, parts)
     }
 
     fn run_vision(&self, gpu: &Gpu, ws: &mut SiglipWorkspace<T>, batch: usize) -> Result<()> {
@@ -311,10 +303,10 @@ impl<T: Element> SiglipGpuModel<T> {
         let tokens = batch * n;
         patchify(
             gpu,
-            &ws.pixels,
+            &ws.pixels.device,
             batch,
             v.num_channels,
-            v.grid_size() * v.patch_size,
+            v.image_size,
             v.patch_size,
             &mut ws.patches.view_mut().narrow(0, 0, tokens)?,
         )?;
