@@ -30,6 +30,7 @@
 #   FLASHCLIP_BENCH_FILTER  regex on criterion ids for bench (the baseline's default all
 #                           too), e.g. "v3|v4"
 #   FLASHCLIP_CLIP_BATCHES  batches of the clip phase                        default "16 1"
+#   FLASHCLIP_SANITIZERS    compute-sanitizer tools of the sanitize phase    default all four
 #   FLASHCLIP_PHOTOS        photos of the embedjob phase                     default 8192
 #   FLASHCLIP_EMBEDJOB_CASES its runs of flashclip embed, '|'-separated      default all four: "1x|2x|1x
 #                           ("1x" or "2x" the photos, then extra flags)      --streams-per-device 2|1x --jpeg-draft"
@@ -45,6 +46,7 @@ targets=${FLASHCLIP_TARGETS:-}
 filter=${FLASHCLIP_BENCH_FILTER:-}
 batches=${FLASHCLIP_CLIP_BATCHES:-16 1}
 photos=${FLASHCLIP_PHOTOS:-8192}
+sanitizers=${FLASHCLIP_SANITIZERS:-memcheck racecheck initcheck synccheck}
 embed_cases=${FLASHCLIP_EMBEDJOB_CASES:-1x|2x|1x --streams-per-device 2|1x --jpeg-draft}
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
 mkdir -p "$out"
@@ -314,7 +316,7 @@ phase_embedjob() {
 phase_sanitize() {
   local tool t name dir limit log rc
   : >"$out/sanitizer.log"
-  for tool in memcheck racecheck initcheck synccheck; do
+  for tool in $sanitizers; do
     [ "$SECONDS" -lt "$deadline" ] || { note "sanitizer $tool skipped: out of time"; continue; }
     # racecheck runs the model's graph-replay test in about 110 s on an H100.
     limit=$([ "$tool" = racecheck ] && echo 240 || echo 90)
