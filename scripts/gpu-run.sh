@@ -273,6 +273,15 @@ phase_embedjob() {
   fi
   find "$d/photos" -name '*.jpg' | sort >"$d/list-1x.txt"
   cat "$d/list-1x.txt" "$d/list-1x.txt" >"$d/list-2x.txt"
+  # The model alone on the same weights: batches of 128 images from host memory through the GPU backend.
+  echo "== model only" >>"$log"
+  if "$cli" bench --model "$d/ViT-L-14-336" --batch 128 --embedder --warmup 3 --iters 10 >>"$log" 2>&1; then
+    rate=$(sed -n 's/^model only: .*, \([0-9.]*\) images\/s$/\1/p' "$log" | tail -1)
+    rows="$rows| the model alone: embed_images of 128 images from host memory (flashclip bench --embedder) | | $rate | |"$'\n'
+    note "embedjob model only: $rate images/s"
+  else
+    fail "FAIL embedjob model only (see embedjob.log)"
+  fi
   # The default job (one model thread: its stage times give the model-only rate) on 1x and 2x the inputs (peak RSS
   # must not grow), then single changes on 1x: two model replicas, and JPEG draft decoding; then the baseline
   # commit's CLI on 1x (bundles built with FLASHCLIP_BASELINE).

@@ -1,12 +1,14 @@
 //! `flashclip bench`: the speed-up ladder, one full CLIP forward (vision + text tower) per timed run.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use clap::Args;
 use flashclip::bench::{median, time_device_us, time_samples_us, Summary};
 use flashclip::ops::attention::Version;
 use flashclip::ops::gemm::linear;
 use flashclip::{Element, Gpu};
+use flashclip_model::backend::{Embedder, GpuBackend};
 use flashclip_model::config::ClipConfig;
 use flashclip_model::flops::{count, FlopsInput};
 use flashclip_model::{
@@ -52,6 +54,11 @@ pub struct BenchArgs {
     /// end to end).
     #[arg(long, value_enum, default_value_t = AttentionImpl::Fastest)]
     pub(crate) attention: AttentionImpl,
+    /// Instead of the ladder, time what the embedding job and the server call (CLIP models): the fp16 GPU
+    /// backend's `embed_images` on --batch images in host memory (conversion, upload, vision forward, download),
+    /// wall clock: the model-only rate the job and the server are measured against.
+    #[arg(long)]
+    pub(crate) embedder: bool,
 }
 
 /// Where the benchmarked weights come from.
@@ -315,6 +322,53 @@ fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| CliError::io("cannot write", path, e))
 }
 
+/// Refuses `--embedder` for the families whose bench times only the forward.
+fn clip_only(args: &BenchArgs) -> Result<()> {
+    if args.embedder {
+        return Err(CliError::Usage(
+            "--embedder times CLIP models only (Chinese-CLIP and SigLIP time their forwards)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `--embedder`: wall-clock calls of the fp16 [`GpuBackend`]'s `embed_images` on `--batch` random images in host
+/// memory, after `--warmup` untimed ones; prints the median call and the images/s it gives.
+fn time_embedder(
+    args: &BenchArgs,
+    gpu: Gpu,
+    config: &ClipConfig,
+    weights: &Weights,
+    model_name: &str,
+) -> Result<()> {
+    let b = args.batch as usize;
+    let attention = Rung::F16Best.attention(&gpu, config, args.attention);
+    let model = weights.build::<f16>(&gpu, config, attention)?;
+    let mut backend = GpuBackend::new(0, gpu, model, b)?;
+    let pixels = random::pixels(&config.vision, b, SEED ^ 1);
+    for _ in 0..args.warmup {
+        backend.embed_images(&pixels)?;
+    }
+    let mut ms = Vec::with_capacity(args.iters as usize);
+    for _ in 0..args.iters {
+        let start = Instant::now();
+        let embeds = backend.embed_images(&pixels)?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        if embeds.iter().any(|x| !x.is_finite()) {
+            eprintln!("warning: non-finite embeddings");
+        }
+    }
+    let (med, (mean, sd)) = (median(&ms), mean_sd(&ms));
+    println!(
+        "model only: {model_name} fp16 embed_images of {b} images from host memory (convert, upload, vision \
+         forward, download), wall clock over {} calls: median {med:.2} ms (mean {mean:.2} ± {sd:.2}), {:.1} images/s",
+        args.iters,
+        b as f64 / med * 1e3
+    );
+    Ok(())
+}
+
 /// Runs the ladder and prints the table.
 pub fn run(args: &BenchArgs) -> Result<()> {
     // The GPU first: without one there is nothing to do, and no reason to build gigabytes of weights.
@@ -333,9 +387,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let config = match config {
                 ModelConfig::Clip(c) => c,
                 ModelConfig::ChineseClip(c) => {
+                    clip_only(args)?;
                     return bench_cn::run(args, &gpu, &c, Some(&checkpoint), (&name, SEED));
                 }
                 ModelConfig::Siglip(c) => {
+                    clip_only(args)?;
                     return bench_siglip::run(args, &gpu, &c, Some(&checkpoint), (&name, SEED));
                 }
             };
@@ -345,10 +401,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let config = match ModelConfig::preset(&args.preset)? {
                 ModelConfig::Clip(c) => c,
                 ModelConfig::ChineseClip(c) => {
+                    clip_only(args)?;
                     println!("random weights (no --model given)");
                     return bench_cn::run(args, &gpu, &c, None, (&args.preset, SEED));
                 }
                 ModelConfig::Siglip(c) => {
+                    clip_only(args)?;
                     println!("random weights (no --model given)");
                     return bench_siglip::run(args, &gpu, &c, None, (&args.preset, SEED));
                 }
@@ -362,6 +420,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             (config, weights, args.preset.clone(), desc)
         }
     };
+    if args.embedder {
+        return time_embedder(args, gpu, &config, &weights, &model_name);
+    }
     let max_len = config.text.max_len();
     if args.text_len < 2 || args.text_len > max_len {
         return Err(CliError::Usage(format!(
