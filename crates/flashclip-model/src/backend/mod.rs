@@ -16,7 +16,7 @@ use std::str::FromStr;
 use flashclip::DType;
 use ndarray::{Array2, ArrayView4};
 
-pub use cpu::CpuBackend;
+pub use cpu::{CpuBackend, CpuModel};
 pub use gpu::GpuBackend;
 use gpu::GpuFamily;
 pub use graphs::GRAPH_MAX_BATCH;
@@ -24,11 +24,11 @@ pub use graphs::GRAPH_MAX_BATCH;
 use flashclip::Element;
 
 use crate::checkpoint::Checkpoint;
-use crate::chinese_clip::backend::{ChineseClipCpu, ChineseClipGpuFamily};
+use crate::chinese_clip::backend::ChineseClipGpuFamily;
 use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
 use crate::family::ModelConfig;
-use crate::siglip::backend::{SiglipCpu, SiglipGpuFamily};
+use crate::siglip::backend::SiglipGpuFamily;
 
 /// A CLIP model that embeds batches of at most [`Embedder::max_batch`] images or texts.
 ///
@@ -141,12 +141,12 @@ pub fn load(
         ModelConfig::Clip(c) => {
             load_family::<CpuBackend, GpuFamily, _>(device, dtype, c, checkpoint, max_batch)
         }
-        ModelConfig::ChineseClip(c) => load_family::<ChineseClipCpu, ChineseClipGpuFamily, _>(
+        ModelConfig::ChineseClip(c) => load_family::<CpuBackend<_>, ChineseClipGpuFamily, _>(
             device, dtype, c, checkpoint, max_batch,
         ),
-        ModelConfig::Siglip(c) => {
-            load_family::<SiglipCpu, SiglipGpuFamily, _>(device, dtype, c, checkpoint, max_batch)
-        }
+        ModelConfig::Siglip(c) => load_family::<CpuBackend<_>, SiglipGpuFamily, _>(
+            device, dtype, c, checkpoint, max_batch,
+        ),
     }
 }
 

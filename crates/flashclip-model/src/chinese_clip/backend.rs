@@ -1,86 +1,58 @@
-//! Chinese-CLIP behind [`Embedder`]: the CPU reference ([`ChineseClipCpu`]) and the GPU model
+//! Chinese-CLIP behind [`Embedder`]: its reference forward for the CPU backend ([`CpuModel`]) and the GPU model
 //! ([`ChineseClipGpu`]).
 
 use flashclip::{Element, Gpu};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView4};
 
 use super::config::ChineseClipConfig;
 use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
 use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, image_batch, image_parts_count, Embedder, LoadCpu, LoadGpu};
+use crate::backend::{check_batch, image_parts_count, CpuModel, Embedder, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
 use crate::workspace::Workspace;
 
-/// Chinese-CLIP on the CPU in float32 through the reference forward (slow; the ground truth).
-pub struct ChineseClipCpu {
-    config: ChineseClipConfig,
-    model_config: ModelConfig,
-    weights: ChineseClipWeights,
-    max_batch: usize,
-}
+impl CpuModel for ChineseClipConfig {
+    type Weights = ChineseClipWeights;
 
-impl ChineseClipCpu {
-    /// Loads `checkpoint` for `config` into host memory as f32.
-    pub fn load(
-        config: &ChineseClipConfig,
-        checkpoint: &Checkpoint,
-        max_batch: usize,
-    ) -> Result<Self> {
-        let weights = ChineseClipWeights::load_checkpoint(checkpoint, config, Host)?;
-        ChineseClipReference::new(config, &weights)?;
-        Ok(Self {
-            config: config.clone(),
-            model_config: ModelConfig::ChineseClip(config.clone()),
-            weights,
-            max_batch: max_batch.max(1),
-        })
+    fn read_weights(&self, checkpoint: &Checkpoint) -> Result<ChineseClipWeights> {
+        Ok(ChineseClipWeights::load_checkpoint(checkpoint, self, Host)?)
     }
 
-    fn reference(&self) -> Result<ChineseClipReference<'_>> {
-        Ok(ChineseClipReference::new(&self.config, &self.weights)?)
-    }
-}
-
-impl Embedder for ChineseClipCpu {
-    fn config(&self) -> &ModelConfig {
-        &self.model_config
+    fn check(&self, weights: &ChineseClipWeights) -> Result<()> {
+        ChineseClipReference::new(self, weights)?;
+        Ok(())
     }
 
-    fn max_batch(&self) -> usize {
-        self.max_batch
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig::ChineseClip(self.clone())
     }
 
-    fn logit_scale(&self) -> f32 {
-        self.weights.logit_scale.exp()
+    fn image_shape(&self) -> (usize, usize) {
+        (self.vision.num_channels, self.vision.image_size)
     }
 
-    fn describe(&self) -> String {
-        "cpu f32 (reference forward, slow)".into()
+    fn zero_shot(weights: &ChineseClipWeights) -> ZeroShot {
+        ZeroShot::Softmax {
+            scale: weights.logit_scale.exp(),
+        }
     }
 
-    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let v = &self.config.vision;
-        let view = image_batch(v.num_channels, v.image_size, pixels, self.max_batch)?;
-        Ok(self.reference()?.vision_forward(view, false)?.image_embeds)
+    fn embed_images(
+        &self,
+        weights: &ChineseClipWeights,
+        images: ArrayView4<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        let reference = ChineseClipReference::new(self, weights)?;
+        Ok(reference.vision_forward(images, false)?.image_embeds)
     }
 
-    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
-        check_batch("texts", texts.len(), self.max_batch)?;
-        Ok(self.reference()?.text_forward(texts, false)?.text_embeds)
-    }
-}
-
-impl LoadCpu<ChineseClipConfig> for ChineseClipCpu {
-    fn load_cpu(
-        config: &ChineseClipConfig,
-        checkpoint: &Checkpoint,
-        max_batch: usize,
-    ) -> Result<Self> {
-        Self::load(config, checkpoint, max_batch)
+    fn embed_texts(&self, weights: &ChineseClipWeights, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
+        let reference = ChineseClipReference::new(self, weights)?;
+        Ok(reference.text_forward(texts, false)?.text_embeds)
     }
 }
 

@@ -1,89 +1,63 @@
-//! SigLIP behind [`Embedder`]: the CPU reference ([`SiglipCpu`]) and the GPU model ([`SiglipGpu`]). Both take
+//! SigLIP behind [`Embedder`]: its reference forward for the CPU backend ([`CpuModel`]) and the GPU model
+//! ([`SiglipGpu`]). Both take
 //! texts as [`super::SiglipTokenizer`] gives them (padded to the context, read at the last position) and say that
 //! zero-shot probabilities are a sigmoid per label ([`ZeroShot::Sigmoid`]).
 
 use flashclip::{Element, Gpu};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView4};
 
 use super::config::SiglipConfig;
 use super::gpu::{SiglipGpuModel, SiglipWorkspace};
 use super::reference::{SiglipReference, TextAttention};
 use super::weights::SiglipWeights;
-use crate::backend::{check_batch, image_batch, Embedder, LoadCpu, LoadGpu, ZeroShot};
+use crate::backend::{check_batch, CpuModel, Embedder, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
 use crate::nn::AttentionImpl;
 
-/// SigLIP on the CPU in float32 through the reference forward (slow; the ground truth).
-pub struct SiglipCpu {
-    config: SiglipConfig,
-    model_config: ModelConfig,
-    weights: SiglipWeights,
-    max_batch: usize,
-}
+impl CpuModel for SiglipConfig {
+    type Weights = SiglipWeights;
 
-impl SiglipCpu {
-    /// Loads `checkpoint` for `config` into host memory as f32.
-    pub fn load(config: &SiglipConfig, checkpoint: &Checkpoint, max_batch: usize) -> Result<Self> {
-        let weights = SiglipWeights::load_checkpoint(checkpoint, config, Host)?;
-        SiglipReference::new(config, &weights)?;
-        Ok(Self {
-            config: config.clone(),
-            model_config: ModelConfig::Siglip(config.clone()),
-            weights,
-            max_batch: max_batch.max(1),
-        })
+    fn read_weights(&self, checkpoint: &Checkpoint) -> Result<SiglipWeights> {
+        Ok(SiglipWeights::load_checkpoint(checkpoint, self, Host)?)
     }
 
-    fn reference(&self) -> Result<SiglipReference<'_>> {
-        Ok(SiglipReference::new(&self.config, &self.weights)?)
-    }
-}
-
-impl Embedder for SiglipCpu {
-    fn config(&self) -> &ModelConfig {
-        &self.model_config
+    fn check(&self, weights: &SiglipWeights) -> Result<()> {
+        SiglipReference::new(self, weights)?;
+        Ok(())
     }
 
-    fn max_batch(&self) -> usize {
-        self.max_batch
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig::Siglip(self.clone())
     }
 
-    fn logit_scale(&self) -> f32 {
-        self.weights.logit_scale.exp()
+    fn image_shape(&self) -> (usize, usize) {
+        (self.vision.num_channels, self.vision.image_size)
     }
 
-    fn zero_shot(&self) -> ZeroShot {
+    fn zero_shot(weights: &SiglipWeights) -> ZeroShot {
         ZeroShot::Sigmoid {
-            scale: self.weights.logit_scale.exp(),
-            bias: self.weights.logit_bias,
+            scale: weights.logit_scale.exp(),
+            bias: weights.logit_bias,
         }
     }
 
-    fn describe(&self) -> String {
-        "cpu f32 (reference forward, slow)".into()
+    fn embed_images(
+        &self,
+        weights: &SiglipWeights,
+        images: ArrayView4<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        Ok(SiglipReference::new(self, weights)?
+            .vision_forward(images)?
+            .image_embeds)
     }
 
-    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        let v = &self.config.vision;
-        let view = image_batch(v.num_channels, v.image_size, pixels, self.max_batch)?;
-        Ok(self.reference()?.vision_forward(view)?.image_embeds)
-    }
-
-    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
-        check_batch("texts", texts.len(), self.max_batch)?;
+    fn embed_texts(&self, weights: &SiglipWeights, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         // Unmasked over the padding, as SigLIP is trained and as the GPU model computes.
-        Ok(self
-            .reference()?
+        Ok(SiglipReference::new(self, weights)?
             .text_forward(texts, TextAttention::Unmasked)?
             .text_embeds)
-    }
-}
-
-impl LoadCpu<SiglipConfig> for SiglipCpu {
-    fn load_cpu(config: &SiglipConfig, checkpoint: &Checkpoint, max_batch: usize) -> Result<Self> {
-        Self::load(config, checkpoint, max_batch)
     }
 }
 
