@@ -12,14 +12,6 @@ fn cn_tiny() -> PathBuf {
         .join("../flashclip-model/tests/fixtures/tiny-chinese-clip")
 }
 
-fn flashclip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flashclip"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run flashclip")
-}
-
 /// HF's normalized text embeddings of the fixture's texts, and the texts.
 fn expected_texts() -> (Vec<String>, Vec<Vec<f32>>) {
     let texts: serde_json::Value =
@@ -71,8 +63,7 @@ fn embed_tokenizes_and_embeds_like_hf() {
 #[test]
 fn flops_reads_chinese_clip_configs_and_presets() {
     let config = cn_tiny().join("config.json");
-    let out = flashclip(&[
-        "flops",
+    flops_total(&[
         "--config",
         config.to_str().unwrap(),
         "--batch",
@@ -80,9 +71,7 @@ fn flops_reads_chinese_clip_configs_and_presets() {
         "--text-len",
         "52",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = flashclip(&[
-        "flops",
+    let total = flops_total(&[
         "--preset",
         "CN-CLIP-ViT-L-14-336",
         "--batch",
@@ -90,14 +79,6 @@ fn flops_reads_chinese_clip_configs_and_presets() {
         "--text-len",
         "52",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let total: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("2/MAC total:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `2/MAC total:` line in:\n{stdout}"));
     // ViT-L/14 at 336 px (577 tokens) is about 0.38 TFLOP an image; a 52-token BERT-base text about 0.009.
     assert!((0.35..0.43).contains(&total), "{total} TFLOPs");
 }

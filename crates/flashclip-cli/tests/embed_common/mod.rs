@@ -19,16 +19,36 @@ pub fn tiny_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flashclip-model/tests/fixtures/tiny")
 }
 
-/// Runs `flashclip embed --model <tiny> --device cpu` with `args`.
-pub fn embed(model: &Path, args: &[&str]) -> Output {
+/// Runs `flashclip` with `args` and no standard input.
+pub fn flashclip(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashclip"))
-        .args(["embed", "--model"])
-        .arg(model)
-        .args(["--device", "cpu", "--quiet"])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run flashclip")
+}
+
+/// Runs `flashclip embed --model <tiny> --device cpu` with `args`.
+pub fn embed(model: &Path, args: &[&str]) -> Output {
+    let model = model.to_str().expect("a UTF-8 fixture path");
+    let mut all = vec!["embed", "--model", model, "--device", "cpu", "--quiet"];
+    all.extend_from_slice(args);
+    flashclip(&all)
+}
+
+/// `flashclip flops` with `args` (after `flops`): the `2/MAC total:` figure, in TFLOPs.
+pub fn flops_total(args: &[&str]) -> f64 {
+    let mut all = vec!["flops"];
+    all.extend_from_slice(args);
+    let out = flashclip(&all);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("2/MAC total:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `2/MAC total:` line in:\n{stdout}"))
 }
 
 pub fn stderr(out: &Output) -> String {
