@@ -81,22 +81,11 @@ impl<T: Element> Pixels<T> {
                 self.max_images
             )));
         }
-        // The previous copy out of the staging buffer must be done before it is overwritten.
-        self.staging
-            .copied
-            .synchronize()
-            .map_err(flashclip::Error::from)?;
-        let host = self
-            .staging
-            .host
-            .as_mut_slice()
-            .map_err(flashclip::Error::from)?;
-        convert(&mut host[..total], parts)?;
+        let host = &mut self.staging.writable()?[..total];
+        convert(host, parts)?;
         let stream = gpu.stream();
-        let copied = stream.memcpy_htod(&host[..total], &mut self.device.slice_mut(..total));
-        // Recorded even after a failed copy, so the next upload waits for whatever was enqueued.
-        let recorded = self.staging.copied.record(stream);
-        copied.and(recorded).map_err(flashclip::Error::from)?;
+        let copied = stream.memcpy_htod(&host[..], &mut self.device.slice_mut(..total));
+        self.staging.enqueued(stream, copied)?;
         Ok(batch)
     }
 }

@@ -190,16 +190,7 @@ pub(crate) fn stage_texts<T: Element>(
     let pad = rules
         .pad_token_id
         .min(rules.vocab_size.saturating_sub(1) as u32) as i32;
-    // The previous copy out of the staging buffer must be done before it is overwritten.
-    ws.staging
-        .copied
-        .synchronize()
-        .map_err(flashclip::Error::from)?;
-    let host = ws
-        .staging
-        .host
-        .as_mut_slice()
-        .map_err(flashclip::Error::from)?;
+    let host = ws.staging.writable()?;
     let (ids, rest) = host.split_at_mut(n_ids);
     let (rows, rest) = rest.split_at_mut(batch);
     let lens = &mut rest[..batch];
@@ -224,9 +215,7 @@ pub(crate) fn stage_texts<T: Element>(
         copied =
             copied.and_then(|_| stream.memcpy_htod(&lens[..], &mut ws.key_lens.slice_mut(..batch)));
     }
-    // Recorded even after a failed copy, so the next upload waits for whatever was enqueued.
-    let recorded = ws.staging.copied.record(stream);
-    copied.and(recorded).map_err(flashclip::Error::from)?;
+    ws.staging.enqueued(stream, copied)?;
     ws.texts = Some(StagedTexts {
         shape,
         id_bound: rules.vocab_size,

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cudarc::driver::{CudaEvent, CudaSlice, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaEvent, CudaSlice, CudaStream, DeviceRepr, DriverError, PinnedHostSlice, ValidAsZeroBits,
+};
 use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
 
@@ -85,6 +87,25 @@ impl<E> Drop for Staging<E> {
         // The pinned buffer is freed right after this; a copy still reading it must finish first. An error here
         // cannot be reported from drop (the context records it).
         let _ = self.copied.synchronize();
+    }
+}
+
+impl<E: ValidAsZeroBits> Staging<E> {
+    /// The host buffer, once the copies out of it enqueued last have finished (it must not change under them).
+    pub(crate) fn writable(&mut self) -> Result<&mut [E]> {
+        self.copied.synchronize().map_err(flashclip::Error::from)?;
+        Ok(self.host.as_mut_slice().map_err(flashclip::Error::from)?)
+    }
+
+    /// Records the copies just enqueued on `stream` out of the buffer, and returns their result. Recorded even
+    /// after a failed copy, so the next [`Staging::writable`] waits for whatever was enqueued.
+    pub(crate) fn enqueued(
+        &self,
+        stream: &CudaStream,
+        copied: std::result::Result<(), DriverError>,
+    ) -> Result<()> {
+        let recorded = self.copied.record(stream);
+        Ok(copied.and(recorded).map_err(flashclip::Error::from)?)
     }
 }
 
