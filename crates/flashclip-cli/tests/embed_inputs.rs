@@ -303,3 +303,49 @@ fn a_missing_path_is_refused_on_the_command_line_and_an_error_row_in_a_list() {
     assert_eq!(status, ["ok", "error"]);
     assert_eq!(embeds.len(), 1);
 }
+
+#[test]
+fn texts_of_mixed_lengths_come_back_in_their_order() {
+    // The model thread embeds a window of texts shortest first, two per call here: every row must still be its own
+    // text's embedding, in the input order.
+    let tmp = TempDir::new().unwrap();
+    let model = tiny_model_with_tokenizer(tmp.path());
+    let texts = [
+        "a photo of a small dog running on a wide beach at sunset",
+        "cat",
+        "two dogs",
+        "a diagram of a bicycle with labels",
+        "x",
+        "a cat on a mat",
+        "the night sky",
+    ];
+    let out_dir = tmp.path().join("out");
+    let mut args = vec!["--batch", "2", "--out-dtype", "float32", "--texts"];
+    args.extend(texts);
+    args.extend(["--out", out_dir.to_str().unwrap()]);
+    assert_ok(&embed(&model, &args));
+    let (rows, embeds) = read_out(&out_dir);
+    assert_eq!(rows.len(), texts.len());
+
+    let (config, checkpoint) = Checkpoint::open_dir(&model).unwrap();
+    let ids = ClipTokenizer::from_dir(&model)
+        .unwrap()
+        .encode_batch(&texts, config.text.max_len())
+        .unwrap();
+    let mut lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+    lengths.dedup();
+    assert!(
+        lengths.len() > 3,
+        "the texts should differ in length: {lengths:?}"
+    );
+    let mut alone = CpuBackend::load(&config, &checkpoint, 1).unwrap();
+    for (i, (row, text)) in rows.iter().zip(&texts).enumerate() {
+        assert_eq!(row.text.as_deref(), Some(*text));
+        let want = alone.embed_texts(&ids[i..i + 1]).unwrap();
+        assert_close(
+            &embeds[&(i as i64)],
+            &normalized(want.row(0).to_vec()),
+            text,
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! round-robin to the devices.
 //!
 //! A batch never spans two output shards or mixes images with texts, and holds at most `max_batch` decoded
-//! inputs (failed inputs ride along as metadata), so batches depend only on the listing.
+//! images or [`TEXT_WINDOW`] times as many texts (failed inputs ride along as metadata), so batches depend only on
+//! the listing. The model thread runs a batch of texts as model calls of similar lengths.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,11 @@ use super::inputs::Kind;
 use super::shard::Plan;
 use super::stages::{Span, StageTimes};
 
-/// A batch for one model call, numbered in order.
+/// Texts are gathered this many model batches at a time, so that the model thread can sort them by length and
+/// pad each call little (a short caption batched with a 77-token one costs as much as a long one).
+pub const TEXT_WINDOW: usize = 8;
+
+/// A batch for the model thread (one call for images, a few for texts), numbered in order.
 #[derive(Debug)]
 pub struct Batch {
     pub seq: u64,
@@ -101,7 +106,11 @@ pub fn run(
                 _ => {}
             }
             o.items.push(item.meta);
-            if let Some(o) = open.take_if(|o| o.decoded == max_batch) {
+            let full = |o: &mut Open| match o.kind {
+                Kind::Image => o.decoded == max_batch,
+                Kind::Text => o.decoded == max_batch * TEXT_WINDOW,
+            };
+            if let Some(o) = open.take_if(full) {
                 if !send(o, &mut seq) {
                     return;
                 }

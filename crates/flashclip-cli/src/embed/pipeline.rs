@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
 use flashclip_model::{Checkpoint, ModelConfig, ModelError};
+use ndarray::Array2;
 
 use super::batch::{self, Batch, BatchData};
 use super::decode::{Decoder, Job};
@@ -218,7 +219,7 @@ fn embed_loop(
                     let parts: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
                     Some(model.embed_image_parts(&parts)?)
                 }
-                BatchData::Tokens(t) if !t.is_empty() => Some(model.embed_texts(t)?),
+                BatchData::Tokens(t) if !t.is_empty() => Some(embed_by_length(&mut *model, t)?),
                 _ => None,
             };
             let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
@@ -235,6 +236,25 @@ fn embed_loop(
         }
     }
     Ok(())
+}
+
+/// Embeds `texts` in model calls of at most the model's batch, the texts taken in order of length so that each call
+/// pads little; the rows come back in the texts' order.
+fn embed_by_length(
+    model: &mut dyn backend::Embedder,
+    texts: &[Vec<u32>],
+) -> std::result::Result<Array2<f32>, ModelError> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut rows = Array2::zeros((texts.len(), model.config().projection_dim()));
+    for call in order.chunks(model.max_batch().max(1)) {
+        let batch: Vec<Vec<u32>> = call.iter().map(|&i| texts[i].clone()).collect();
+        let embeds = model.embed_texts(&batch)?;
+        for (row, &i) in embeds.outer_iter().zip(call) {
+            rows.row_mut(i).assign(&row);
+        }
+    }
+    Ok(rows)
 }
 
 /// The listing stage: this process's inputs of shards still to write, each after a credit. Checks that the
