@@ -285,8 +285,10 @@ fn embed(
         match input {
             Inputs::Texts(t) => texts.extend(t),
             Inputs::Images { pixels, count } => {
-                per_image = pixels.len().checked_div(count).unwrap_or(0);
-                images.push(pixels);
+                if let Some(per) = pixels.len().checked_div(count).filter(|&p| p > 0) {
+                    per_image = per;
+                    images.push(pixels);
+                }
             }
         }
     }
