@@ -40,7 +40,7 @@ fn time_forward<T: Element>(
         }
     };
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
-    let images = model.upload_images(gpu, &mut ws, pixels)?;
+    let images = model.upload_image_parts(gpu, &mut ws, &[pixels])?;
     model.upload_texts(gpu, &mut ws, texts, None)?;
     let samples = time_samples_us(gpu, warmup, iters, 1, || {
         model

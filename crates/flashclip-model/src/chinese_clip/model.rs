@@ -136,13 +136,8 @@ impl<T: Element> ChineseClipModel<T> {
         Workspace::for_towers(gpu, &towers, self.attention, max_images, max_texts)
     }
 
-    /// Copies preprocessed images (`[batch, channels, size, size]` f32) into the workspace; returns the batch.
-    pub fn upload_images(&self, gpu: &Gpu, ws: &mut Workspace<T>, pixels: &[f32]) -> Result<usize> {
-        self.upload_image_parts(gpu, ws, &[pixels])
-    }
-
-    /// [`Self::upload_images`] of images given in parts (each `[n, C, S, S]`), in order, without gathering them
-    /// first.
+    /// Copies preprocessed images (`[batch, channels, size, size]` f32), given in parts (each `[n, C, S, S]`, in
+    /// order; one part is one slice of them all), into the workspace; returns the batch.
     pub fn upload_image_parts(
         &self,
         gpu: &Gpu,
@@ -212,7 +207,7 @@ impl<T: Element> ChineseClipModel<T> {
         ws: &mut Workspace<T>,
         pixels: &[f32],
     ) -> Result<Array2<f32>> {
-        let batch = self.upload_images(gpu, ws, pixels)?;
+        let batch = self.upload_image_parts(gpu, ws, &[pixels])?;
         self.run_vision(gpu, ws, batch)?;
         self.read_image_embeds(gpu, ws, batch)
     }
