@@ -33,7 +33,7 @@
 #   FLASHCLIP_SANITIZERS    compute-sanitizer tools of the sanitize phase    default all four
 #   FLASHCLIP_PHOTOS        photos of the embedjob phase                     default 8192
 #   FLASHCLIP_EMBEDJOB_CASES its runs of flashclip embed, '|'-separated      default all four: "1x|2x|1x
-#                           ("1x" or "2x" the photos, then extra flags)      --streams-per-device 2|1x --jpeg-draft"
+#                           ("1x" or "2x" the photos, then extra flags)      --streams-per-device 1|1x --jpeg-draft"
 # Same-run A/B: a bundle built with FLASHCLIP_BASELINE=<commit> carries that commit's bench executables
 # and CLI (bin/baseline-<commit>-*); bench and clip run each right after the current one, into bench-<commit>.md
 # next to bench.md and clip-b<batch>-<commit>.md; embedjob runs its CLI on 1x the photos after the current one.
@@ -47,7 +47,7 @@ filter=${FLASHCLIP_BENCH_FILTER:-}
 batches=${FLASHCLIP_CLIP_BATCHES:-16 1}
 photos=${FLASHCLIP_PHOTOS:-8192}
 sanitizers=${FLASHCLIP_SANITIZERS:-memcheck racecheck initcheck synccheck}
-embed_cases=${FLASHCLIP_EMBEDJOB_CASES:-1x|2x|1x --streams-per-device 2|1x --jpeg-draft}
+embed_cases=${FLASHCLIP_EMBEDJOB_CASES:-1x|2x|1x --streams-per-device 1|1x --jpeg-draft}
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -282,9 +282,9 @@ phase_embedjob() {
   else
     fail "FAIL embedjob model only (see embedjob.log)"
   fi
-  # The default job (one model thread: its stage times give the model-only rate) on 1x and 2x the inputs (peak RSS
-  # must not grow), then single changes on 1x: two model replicas, and JPEG draft decoding; then the baseline
-  # commit's CLI on 1x (bundles built with FLASHCLIP_BASELINE).
+  # The default job on 1x and 2x the inputs (peak RSS must not grow), then single changes on 1x: one model thread
+  # (its stage times give its model calls' rate) and JPEG draft decoding; then the baseline commit's CLI on 1x
+  # (bundles built with FLASHCLIP_BASELINE).
   local IFS='|'
   for case in $embed_cases; do
     IFS=' '

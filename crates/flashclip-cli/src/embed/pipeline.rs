@@ -92,7 +92,7 @@ pub fn run<'a>(
             let (ready, out) = (ready_tx.clone(), embedded_tx.clone());
             device_threads.push(s.spawn(move || {
                 let loaded = backend::load(device, dtype, config, checkpoint, max_batch)
-                    .and_then(|model| replicas(model, per_device))
+                    .map(|model| replicas(device, model, per_device))
                     .map_err(|e| load_error(device, e));
                 let models = match loaded {
                     Ok(models) => {
@@ -172,20 +172,29 @@ pub fn run<'a>(
     })
 }
 
-/// `model` and `count - 1` replicas of it, or just `model` where it has none.
+/// `model` and up to `count - 1` replicas of it: fewer where it has none, or where one cannot be made (a GPU
+/// without room for another workspace), which is said and not fatal.
 fn replicas(
+    device: Device,
     model: Box<dyn backend::Embedder>,
     count: usize,
-) -> std::result::Result<Vec<Box<dyn backend::Embedder>>, ModelError> {
+) -> Vec<Box<dyn backend::Embedder>> {
     let mut models = Vec::with_capacity(count);
     for _ in 1..count {
-        match model.replica()? {
-            Some(r) => models.push(r),
-            None => break,
+        match model.replica() {
+            Ok(Some(r)) => models.push(r),
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!(
+                    "{device}: running {} model thread(s), not {count}: another replica failed: {e}",
+                    models.len() + 1
+                );
+                break;
+            }
         }
     }
     models.insert(0, model);
-    Ok(models)
+    models
 }
 
 fn join(handle: ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
