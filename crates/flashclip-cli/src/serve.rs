@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Most texts or images in one request.
     #[arg(long, default_value_t = 256)]
     max_inputs: usize,
+    /// Model threads on the GPU, each with a replica of the model (its own stream and workspace, the weights
+    /// shared), taking batches from the same queue so that one's preparation and upload overlap another's forward.
+    /// The CPU runs one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    replicas: u32,
 }
 
 /// `flashclip serve`: runs until SIGTERM or Ctrl-C, then answers the requests in flight and exits.
@@ -64,6 +69,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         timeout: Duration::from_millis(args.timeout_ms),
         max_inputs: args.max_inputs,
+        replicas: args.replicas as usize,
     };
     let (dir, device, dtype, max_batch) =
         (args.model.clone(), args.device, args.dtype, args.max_batch);

@@ -1,6 +1,7 @@
-//! The dynamic batcher: requests wait in a bounded queue; one thread owns the model, takes every queued request of
-//! one kind (texts or images) up to a full batch, optionally waits up to `max_wait` for more, runs the batch, and
-//! answers each request with its own rows, L2-normalized.
+//! The dynamic batcher: requests wait in a bounded queue; a thread that owns the model (or each of a few threads
+//! owning a replica of it) takes every queued request of one kind (texts or images) up to a full batch, optionally
+//! waits up to `max_wait` for more, runs the batch, and answers each request with its own rows, L2-normalized. One
+//! thread at a time forms a batch; the others meanwhile run theirs.
 //!
 //! Batches form on their own under load: requests that arrive while the model runs are queued and make up the
 //! next batch. So by default nothing waits (`max_wait` 0): a lone request runs at once, which is what its latency
@@ -12,7 +13,7 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,8 @@ pub(crate) struct BatchPolicy {
     pub max_batch: usize,
     pub max_wait: Duration,
     pub queue_size: usize,
+    /// Model threads wanted (see [`crate::ServerConfig::replicas`]).
+    pub replicas: usize,
 }
 
 /// Starts the worker thread: it loads the model, warms it with one batch of each kind, publishes readiness, then
@@ -129,15 +132,21 @@ pub(crate) fn spawn(
         .spawn(move || {
             let loaded = load().and_then(|model| ModelInfo::warm_up(model, policy.max_batch));
             match loaded {
-                Ok((mut embedder, info)) => {
+                Ok((embedder, info)) => {
+                    let models = replicas(embedder, &info, policy);
                     ready.send_replace(Readiness::Ready(Arc::new(info)));
-                    serve(
-                        embedder.as_mut(),
-                        &rx,
-                        policy.max_batch,
-                        policy.max_wait,
-                        &worker_metrics,
-                    );
+                    let queue = Mutex::new(rx);
+                    let (queue, metrics) = (&queue, &worker_metrics);
+                    std::thread::scope(|s| {
+                        let mut models = models.into_iter();
+                        let first = models.next();
+                        for mut model in models {
+                            s.spawn(move || serve(model.as_mut(), queue, policy, metrics));
+                        }
+                        if let Some(mut model) = first {
+                            serve(model.as_mut(), queue, policy, metrics);
+                        }
+                    });
                 }
                 Err(e) => {
                     ready.send_replace(Readiness::Failed(e.to_string()));
@@ -152,17 +161,52 @@ pub(crate) fn spawn(
     Ok((batcher, handle))
 }
 
-/// The worker's loop. A request of the other kind, or one that would overflow the batch, ends the batch being
-/// formed and starts the next one, so at most one request waits outside the channel.
+/// `embedder` and up to `policy.replicas - 1` warmed replicas of it: fewer where it has none or one cannot be made
+/// or warmed (said, not fatal: the server runs with what it has).
+fn replicas(
+    embedder: Box<dyn Embedder>,
+    info: &ModelInfo,
+    policy: BatchPolicy,
+) -> Vec<Box<dyn Embedder>> {
+    let mut models = vec![embedder];
+    while models.len() < policy.replicas {
+        let made = models[0]
+            .replica()
+            .map_err(ServerError::from)
+            .and_then(|replica| {
+                replica
+                    .map(|mut r| info.warm(r.as_mut(), policy.max_batch).map(|()| r))
+                    .transpose()
+            });
+        match made {
+            Ok(Some(replica)) => models.push(replica),
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!(
+                    "flashclip serve: running {} model thread(s), not {}: another replica failed: {e}",
+                    models.len(),
+                    policy.replicas
+                );
+                break;
+            }
+        }
+    }
+    models
+}
+
+/// A worker's loop. A request of the other kind, or one that would overflow the batch, ends the batch being
+/// formed and starts the next one, so at most one request per worker waits outside the channel. The queue is held
+/// while a batch forms, not while it runs.
 fn serve(
     embedder: &mut dyn Embedder,
-    rx: &Receiver<Job>,
-    max_batch: usize,
-    max_wait: Duration,
+    queue: &Mutex<Receiver<Job>>,
+    policy: BatchPolicy,
     metrics: &Metrics,
 ) {
+    let (max_batch, max_wait) = (policy.max_batch, policy.max_wait);
     let mut held: Option<Job> = None;
     loop {
+        let rx = queue.lock().unwrap_or_else(PoisonError::into_inner);
         let first = match held.take() {
             Some(job) => job,
             None => match rx.recv() {
@@ -179,7 +223,7 @@ fn serve(
         let mut batch = vec![first];
         let deadline = Instant::now() + max_wait;
         while rows < max_batch {
-            let Some(job) = next_queued(rx, deadline) else {
+            let Some(job) = next_queued(&rx, deadline) else {
                 break;
             };
             metrics.queue_depth.dec();
@@ -191,6 +235,7 @@ fn serve(
                 break;
             }
         }
+        drop(rx);
         run_batch(embedder, kind, batch, max_batch, metrics);
     }
 }

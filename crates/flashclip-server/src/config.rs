@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Most texts or images in one request.
     pub max_inputs: usize,
+    /// Model threads sharing the queue, each with its own replica of the model (on a GPU: a stream and workspace of
+    /// its own, the weights shared), so that one's batch preparation and upload overlap another's forward. A model
+    /// without replicas (the CPU reference) runs one.
+    pub replicas: usize,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +41,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             timeout: Duration::from_secs(30),
             max_inputs: 256,
+            replicas: 1,
         }
     }
 }
@@ -49,6 +54,7 @@ impl ServerConfig {
             ("queue size", self.queue_size),
             ("max body bytes", self.max_body_bytes),
             ("max inputs", self.max_inputs),
+            ("replica count", self.replicas),
         ];
         for (what, value) in positive {
             if value == 0 {

@@ -88,6 +88,7 @@ impl Server {
             max_batch: config.max_batch,
             max_wait: config.max_wait,
             queue_size: config.queue_size,
+            replicas: config.replicas,
         };
         let (batcher, worker) = batcher::spawn(load, policy, metrics.clone(), ready_tx)?;
         let state = Arc::new(AppState {

@@ -91,15 +91,28 @@ impl ModelInfo {
                 config.image_size()
             )));
         }
-        let per_image = preprocessor.output_len();
+        let info = ModelInfo {
+            tokenizer,
+            preprocessor,
+            context_length: config.context_length(),
+            zero_shot: embedder.zero_shot(),
+        };
+        info.warm(embedder.as_mut(), max_batch)?;
+        Ok((embedder, info))
+    }
+
+    /// Runs one image and one text through `embedder` (this model or a replica of it), and where it captures CUDA
+    /// graphs of small batches, every such image batch size and texts of up to 8 and 16 tokens at each.
+    pub fn warm(&self, embedder: &mut dyn Embedder, max_batch: usize) -> Result<(), ServerError> {
+        let per_image = self.preprocessor.output_len();
         let graphs = embedder.graph_max_batch().min(max_batch);
         for n in 1..=graphs.max(1) {
             embedder.embed_images(&vec![0.0; n * per_image])?;
         }
-        let empty = tokenizer.empty_text();
+        let empty = self.tokenizer.empty_text();
         embedder.embed_texts(std::slice::from_ref(&empty))?;
         // Short queries: one text of each padding bucket of up to 16 tokens, at each batch size.
-        let lengths = [8, 16].map(|len| len.min(config.context_length()));
+        let lengths = [8, 16].map(|len| len.min(self.context_length));
         for n in 1..=graphs {
             for len in lengths.into_iter().filter(|&len| len >= empty.len()) {
                 let mut text = vec![empty[0]; len - 1];
@@ -107,13 +120,7 @@ impl ModelInfo {
                 embedder.embed_texts(&vec![text; n])?;
             }
         }
-        let info = ModelInfo {
-            tokenizer,
-            preprocessor,
-            context_length: config.context_length(),
-            zero_shot: embedder.zero_shot(),
-        };
-        Ok((embedder, info))
+        Ok(())
     }
 }
 

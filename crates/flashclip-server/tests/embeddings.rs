@@ -6,22 +6,8 @@ use std::sync::mpsc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_rows_close, config, png, serve, start, Direct};
+use common::{assert_rows_close, config, png, rows, serve, start, Direct};
 use serde_json::{json, Value};
-
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .expect("a list of rows")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("a row")
-                .iter()
-                .map(|x| x.as_f64().expect("a number") as f32)
-                .collect()
-        })
-        .collect()
-}
 
 fn data_url(bytes: &[u8]) -> String {
     format!("data:image/png;base64,{}", STANDARD.encode(bytes))

@@ -95,6 +95,21 @@ fn normalize(rows: Array2<f32>) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// A JSON list of embeddings (an answer's `embeddings`) as rows.
+pub fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .expect("a list of rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("a row")
+                .iter()
+                .map(|x| x.as_f64().expect("a number") as f32)
+                .collect()
+        })
+        .collect()
+}
+
 /// Asserts two sets of rows agree within `1e-5`.
 pub fn assert_rows_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "row count");
@@ -154,7 +169,7 @@ impl Gate {
         panic!("the model was never called");
     }
 
-    fn pass(&self) {
+    pub fn pass(&self) {
         let mut closed = self.closed.lock().expect("gate");
         if *closed {
             self.entered.fetch_add(1, Ordering::SeqCst);
@@ -228,6 +243,7 @@ pub fn config() -> ServerConfig {
         max_body_bytes: 256 << 10,
         timeout: Duration::from_secs(30),
         max_inputs: 16,
+        replicas: 1,
     }
 }
 
