@@ -6,7 +6,7 @@ use std::sync::mpsc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_rows_close, config, png, rows, serve, start, Direct};
+use common::{assert_rows_close, config, png, rows, serve, start, text_rows, Direct};
 use serde_json::{json, Value};
 
 fn data_url(bytes: &[u8]) -> String {
@@ -223,18 +223,7 @@ async fn concurrent_clients_each_get_the_rows_of_their_own_inputs() {
             let texts = text_pairs[i as usize].clone();
             let want = direct.texts(&[&texts[0], &texts[1]]);
             let url = s.at("/embed/text");
-            tasks.spawn(async move {
-                let r: Value = client
-                    .post(url)
-                    .json(&json!({ "texts": texts }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                (rows(&r["embeddings"]), want)
-            });
+            tasks.spawn(async move { (text_rows(&client, &url, &texts).await, want) });
         } else {
             let imgs = [png(100 + i), png(200 + i)];
             let want = direct.images(&imgs);

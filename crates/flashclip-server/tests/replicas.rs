@@ -10,9 +10,10 @@ use std::time::Duration;
 use flashclip_model::backend::Embedder;
 use flashclip_server::ServerConfig;
 use ndarray::Array2;
-use serde_json::{json, Value};
 
-use common::{assert_rows_close, config, cpu_model, delegate_accessors, rows, serve, Direct, Gate};
+use common::{
+    assert_rows_close, config, cpu_model, delegate_accessors, serve, text_rows, Direct, Gate,
+};
 
 /// What the replicas of one test share: which replica ran each call, and a gate that holds the first call made
 /// once armed (warm-up calls pass).
@@ -85,29 +86,16 @@ async fn a_second_replica_answers_while_the_first_is_busy() {
     let (held, free) = (direct.texts(&["a cat"]), direct.texts(&["a dog"]));
     shared.armed.store(true, Ordering::SeqCst);
     let (client, url) = (s.client.clone(), s.at("/embed/text"));
-    let first = tokio::spawn(async move {
-        let r: Value = client
-            .post(url)
-            .json(&json!({"texts": ["a cat"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        rows(&r["embeddings"])
-    });
+    let first = tokio::spawn(async move { text_rows(&client, &url, &["a cat"]).await });
     shared.gate.wait_entered(1).await;
     // One replica is held mid-batch: the other answers.
-    let r = tokio::time::timeout(
+    let answer = tokio::time::timeout(
         Duration::from_secs(20),
-        s.post_json("/embed/text", &json!({"texts": ["a dog"]})),
+        text_rows(&s.client, &s.at("/embed/text"), &["a dog"]),
     )
     .await
     .expect("the free replica answers while the other is held");
-    assert_eq!(r.status(), 200);
-    let r: Value = r.json().await.unwrap();
-    assert_rows_close(&rows(&r["embeddings"]), &free);
+    assert_rows_close(&answer, &free);
 
     shared.gate.open();
     assert_rows_close(&first.await.unwrap(), &held);
@@ -125,11 +113,6 @@ async fn a_model_without_replicas_serves_on_one_thread() {
     )
     .await;
     let want = Direct::new().texts(&["a cat", "a dog"]);
-    let r: Value = s
-        .post_json("/embed/text", &json!({"texts": ["a cat", "a dog"]}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_rows_close(&rows(&r["embeddings"]), &want);
+    let got = text_rows(&s.client, &s.at("/embed/text"), &["a cat", "a dog"]).await;
+    assert_rows_close(&got, &want);
 }

@@ -110,6 +110,24 @@ pub fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// POSTs `texts` to `/embed/text` at `url` (the endpoint's full address) and returns the embeddings' rows.
+pub async fn text_rows<S: serde::Serialize>(
+    client: &reqwest::Client,
+    url: &str,
+    texts: &[S],
+) -> Vec<Vec<f32>> {
+    let r: serde_json::Value = client
+        .post(url)
+        .json(&serde_json::json!({ "texts": texts }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("a JSON answer");
+    rows(&r["embeddings"])
+}
+
 /// Asserts two sets of rows agree within `1e-5`.
 pub fn assert_rows_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "row count");
