@@ -147,7 +147,8 @@ impl<T: Element> ClipModel<T> {
         ws: &mut Workspace<T>,
         parts: &[&[f32]],
     ) -> Result<usize> {
-        vision::upload_images(gpu, &self.config.vision, ws, parts)
+        let v = &self.config.vision;
+        ws.pixels.upload(gpu, (v.num_channels, v.image_size), parts)
     }
 
     /// Enqueues the vision tower on the first `batch` images in the workspace; the projected (unnormalized)

@@ -48,21 +48,22 @@ impl<T: Element> Pixels<T> {
         })
     }
 
-    /// Channels of the images this holds.
-    pub(crate) fn channels(&self) -> usize {
-        self.channels
-    }
-
-    /// Side of the square images this holds.
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Checks `parts` (each a whole number of `[C, S, S]` f32 images, together 1 to the maximum), converts them in
-    /// order into the staging buffer and enqueues its copy to [`Pixels::device`] on `gpu`'s stream; returns the
-    /// number of images. Waits only for the previous upload's copy.
-    pub(crate) fn upload(&mut self, gpu: &Gpu, parts: &[&[f32]]) -> Result<usize> {
+    /// Checks `parts` (each a whole number of `[C, S, S]` f32 images, together 1 to the maximum) and the model's
+    /// image shape `(C, S)` against what this buffer was sized for, converts them in order into the staging buffer
+    /// and enqueues its copy to [`Pixels::device`] on `gpu`'s stream; returns the number of images. Waits only for
+    /// the previous upload's copy.
+    pub(crate) fn upload(
+        &mut self,
+        gpu: &Gpu,
+        (channels, size): (usize, usize),
+        parts: &[&[f32]],
+    ) -> Result<usize> {
         let (c, s) = (self.channels, self.size);
+        if (channels, size) != (c, s) {
+            return Err(ModelError::Input(format!(
+                "the workspace holds {c}x{s}x{s} images, the model takes {channels}x{size}x{size}"
+            )));
+        }
         let per = c * s * s;
         let mut total = 0;
         for part in parts {

@@ -78,29 +78,6 @@ impl<A> VisionTransformer<A> {
     }
 }
 
-/// Checks preprocessed images (`parts`, each `[n, C, S, S]` f32, CLIP-normalized) against the config and the
-/// workspace, starts their copy in (converted to `T`) and returns the batch: the images of all parts in order.
-pub(crate) fn upload_images<T: Element>(
-    gpu: &Gpu,
-    v: &VisionConfig,
-    ws: &mut Workspace<T>,
-    parts: &[&[f32]],
-) -> Result<usize> {
-    // The workspace's buffer was sized from this config; a model of another config must not use it.
-    if (ws.pixels.channels(), ws.pixels.size()) != (v.num_channels, v.image_size) {
-        return Err(ModelError::Input(format!(
-            "the workspace holds {}x{}x{} images, the model takes {}x{}x{}",
-            ws.pixels.channels(),
-            ws.pixels.size(),
-            ws.pixels.size(),
-            v.num_channels,
-            v.image_size,
-            v.image_size
-        )));
-    }
-    ws.pixels.upload(gpu, parts)
-}
-
 impl<T: Element> VisionTransformer<Tensor<T>> {
     /// `residual = pre_layrnorm(class/patch tokens + positions)` for the first `batch` images in the workspace.
     pub fn embed(

@@ -13,7 +13,6 @@ use crate::error::Result;
 use crate::model::{project_images, read_rows, Device};
 use crate::nn::AttentionImpl;
 use crate::text::TextBatch;
-use crate::vision;
 use crate::workspace::{Towers, Workspace};
 
 /// Chinese-CLIP's two towers on the GPU in element type `T`.
@@ -144,7 +143,8 @@ impl<T: Element> ChineseClipModel<T> {
         ws: &mut Workspace<T>,
         parts: &[&[f32]],
     ) -> Result<usize> {
-        vision::upload_images(gpu, &self.config.vision, ws, parts)
+        let v = &self.config.vision;
+        ws.pixels.upload(gpu, (v.num_channels, v.image_size), parts)
     }
 
     /// Enqueues the vision tower and its projection on the first `batch` images in the workspace.

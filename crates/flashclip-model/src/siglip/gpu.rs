@@ -258,7 +258,10 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         parts: &[&[f32]],
     ) -> Result<usize> {
-        let batch = self.upload_images(gpu, ws, parts)?;
+        let v = &self.config.vision;
+        let batch = ws
+            .pixels
+            .upload(gpu, (v.num_channels, v.image_size), parts)?;
         self.run_vision(gpu, ws, batch)?;
         Ok(batch)
     }
@@ -276,23 +279,6 @@ impl<T: Element> SiglipGpuModel<T> {
             batch,
             self.config.vision.hidden_size,
         )
-    }
-
-    fn upload_images(
-        &self,
-        gpu: &Gpu,
-        ws: &mut SiglipWorkspace<T>,
-        parts: &[&[f32]],
-    ) -> Result<usize> {
-        let v = &self.config.vision;
-        let (c, s) = (ws.pixels.channels(), ws.pixels.size());
-        if (c, s) != (v.num_channels, v.image_size) {
-            return Err(ModelError::Input(format!(
-                "the workspace holds {c}x{s}x{s} images, the model takes {}x{}x{}",
-                v.num_channels, v.image_size, v.image_size
-            )));
-        }
-        ws.pixels.upload(gpu, parts)
     }
 
     fn run_vision(&self, gpu: &Gpu, ws: &mut SiglipWorkspace<T>, batch: usize) -> Result<()> {
