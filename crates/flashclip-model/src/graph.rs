@@ -10,12 +10,39 @@ use ndarray::Array2;
 
 use crate::error::{ModelError, Result};
 use crate::model::ClipModel;
-use crate::text::TextBatch;
+use crate::text::{StagedTexts, TextBatch};
 use crate::workspace::Workspace;
 
-/// A model with CLIP's two towers on a [`Workspace`], as a CUDA graph captures it: the device work of each tower
-/// on what was uploaded last. CLIP and Chinese-CLIP implement it.
-pub(crate) trait TowerModel<T: Element> {
+/// A workspace that forwards can be captured on: its buffers stay put for as long as it lives, and its id tells
+/// it from every other.
+pub(crate) trait GraphWorkspace {
+    /// Unique in the process ([`crate::workspace::next_workspace_id`]).
+    fn id(&self) -> u64;
+    fn max_images(&self) -> usize;
+    fn max_texts(&self) -> usize;
+    /// What the text inputs hold, if anything was uploaded.
+    fn staged_texts(&self) -> Option<StagedTexts>;
+}
+
+impl<T: Element> GraphWorkspace for Workspace<T> {
+    fn id(&self) -> u64 {
+        Workspace::id(self)
+    }
+    fn max_images(&self) -> usize {
+        Workspace::max_images(self)
+    }
+    fn max_texts(&self) -> usize {
+        Workspace::max_texts(self)
+    }
+    fn staged_texts(&self) -> Option<StagedTexts> {
+        self.tokens.staged
+    }
+}
+
+/// A model with two towers on a [`GraphWorkspace`], as a CUDA graph captures it: the device work of each tower
+/// on what was uploaded last. CLIP, Chinese-CLIP and SigLIP implement it.
+pub(crate) trait TowerModel {
+    type Workspace: GraphWorkspace;
     /// The longest text (in tokens) the model's workspaces hold.
     fn text_context(&self) -> usize;
     /// Every token id is below this.
@@ -23,27 +50,38 @@ pub(crate) trait TowerModel<T: Element> {
     fn upload_image_parts(
         &self,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut Self::Workspace,
         parts: &[&[f32]],
     ) -> Result<usize>;
     fn upload_texts(
         &self,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut Self::Workspace,
         texts: &[Vec<u32>],
         pad_to: Option<usize>,
     ) -> Result<TextBatch>;
-    fn run_vision(&self, gpu: &Gpu, ws: &mut Workspace<T>, batch: usize) -> Result<()>;
-    fn run_uploaded_texts(&self, gpu: &Gpu, ws: &mut Workspace<T>) -> Result<TextBatch>;
-    fn read_image_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>>;
-    fn read_text_embeds(&self, gpu: &Gpu, ws: &Workspace<T>, batch: usize) -> Result<Array2<f32>>;
+    fn run_vision(&self, gpu: &Gpu, ws: &mut Self::Workspace, batch: usize) -> Result<()>;
+    fn run_uploaded_texts(&self, gpu: &Gpu, ws: &mut Self::Workspace) -> Result<TextBatch>;
+    fn read_image_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &Self::Workspace,
+        batch: usize,
+    ) -> Result<Array2<f32>>;
+    fn read_text_embeds(
+        &self,
+        gpu: &Gpu,
+        ws: &Self::Workspace,
+        batch: usize,
+    ) -> Result<Array2<f32>>;
 }
 
-/// Implements [`TowerModel`] for a model type whose inherent methods of the same names do the work, given how its
-/// text context and vocabulary size are found.
+/// Implements [`TowerModel`] for a model type whose inherent methods of the same names do the work, given its
+/// workspace type and how its text context and vocabulary size are found.
 macro_rules! tower_model {
-    ($model:ident, context: |$c:ident| $context:expr, vocab: |$v:ident| $vocab:expr) => {
-        impl<T: flashclip::Element> $crate::graph::TowerModel<T> for $model<T> {
+    ($model:ident, $workspace:ident, context: |$c:ident| $context:expr, vocab: |$v:ident| $vocab:expr) => {
+        impl<T: flashclip::Element> $crate::graph::TowerModel for $model<T> {
+            type Workspace = $workspace<T>;
             fn text_context(&self) -> usize {
                 let $c = self;
                 $context
@@ -55,7 +93,7 @@ macro_rules! tower_model {
             fn upload_image_parts(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &mut $crate::workspace::Workspace<T>,
+                ws: &mut $workspace<T>,
                 parts: &[&[f32]],
             ) -> $crate::error::Result<usize> {
                 $model::upload_image_parts(self, gpu, ws, parts)
@@ -63,7 +101,7 @@ macro_rules! tower_model {
             fn upload_texts(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &mut $crate::workspace::Workspace<T>,
+                ws: &mut $workspace<T>,
                 texts: &[Vec<u32>],
                 pad_to: Option<usize>,
             ) -> $crate::error::Result<$crate::text::TextBatch> {
@@ -72,7 +110,7 @@ macro_rules! tower_model {
             fn run_vision(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &mut $crate::workspace::Workspace<T>,
+                ws: &mut $workspace<T>,
                 batch: usize,
             ) -> $crate::error::Result<()> {
                 $model::run_vision(self, gpu, ws, batch)
@@ -80,14 +118,14 @@ macro_rules! tower_model {
             fn run_uploaded_texts(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &mut $crate::workspace::Workspace<T>,
+                ws: &mut $workspace<T>,
             ) -> $crate::error::Result<$crate::text::TextBatch> {
                 $model::run_uploaded_texts(self, gpu, ws)
             }
             fn read_image_embeds(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &$crate::workspace::Workspace<T>,
+                ws: &$workspace<T>,
                 batch: usize,
             ) -> $crate::error::Result<ndarray::Array2<f32>> {
                 $model::read_image_embeds(self, gpu, ws, batch)
@@ -95,7 +133,7 @@ macro_rules! tower_model {
             fn read_text_embeds(
                 &self,
                 gpu: &flashclip::Gpu,
-                ws: &$crate::workspace::Workspace<T>,
+                ws: &$workspace<T>,
                 batch: usize,
             ) -> $crate::error::Result<ndarray::Array2<f32>> {
                 $model::read_text_embeds(self, gpu, ws, batch)
@@ -105,7 +143,12 @@ macro_rules! tower_model {
 }
 pub(crate) use tower_model;
 
-tower_model!(ClipModel, context: |m| m.config().text.max_len(), vocab: |m| m.config().text.vocab_size);
+tower_model!(
+    ClipModel,
+    Workspace,
+    context: |m| m.config().text.max_len(),
+    vocab: |m| m.config().text.vocab_size
+);
 
 /// Whether the GPU's stream is being captured into a CUDA graph.
 pub(crate) fn capturing(gpu: &Gpu) -> Result<bool> {
@@ -158,7 +201,7 @@ unsafe impl Send for Captured {}
 impl Captured {
     /// Enqueues one replay on the stream of the GPU it was captured on (no sync). `ws` must be the workspace it
     /// was captured with: the graph reads and writes that workspace's buffers and no other's.
-    pub(crate) fn launch<T: Element>(&self, ws: &Workspace<T>) -> Result<()> {
+    pub(crate) fn launch(&self, ws: &impl GraphWorkspace) -> Result<()> {
         if ws.id() != self.workspace {
             return Err(ModelError::Input(
                 "a forward graph launched with another workspace than it was captured with".into(),
@@ -194,10 +237,10 @@ impl<T: Element> ClipModel<T> {
 }
 
 /// [`ClipModel::capture_forward`] without the borrows (see [`Captured`]), for any [`TowerModel`].
-pub(crate) fn capture<T: Element, M: TowerModel<T>>(
+pub(crate) fn capture<M: TowerModel>(
     model: &M,
     gpu: &Gpu,
-    ws: &mut Workspace<T>,
+    ws: &mut M::Workspace,
     shape: GraphShape,
 ) -> Result<Captured> {
     let max_len = model.text_context();
@@ -228,7 +271,7 @@ pub(crate) fn capture<T: Element, M: TowerModel<T>>(
         };
         let vocab = model.vocab_size();
         if !ws
-            .texts
+            .staged_texts()
             .is_some_and(|s| s.shape == want && s.id_bound <= vocab)
         {
             let placeholder = vec![vec![0u32; shape.text_len]; shape.texts];
@@ -268,11 +311,11 @@ pub(crate) fn capture<T: Element, M: TowerModel<T>>(
 
 /// The device part of a forward of `shape`: no copy, no sync, so it can be captured. With a `lane`, the text
 /// tower runs there, after everything enqueued on `gpu` so far (the uploads), and `gpu` waits for it at the end.
-fn enqueue_forward<T: Element, M: TowerModel<T>>(
+fn enqueue_forward<M: TowerModel>(
     model: &M,
     gpu: &Gpu,
     lane: Option<&Gpu>,
-    ws: &mut Workspace<T>,
+    ws: &mut M::Workspace,
     shape: &GraphShape,
 ) -> Result<()> {
     let text_gpu = lane.unwrap_or(gpu);

@@ -1,6 +1,7 @@
 //! The text tower (Hugging Face's `CLIPTextTransformer`): token and position embeddings, the causal encoder, a
 //! final norm, and pooling at each text's end-of-text token.
 
+use cudarc::driver::CudaSlice;
 use flashclip::ops::embedding::{gather_rows_device, text_embed_device};
 use flashclip::{Element, Gpu, Tensor};
 
@@ -8,7 +9,7 @@ use crate::checkpoint::{key, Source};
 use crate::config::TextConfig;
 use crate::error::{ModelError, Result};
 use crate::nn::{AttentionImpl, Encoder, EncoderSpec, LayerNorm};
-use crate::workspace::Workspace;
+use crate::workspace::{Staging, TowerBuffers, Workspace};
 
 /// Token and position embeddings.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +89,42 @@ pub struct TextBatch {
     pub len: usize,
 }
 
+/// A text tower's inputs on the device: token ids, each text's pooling row and length, the pinned buffer they
+/// are copied from, and what was copied last. Every workspace with a text tower holds one.
+pub(crate) struct TextInputs {
+    /// Token ids, `[batch · len]`.
+    pub(crate) ids: CudaSlice<i32>,
+    /// Each text's pooling row in the token rows.
+    pub(crate) rows: CudaSlice<i32>,
+    /// Each text's length, for text towers whose attention masks padded keys (bidirectional ones).
+    pub(crate) key_lens: CudaSlice<i32>,
+    /// Ids, then pooling rows, then key lengths.
+    staging: Staging<i32>,
+    /// What the ids and rows hold, once both copies are enqueued.
+    pub(crate) staged: Option<StagedTexts>,
+    max_texts: usize,
+}
+
+impl TextInputs {
+    /// Room for `max_texts` texts of up to `max_ids` ids in all.
+    pub(crate) fn new(gpu: &Gpu, max_texts: usize, max_ids: usize) -> Result<Self> {
+        let staged = max_texts
+            .checked_mul(2)
+            .and_then(|r| r.checked_add(max_ids))
+            .ok_or_else(|| {
+                ModelError::Input(format!("{max_texts} texts overflow the workspace"))
+            })?;
+        Ok(Self {
+            ids: gpu.upload_slice(&vec![0i32; max_ids])?,
+            rows: gpu.upload_slice(&vec![0i32; max_texts])?,
+            key_lens: gpu.upload_slice(&vec![0i32; max_texts])?,
+            staging: Staging::new(gpu, staged)?,
+            staged: None,
+            max_texts,
+        })
+    }
+}
+
 /// Texts whose token ids and pooling rows have been copied into the workspace.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StagedTexts {
@@ -115,7 +152,7 @@ pub(crate) fn upload_texts<T: Element>(
         pooling: &|ids| pooling_position(ids, t.eos_token_id),
         key_lens: false,
     };
-    stage_texts(gpu, &rules, ws, texts, pad_to)
+    stage_texts(gpu, &rules, &mut ws.tokens, texts, pad_to)
 }
 
 /// What a text tower asks of its token ids, for [`stage_texts`].
@@ -134,20 +171,20 @@ pub(crate) struct TextRules<'a> {
 }
 
 /// Checks token ids against `rules` and copies them, padded to `pad_to` tokens (default: the longest text), with
-/// each text's pooling row (and length, if asked), into the workspace, from pinned memory without synchronizing
+/// each text's pooling row (and length, if asked), into `inputs`, from pinned memory without synchronizing
 /// the stream.
-pub(crate) fn stage_texts<T: Element>(
+pub(crate) fn stage_texts(
     gpu: &Gpu,
     rules: &TextRules<'_>,
-    ws: &mut Workspace<T>,
+    inputs: &mut TextInputs,
     texts: &[Vec<u32>],
     pad_to: Option<usize>,
 ) -> Result<TextBatch> {
     let batch = texts.len();
-    if batch == 0 || batch > ws.text.max_batch {
+    if batch == 0 || batch > inputs.max_texts {
         return Err(ModelError::Input(format!(
             "{batch} texts: need 1 to {}",
-            ws.text.max_batch
+            inputs.max_texts
         )));
     }
     let max_len = rules.max_len;
@@ -178,10 +215,10 @@ pub(crate) fn stage_texts<T: Element>(
         }
     }
     let (n_ids, shape) = (batch * len, TextBatch { batch, len });
-    if n_ids > ws.ids.len()
-        || batch > ws.rows.len()
-        || batch > ws.key_lens.len()
-        || n_ids + 2 * batch > ws.staging.host.len()
+    if n_ids > inputs.ids.len()
+        || batch > inputs.rows.len()
+        || batch > inputs.key_lens.len()
+        || n_ids + 2 * batch > inputs.staging.host.len()
     {
         return Err(ModelError::Input(format!(
             "{batch} texts of {len} tokens exceed the workspace"
@@ -190,7 +227,7 @@ pub(crate) fn stage_texts<T: Element>(
     let pad = rules
         .pad_token_id
         .min(rules.vocab_size.saturating_sub(1) as u32) as i32;
-    let host = ws.staging.writable()?;
+    let host = inputs.staging.writable()?;
     let (ids, rest) = host.split_at_mut(n_ids);
     let (rows, rest) = rest.split_at_mut(batch);
     let lens = &mut rest[..batch];
@@ -206,17 +243,17 @@ pub(crate) fn stage_texts<T: Element>(
         lens[b] = text.len() as i32;
     }
     // Until every copy is enqueued the device buffers hold a mix; a forward must not run on them.
-    ws.texts = None;
+    inputs.staged = None;
     let stream = gpu.stream();
     let mut copied = stream
-        .memcpy_htod(&ids[..], &mut ws.ids.slice_mut(..n_ids))
-        .and_then(|_| stream.memcpy_htod(&rows[..], &mut ws.rows.slice_mut(..batch)));
+        .memcpy_htod(&ids[..], &mut inputs.ids.slice_mut(..n_ids))
+        .and_then(|_| stream.memcpy_htod(&rows[..], &mut inputs.rows.slice_mut(..batch)));
     if rules.key_lens {
-        copied =
-            copied.and_then(|_| stream.memcpy_htod(&lens[..], &mut ws.key_lens.slice_mut(..batch)));
+        copied = copied
+            .and_then(|_| stream.memcpy_htod(&lens[..], &mut inputs.key_lens.slice_mut(..batch)));
     }
-    ws.staging.enqueued(stream, copied)?;
-    ws.texts = Some(StagedTexts {
+    inputs.staging.enqueued(stream, copied)?;
+    inputs.staged = Some(StagedTexts {
         shape,
         id_bound: rules.vocab_size,
         key_lens: rules.key_lens,
@@ -224,16 +261,17 @@ pub(crate) fn stage_texts<T: Element>(
     Ok(shape)
 }
 
-/// `residual = tokens[ids] + positions[i]` for the texts in the workspace (`tokens` `[vocab, dim]`, `positions`
+/// `b.residual = tokens[ids] + positions[i]` for the texts in `inputs` (`tokens` `[vocab, dim]`, `positions`
 /// `[max_len, dim]`); returns their shape.
 pub(crate) fn embed_tokens<T: Element>(
     gpu: &Gpu,
-    ws: &mut Workspace<T>,
+    inputs: &TextInputs,
+    b: &mut TowerBuffers<T>,
     tokens: &Tensor<T>,
     positions: &Tensor<T>,
 ) -> Result<TextBatch> {
-    let staged = ws
-        .texts
+    let staged = inputs
+        .staged
         .ok_or_else(|| ModelError::Input("no texts uploaded to the workspace".into()))?;
     let (vocab, dim) = match tokens.shape() {
         [vocab, dim] => (*vocab, *dim),
@@ -250,41 +288,40 @@ pub(crate) fn embed_tokens<T: Element>(
         )));
     }
     let TextBatch { batch, len } = staged.shape;
-    let mut x = ws
-        .text
+    let mut x = b
         .residual
         .view_mut()
         .narrow(0, 0, batch * len)?
         .reshape(&[batch, len, dim])?;
-    // SAFETY: `ws.texts` is only set by stage_texts, after it enqueued the copy of batch*len ids into `ws.ids`,
-    // each checked to be below `id_bound`, which is at most this table's vocabulary (checked above): the copy is
-    // ordered before this launch on the stream, and nothing else writes `ws.ids`.
+    // SAFETY: `staged` is only set by stage_texts, after it enqueued the copy of batch*len ids into `ids`, each
+    // checked to be below `id_bound`, which is at most this table's vocabulary (checked above): the copy is
+    // ordered before this launch on the stream, and nothing else writes `ids`.
     unsafe {
-        text_embed_device(gpu, &ws.ids, &tokens.view(), &positions.view(), &mut x)?;
+        text_embed_device(gpu, &inputs.ids, &tokens.view(), &positions.view(), &mut x)?;
     }
     Ok(staged.shape)
 }
 
-/// `pooled` = each text's row of `normed` at its pooling position.
+/// `b.pooled` = each text's row of `b.normed` at its pooling position.
 pub(crate) fn gather_pooled<T: Element>(
     gpu: &Gpu,
-    ws: &mut Workspace<T>,
+    inputs: &TextInputs,
+    b: &mut TowerBuffers<T>,
     shape: TextBatch,
 ) -> Result<()> {
-    if !ws.texts.is_some_and(|s| s.shape == shape) {
+    if !inputs.staged.is_some_and(|s| s.shape == shape) {
         return Err(ModelError::Input(format!(
             "the workspace holds no uploaded texts of shape {shape:?}"
         )));
     }
-    let b = &mut ws.text;
     let normed = b.normed.view().narrow(0, 0, shape.batch * shape.len)?;
-    // SAFETY: stage_texts copied `batch` rows into `ws.rows` before `ws.texts` was set to this shape (checked
+    // SAFETY: stage_texts copied `batch` rows into `rows` before `staged` was set to this shape (checked
     // above), row b being b*len + p with p < len, so each is below batch*len, the row count of `normed`.
     unsafe {
         gather_rows_device(
             gpu,
             &normed,
-            &ws.rows,
+            &inputs.rows,
             &mut b.pooled.view_mut().narrow(0, 0, shape.batch)?,
         )?;
     }
@@ -295,12 +332,18 @@ impl<T: Element> TextTransformer<Tensor<T>> {
     /// `residual = token + position embeddings` of the texts in the workspace; returns their shape.
     pub fn embed(&self, gpu: &Gpu, ws: &mut Workspace<T>) -> Result<TextBatch> {
         let e = &self.embeddings;
-        embed_tokens(gpu, ws, &e.token_embedding, &e.position_embedding)
+        embed_tokens(
+            gpu,
+            &ws.tokens,
+            &mut ws.text,
+            &e.token_embedding,
+            &e.position_embedding,
+        )
     }
 
     /// `pooled` = each text's row of `normed` at its pooling position.
     pub(crate) fn pool(&self, gpu: &Gpu, ws: &mut Workspace<T>, shape: TextBatch) -> Result<()> {
-        gather_pooled(gpu, ws, shape)
+        gather_pooled(gpu, &ws.tokens, &mut ws.text, shape)
     }
 
     /// The tower on the texts in the workspace; on return `pooled` holds each text's final state at its pooling

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::{
-    CudaEvent, CudaSlice, CudaStream, DeviceRepr, DriverError, PinnedHostSlice, ValidAsZeroBits,
+    CudaEvent, CudaStream, DeviceRepr, DriverError, PinnedHostSlice, ValidAsZeroBits,
 };
 use flashclip::ops::attention::MaterializedWorkspace;
 use flashclip::{Element, Gpu, Tensor};
@@ -13,7 +13,7 @@ use crate::config::{ClipConfig, VisionConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{AttentionImpl, EncoderSpec};
 use crate::pixels::Pixels;
-use crate::text::StagedTexts;
+use crate::text::TextInputs;
 
 /// One tower's buffers for up to `max_tokens` tokens (batch × sequence), named by role.
 pub struct TowerBuffers<T: Element> {
@@ -135,6 +135,12 @@ pub(crate) struct Towers<'a> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+/// A number no other workspace of the process has: CUDA graphs captured on a workspace check it before they
+/// launch.
+pub(crate) fn next_workspace_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Device scratch for forwards of up to `max_images` images and `max_texts` texts of up to the model's context
 /// length ([`crate::ClipModel::workspace`]).
 pub struct Workspace<T: Element> {
@@ -146,15 +152,8 @@ pub struct Workspace<T: Element> {
     pub(crate) patches: Tensor<T>,
     /// The patch embedding's output, `[batch · patches, dim]`.
     pub(crate) patch_out: Tensor<T>,
-    /// Token ids, `[batch · len]`.
-    pub(crate) ids: CudaSlice<i32>,
-    /// Each text's pooling row in the token rows.
-    pub(crate) rows: CudaSlice<i32>,
-    /// Each text's length, for text towers whose attention masks padded keys (bidirectional ones).
-    pub(crate) key_lens: CudaSlice<i32>,
-    pub(crate) staging: Staging<i32>,
-    /// What the ids and rows hold, once both copies are enqueued.
-    pub(crate) texts: Option<StagedTexts>,
+    /// The text tower's token ids and what it reads beside them.
+    pub(crate) tokens: TextInputs,
     /// Unique in the process: CUDA graphs captured on this workspace check it before they launch.
     id: u64,
 }
@@ -208,13 +207,8 @@ impl<T: Element> Workspace<T> {
             pixels: Pixels::new(gpu, max_images, v.num_channels, v.image_size)?,
             patches: gpu.zeros(&[patches, v.patch_dim()])?,
             patch_out: gpu.zeros(&[patches, v.hidden_size])?,
-            ids: gpu.upload_slice(&vec![0i32; ids])?,
-            rows: gpu.upload_slice(&vec![0i32; max_texts.max(max_images)])?,
-            key_lens: gpu.upload_slice(&vec![0i32; max_texts])?,
-            // Ids, then pooling rows, then key lengths.
-            staging: Staging::new(gpu, ids + 2 * max_texts)?,
-            texts: None,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tokens: TextInputs::new(gpu, max_texts, ids)?,
+            id: next_workspace_id(),
         })
     }
 

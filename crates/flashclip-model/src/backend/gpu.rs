@@ -99,7 +99,8 @@ impl<T: Element> Embedder for GpuBackend<T> {
     }
 
     fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let n = image_parts_count(&self.model.config().vision, parts)?;
+        let v = &self.model.config().vision;
+        let n = image_parts_count((v.num_channels, v.image_size), parts)?;
         check_batch("images", n, self.max_batch)?;
         self.graphs
             .embed_images(&*self.model, &self.gpu, &mut self.ws, parts, n)

@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 
-use flashclip::{Element, Gpu};
+use flashclip::Gpu;
 use ndarray::Array2;
 
 use crate::error::Result;
 use crate::graph::{capture, Captured, GraphShape, TowerModel};
-use crate::workspace::Workspace;
 
 /// Batches of up to this many images or texts run as CUDA graphs. From about here on the GPU's work per kernel
 /// outlasts its launch, so a graph gains little and would cost a capture per batch size.
@@ -35,11 +34,11 @@ impl Graphs {
     }
 
     /// Embeds `n` images (given in `parts`, already checked), through a graph where the batch is small.
-    pub(crate) fn embed_images<T: Element>(
+    pub(crate) fn embed_images<M: TowerModel>(
         &mut self,
-        model: &impl TowerModel<T>,
+        model: &M,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut M::Workspace,
         parts: &[&[f32]],
         n: usize,
     ) -> Result<Array2<f32>> {
@@ -56,11 +55,11 @@ impl Graphs {
 
     /// Embeds token id sequences (their count already checked), padded to a multiple of [`TEXT_LEN_STEP`], through
     /// a graph where the batch is small.
-    pub(crate) fn embed_texts<T: Element>(
+    pub(crate) fn embed_texts<M: TowerModel>(
         &mut self,
-        model: &impl TowerModel<T>,
+        model: &M,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut M::Workspace,
         texts: &[Vec<u32>],
     ) -> Result<Array2<f32>> {
         let context = model.text_context();
@@ -86,11 +85,11 @@ impl Graphs {
     /// Captures the graph of `shape` if it is small enough ([`GRAPH_MAX_BATCH`]) and was not tried before. A
     /// failed capture only costs the graph (the direct forward computes the same), so it is remembered rather than
     /// reported; a fault of the GPU itself shows up again in the direct forward that follows.
-    fn capture_if_new<T: Element>(
+    fn capture_if_new<M: TowerModel>(
         &mut self,
-        model: &impl TowerModel<T>,
+        model: &M,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut M::Workspace,
         shape: GraphShape,
     ) {
         if shape.images.max(shape.texts) > GRAPH_MAX_BATCH || self.by_shape.contains_key(&shape) {
@@ -101,11 +100,11 @@ impl Graphs {
     }
 
     /// Runs the forward of `shape` on what was uploaded last: its graph where there is one, else directly.
-    fn replay_or_run<T: Element>(
+    fn replay_or_run<M: TowerModel>(
         &self,
-        model: &impl TowerModel<T>,
+        model: &M,
         gpu: &Gpu,
-        ws: &mut Workspace<T>,
+        ws: &mut M::Workspace,
         shape: GraphShape,
     ) -> Result<()> {
         match self.by_shape.get(&shape) {

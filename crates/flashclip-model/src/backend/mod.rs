@@ -25,7 +25,6 @@ use flashclip::Element;
 
 use crate::checkpoint::Checkpoint;
 use crate::chinese_clip::backend::ChineseClipGpuFamily;
-use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
 use crate::family::ModelConfig;
 use crate::siglip::backend::SiglipGpuFamily;
@@ -261,16 +260,14 @@ pub(crate) fn check_batch(what: &str, n: usize, max_batch: usize) -> Result<()> 
     Ok(())
 }
 
-/// The number of images in `pixels`, checked against the vision tower's image size.
-pub(crate) fn image_count(v: &VisionConfig, pixels: &[f32]) -> Result<usize> {
-    count_images(v.num_channels, v.image_size, pixels)
-}
-
-/// The number of images in `parts` together, each part checked against the vision tower's image size.
-pub(crate) fn image_parts_count(v: &VisionConfig, parts: &[&[f32]]) -> Result<usize> {
+/// The number of `(channels, size)` images in `parts` together, each part checked to be whole images.
+pub(crate) fn image_parts_count(
+    (channels, size): (usize, usize),
+    parts: &[&[f32]],
+) -> Result<usize> {
     parts
         .iter()
-        .try_fold(0, |n, part| Ok(n + image_count(v, part)?))
+        .try_fold(0, |n, part| Ok(n + count_images(channels, size, part)?))
 }
 
 /// The number of `channels` x `size` x `size` images in `pixels`.

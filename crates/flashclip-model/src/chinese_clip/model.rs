@@ -232,6 +232,7 @@ impl<T: Element> ChineseClipModel<T> {
 
 crate::graph::tower_model!(
     ChineseClipModel,
+    Workspace,
     context: |m| m.context_length(),
     vocab: |m| m.config().text.vocab_size
 );

@@ -48,7 +48,7 @@ pub(crate) fn upload_texts<T: Element>(
         pooling: &|_| 0,
         key_lens: true,
     };
-    stage_texts(gpu, &rules, ws, texts, pad_to)
+    stage_texts(gpu, &rules, &mut ws.tokens, texts, pad_to)
 }
 
 impl<T: Element> BertModel<Tensor<T>> {
@@ -79,14 +79,20 @@ impl<T: Element> BertModel<Tensor<T>> {
         ws: &mut Workspace<T>,
         attention: AttentionImpl,
     ) -> Result<TextBatch> {
-        if !ws.texts.is_some_and(|s| s.key_lens) {
+        if !ws.tokens.staged.is_some_and(|s| s.key_lens) {
             return Err(ModelError::Input(
                 "the workspace holds no texts uploaded with their lengths (upload them through the Chinese-CLIP model)"
                     .into(),
             ));
         }
         let e = &self.embeddings;
-        let shape = embed_tokens(gpu, ws, &e.word_embeddings, &e.position_embeddings)?;
+        let shape = embed_tokens(
+            gpu,
+            &ws.tokens,
+            &mut ws.text,
+            &e.word_embeddings,
+            &e.position_embeddings,
+        )?;
         let tokens = shape.batch * shape.len;
         let spec = encoder_spec(t);
         let b = &mut ws.text;
@@ -97,9 +103,9 @@ impl<T: Element> BertModel<Tensor<T>> {
             &mut b.normed.view_mut().narrow(0, 0, tokens)?,
         )?;
         for layer in &self.encoder.layer {
-            layer.forward(gpu, b, &ws.key_lens, &spec, shape, attention)?;
+            layer.forward(gpu, b, &ws.tokens.key_lens, &spec, shape, attention)?;
         }
-        gather_pooled(gpu, ws, shape)?;
+        gather_pooled(gpu, &ws.tokens, &mut ws.text, shape)?;
         Ok(shape)
     }
 }
