@@ -10,11 +10,15 @@ use flashclip::ops::attention::Version;
 use flashclip::testing::gpu_or_skip;
 use flashclip::{DType, Element, Gpu};
 use flashclip_model::backend::{self, Device, ZeroShot};
-use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
+use flashclip_model::checkpoint::Checkpoint;
+use flashclip_model::siglip::{SiglipConfig, SiglipGpu, SiglipGpuModel};
 use flashclip_model::{open_model_dir, AttentionImpl};
 use half::{bf16, f16};
 
-use common::{assert_embeddings, compare, fixture_dir, tensor};
+use common::{
+    assert_bitwise_on_random_images, assert_embeddings, bits, compare, exclusive_device,
+    fixture_dir, shared_device, tensor,
+};
 
 fn tiny() -> PathBuf {
     fixture_dir("tiny-siglip")
@@ -64,6 +68,7 @@ fn run<T: Element>(gpu: &Gpu, dir: &Path, attention: AttentionImpl, hf_half: Opt
 
 #[test]
 fn gpu_siglip_matches_hf_on_tiny() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_siglip_matches_hf_on_tiny") else {
         return;
     };
@@ -89,6 +94,7 @@ fn gpu_siglip_matches_hf_on_tiny() {
 /// listed in FLASHCLIP_SIGLIP_PARITY_DIRS (colon-separated). Does nothing when the variable is unset.
 #[test]
 fn gpu_siglip_parity_from_env() {
+    let _device = shared_device();
     let Ok(dirs) = std::env::var("FLASHCLIP_SIGLIP_PARITY_DIRS") else {
         println!(
             "FLASHCLIP_SIGLIP_PARITY_DIRS not set: no full-size SigLIP parity check requested"
@@ -119,6 +125,7 @@ fn gpu_siglip_parity_from_env() {
 /// inputs: f32 within 1e-4, fp16/bf16 cosine >= 0.999; both say zero-shot is the same sigmoid.
 #[test]
 fn gpu_siglip_embedder_matches_cpu_on_tiny() {
+    let _device = shared_device();
     let Some(gpu) = gpu_or_skip("gpu_siglip_embedder_matches_cpu_on_tiny") else {
         return;
     };
@@ -171,4 +178,60 @@ fn gpu_siglip_embedder_matches_cpu_on_tiny() {
             );
         }
     }
+}
+
+/// The SigLIP GPU backend runs batches up to `GRAPH_MAX_BATCH` as CUDA graphs captured on first use: every batch
+/// (the capturing one and later replays on other inputs) must be bitwise the model's direct forward of the same
+/// shape; larger batches run directly.
+#[test]
+fn gpu_siglip_backend_graphs_equal_the_direct_forward() {
+    use flashclip_model::backend::{Embedder, GRAPH_MAX_BATCH};
+    // Exclusive: another test's Gpu dropped during a capture would invalidate it.
+    let _device = exclusive_device();
+    let Some(gpu) = gpu_or_skip("gpu_siglip_backend_graphs_equal_the_direct_forward") else {
+        return;
+    };
+    let dir = tiny();
+    let config = SiglipConfig::from_hf_json_file(dir.join("config.json")).unwrap();
+    let checkpoint = Checkpoint::open(dir.join("model.safetensors")).unwrap();
+    let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
+    let (ishape, ids) = tensor(&inputs, "input_ids");
+    let fixture_texts: Vec<Vec<u32>> = ids
+        .chunks(ishape[1])
+        .map(|r| r.iter().map(|&x| x as u32).collect())
+        .collect();
+    let max = GRAPH_MAX_BATCH + 1;
+    let attention = AttentionImpl::Fastest;
+    let model =
+        SiglipGpuModel::<f16>::load_checkpoint(&gpu, &config, &checkpoint, attention).unwrap();
+    let mut ws = model.workspace(&gpu, max, max).unwrap();
+    let mut backend = SiglipGpu::<f16>::load(0, &config, &checkpoint, max).unwrap();
+    let seed = 0x5161_u64;
+    println!("seed {seed}");
+    let v = &config.vision;
+    let per_image = v.num_channels * v.image_size * v.image_size;
+    let sizes = [1, 3, GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1];
+    assert_bitwise_on_random_images(
+        seed,
+        per_image,
+        &sizes,
+        |pixels| backend.embed_images(pixels).unwrap(),
+        |pixels| model.embed_images(&gpu, &mut ws, pixels).unwrap(),
+    );
+    for n in sizes {
+        for round in 0..2 {
+            let texts: Vec<Vec<u32>> = (0..n)
+                .map(|i| fixture_texts[(i * 3 + round) % fixture_texts.len()].clone())
+                .collect();
+            let got = backend.embed_texts(&texts).unwrap();
+            let want = model.embed_texts(&gpu, &mut ws, &texts).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{n} texts, round {round}");
+        }
+    }
+    // Three image batch sizes and three text batch sizes (one padded length) are small enough.
+    assert_eq!(backend.graph_count(), 6);
+    println!(
+        "{} graphs, every batch bitwise the direct forward",
+        backend.graph_count()
+    );
 }

@@ -10,7 +10,8 @@ use super::config::SiglipConfig;
 use super::gpu::{SiglipGpuModel, SiglipWorkspace};
 use super::reference::{SiglipReference, TextAttention};
 use super::weights::SiglipWeights;
-use crate::backend::{check_batch, CpuModel, Embedder, LoadGpu, ZeroShot};
+use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
+use crate::backend::{check_batch, image_parts_count, CpuModel, Embedder, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
@@ -61,14 +62,17 @@ impl CpuModel for SiglipConfig {
     }
 }
 
-/// SigLIP on one GPU in element type `T`, with a workspace for `max_batch` images and texts, and the fastest
-/// attention for its head dims.
+/// SigLIP on one GPU in element type `T`, with a workspace for `max_batch` images and texts, the fastest
+/// attention for its head dims, and small batches as CUDA graphs.
 pub struct SiglipGpu<T: Element> {
     ordinal: usize,
     config: ModelConfig,
-    gpu: Gpu,
-    model: SiglipGpuModel<T>,
+    // Field order is drop order: the graphs go before the workspace and the weights they read, and those before
+    // the stream and handles of the Gpu they were allocated through.
+    graphs: Graphs,
     ws: SiglipWorkspace<T>,
+    model: SiglipGpuModel<T>,
+    gpu: Gpu,
     max_batch: usize,
 }
 
@@ -89,11 +93,17 @@ impl<T: Element> SiglipGpu<T> {
         Ok(Self {
             ordinal,
             config: ModelConfig::Siglip(config.clone()),
-            gpu,
-            model,
+            graphs: Graphs::default(),
             ws,
+            model,
+            gpu,
             max_batch,
         })
+    }
+
+    /// How many CUDA graphs this backend holds (one per small batch shape it has run).
+    pub fn graph_count(&self) -> usize {
+        self.graphs.count()
     }
 }
 
@@ -128,13 +138,21 @@ impl<T: Element> Embedder for SiglipGpu<T> {
     }
 
     fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        // The model checks the pixel counts and the batch against the workspace.
-        self.model.embed_image_parts(&self.gpu, &mut self.ws, parts)
+        let v = &self.model.config().vision;
+        let n = image_parts_count((v.num_channels, v.image_size), parts)?;
+        check_batch("images", n, self.max_batch)?;
+        self.graphs
+            .embed_images(&self.model, &self.gpu, &mut self.ws, parts, n)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
         check_batch("texts", texts.len(), self.max_batch)?;
-        self.model.embed_texts(&self.gpu, &mut self.ws, texts)
+        self.graphs
+            .embed_texts(&self.model, &self.gpu, &mut self.ws, texts)
+    }
+
+    fn graph_max_batch(&self) -> usize {
+        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 }
 

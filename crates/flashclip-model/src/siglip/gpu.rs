@@ -12,10 +12,9 @@
 use std::marker::PhantomData;
 use std::path::Path;
 
-use cudarc::driver::CudaSlice;
 use flashclip::ops::attention::{flash_attention, Options, Shape, Version};
 use flashclip::ops::bias_activation::{bias_activation_inplace, Activation as KernelActivation};
-use flashclip::ops::embedding::{patchify, text_embed};
+use flashclip::ops::embedding::patchify;
 use flashclip::ops::gemm::{linear, linear_bias};
 use flashclip::tensor::contiguous_strides;
 use flashclip::{Element, Gpu, Tensor, View, ViewMut};
@@ -27,9 +26,13 @@ use super::reference::{siglip_logits, sigmoid_probabilities};
 use super::weights::{load_file, SiglipWeights};
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
 use crate::error::{ModelError, Result};
+use crate::graph::GraphWorkspace;
 use crate::nn::AttentionImpl;
 use crate::pixels::Pixels;
-use crate::workspace::TowerBuffers;
+use crate::text::{
+    embed_tokens, gather_pooled, stage_texts, StagedTexts, TextBatch, TextInputs, TextRules,
+};
+use crate::workspace::{next_workspace_id, TowerBuffers};
 
 /// Device scratch for up to a maximum number of images and texts per forward.
 pub struct SiglipWorkspace<T: Element> {
@@ -38,11 +41,12 @@ pub struct SiglipWorkspace<T: Element> {
     pixels: Pixels<T>,
     patches: Tensor<T>,
     patch_out: Tensor<T>,
-    ids: CudaSlice<i32>,
+    tokens: TextInputs,
     /// The probe's projected query, repeated per image: `[max_images, D]`.
     head_q: Tensor<T>,
     /// The pooling attention's output: `[max_images, D]`.
     head_o: Tensor<T>,
+    id: u64,
 }
 
 impl<T: Element> SiglipWorkspace<T> {
@@ -54,6 +58,21 @@ impl<T: Element> SiglipWorkspace<T> {
     /// Texts per forward at most.
     pub fn max_texts(&self) -> usize {
         self.text.max_batch
+    }
+}
+
+impl<T: Element> GraphWorkspace for SiglipWorkspace<T> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn max_images(&self) -> usize {
+        SiglipWorkspace::max_images(self)
+    }
+    fn max_texts(&self) -> usize {
+        SiglipWorkspace::max_texts(self)
+    }
+    fn staged_texts(&self) -> Option<StagedTexts> {
+        self.tokens.staged
     }
 }
 
@@ -211,9 +230,10 @@ impl<T: Element> SiglipGpuModel<T> {
             pixels: Pixels::new(gpu, max_images, v.num_channels, v.image_size)?,
             patches: gpu.zeros(&[patches, v.patch_dim()])?,
             patch_out: gpu.zeros(&[patches, d])?,
-            ids: gpu.upload_slice(&vec![0i32; ids])?,
+            tokens: TextInputs::new(gpu, max_texts, ids)?,
             head_q,
             head_o: gpu.zeros(&[max_images, d])?,
+            id: next_workspace_id(),
         })
     }
 
@@ -258,12 +278,21 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         parts: &[&[f32]],
     ) -> Result<usize> {
-        let v = &self.config.vision;
-        let batch = ws
-            .pixels
-            .upload(gpu, (v.num_channels, v.image_size), parts)?;
+        let batch = self.upload_image_parts(gpu, ws, parts)?;
         self.run_vision(gpu, ws, batch)?;
         Ok(batch)
+    }
+
+    /// Copies preprocessed images given in parts (each `[n, C, S, S]` f32, in order) into the workspace; returns
+    /// the batch.
+    pub fn upload_image_parts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        parts: &[&[f32]],
+    ) -> Result<usize> {
+        let v = &self.config.vision;
+        ws.pixels.upload(gpu, (v.num_channels, v.image_size), parts)
     }
 
     /// The image embeddings of the last [`Self::encode_images`] of `batch` images (syncs).
@@ -281,7 +310,8 @@ impl<T: Element> SiglipGpuModel<T> {
         )
     }
 
-    fn run_vision(&self, gpu: &Gpu, ws: &mut SiglipWorkspace<T>, batch: usize) -> Result<()> {
+    /// Enqueues the vision tower and its pooling head on the first `batch` images in the workspace.
+    pub fn run_vision(&self, gpu: &Gpu, ws: &mut SiglipWorkspace<T>, batch: usize) -> Result<()> {
         let v = &self.config.vision;
         let w = &self.weights.vision_model;
         let (vs, _) = specs(&self.config);
@@ -468,15 +498,26 @@ impl<T: Element> SiglipGpuModel<T> {
         ws: &mut SiglipWorkspace<T>,
         texts: &[Vec<u32>],
     ) -> Result<()> {
+        self.upload_texts(gpu, ws, texts, None)?;
+        self.run_uploaded_texts(gpu, ws)?;
+        Ok(())
+    }
+
+    /// Checks token ids (each exactly `max_position_embeddings` long, as [`super::SiglipTokenizer`] pads them)
+    /// and copies them into the workspace, from pinned memory without synchronizing the stream. `pad_to`, if
+    /// given, must be that length: SigLIP reads every text at its last position, so it takes no other padding.
+    pub fn upload_texts(
+        &self,
+        gpu: &Gpu,
+        ws: &mut SiglipWorkspace<T>,
+        texts: &[Vec<u32>],
+        pad_to: Option<usize>,
+    ) -> Result<TextBatch> {
         let t = &self.config.text;
-        let w = &self.weights.text_model;
-        let (_, ts) = specs(&self.config);
-        let (l, d) = (t.max_position_embeddings, t.hidden_size);
-        let batch = texts.len();
-        if batch == 0 || batch > ws.max_texts() {
+        let l = t.max_position_embeddings;
+        if let Some(p) = pad_to.filter(|&p| p != l) {
             return Err(ModelError::Input(format!(
-                "{batch} texts: between 1 and the workspace's {} are accepted",
-                ws.max_texts()
+                "SigLIP texts are padded to exactly {l} tokens, not {p}"
             )));
         }
         if let Some((i, ids)) = texts.iter().enumerate().find(|(_, ids)| ids.len() != l) {
@@ -485,31 +526,45 @@ impl<T: Element> SiglipGpuModel<T> {
                 ids.len()
             )));
         }
-        let flat: Vec<i32> = texts
-            .iter()
-            .flatten()
-            .map(|&id| i32::try_from(id).unwrap_or(i32::MAX))
-            .collect();
+        let rules = TextRules {
+            max_len: l,
+            vocab_size: t.vocab_size,
+            pad_token_id: t.pad_token_id,
+            pooling: &|ids| ids.len() - 1,
+            key_lens: false,
+        };
+        stage_texts(gpu, &rules, &mut ws.tokens, texts, Some(l))
+    }
+
+    /// Enqueues the text tower and its head on the texts of the last [`Self::upload_texts`]; returns their shape.
+    /// Nothing is copied or synchronized.
+    pub fn run_uploaded_texts(&self, gpu: &Gpu, ws: &mut SiglipWorkspace<T>) -> Result<TextBatch> {
+        let w = &self.weights.text_model;
+        let (_, ts) = specs(&self.config);
+        let e = &w.embeddings;
         let b = &mut ws.text;
-        let tokens = batch * l;
-        // text_embed checks every id against the vocabulary before the device reads it.
-        text_embed(
+        let shape = embed_tokens(
             gpu,
-            &flat,
-            &mut ws.ids,
-            &w.embeddings.token_embedding.view(),
-            &w.embeddings.position_embedding.view(),
-            &mut b
-                .residual
-                .view_mut()
-                .narrow(0, 0, tokens)?
-                .reshape(&[batch, l, d])?,
+            &ws.tokens,
+            b,
+            &e.token_embedding,
+            &e.position_embedding,
         )?;
-        w.encoder
-            .forward(gpu, b, &ts, (batch, l), &w.final_layer_norm, self.attention)?;
-        let last = View::new(b.normed.data(), (l - 1) * d, &[batch, d], &[l * d, 1])?;
-        w.head
-            .forward(gpu, &last, &mut b.projected.view_mut().narrow(0, 0, batch)?)
+        w.encoder.forward(
+            gpu,
+            b,
+            &ts,
+            (shape.batch, shape.len),
+            &w.final_layer_norm,
+            self.attention,
+        )?;
+        gather_pooled(gpu, &ws.tokens, b, shape)?;
+        w.head.forward(
+            gpu,
+            &b.pooled.view().narrow(0, 0, shape.batch)?,
+            &mut b.projected.view_mut().narrow(0, 0, shape.batch)?,
+        )?;
+        Ok(shape)
     }
 
     /// `logit_scale.exp() · cos + logit_bias` and their sigmoid (the zero-shot probabilities), `[images, texts]`.
@@ -528,3 +583,10 @@ impl<T: Element> SiglipGpuModel<T> {
         Ok((logits, probs))
     }
 }
+
+crate::graph::tower_model!(
+    SiglipGpuModel,
+    SiglipWorkspace,
+    context: |m| m.config.text.max_position_embeddings,
+    vocab: |m| m.config.text.vocab_size
+);

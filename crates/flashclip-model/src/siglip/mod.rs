@@ -25,6 +25,7 @@ mod reference;
 mod tokenizer;
 mod weights;
 
+pub use backend::SiglipGpu;
 pub use config::{SiglipConfig, SiglipTextConfig, SiglipVisionConfig};
 pub use gpu::{SiglipGpuModel, SiglipWorkspace};
 pub use preprocess::{preprocessor_from_config, preprocessor_from_value};
