@@ -31,7 +31,8 @@ pub struct BenchArgs {
     pub(crate) model: Option<PathBuf>,
     /// Architecture of the random weights when no --model is given (a CLIP preset, CN-CLIP-ViT-L-14-336 and the
     /// other Chinese-CLIP presets, or siglip-so400m-patch14-384 and the other SigLIP presets). A Chinese-CLIP model
-    /// is timed in fp32, fp16 and bf16, a SigLIP model in fp16 and bf16 (no graph rung).
+    /// is timed in fp32, fp16 (also as a CUDA graph) and bf16, a SigLIP model in fp16 (also as a CUDA graph) and
+    /// bf16.
     #[arg(long, default_value = "ViT-L-14-336")]
     pub(crate) preset: String,
     /// Images and texts per forward.

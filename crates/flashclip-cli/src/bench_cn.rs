@@ -1,11 +1,12 @@
 //! `flashclip bench` on a Chinese-CLIP model: one full forward (CLIP's vision tower + the BERT text tower) per
-//! timed run, in fp32 (materialized attention), fp16 and bf16 (the chosen flash attention), launch by launch.
+//! timed run, in fp32 (materialized attention), fp16 and bf16 (the chosen flash attention), launch by launch and
+//! (fp16) as a CUDA graph.
 
 use flashclip::bench::{time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel, ChineseClipWeights};
 use flashclip_model::flops::{count, FlopsInput};
-use flashclip_model::{AttentionImpl, Checkpoint};
+use flashclip_model::{AttentionImpl, Checkpoint, GraphShape};
 use half::{bf16, f16};
 
 use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
@@ -20,14 +21,15 @@ fn cls_sep(vocab: usize) -> (u32, u32) {
 }
 
 /// Builds the model in `T` (from `checkpoint`, else seeded random weights), uploads the inputs once and times
-/// `iters` forwards after `warmup` untimed ones; device microseconds per forward.
+/// `iters` forwards after `warmup` untimed ones, enqueued launch by launch or (`graph`) as one replay of the
+/// forward captured into a CUDA graph; device microseconds per forward.
 #[allow(clippy::too_many_arguments)]
 fn time_forward<T: Element>(
     gpu: &Gpu,
     config: &ChineseClipConfig,
     checkpoint: Option<&Checkpoint>,
     seed: u64,
-    attention: AttentionImpl,
+    (attention, graph): (AttentionImpl, bool),
     pixels: &[f32],
     texts: &[Vec<u32>],
     (warmup, iters): (usize, usize),
@@ -41,16 +43,28 @@ fn time_forward<T: Element>(
     };
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
     let images = model.upload_image_parts(gpu, &mut ws, &[pixels])?;
-    model.upload_texts(gpu, &mut ws, texts, None)?;
-    let samples = time_samples_us(gpu, warmup, iters, 1, || {
-        model
-            .run_vision(gpu, &mut ws, images)
-            .map_err(as_gpu_error)?;
-        model
-            .run_uploaded_texts(gpu, &mut ws)
-            .map(|_| ())
-            .map_err(as_gpu_error)
-    })?;
+    let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
+    let samples = if graph {
+        let shape = GraphShape {
+            images,
+            texts: uploaded.batch,
+            text_len: uploaded.len,
+        };
+        let forward = model.capture_forward(gpu, &mut ws, shape)?;
+        time_samples_us(gpu, warmup, iters, 1, || {
+            forward.launch().map_err(as_gpu_error)
+        })?
+    } else {
+        time_samples_us(gpu, warmup, iters, 1, || {
+            model
+                .run_vision(gpu, &mut ws, images)
+                .map_err(as_gpu_error)?;
+            model
+                .run_uploaded_texts(gpu, &mut ws)
+                .map(|_| ())
+                .map_err(as_gpu_error)
+        })?
+    };
     let image = model.read_image_embeds(gpu, &ws, images)?;
     let text = model.read_text_embeds(gpu, &ws, texts.len())?;
     if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
@@ -101,12 +115,12 @@ pub fn run(
     let vocab = config.text.vocab_size;
     let texts = random::wordpiece_ids(cls_sep(vocab), vocab, b, text_len, seed ^ 2);
     let fixed = Some(args.attention).filter(|&a| a != AttentionImpl::Fastest);
+    let f16_attention =
+        fixed.unwrap_or_else(|| ChineseClipModel::<f16>::best_attention(gpu, config));
     let rungs = [
         ("fp32, materialized attention", AttentionImpl::Materialized),
-        (
-            "fp16 + flash + fused kernels",
-            fixed.unwrap_or_else(|| ChineseClipModel::<f16>::best_attention(gpu, config)),
-        ),
+        ("fp16 + flash + fused kernels", f16_attention),
+        ("fp16 + flash + fused kernels + CUDA graph", f16_attention),
         (
             "bf16 + flash + fused kernels",
             fixed.unwrap_or_else(|| ChineseClipModel::<bf16>::best_attention(gpu, config)),
@@ -120,18 +134,13 @@ pub fn run(
     for (i, (name, attention)) in rungs.into_iter().enumerate() {
         let timing = (args.warmup, args.iters as usize);
         let ins = (&pixels[..], &texts[..]);
+        let how = (attention, i == 2);
         let result = match i {
-            0 => time_forward::<f32>(
-                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
-            ),
-            1 => time_forward::<f16>(
-                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
-            ),
-            _ => time_forward::<bf16>(
-                gpu, config, checkpoint, seed, attention, ins.0, ins.1, timing,
-            ),
+            0 => time_forward::<f32>(gpu, config, checkpoint, seed, how, ins.0, ins.1, timing),
+            1 | 2 => time_forward::<f16>(gpu, config, checkpoint, seed, how, ins.0, ins.1, timing),
+            _ => time_forward::<bf16>(gpu, config, checkpoint, seed, how, ins.0, ins.1, timing),
         };
         summary.row(rung_row(name, attention, result, flops, &mut failed));
     }
-    emit_rungs(summary, failed, 3)
+    emit_rungs(summary, failed, 4)
 }

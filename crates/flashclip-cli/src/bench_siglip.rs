@@ -1,11 +1,12 @@
 //! `flashclip bench` on a SigLIP model: one image + text embedding forward per timed run in fp16 and bf16 (the
-//! chosen flash attention; the pooling head always on the flash kernel), texts at SigLIP's full padded context.
+//! chosen flash attention; the pooling head always on the flash kernel), launch by launch and (fp16) as a CUDA
+//! graph, on inputs uploaded once; texts at SigLIP's full padded context.
 //! `cargo bench -p flashclip-model --bench siglip` has the batch sweep against Hugging Face.
 
 use flashclip::bench::{time_samples_us, Summary};
 use flashclip::{Element, Gpu};
 use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
-use flashclip_model::{AttentionImpl, Checkpoint};
+use flashclip_model::{AttentionImpl, Checkpoint, GraphShape};
 use half::{bf16, f16};
 
 use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
@@ -15,13 +16,14 @@ use crate::random::{self, SplitMix};
 /// `logit_scale` of the random weights: log 10, SigLIP's initialization.
 const LOGIT_SCALE_INIT: f32 = std::f32::consts::LN_10;
 
-/// Builds the model in `T` (from `checkpoint`, else seeded random weights) and times `iters` forwards after
-/// `warmup` untimed ones; device microseconds per forward.
+/// Builds the model in `T` (from `checkpoint`, else seeded random weights), uploads the inputs once and times
+/// `iters` forwards after `warmup` untimed ones, enqueued launch by launch or (`graph`) as one replay of the
+/// forward captured into a CUDA graph; device microseconds per forward.
 fn time_forward<T: Element>(
     gpu: &Gpu,
     config: &SiglipConfig,
     (checkpoint, seed): (Option<&Checkpoint>, u64),
-    attention: AttentionImpl,
+    (attention, graph): (AttentionImpl, bool),
     (pixels, texts): (&[f32], &[Vec<u32>]),
     (warmup, iters): (usize, usize),
 ) -> Result<Vec<f64>> {
@@ -35,15 +37,29 @@ fn time_forward<T: Element>(
         )?,
     };
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
-    let mut images = 0;
-    let samples = time_samples_us(gpu, warmup, iters, 1, || {
-        images = model
-            .encode_images(gpu, &mut ws, pixels)
-            .map_err(as_gpu_error)?;
-        model
-            .encode_texts(gpu, &mut ws, texts)
-            .map_err(as_gpu_error)
-    })?;
+    let images = model.upload_image_parts(gpu, &mut ws, &[pixels])?;
+    let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
+    let samples = if graph {
+        let shape = GraphShape {
+            images,
+            texts: uploaded.batch,
+            text_len: uploaded.len,
+        };
+        let forward = model.capture_forward(gpu, &mut ws, shape)?;
+        time_samples_us(gpu, warmup, iters, 1, || {
+            forward.launch().map_err(as_gpu_error)
+        })?
+    } else {
+        time_samples_us(gpu, warmup, iters, 1, || {
+            model
+                .run_vision(gpu, &mut ws, images)
+                .map_err(as_gpu_error)?;
+            model
+                .run_uploaded_texts(gpu, &mut ws)
+                .map(|_| ())
+                .map_err(as_gpu_error)
+        })?
+    };
     let image = model.read_image_embeds(gpu, &ws, images)?;
     let text = model.read_text_embeds(gpu, &ws, texts.len())?;
     if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
@@ -96,11 +112,10 @@ pub fn run(
         .collect();
     let head_dims = [v.head_dim(), t.head_dim()];
     let fixed = Some(args.attention).filter(|&a| a != AttentionImpl::Fastest);
+    let f16_attention = fixed.unwrap_or_else(|| AttentionImpl::best_for::<f16>(gpu, &head_dims));
     let rungs = [
-        (
-            "fp16 + flash + fused kernels",
-            fixed.unwrap_or_else(|| AttentionImpl::best_for::<f16>(gpu, &head_dims)),
-        ),
+        ("fp16 + flash + fused kernels", f16_attention),
+        ("fp16 + flash + fused kernels + CUDA graph", f16_attention),
         (
             "bf16 + flash + fused kernels",
             fixed.unwrap_or_else(|| AttentionImpl::best_for::<bf16>(gpu, &head_dims)),
@@ -115,12 +130,11 @@ pub fn run(
         let timing = (args.warmup, args.iters as usize);
         let weights = (checkpoint, seed);
         let ins = (&pixels[..], &texts[..]);
-        let result = if i == 0 {
-            time_forward::<f16>(gpu, config, weights, attention, ins, timing)
-        } else {
-            time_forward::<bf16>(gpu, config, weights, attention, ins, timing)
+        let result = match i {
+            0 | 1 => time_forward::<f16>(gpu, config, weights, (attention, i == 1), ins, timing),
+            _ => time_forward::<bf16>(gpu, config, weights, (attention, false), ins, timing),
         };
         summary.row(rung_row(name, attention, result, flops, &mut failed));
     }
-    emit_rungs(summary, failed, 2)
+    emit_rungs(summary, failed, 3)
 }

@@ -47,6 +47,8 @@ pub(crate) trait TowerModel {
     fn text_context(&self) -> usize;
     /// Every token id is below this.
     fn vocab_size(&self) -> usize;
+    /// (channels, size) of the images the vision tower takes.
+    fn image_shape(&self) -> (usize, usize);
     fn upload_image_parts(
         &self,
         gpu: &Gpu,
@@ -77,9 +79,15 @@ pub(crate) trait TowerModel {
 }
 
 /// Implements [`TowerModel`] for a model type whose inherent methods of the same names do the work, given its
-/// workspace type and how its text context and vocabulary size are found.
+/// workspace type and how its text context, vocabulary size and image shape are found.
 macro_rules! tower_model {
-    ($model:ident, $workspace:ident, context: |$c:ident| $context:expr, vocab: |$v:ident| $vocab:expr) => {
+    (
+        $model:ident,
+        $workspace:ident,
+        context: |$c:ident| $context:expr,
+        vocab: |$v:ident| $vocab:expr,
+        image: |$i:ident| $image:expr
+    ) => {
         impl<T: flashclip::Element> $crate::graph::TowerModel for $model<T> {
             type Workspace = $workspace<T>;
             fn text_context(&self) -> usize {
@@ -89,6 +97,10 @@ macro_rules! tower_model {
             fn vocab_size(&self) -> usize {
                 let $v = self;
                 $vocab
+            }
+            fn image_shape(&self) -> (usize, usize) {
+                let $i = self;
+                $image
             }
             fn upload_image_parts(
                 &self,
@@ -147,7 +159,8 @@ tower_model!(
     ClipModel,
     Workspace,
     context: |m| m.config().text.max_len(),
-    vocab: |m| m.config().text.vocab_size
+    vocab: |m| m.config().text.vocab_size,
+    image: |m| (m.config().vision.num_channels, m.config().vision.image_size)
 );
 
 /// Whether the GPU's stream is being captured into a CUDA graph.
@@ -168,15 +181,18 @@ pub struct GraphShape {
     pub text_len: usize,
 }
 
-/// One CLIP forward of a fixed [`GraphShape`] captured into a CUDA graph: [`ForwardGraph::launch`] replays every
+/// One forward of a fixed [`GraphShape`] captured into a CUDA graph (of CLIP, Chinese-CLIP or SigLIP: `M` is the
+/// model): [`ForwardGraph::launch`] replays every
 /// kernel and GEMM of it in one launch. The graph reads its inputs from the workspace it was captured with, so
 /// each replay sees what [`ForwardGraph::upload_images`] / [`ForwardGraph::upload_texts`] copied there last (they
 /// refuse inputs of another shape), and writes the embeddings that [`ForwardGraph::read_image_embeds`] /
 /// [`ForwardGraph::read_text_embeds`] return.
-pub struct ForwardGraph<'a, T: Element> {
+// The bound names a crate-private trait: a graph comes only from a model's `capture_forward`.
+#[allow(private_bounds)]
+pub struct ForwardGraph<'a, M: TowerModel> {
     gpu: &'a Gpu,
-    model: &'a ClipModel<T>,
-    ws: &'a mut Workspace<T>,
+    model: &'a M,
+    ws: &'a mut M::Workspace,
     captured: Captured,
 }
 
@@ -225,14 +241,8 @@ impl<T: Element> ClipModel<T> {
         gpu: &'a Gpu,
         ws: &'a mut Workspace<T>,
         shape: GraphShape,
-    ) -> Result<ForwardGraph<'a, T>> {
-        let captured = capture(self, gpu, ws, shape)?;
-        Ok(ForwardGraph {
-            gpu,
-            model: self,
-            ws,
-            captured,
-        })
+    ) -> Result<ForwardGraph<'a, Self>> {
+        ForwardGraph::capture(self, gpu, ws, shape)
     }
 }
 
@@ -348,7 +358,24 @@ fn enqueue_forward<M: TowerModel>(
     Ok(())
 }
 
-impl<T: Element> ForwardGraph<'_, T> {
+#[allow(private_bounds)]
+impl<'a, M: TowerModel> ForwardGraph<'a, M> {
+    /// Captures one forward of `shape` of `model` on `ws` (see [`ClipModel::capture_forward`]).
+    pub(crate) fn capture(
+        model: &'a M,
+        gpu: &'a Gpu,
+        ws: &'a mut M::Workspace,
+        shape: GraphShape,
+    ) -> Result<Self> {
+        let captured = capture(model, gpu, ws, shape)?;
+        Ok(ForwardGraph {
+            gpu,
+            model,
+            ws,
+            captured,
+        })
+    }
+
     /// The shape the graph was captured for.
     pub fn shape(&self) -> GraphShape {
         self.captured.shape
@@ -356,8 +383,8 @@ impl<T: Element> ForwardGraph<'_, T> {
 
     /// Copies the images of the next replays (`[images, C, S, S]` f32, exactly the captured number of images).
     pub fn upload_images(&mut self, pixels: &[f32]) -> Result<()> {
-        let v = &self.model.config().vision;
-        let want = self.captured.shape.images * v.num_channels * v.image_size * v.image_size;
+        let (channels, size) = self.model.image_shape();
+        let want = self.captured.shape.images * channels * size * size;
         if self.captured.shape.images == 0 || pixels.len() != want {
             return Err(ModelError::Input(format!(
                 "the graph takes {} images ({want} floats), got {} floats",
@@ -365,10 +392,10 @@ impl<T: Element> ForwardGraph<'_, T> {
                 pixels.len()
             )));
         }
-        self.model.upload_images(self.gpu, self.ws, pixels)?;
+        self.model
+            .upload_image_parts(self.gpu, self.ws, &[pixels])?;
         Ok(())
     }
-
     /// Copies the token ids of the next replays: exactly the captured number of texts, each at most the captured
     /// length (shorter ones are padded to it).
     pub fn upload_texts(&mut self, texts: &[Vec<u32>]) -> Result<()> {

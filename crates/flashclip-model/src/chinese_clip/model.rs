@@ -10,6 +10,7 @@ use super::text_gpu::{encoder_spec, upload_texts};
 use super::weights::ChineseClipWeights;
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
 use crate::error::Result;
+use crate::graph::{ForwardGraph, GraphShape};
 use crate::model::{project_images, read_rows, Device};
 use crate::nn::AttentionImpl;
 use crate::text::TextBatch;
@@ -135,6 +136,16 @@ impl<T: Element> ChineseClipModel<T> {
         Workspace::for_towers(gpu, &towers, self.attention, max_images, max_texts)
     }
 
+    /// Captures one forward of `shape` on `ws` into a CUDA graph, as [`crate::ClipModel::capture_forward`] does.
+    pub fn capture_forward<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        ws: &'a mut Workspace<T>,
+        shape: GraphShape,
+    ) -> Result<ForwardGraph<'a, Self>> {
+        ForwardGraph::capture(self, gpu, ws, shape)
+    }
+
     /// Copies preprocessed images (`[batch, channels, size, size]` f32), given in parts (each `[n, C, S, S]`, in
     /// order; one part is one slice of them all), into the workspace; returns the batch.
     pub fn upload_image_parts(
@@ -234,5 +245,6 @@ crate::graph::tower_model!(
     ChineseClipModel,
     Workspace,
     context: |m| m.context_length(),
-    vocab: |m| m.config().text.vocab_size
+    vocab: |m| m.config().text.vocab_size,
+    image: |m| (m.config().vision.num_channels, m.config().vision.image_size)
 );

@@ -26,7 +26,7 @@ use super::reference::{siglip_logits, sigmoid_probabilities};
 use super::weights::{load_file, SiglipWeights};
 use crate::checkpoint::{Checkpoint, CheckpointFormat, FnRaw, Loader};
 use crate::error::{ModelError, Result};
-use crate::graph::GraphWorkspace;
+use crate::graph::{ForwardGraph, GraphShape, GraphWorkspace};
 use crate::nn::AttentionImpl;
 use crate::pixels::Pixels;
 use crate::text::{
@@ -235,6 +235,17 @@ impl<T: Element> SiglipGpuModel<T> {
             head_o: gpu.zeros(&[max_images, d])?,
             id: next_workspace_id(),
         })
+    }
+
+    /// Captures one forward of `shape` on `ws` into a CUDA graph, as [`crate::ClipModel::capture_forward`] does
+    /// (texts are `max_position_embeddings` long: `shape.text_len` must be that).
+    pub fn capture_forward<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        ws: &'a mut SiglipWorkspace<T>,
+        shape: GraphShape,
+    ) -> Result<ForwardGraph<'a, Self>> {
+        ForwardGraph::capture(self, gpu, ws, shape)
     }
 
     /// Image embeddings (not normalized), `[batch, D]`, of preprocessed images (`[batch, C, S, S]` f32, e.g. from
@@ -588,5 +599,6 @@ crate::graph::tower_model!(
     SiglipGpuModel,
     SiglipWorkspace,
     context: |m| m.config.text.max_position_embeddings,
-    vocab: |m| m.config.text.vocab_size
+    vocab: |m| m.config.text.vocab_size,
+    image: |m| (m.config.vision.num_channels, m.config.vision.image_size)
 );
