@@ -1,6 +1,8 @@
-//! CPU image preprocessing, one thread: decode + resize + crop + normalize of photo-like JPEGs (smooth content with
-//! seeded sensor-like noise, quality 90) to 224 and 336 px, exact against JPEG draft decoding
-//! (`Preprocessor::with_jpeg_draft`). Medians of wall-clock times; the embedding job runs one such thread per core.
+//! CPU image preprocessing, one image at a time: decode + resize + crop + normalize of photo-like JPEGs (smooth
+//! content with seeded sensor-like noise, quality 90) to 224 and 336 px, exact on one thread against JPEG draft
+//! decoding (`Preprocessor::with_jpeg_draft`) and against the exact resize's rows spread over rayon's pool
+//! (`Preprocessor::preprocess_bytes_spread`, what a server does for a lone request). Medians of wall-clock times; the
+//! embedding job runs one thread per core, each on its own image.
 //!
 //!     cargo bench -p flashclip-model --bench preprocess
 
@@ -36,13 +38,16 @@ fn photo(width: u32, height: u32, seed: u32) -> Vec<u8> {
     bytes
 }
 
-fn time_ms(pre: &Preprocessor, bytes: &[u8]) -> f64 {
+fn time_ms(pre: &Preprocessor, bytes: &[u8], spread: bool) -> f64 {
     let mut samples = Vec::with_capacity(ITERS);
     for _ in 0..ITERS + 2 {
         let start = Instant::now();
-        let out = pre
-            .preprocess_bytes(bytes, "photo.jpg")
-            .expect("preprocess");
+        let out = if spread {
+            pre.preprocess_bytes_spread(bytes, "photo.jpg")
+        } else {
+            pre.preprocess_bytes(bytes, "photo.jpg")
+        }
+        .expect("preprocess");
         std::hint::black_box(out);
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
@@ -51,20 +56,38 @@ fn time_ms(pre: &Preprocessor, bytes: &[u8]) -> f64 {
 
 fn main() {
     let mut summary = Summary::new(
-        "JPEG preprocessing, one thread, ms per image (median)",
-        &["image", "to", "exact", "draft", "speed-up"],
+        &format!(
+            "JPEG preprocessing, ms per image (median); rows spread over {} threads",
+            rayon::current_num_threads()
+        ),
+        &[
+            "image",
+            "to",
+            "exact",
+            "draft",
+            "speed-up",
+            "exact, rows spread",
+            "speed-up",
+        ],
     );
     for (w, h) in [(1024, 768), (640, 480), (2048, 1536)] {
         let bytes = photo(w, h, w ^ h);
         for size in [224, 336] {
-            let exact = time_ms(&Preprocessor::new(size), &bytes);
-            let draft = time_ms(&Preprocessor::new(size).with_jpeg_draft(true), &bytes);
+            let exact = time_ms(&Preprocessor::new(size), &bytes, false);
+            let draft = time_ms(
+                &Preprocessor::new(size).with_jpeg_draft(true),
+                &bytes,
+                false,
+            );
+            let spread = time_ms(&Preprocessor::new(size), &bytes, true);
             summary.row(vec![
                 format!("{w}x{h} ({} KiB)", bytes.len() / 1024),
                 format!("{size}"),
                 format!("{exact:.2}"),
                 format!("{draft:.2}"),
                 format!("{:.2}x", exact / draft),
+                format!("{spread:.2}"),
+                format!("{:.2}x", exact / spread),
             ]);
         }
     }

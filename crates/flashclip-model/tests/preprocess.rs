@@ -179,6 +179,40 @@ fn bit_exact_with_pillow_on_every_mode() {
     }
 }
 
+/// Spreading the resize's rows over rayon's pool changes who computes each row, not its pixels: bitwise the
+/// serial output on every Pillow mode fixture and the OpenAI photo, cropped (CLIP) and squared (SigLIP).
+#[test]
+fn spread_rows_equal_the_serial_resize() {
+    let dir = fixtures().join("pil");
+    let mut inputs: Vec<(String, Vec<u8>)> = [
+        "rgb_down", "rgb_up", "gray", "rgba", "la", "palette", "bilevel", "tall", "rgb_trns",
+    ]
+    .iter()
+    .map(|name| {
+        let path = dir.join(format!("{name}.png"));
+        (name.to_string(), std::fs::read(path).unwrap())
+    })
+    .collect();
+    let photo = fixtures().join("franz-kafka.jpg");
+    inputs.push(("franz-kafka.jpg".into(), std::fs::read(photo).unwrap()));
+    for pre in [
+        Preprocessor::new(336),
+        Preprocessor::siglip(384),
+        Preprocessor::new(20),
+    ] {
+        for (name, bytes) in &inputs {
+            let serial = pre.preprocess_bytes(bytes, name).unwrap();
+            let spread = pre.preprocess_bytes_spread(bytes, name).unwrap();
+            assert_eq!(serial.len(), pre.output_len());
+            let same = serial
+                .iter()
+                .zip(&spread)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && serial.len() == spread.len(), "{name}, {pre:?}");
+        }
+    }
+}
+
 #[test]
 fn grayscale_png_is_replicated_to_rgb() {
     let dir = scratch_dir("gray");

@@ -1,7 +1,8 @@
 //! Turning request inputs into model inputs, on tokio's blocking pool so that decoding and resizing images (and
 //! tokenizing many texts) never stall the async runtime.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
 
@@ -63,6 +64,30 @@ pub(crate) async fn texts(
     .await
 }
 
+/// Images being decoded and preprocessed right now, by every request of the process.
+static PREPARING: AtomicUsize = AtomicUsize::new(0);
+
+/// While at most this many images are being prepared, each spreads its resize over rayon's pool: a lone request
+/// (concurrency 1) gets its pixels sooner. Under load one image per thread is faster, and the cores are busy anyway.
+static SPREAD_LIMIT: LazyLock<usize> =
+    LazyLock::new(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)));
+
+/// Counts an image as being prepared for as long as it lives.
+struct Preparing;
+
+impl Preparing {
+    /// Starts counting; returns the guard and how many images are being prepared, this one included.
+    fn start() -> (Self, usize) {
+        (Self, PREPARING.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        PREPARING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Decodes and preprocesses images (JPEG, PNG or WebP) into one `[n, 3, S, S]` array.
 pub(crate) async fn images(
     model: Arc<ModelInfo>,
@@ -72,10 +97,14 @@ pub(crate) async fn images(
         let count = images.len();
         let mut pixels = Vec::with_capacity(count * model.preprocessor.output_len());
         for image in &images {
-            let p = model
-                .preprocessor
-                .preprocess_bytes(&image.value, &image.name)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let (_counted, preparing) = Preparing::start();
+            let pre = &model.preprocessor;
+            let p = if preparing <= *SPREAD_LIMIT {
+                pre.preprocess_bytes_spread(&image.value, &image.name)
+            } else {
+                pre.preprocess_bytes(&image.value, &image.name)
+            }
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             pixels.extend(p);
         }
         Ok(Inputs::Images { pixels, count })

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::crop::crop;
 use super::plane::Plane;
 
@@ -103,24 +105,61 @@ fn clip8(acc: i32) -> u8 {
 
 const ROUNDING: i32 = 1 << (PRECISION_BITS - 1);
 
-/// Horizontal pass over source rows `rows`: output has `coeffs.starts.len()` columns.
-fn horizontal(src: &Plane<'_>, coeffs: &Coeffs, rows: Range<usize>) -> Plane<'static> {
+/// Whether a pass computes its output rows on the calling thread or spreads them over rayon's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    Serial,
+    Spread,
+}
+
+/// Output rows per rayon task when spread: a few microseconds of work each.
+const SPREAD_MIN_ROWS: usize = 8;
+
+/// Runs `f` on every (index, row) of `data` cut into rows of `row_len`, as `rows` says.
+fn for_each_row(data: &mut [u8], row_len: usize, rows: Rows, f: impl Fn(usize, &mut [u8]) + Sync) {
+    let row_len = row_len.max(1);
+    match rows {
+        Rows::Serial => data
+            .chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r)),
+        Rows::Spread => data
+            .par_chunks_mut(row_len)
+            .with_min_len(SPREAD_MIN_ROWS)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r)),
+    }
+}
+
+/// Horizontal pass over source rows `src_rows`: output has `coeffs.starts.len()` columns.
+fn horizontal(
+    src: &Plane<'_>,
+    coeffs: &Coeffs,
+    src_rows: Range<usize>,
+    rows: Rows,
+) -> Plane<'static> {
     match src.channels {
-        1 => horizontal_n::<1>(src, coeffs, rows),
-        2 => horizontal_n::<2>(src, coeffs, rows),
-        3 => horizontal_n::<3>(src, coeffs, rows),
-        _ => horizontal_n::<4>(src, coeffs, rows),
+        1 => horizontal_n::<1>(src, coeffs, src_rows, rows),
+        2 => horizontal_n::<2>(src, coeffs, src_rows, rows),
+        3 => horizontal_n::<3>(src, coeffs, src_rows, rows),
+        _ => horizontal_n::<4>(src, coeffs, src_rows, rows),
     }
 }
 
 /// Vertical pass: `src` holds source rows from `row0` on; output has `coeffs.starts.len()`
 /// rows over source columns `cols`.
-fn vertical(src: &Plane<'_>, coeffs: &Coeffs, row0: usize, cols: Range<usize>) -> Plane<'static> {
+fn vertical(
+    src: &Plane<'_>,
+    coeffs: &Coeffs,
+    row0: usize,
+    cols: Range<usize>,
+    rows: Rows,
+) -> Plane<'static> {
     match src.channels {
-        1 => vertical_n::<1>(src, coeffs, row0, cols),
-        2 => vertical_n::<2>(src, coeffs, row0, cols),
-        3 => vertical_n::<3>(src, coeffs, row0, cols),
-        _ => vertical_n::<4>(src, coeffs, row0, cols),
+        1 => vertical_n::<1>(src, coeffs, row0, cols, rows),
+        2 => vertical_n::<2>(src, coeffs, row0, cols, rows),
+        3 => vertical_n::<3>(src, coeffs, row0, cols, rows),
+        _ => vertical_n::<4>(src, coeffs, row0, cols, rows),
     }
 }
 
@@ -128,40 +167,41 @@ fn vertical(src: &Plane<'_>, coeffs: &Coeffs, row0: usize, cols: Range<usize>) -
 // each source pixel is read once per tap. Accumulators are i32, as in Pillow: one output's weights sum to 2^22
 // and their magnitudes to at most 1.25 x 2^22 (the cubic's negative lobes, widest when upscaling), so 255 times
 // that plus the rounding stays under 2^31 (i64 accumulators measured 11% slower: 1 thread 106-107 against 119-120
-// images/s, 2 threads 199-208 against 225-228, on the workload below). Each image is resized on one thread: callers
-// parallelize across images (the embedding job's decode threads, `preprocess_batch`), and fanning one image's rows
-// out to rayon's shared pool as well made those threads wait on each other (2 cores, 1024x768 JPEGs to 336: 2
-// threads 134-178 images/s with the fan-out, 199-208 without; 1 thread 97-100 and 106-107).
+// images/s, 2 threads 199-208 against 225-228, on the workload below). By default each image is resized on one
+// thread: callers parallelize across images (the embedding job's decode threads, `preprocess_batch`), and fanning one
+// image's rows out to rayon's shared pool as well made those threads wait on each other (2 cores, 1024x768 JPEGs to
+// 336: 2 threads 134-178 images/s with the fan-out, 199-208 without; 1 thread 97-100 and 106-107). `Rows::Spread`
+// is for a lone image whose latency matters (a server's only request in flight).
 
 fn horizontal_n<const C: usize>(
     src: &Plane<'_>,
     coeffs: &Coeffs,
-    rows: Range<usize>,
+    src_rows: Range<usize>,
+    rows: Rows,
 ) -> Plane<'static> {
     let out_w = coeffs.starts.len();
-    let mut data = vec![0u8; out_w * rows.len() * C];
+    let mut data = vec![0u8; out_w * src_rows.len() * C];
     let row_len = src.width * C;
-    data.chunks_mut((out_w * C).max(1))
-        .zip(rows.clone())
-        .for_each(|(line_out, y)| {
-            let line_in = &src.data[y * row_len..(y + 1) * row_len];
-            for (xx, px_out) in line_out.chunks_exact_mut(C).enumerate() {
-                let (xmin, k) = coeffs.taps(xx);
-                let taps = &line_in[xmin * C..(xmin + k.len()) * C];
-                let mut acc = [ROUNDING; C];
-                for (px, &w) in taps.chunks_exact(C).zip(k) {
-                    for ch in 0..C {
-                        acc[ch] += i32::from(px[ch]) * w;
-                    }
-                }
+    for_each_row(&mut data, out_w * C, rows, |i, line_out| {
+        let y = src_rows.start + i;
+        let line_in = &src.data[y * row_len..(y + 1) * row_len];
+        for (xx, px_out) in line_out.chunks_exact_mut(C).enumerate() {
+            let (xmin, k) = coeffs.taps(xx);
+            let taps = &line_in[xmin * C..(xmin + k.len()) * C];
+            let mut acc = [ROUNDING; C];
+            for (px, &w) in taps.chunks_exact(C).zip(k) {
                 for ch in 0..C {
-                    px_out[ch] = clip8(acc[ch]);
+                    acc[ch] += i32::from(px[ch]) * w;
                 }
             }
-        });
+            for ch in 0..C {
+                px_out[ch] = clip8(acc[ch]);
+            }
+        }
+    });
     Plane {
         width: out_w,
-        height: rows.len(),
+        height: src_rows.len(),
         channels: C,
         data: Cow::Owned(data),
     }
@@ -172,28 +212,27 @@ fn vertical_n<const C: usize>(
     coeffs: &Coeffs,
     row0: usize,
     cols: Range<usize>,
+    rows: Rows,
 ) -> Plane<'static> {
     let out_h = coeffs.starts.len();
     let out_w = cols.len();
     let row_len = src.width * C;
     let mut data = vec![0u8; out_w * out_h * C];
-    data.chunks_mut((out_w * C).max(1))
-        .enumerate()
-        .for_each(|(yy, line_out)| {
-            let (ymin, k) = coeffs.taps(yy);
-            // Accumulate whole rows at a time: sequential reads of each source row.
-            let mut acc = vec![ROUNDING; out_w * C];
-            for (t, &w) in k.iter().enumerate() {
-                let y = ymin + t - row0;
-                let line_in = &src.data[y * row_len + cols.start * C..y * row_len + cols.end * C];
-                for (a, &v) in acc.iter_mut().zip(line_in) {
-                    *a += i32::from(v) * w;
-                }
+    for_each_row(&mut data, out_w * C, rows, |yy, line_out| {
+        let (ymin, k) = coeffs.taps(yy);
+        // Accumulate whole rows at a time: sequential reads of each source row.
+        let mut acc = vec![ROUNDING; out_w * C];
+        for (t, &w) in k.iter().enumerate() {
+            let y = ymin + t - row0;
+            let line_in = &src.data[y * row_len + cols.start * C..y * row_len + cols.end * C];
+            for (a, &v) in acc.iter_mut().zip(line_in) {
+                *a += i32::from(v) * w;
             }
-            for (v, a) in line_out.iter_mut().zip(&acc) {
-                *v = clip8(*a);
-            }
-        });
+        }
+        for (v, a) in line_out.iter_mut().zip(&acc) {
+            *v = clip8(*a);
+        }
+    });
     Plane {
         width: out_w,
         height: out_h,
@@ -209,10 +248,10 @@ fn vertical_n<const C: usize>(
 /// each pass rounds to 8 bits.
 pub(super) fn bicubic(
     src: &Plane<'_>,
-    out_w: usize,
-    out_h: usize,
+    (out_w, out_h): (usize, usize),
     cols: Range<usize>,
     rows: Range<usize>,
+    spread: Rows,
 ) -> Plane<'static> {
     let need_h = out_w != src.width;
     let need_v = out_h != src.height;
@@ -227,7 +266,7 @@ pub(super) fn bicubic(
             cols.clone()
         };
         let tmp = if need_v {
-            vertical(src, &vc, 0, src_cols.clone())
+            vertical(src, &vc, 0, src_cols.clone(), spread)
         } else {
             crop(src, src_cols.clone(), rows)
         };
@@ -239,7 +278,7 @@ pub(super) fn bicubic(
             starts: hc.starts.iter().map(|s| s - src_cols.start).collect(),
             ..hc
         };
-        return horizontal(&tmp, &shifted, 0..tmp.height);
+        return horizontal(&tmp, &shifted, 0..tmp.height, spread);
     }
 
     let src_rows = if need_v {
@@ -248,14 +287,14 @@ pub(super) fn bicubic(
         rows.clone()
     };
     let tmp = if need_h {
-        horizontal(src, &hc, src_rows.clone())
+        horizontal(src, &hc, src_rows.clone(), spread)
     } else {
         crop(src, cols, src_rows.clone())
     };
     if !need_v {
         return tmp;
     }
-    vertical(&tmp, &vc, src_rows.start, 0..tmp.width)
+    vertical(&tmp, &vc, src_rows.start, 0..tmp.width, spread)
 }
 
 #[cfg(test)]

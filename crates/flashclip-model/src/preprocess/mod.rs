@@ -45,7 +45,7 @@ use image::DynamicImage;
 pub use error::PreprocessError;
 
 use plane::Plane;
-use resize::{resize_and_crop, resize_square, Filter};
+use resize::{resize_and_crop, resize_square, Filter, Rows};
 
 /// OpenAI CLIP's per-channel (RGB) normalization mean.
 pub const OPENAI_MEAN: [f32; 3] = [
@@ -158,10 +158,10 @@ impl Preprocessor {
     /// Always resizes with bicubic (the image's palette, if it had one, is gone after
     /// decoding). An empty (0-pixel) image gives the normalized value of black everywhere.
     pub fn preprocess_image(&self, image: &DynamicImage) -> Vec<f32> {
-        self.run(image, Filter::Bicubic)
+        self.run(image, Filter::Bicubic, Rows::Serial)
     }
 
-    fn run(&self, image: &DynamicImage, filter: Filter) -> Vec<f32> {
+    fn run(&self, image: &DynamicImage, filter: Filter, rows: Rows) -> Vec<f32> {
         let n = self.image_size as usize;
         let mut out = vec![0.0f32; 3 * n * n];
         if n == 0 {
@@ -173,8 +173,8 @@ impl Preprocessor {
             return out;
         }
         let cropped = match self.geometry {
-            Geometry::ShortSideCenterCrop => resize_and_crop(&plane, n, filter),
-            Geometry::Square => resize_square(&plane, n, filter),
+            Geometry::ShortSideCenterCrop => resize_and_crop(&plane, n, filter, rows),
+            Geometry::Square => resize_square(&plane, n, filter, rows),
         };
         normalize::write_chw(&cropped, n, self.mean, self.std, &mut out);
         out

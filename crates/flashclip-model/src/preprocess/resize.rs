@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::bicubic::bicubic;
+pub(super) use super::bicubic::Rows;
 use super::crop::{crop, crop_offset, resized_size};
 use super::plane::{premultiply, unpremultiply, Plane};
 
@@ -18,24 +19,40 @@ pub(super) enum Filter {
 
 /// Resizes `src` like Pillow's `Image.resize(size, filter)` and returns the center
 /// `n`×`n` crop, computing only the cropped pixels.
-pub(super) fn resize_and_crop(src: &Plane<'_>, n: usize, filter: Filter) -> Plane<'static> {
+pub(super) fn resize_and_crop(
+    src: &Plane<'_>,
+    n: usize,
+    filter: Filter,
+    rows: Rows,
+) -> Plane<'static> {
     let (out_w, out_h) = resized_size(src.width, src.height, n);
     let (left, top) = (crop_offset(out_w, n), crop_offset(out_h, n));
-    resize_region(src, (out_w, out_h), left..left + n, top..top + n, filter)
+    resize_region(
+        src,
+        (out_w, out_h),
+        (left..left + n, top..top + n),
+        filter,
+        rows,
+    )
 }
 
 /// Pillow's `Image.resize((n, n), filter)`: straight to the square, whatever the aspect ratio (SigLIP).
-pub(super) fn resize_square(src: &Plane<'_>, n: usize, filter: Filter) -> Plane<'static> {
-    resize_region(src, (n, n), 0..n, 0..n, filter)
+pub(super) fn resize_square(
+    src: &Plane<'_>,
+    n: usize,
+    filter: Filter,
+    rows: Rows,
+) -> Plane<'static> {
+    resize_region(src, (n, n), (0..n, 0..n), filter, rows)
 }
 
 /// The `cols` × `rows` region of `src` resized to `out_w` × `out_h`.
 fn resize_region(
     src: &Plane<'_>,
     (out_w, out_h): (usize, usize),
-    cols: Range<usize>,
-    rows: Range<usize>,
+    (cols, rows): (Range<usize>, Range<usize>),
     filter: Filter,
+    spread: Rows,
 ) -> Plane<'static> {
     if (out_w, out_h) == (src.width, src.height) {
         // Pillow returns a copy without resampling (and without the alpha round trip).
@@ -46,11 +63,11 @@ fn resize_region(
     }
     if src.has_alpha() {
         let premultiplied = premultiply(src);
-        let mut out = bicubic(&premultiplied, out_w, out_h, cols, rows);
+        let mut out = bicubic(&premultiplied, (out_w, out_h), cols, rows, spread);
         unpremultiply(&mut out);
         out
     } else {
-        bicubic(src, out_w, out_h, cols, rows)
+        bicubic(src, (out_w, out_h), cols, rows, spread)
     }
 }
 
@@ -107,7 +124,7 @@ mod tests {
             channels: 3,
             data: Cow::Owned(vec![77; 37 * 53 * 3]),
         };
-        let out = resize_and_crop(&src, 24, Filter::Bicubic);
+        let out = resize_and_crop(&src, 24, Filter::Bicubic, Rows::Serial);
         assert_eq!((out.width, out.height), (24, 24));
         assert!(out.data.iter().all(|&v| v == 77));
     }
