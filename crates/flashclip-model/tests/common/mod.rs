@@ -16,7 +16,10 @@ use safetensors::{Dtype, SafeTensors};
 
 /// `tests/fixtures/<name>` of this crate.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The crate root at run time where the runner says it (a test executable moved to another machine, as the
+    // GPU bundle's are), else where it was built.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/fixtures")
         .join(name)
 }
