@@ -32,8 +32,8 @@
 #   FLASHCLIP_CLIP_BATCHES  batches of the clip phase                        default "16 1"
 #   FLASHCLIP_SANITIZERS    compute-sanitizer tools of the sanitize phase    default all four
 #   FLASHCLIP_PHOTOS        photos of the embedjob phase                     default 8192
-#   FLASHCLIP_SERVE_ARGS    extra flags of the serve phase's server, e.g.    default none
-#                           "--replicas 2"
+#   FLASHCLIP_SERVE_ARGS    the serve phase's server flags past --device     default "--max-batch 128"
+#                           and --port, e.g. "--max-batch 64 --replicas 2"
 #   FLASHCLIP_EMBEDJOB_CASES its runs of flashclip embed, '|'-separated      default all four: "1x|2x|1x
 #                           ("1x" or "2x" the photos, then extra flags)      --streams-per-device 1|1x --jpeg-draft"
 # Same-run A/B: a bundle built with FLASHCLIP_BASELINE=<commit> carries that commit's bench executables
@@ -49,7 +49,7 @@ filter=${FLASHCLIP_BENCH_FILTER:-}
 batches=${FLASHCLIP_CLIP_BATCHES:-16 1}
 photos=${FLASHCLIP_PHOTOS:-8192}
 sanitizers=${FLASHCLIP_SANITIZERS:-memcheck racecheck initcheck synccheck}
-serve_args=${FLASHCLIP_SERVE_ARGS:-}
+serve_args=${FLASHCLIP_SERVE_ARGS:---max-batch 128}
 embed_cases=${FLASHCLIP_EMBEDJOB_CASES:-1x|2x|1x --streams-per-device 1|1x --jpeg-draft}
 deadline=$((SECONDS + ${FLASHCLIP_RUN_SECONDS:-86400}))
 mkdir -p "$out"
@@ -386,7 +386,7 @@ phase_serve() {
     fail "FAIL serve: random ViT-L-14-336 (see serve.log)"
     return
   fi
-  "$cli" serve --model "$d" --device cuda --max-batch 128 --port 0 $serve_args >"$out/serve.stdout" 2>>"$log" &
+  "$cli" serve --model "$d" --device cuda --port 0 $serve_args >"$out/serve.stdout" 2>>"$log" &
   pid=$!
   for _ in $(seq 300); do
     kill -0 "$pid" 2>/dev/null || break
