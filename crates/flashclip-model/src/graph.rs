@@ -5,7 +5,7 @@
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
 use cudarc::driver::CudaGraph;
-use flashclip::{Element, Gpu};
+use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
 
 use crate::error::{ModelError, Result};
@@ -43,6 +43,7 @@ impl<T: Element> GraphWorkspace for Workspace<T> {
 /// on what was uploaded last. CLIP, Chinese-CLIP and SigLIP implement it.
 pub(crate) trait TowerModel {
     type Workspace: GraphWorkspace;
+    type Elem: Element;
     /// The longest text (in tokens) the model's workspaces hold.
     fn text_context(&self) -> usize;
     /// Every token id is below this.
@@ -70,6 +71,8 @@ pub(crate) trait TowerModel {
         ws: &Self::Workspace,
         batch: usize,
     ) -> Result<Array2<f32>>;
+    /// Where the vision tower leaves its embeddings (one row per image from the first on) and the row width.
+    fn image_rows<'w>(&self, ws: &'w Self::Workspace) -> (&'w Tensor<Self::Elem>, usize);
     fn read_text_embeds(
         &self,
         gpu: &Gpu,
@@ -79,17 +82,23 @@ pub(crate) trait TowerModel {
 }
 
 /// Implements [`TowerModel`] for a model type whose inherent methods of the same names do the work, given its
-/// workspace type and how its text context, vocabulary size and image shape are found.
+/// workspace type and how its text context, vocabulary size, image shape and image embedding rows are found.
 macro_rules! tower_model {
     (
         $model:ident,
         $workspace:ident,
         context: |$c:ident| $context:expr,
         vocab: |$v:ident| $vocab:expr,
-        image: |$i:ident| $image:expr
+        image: |$i:ident| $image:expr,
+        rows: |$rm:ident, $rw:ident| $rows:expr
     ) => {
         impl<T: flashclip::Element> $crate::graph::TowerModel for $model<T> {
             type Workspace = $workspace<T>;
+            type Elem = T;
+            fn image_rows<'w>(&self, ws: &'w $workspace<T>) -> (&'w flashclip::Tensor<T>, usize) {
+                let ($rm, $rw) = (self, ws);
+                $rows
+            }
             fn text_context(&self) -> usize {
                 let $c = self;
                 $context
@@ -160,7 +169,8 @@ tower_model!(
     Workspace,
     context: |m| m.config().text.max_len(),
     vocab: |m| m.config().text.vocab_size,
-    image: |m| (m.config().vision.num_channels, m.config().vision.image_size)
+    image: |m| (m.config().vision.num_channels, m.config().vision.image_size),
+    rows: |m, ws| (&ws.vision.projected, m.config().projection_dim)
 );
 
 /// Whether the GPU's stream is being captured into a CUDA graph.

@@ -564,3 +564,51 @@ fn gpu_small_large_batches_match_the_cpu_reference() {
         }
     }
 }
+
+/// Started images (`Embedder::start_image_parts`) are the rows `embed_image_parts` gives, bitwise, also with a
+/// second batch started (its upload and forward enqueued) before the first is finished, in graph-sized and larger
+/// batches; a third start before a finish is an error.
+#[test]
+fn gpu_small_started_images_equal_the_direct_embedding() {
+    use flashclip_model::backend::{Embedder, GpuBackend, GRAPH_MAX_BATCH, MAX_STARTED};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let _device = exclusive_device();
+    let Some(gpu) = gpu_or_skip("gpu_small_started_images_equal_the_direct_embedding") else {
+        return;
+    };
+    drop(gpu);
+    let config = ClipConfig::from_hf_json_file(tiny().join("config.json")).unwrap();
+    let checkpoint = Checkpoint::open(tiny().join("model.safetensors")).unwrap();
+    let max = 2 * GRAPH_MAX_BATCH + 3;
+    let mut backend = GpuBackend::<f16>::load(0, &config, &checkpoint, max).unwrap();
+    let seed = 0x57a7_u64;
+    println!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let per_image = 3 * config.vision.image_size * config.vision.image_size;
+    let mut images = |n: usize| -> Vec<f32> {
+        (0..n * per_image)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect()
+    };
+    for (a, b) in [(max, 3), (2, max), (GRAPH_MAX_BATCH, GRAPH_MAX_BATCH + 1)] {
+        let (first, second) = (images(a), images(b));
+        // The second batch in two parts, as a server hands requests over.
+        let (head, tail) = second.split_at(per_image);
+        let started_first = backend.start_image_parts(&[&first]).unwrap();
+        let started_second = backend.start_image_parts(&[head, tail]).unwrap();
+        assert_eq!((started_first.len(), started_second.len()), (a, b));
+        let third = backend.start_image_parts(&[&first]);
+        assert!(third.is_err(), "a start past {MAX_STARTED} unfinished");
+        let got_first = backend.finish_images(started_first).unwrap();
+        let got_second = backend.finish_images(started_second).unwrap();
+        let want_first = backend.embed_images(&first).unwrap();
+        let want_second = backend.embed_images(&second).unwrap();
+        assert_eq!(bits(&got_first), bits(&want_first), "{a} then {b}: first");
+        assert_eq!(
+            bits(&got_second),
+            bits(&want_second),
+            "{a} then {b}: second"
+        );
+    }
+    println!("started batches bitwise equal to direct ones");
+}

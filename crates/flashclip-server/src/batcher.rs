@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flashclip_model::Embedder;
+use flashclip_model::backend::StartedImages;
+use flashclip_model::{Embedder, ModelError};
 use tokio::sync::{oneshot, watch};
 
 use crate::errors::{ApiError, ServerError};
@@ -197,47 +198,86 @@ fn replicas(
 /// A worker's loop. A request of the other kind, or one that would overflow the batch, ends the batch being
 /// formed and starts the next one, so at most one request per worker waits outside the channel. The queue is held
 /// while a batch forms, not while it runs.
+///
+/// A batch of images is started on the model and answered only once the next batch has been formed and started
+/// (or none was queued): a GPU model converts and uploads the next images while it runs the last ones.
 fn serve(
     embedder: &mut dyn Embedder,
     queue: &Mutex<Receiver<Job>>,
     policy: BatchPolicy,
     metrics: &Metrics,
 ) {
-    let (max_batch, max_wait) = (policy.max_batch, policy.max_wait);
     let mut held: Option<Job> = None;
+    let mut in_flight: Option<InFlight> = None;
     loop {
-        let rx = queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = match held.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => {
-                    metrics.queue_depth.dec();
-                    job
+        // Wait for the next request only when the model has nothing in flight to answer meanwhile.
+        let batch = form_batch(queue, &mut held, policy, metrics, in_flight.is_none());
+        let Some((kind, batch)) = batch else {
+            match in_flight.take() {
+                Some(running) => {
+                    running.answer(embedder, metrics);
+                    continue;
                 }
                 // Every sender is gone (shutdown) and the queue is drained.
-                Err(_) => return,
-            },
+                None => return,
+            }
         };
-        let kind = first.inputs.kind();
-        let mut rows = first.inputs.len();
-        let mut batch = vec![first];
-        let deadline = Instant::now() + max_wait;
-        while rows < max_batch {
-            let Some(job) = next_queued(&rx, deadline) else {
-                break;
+        let started = start_batch(embedder, kind, batch, policy.max_batch, metrics);
+        if let Some(running) = in_flight.take() {
+            running.answer(embedder, metrics);
+        }
+        in_flight = match started {
+            // A model that embeds at once has nothing to overlap: answer now rather than after the next batch.
+            Some(done) if done.started.is_ready() => {
+                done.answer(embedder, metrics);
+                None
+            }
+            other => other,
+        };
+    }
+}
+
+/// The next batch: the first request (waiting for it if `wait`, else only if one is queued) and whatever else of
+/// its kind is queued, up to a full batch (and `max_wait`). `None` when no request came (or on shutdown).
+fn form_batch(
+    queue: &Mutex<Receiver<Job>>,
+    held: &mut Option<Job>,
+    policy: BatchPolicy,
+    metrics: &Metrics,
+    wait: bool,
+) -> Option<(Kind, Vec<Job>)> {
+    let (max_batch, max_wait) = (policy.max_batch, policy.max_wait);
+    let rx = queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let first = match held.take() {
+        Some(job) => job,
+        None => {
+            let job = if wait {
+                rx.recv().ok()?
+            } else {
+                rx.try_recv().ok()?
             };
             metrics.queue_depth.dec();
-            if job.inputs.kind() == kind && rows + job.inputs.len() <= max_batch {
-                rows += job.inputs.len();
-                batch.push(job);
-            } else {
-                held = Some(job);
-                break;
-            }
+            job
         }
-        drop(rx);
-        run_batch(embedder, kind, batch, max_batch, metrics);
+    };
+    let kind = first.inputs.kind();
+    let mut rows = first.inputs.len();
+    let mut batch = vec![first];
+    let deadline = Instant::now() + max_wait;
+    while rows < max_batch {
+        let Some(job) = next_queued(&rx, deadline) else {
+            break;
+        };
+        metrics.queue_depth.dec();
+        if job.inputs.kind() == kind && rows + job.inputs.len() <= max_batch {
+            rows += job.inputs.len();
+            batch.push(job);
+        } else {
+            *held = Some(job);
+            break;
+        }
     }
+    Some((kind, batch))
 }
 
 /// A request already queued, else one arriving before `deadline`; `None` when neither comes (or on shutdown).
@@ -255,14 +295,40 @@ fn next_queued(rx: &Receiver<Job>, deadline: Instant) -> Option<Job> {
     }
 }
 
-/// Runs one batch (in chunks of `max_batch` when a single request is larger) and answers each request.
-fn run_batch(
+/// A batch of images started on the model, and the requests it answers.
+struct InFlight {
+    started: StartedImages,
+    replies: Vec<oneshot::Sender<Answer>>,
+    counts: Vec<usize>,
+    since: Instant,
+}
+
+impl InFlight {
+    /// Takes the batch's rows from the model and answers each request.
+    fn answer(self, embedder: &mut dyn Embedder, metrics: &Metrics) {
+        let total = self.started.len();
+        let result = catch_unwind(AssertUnwindSafe(|| embedder.finish_images(self.started)))
+            .unwrap_or_else(|_| Err(ModelError::Input("the model panicked".into())))
+            .map(|out| {
+                out.outer_iter()
+                    .map(|r| normalized(r.iter().copied()))
+                    .collect()
+            })
+            .map_err(|e| e.to_string());
+        observe_model_time(metrics, Kind::Image, self.since);
+        reply(Kind::Image, result, total, self.replies, self.counts);
+    }
+}
+
+/// Starts one batch: images that fit one model call are started and returned in flight; any other batch (texts,
+/// or a request larger than `max_batch` images) runs to the end (in chunks of `max_batch`) and is answered here.
+fn start_batch(
     embedder: &mut dyn Embedder,
     kind: Kind,
     batch: Vec<Job>,
     max_batch: usize,
     metrics: &Metrics,
-) {
+) -> Option<InFlight> {
     // A request that timed out or whose client left has dropped its receiver: skip its work.
     let (inputs, replies): (Vec<Inputs>, Vec<_>) = batch
         .into_iter()
@@ -270,7 +336,7 @@ fn run_batch(
         .map(|job| (job.inputs, job.reply))
         .unzip();
     if inputs.is_empty() {
-        return;
+        return None;
     }
     let counts: Vec<usize> = inputs.iter().map(Inputs::len).collect();
     let total: usize = counts.iter().sum();
@@ -278,14 +344,60 @@ fn run_batch(
         .batch_size
         .with_label_values(&[kind.label()])
         .observe(total as f64);
-    let start = Instant::now();
-    // A panic in the model fails this batch, not the server.
+    let since = Instant::now();
+    if kind == Kind::Image && total <= max_batch {
+        let parts: Vec<&[f32]> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                Inputs::Images { pixels, .. } => Some(pixels.as_slice()),
+                Inputs::Texts(_) => None,
+            })
+            .collect();
+        // A panic in the model fails this batch, not the server.
+        match catch_unwind(AssertUnwindSafe(|| embedder.start_image_parts(&parts))) {
+            Ok(Ok(started)) => {
+                return Some(InFlight {
+                    started,
+                    replies,
+                    counts,
+                    since,
+                })
+            }
+            Ok(Err(e)) => {
+                observe_model_time(metrics, kind, since);
+                reply(kind, Err(e.to_string()), total, replies, counts);
+                return None;
+            }
+            Err(_) => {
+                observe_model_time(metrics, kind, since);
+                let failed = Err("the model panicked on this batch".into());
+                reply(kind, failed, total, replies, counts);
+                return None;
+            }
+        }
+    }
     let result = catch_unwind(AssertUnwindSafe(|| embed(embedder, inputs, max_batch)))
         .unwrap_or_else(|_| Err("the model panicked on this batch".into()));
+    observe_model_time(metrics, kind, since);
+    reply(kind, result, total, replies, counts);
+    None
+}
+
+fn observe_model_time(metrics: &Metrics, kind: Kind, since: Instant) {
     metrics
         .model_seconds
         .with_label_values(&[kind.label()])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(since.elapsed().as_secs_f64());
+}
+
+/// Answers each request with its `counts[i]` rows of `result` (`total` in all), or every one with the error.
+fn reply(
+    kind: Kind,
+    result: Result<Vec<Vec<f32>>, String>,
+    total: usize,
+    replies: Vec<oneshot::Sender<Answer>>,
+    counts: Vec<usize>,
+) {
     let result = result.and_then(|rows| {
         if rows.len() == total {
             Ok(rows)

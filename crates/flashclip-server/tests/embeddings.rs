@@ -6,12 +6,8 @@ use std::sync::mpsc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_rows_close, config, png, rows, serve, start, text_rows, Direct};
+use common::{assert_rows_close, config, data_url, png, rows, serve, start, text_rows, Direct};
 use serde_json::{json, Value};
-
-fn data_url(bytes: &[u8]) -> String {
-    format!("data:image/png;base64,{}", STANDARD.encode(bytes))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_until_the_model_is_loaded_and_warm() {

@@ -5,9 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use common::{config, png, start_model};
+use common::{config, data_url, png, start_model};
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
 use flashclip_model::siglip::SiglipWeights;
@@ -17,10 +15,6 @@ use serde_json::{json, Value};
 
 fn siglip_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flashclip-model/tests/fixtures/tiny-siglip")
-}
-
-fn data_url(bytes: &[u8]) -> String {
-    format!("data:image/png;base64,{}", STANDARD.encode(bytes))
 }
 
 fn normalized(v: &[f32]) -> Vec<f64> {

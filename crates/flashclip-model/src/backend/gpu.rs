@@ -6,8 +6,8 @@ use std::sync::Arc;
 use flashclip::{Element, Gpu};
 use ndarray::Array2;
 
-use super::graphs::{Graphs, GRAPH_MAX_BATCH};
-use super::{check_batch, image_parts_count, Embedder, LoadGpu};
+use super::graphs::{checked_images, Graphs, Readback, GRAPH_MAX_BATCH};
+use super::{check_batch, Embedder, LoadGpu, StartedImages};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
 use crate::error::Result;
@@ -24,6 +24,7 @@ pub struct GpuBackend<T: Element> {
     // Field order is drop order: the graphs go before the workspace and the weights they read, and those before
     // the stream and handles of the Gpu they were allocated through.
     graphs: Graphs,
+    readback: Readback<T>,
     ws: Workspace<T>,
     model: Arc<ClipModel<T>>,
     gpu: Gpu,
@@ -61,6 +62,7 @@ impl<T: Element> GpuBackend<T> {
             ordinal,
             config: ModelConfig::Clip(model.config().clone()),
             graphs: Graphs::default(),
+            readback: Readback::default(),
             ws,
             model,
             gpu,
@@ -99,11 +101,20 @@ impl<T: Element> Embedder for GpuBackend<T> {
     }
 
     fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let v = &self.model.config().vision;
-        let n = image_parts_count((v.num_channels, v.image_size), parts)?;
-        check_batch("images", n, self.max_batch)?;
+        let n = checked_images(&*self.model, parts, self.max_batch)?;
         self.graphs
             .embed_images(&*self.model, &self.gpu, &mut self.ws, parts, n)
+    }
+
+    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
+        let n = checked_images(&*self.model, parts, self.max_batch)?;
+        let (model, ws, readback) = (&*self.model, &mut self.ws, &mut self.readback);
+        self.graphs
+            .start_images(model, &self.gpu, ws, (parts, n), readback)
+    }
+
+    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
+        self.readback.finish(started)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
-use flashclip::Gpu;
+use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
 
-use crate::error::Result;
+use super::{check_batch, image_parts_count, Started, StartedImages, MAX_STARTED};
+use crate::error::{ModelError, Result};
 use crate::graph::{capture, Captured, GraphShape, TowerModel};
+use crate::workspace::Staging;
 
 /// Batches of up to this many images or texts run as CUDA graphs. From about here on the GPU's work per kernel
 /// outlasts its launch, so a graph gains little and would cost a capture per batch size.
@@ -25,6 +27,17 @@ const TEXT_LEN_STEP: usize = 8;
 pub(crate) struct Graphs {
     /// Captured forwards by shape; `None` where the capture failed, so that shape runs directly from then on.
     by_shape: HashMap<GraphShape, Option<Captured>>,
+}
+
+/// The number of images in `parts`, checked against `model`'s image shape and `max_batch`.
+pub(crate) fn checked_images(
+    model: &impl TowerModel,
+    parts: &[&[f32]],
+    max_batch: usize,
+) -> Result<usize> {
+    let n = image_parts_count(model.image_shape(), parts)?;
+    check_batch("images", n, max_batch)?;
+    Ok(n)
 }
 
 impl Graphs {
@@ -51,6 +64,29 @@ impl Graphs {
         model.upload_image_parts(gpu, ws, parts)?;
         self.replay_or_run(model, gpu, ws, shape)?;
         model.read_image_embeds(gpu, ws, n)
+    }
+
+    /// [`Self::embed_images`] up to enqueuing the copy of the rows back into a slot of `readback`: nothing waits
+    /// for the forward.
+    pub(crate) fn start_images<M: TowerModel>(
+        &mut self,
+        model: &M,
+        gpu: &Gpu,
+        ws: &mut M::Workspace,
+        (parts, n): (&[&[f32]], usize),
+        readback: &mut Readback<M::Elem>,
+    ) -> Result<StartedImages> {
+        let shape = GraphShape {
+            images: n,
+            texts: 0,
+            text_len: 0,
+        };
+        let slot = readback.claim()?;
+        self.capture_if_new(model, gpu, ws, shape);
+        model.upload_image_parts(gpu, ws, parts)?;
+        self.replay_or_run(model, gpu, ws, shape)?;
+        let (rows, dim) = model.image_rows(ws);
+        readback.enqueue(gpu, slot, rows, (n, dim))
     }
 
     /// Embeds token id sequences (their count already checked), padded to a multiple of [`TEXT_LEN_STEP`], through
@@ -112,5 +148,103 @@ impl Graphs {
             _ if shape.images > 0 => model.run_vision(gpu, ws, shape.images),
             _ => model.run_uploaded_texts(gpu, ws).map(drop),
         }
+    }
+}
+
+/// Pinned host buffers that started images' rows are copied back into without waiting, one per batch that may be
+/// in flight ([`MAX_STARTED`]), each allocated on its first use.
+pub(crate) struct Readback<T: Element> {
+    slots: [Option<Slot<T>>; MAX_STARTED],
+    /// The slot the next start takes.
+    next: usize,
+    /// Numbers each start, so a finish can tell its batch from a later one in the same slot.
+    tickets: u64,
+}
+
+struct Slot<T: Element> {
+    staging: Staging<T>,
+    /// The started batch whose rows the slot holds or receives, until it is finished: (ticket, rows, width).
+    pending: Option<(u64, usize, usize)>,
+}
+
+impl<T: Element> Default for Readback<T> {
+    fn default() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| None),
+            next: 0,
+            tickets: 0,
+        }
+    }
+}
+
+impl<T: Element> Readback<T> {
+    /// The slot for the next start, refused while the batch started there last is not finished.
+    fn claim(&mut self) -> Result<usize> {
+        let slot = self.next;
+        if self.slots[slot]
+            .as_ref()
+            .is_some_and(|s| s.pending.is_some())
+        {
+            return Err(ModelError::Input(format!(
+                "{MAX_STARTED} batches of images are started and not finished: finish one first"
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// Enqueues the copy of the first `n` rows of `width` of `rows` into `slot` on `gpu`'s stream.
+    fn enqueue(
+        &mut self,
+        gpu: &Gpu,
+        slot: usize,
+        rows: &Tensor<T>,
+        (n, width): (usize, usize),
+    ) -> Result<StartedImages> {
+        let len = n * width;
+        let src = rows.data();
+        if len == 0 || len > src.len() {
+            return Err(ModelError::Input(format!(
+                "{n} rows of {width} are not in the workspace's {} values",
+                src.len()
+            )));
+        }
+        let staging = match &mut self.slots[slot] {
+            Some(s) => s,
+            empty => empty.insert(Slot {
+                staging: Staging::new(gpu, src.len())?,
+                pending: None,
+            }),
+        };
+        let host = staging.staging.writable()?;
+        let stream = gpu.stream();
+        let copied = stream.memcpy_dtoh(&src.slice(..len), &mut host[..len]);
+        staging.staging.enqueued(stream, copied)?;
+        self.tickets += 1;
+        staging.pending = Some((self.tickets, n, width));
+        self.next = (slot + 1) % MAX_STARTED;
+        Ok(StartedImages(Started::OnDevice {
+            slot,
+            ticket: self.tickets,
+            rows: n,
+        }))
+    }
+
+    /// Waits for the rows of `started` and returns them as f32.
+    pub(crate) fn finish(&mut self, started: StartedImages) -> Result<Array2<f32>> {
+        let (slot, ticket) = match started.0 {
+            Started::Done(rows) => return Ok(rows),
+            Started::OnDevice { slot, ticket, .. } => (slot, ticket),
+        };
+        let held = self.slots.get_mut(slot).and_then(Option::as_mut);
+        let Some(held) = held.filter(|s| s.pending.is_some_and(|p| p.0 == ticket)) else {
+            return Err(ModelError::Input(
+                "these images were not started on this backend, or were finished already".into(),
+            ));
+        };
+        let (_, n, width) = held.pending.take().unwrap_or_default();
+        // `writable` waits for the copy out of the device and hands the buffer over for the next one.
+        let host = held.staging.writable()?;
+        let values: Vec<f32> = host[..n * width].iter().map(|x| x.to_f32()).collect();
+        Array2::from_shape_vec((n, width), values).map_err(|e| ModelError::Input(e.to_string()))
     }
 }

@@ -67,6 +67,25 @@ pub trait Embedder: Send {
         }
     }
 
+    /// Starts [`Embedder::embed_image_parts`]: a GPU backend converts and uploads the images and enqueues the
+    /// forward and the copy of its rows back, and returns without waiting for them, so that the caller can
+    /// prepare the next batch (and start it: its conversion overlaps this forward) before it takes these rows
+    /// from [`Embedder::finish_images`]. At most [`MAX_STARTED`] batches may be started and not finished; finish
+    /// them in the order they were started. By default the images are embedded at once.
+    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
+        Ok(StartedImages(Started::Done(self.embed_image_parts(parts)?)))
+    }
+
+    /// The rows of images started by [`Embedder::start_image_parts`] on this embedder (waits for them).
+    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
+        match started.0 {
+            Started::Done(rows) => Ok(rows),
+            Started::OnDevice { .. } => Err(ModelError::Input(
+                "images started on a GPU backend finished on another embedder".into(),
+            )),
+        }
+    }
+
     /// Embeds token id sequences (each with start and end tokens, at most the context length), at most
     /// `max_batch` of them; returns `[texts.len(), projection_dim]`.
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>>;
@@ -82,6 +101,44 @@ pub trait Embedder: Send {
     /// where running two at once gains nothing (the CPU reference, which uses every core already).
     fn replica(&self) -> Result<Option<Box<dyn Embedder>>> {
         Ok(None)
+    }
+}
+
+/// How many batches of images may be started ([`Embedder::start_image_parts`]) and not yet finished.
+pub const MAX_STARTED: usize = 2;
+
+/// Images whose embedding [`Embedder::start_image_parts`] started; [`Embedder::finish_images`] gives their rows.
+#[must_use = "finish started images to get their rows"]
+pub struct StartedImages(pub(crate) Started);
+
+pub(crate) enum Started {
+    /// Embedded at once (backends that do not overlap).
+    Done(Array2<f32>),
+    /// `rows` rows being copied back into readback slot `slot`, as the `ticket`th batch started there.
+    OnDevice {
+        slot: usize,
+        ticket: u64,
+        rows: usize,
+    },
+}
+
+impl StartedImages {
+    /// How many images were started.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Started::Done(rows) => rows.nrows(),
+            Started::OnDevice { rows, .. } => *rows,
+        }
+    }
+
+    /// Whether no image was started (never: a start takes at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the rows are on the host already (a backend that embeds at once): finishing them waits for nothing.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.0, Started::Done(_))
     }
 }
 

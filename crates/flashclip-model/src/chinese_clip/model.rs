@@ -246,5 +246,6 @@ crate::graph::tower_model!(
     Workspace,
     context: |m| m.context_length(),
     vocab: |m| m.config().text.vocab_size,
-    image: |m| (m.config().vision.num_channels, m.config().vision.image_size)
+    image: |m| (m.config().vision.num_channels, m.config().vision.image_size),
+    rows: |m, ws| (&ws.vision.projected, m.config().projection_dim)
 );

@@ -10,8 +10,8 @@ use super::config::SiglipConfig;
 use super::gpu::{SiglipGpuModel, SiglipWorkspace};
 use super::reference::{SiglipReference, TextAttention};
 use super::weights::SiglipWeights;
-use crate::backend::graphs::{Graphs, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, image_parts_count, CpuModel, Embedder, LoadGpu, ZeroShot};
+use crate::backend::graphs::{checked_images, Graphs, Readback, GRAPH_MAX_BATCH};
+use crate::backend::{check_batch, CpuModel, Embedder, LoadGpu, StartedImages, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
@@ -70,6 +70,7 @@ pub struct SiglipGpu<T: Element> {
     // Field order is drop order: the graphs go before the workspace and the weights they read, and those before
     // the stream and handles of the Gpu they were allocated through.
     graphs: Graphs,
+    readback: Readback<T>,
     ws: SiglipWorkspace<T>,
     model: SiglipGpuModel<T>,
     gpu: Gpu,
@@ -94,6 +95,7 @@ impl<T: Element> SiglipGpu<T> {
             ordinal,
             config: ModelConfig::Siglip(config.clone()),
             graphs: Graphs::default(),
+            readback: Readback::default(),
             ws,
             model,
             gpu,
@@ -138,11 +140,20 @@ impl<T: Element> Embedder for SiglipGpu<T> {
     }
 
     fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let v = &self.model.config().vision;
-        let n = image_parts_count((v.num_channels, v.image_size), parts)?;
-        check_batch("images", n, self.max_batch)?;
+        let n = checked_images(&self.model, parts, self.max_batch)?;
         self.graphs
             .embed_images(&self.model, &self.gpu, &mut self.ws, parts, n)
+    }
+
+    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
+        let n = checked_images(&self.model, parts, self.max_batch)?;
+        let (model, ws, readback) = (&self.model, &mut self.ws, &mut self.readback);
+        self.graphs
+            .start_images(model, &self.gpu, ws, (parts, n), readback)
+    }
+
+    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
+        self.readback.finish(started)
     }
 
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {

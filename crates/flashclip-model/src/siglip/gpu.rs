@@ -600,5 +600,6 @@ crate::graph::tower_model!(
     SiglipWorkspace,
     context: |m| m.config.text.max_position_embeddings,
     vocab: |m| m.config.text.vocab_size,
-    image: |m| (m.config.vision.num_channels, m.config.vision.image_size)
+    image: |m| (m.config.vision.num_channels, m.config.vision.image_size),
+    rows: |m, ws| (&ws.vision.projected, m.config.vision.hidden_size)
 );

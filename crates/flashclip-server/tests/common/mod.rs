@@ -153,6 +153,15 @@ pub fn image(seed: u32, w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// `bytes` as a PNG data URL, as JSON requests carry images.
+pub fn data_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
 /// A PNG test image.
 pub fn png(seed: u32) -> Vec<u8> {
     image(seed, 40, 30, image::ImageFormat::Png)
