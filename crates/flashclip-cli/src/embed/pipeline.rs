@@ -10,14 +10,14 @@ use std::ops::ControlFlow;
 use std::thread::ScopedJoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use flashclip::DType;
-use flashclip_model::backend::{self, Device};
+use flashclip_model::backend::{self, Device, StartedImages};
 use flashclip_model::{Checkpoint, ModelConfig, ModelError};
 use ndarray::Array2;
 
 use super::batch::{self, Batch, BatchData};
-use super::decode::{Decoder, Job};
+use super::decode::{Decoder, Job, Meta};
 use super::inputs::{Inputs, Listing};
 use super::manifest::Manifest;
 use super::shard::Plan;
@@ -213,7 +213,9 @@ fn load_error(device: Device, e: ModelError) -> CliError {
     }
 }
 
-/// One device's model: embeds batches until the batching stage is done or the writer has stopped.
+/// One device's model: embeds batches until the batching stage is done or the writer has stopped. A batch of
+/// images is started on the model and its rows taken once the next batch is started (or none is waiting), so a GPU
+/// model converts and uploads the next images while it runs the last ones.
 fn embed_loop(
     mut model: Box<dyn backend::Embedder>,
     dim: usize,
@@ -221,30 +223,111 @@ fn embed_loop(
     out: Sender<Embedded>,
     stages: &StageTimes,
 ) -> Result<()> {
-    while let Ok(batch) = stages.time(Span::ModelWaited, || batches.recv()) {
-        let rows = stages.time(Span::ModelBusy, || -> Result<Vec<f32>> {
-            let embeds = match &batch.data {
-                BatchData::Pixels(images) if !images.is_empty() => {
-                    let parts: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
-                    Some(model.embed_image_parts(&parts)?)
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        // Wait for the next batch only when nothing is in flight to finish meanwhile.
+        let next = match &in_flight {
+            Some(_) => match batches.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(TryRecvError::Empty) => {
+                    let running = in_flight.take();
+                    if !finish(&mut *model, running, dim, &out, stages)? {
+                        return Ok(());
+                    }
+                    continue;
                 }
-                BatchData::Tokens(t) if !t.is_empty() => Some(embed_by_length(&mut *model, t)?),
-                _ => None,
-            };
-            let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
-            l2_normalize(&mut rows, dim);
-            Ok(rows)
-        })?;
-        let done = Embedded {
-            seq: batch.seq,
-            items: batch.items,
-            rows,
+                Err(TryRecvError::Disconnected) => None,
+            },
+            None => stages.time(Span::ModelWaited, || batches.recv()).ok(),
         };
-        if out.send(done).is_err() {
-            break;
+        let Some(batch) = next else {
+            finish(&mut *model, in_flight.take(), dim, &out, stages)?;
+            return Ok(());
+        };
+        let started = stages.time(Span::ModelBusy, || start(&mut *model, batch, dim))?;
+        if !finish(&mut *model, in_flight.take(), dim, &out, stages)? {
+            return Ok(());
         }
+        in_flight = match started {
+            Started::Images(running) => Some(running),
+            Started::Done(done) => {
+                if out.send(done).is_err() {
+                    return Ok(());
+                }
+                None
+            }
+        };
     }
-    Ok(())
+}
+
+/// A batch of images started on the model.
+struct InFlight {
+    seq: u64,
+    items: Vec<Meta>,
+    started: StartedImages,
+}
+
+enum Started {
+    Images(InFlight),
+    Done(Embedded),
+}
+
+/// Starts a batch of images on the model; embeds anything else (texts, an empty batch) at once.
+fn start(model: &mut dyn backend::Embedder, batch: Batch, dim: usize) -> Result<Started> {
+    let Batch { seq, items, data } = batch;
+    let embeds = match &data {
+        BatchData::Pixels(images) if !images.is_empty() => {
+            let parts: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+            let started = model.start_image_parts(&parts)?;
+            if !started.is_ready() {
+                return Ok(Started::Images(InFlight {
+                    seq,
+                    items,
+                    started,
+                }));
+            }
+            Some(model.finish_images(started)?)
+        }
+        BatchData::Tokens(t) if !t.is_empty() => Some(embed_by_length(model, t)?),
+        _ => None,
+    };
+    Ok(Started::Done(Embedded {
+        seq,
+        items,
+        rows: normalized_rows(embeds, dim),
+    }))
+}
+
+/// Takes the rows of the batch in flight, if any, and sends them on; `false` once the writer has stopped.
+fn finish(
+    model: &mut dyn backend::Embedder,
+    in_flight: Option<InFlight>,
+    dim: usize,
+    out: &Sender<Embedded>,
+    stages: &StageTimes,
+) -> Result<bool> {
+    let Some(InFlight {
+        seq,
+        items,
+        started,
+    }) = in_flight
+    else {
+        return Ok(true);
+    };
+    let embeds = stages.time(Span::ModelBusy, || model.finish_images(started))?;
+    let done = Embedded {
+        seq,
+        items,
+        rows: normalized_rows(Some(embeds), dim),
+    };
+    Ok(out.send(done).is_ok())
+}
+
+/// The embeddings' rows, L2-normalized, flat (none for no embeddings).
+fn normalized_rows(embeds: Option<Array2<f32>>, dim: usize) -> Vec<f32> {
+    let mut rows: Vec<f32> = embeds.map_or_else(Vec::new, |e| e.iter().copied().collect());
+    l2_normalize(&mut rows, dim);
+    rows
 }
 
 /// Embeds `texts` in model calls of at most the model's batch, the texts taken in order of length so that each call
