@@ -8,7 +8,8 @@
 #   peers     PyTorch SDPA, every backend, at the attention bench's shapes (scripts/peer_sdpa.py)
 #   clip      the end-to-end ladder (`flashclip bench`) and HF CLIPModel at the same batches (scripts/peer_clip_hf.py);
 #             then CN-CLIP ViT-L/14@336px against HF ChineseCLIPModel the same way (cn_clip.log, cn_clip_hf.md), and
-#             SigLIP so400m/14@384 against HF SiglipModel (siglip.log, siglip_hf.md)
+#             SigLIP so400m/14@384 against HF SiglipModel (siglip.log, siglip_hf.md); at batch 1 also each HF
+#             model under torch.compile mode="reduce-overhead" (CUDA graphs)
 #   parity    full-size parity against HF transformers on seeded random ViT-B-32, ViT-H-14, ViT-L-14-336,
 #             CN-CLIP-ViT-L-14-336 (scripts/make_hf_fixture_chinese_clip.py) and siglip-so400m-patch14-384
 #             (scripts/make_hf_fixture_siglip.py)
@@ -160,6 +161,18 @@ phase_clip() {
     py 200 scripts/peer_siglip_hf.py --batch "$b" --variants fp32-eager fp16-sdpa fp16-sdpa-compile \
       --json "$out/siglip_hf-b$b.json" >>"$out/siglip_hf.md" 2>&1 || fail "FAIL peer_siglip_hf.py --batch $b"
   done
+  # Batch 1 is bound by launches: HF's strongest there is torch.compile with CUDA graphs (mode="reduce-overhead").
+  case " $batches " in *" 1 "*)
+    py 300 scripts/peer_clip_hf.py --batch 1 --variants fp16-sdpa-compile --compile-mode reduce-overhead \
+      --json "$out/clip_hf-b1-reduce-overhead.json" >>"$out/clip_hf.md" 2>&1 || fail "FAIL peer_clip_hf.py reduce-overhead"
+    py 300 scripts/peer_clip_hf.py --family chinese_clip --batch 1 --variants fp16-sdpa-compile \
+      --compile-mode reduce-overhead --json "$out/cn_clip_hf-b1-reduce-overhead.json" >>"$out/cn_clip_hf.md" 2>&1 ||
+      fail "FAIL peer_clip_hf.py --family chinese_clip reduce-overhead"
+    py 300 scripts/peer_siglip_hf.py --batch 1 --variants fp16-sdpa-compile --compile-mode reduce-overhead \
+      --json "$out/siglip_hf-b1-reduce-overhead.json" >>"$out/siglip_hf.md" 2>&1 ||
+      fail "FAIL peer_siglip_hf.py reduce-overhead"
+    ;;
+  esac
 }
 
 phase_parity() {
