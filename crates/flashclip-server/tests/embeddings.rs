@@ -3,10 +3,14 @@
 mod common;
 
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{assert_rows_close, config, data_url, png, rows, serve, start, text_rows, Direct};
+use common::{
+    assert_rows_close, config, data_rows, data_url, png, rows, serve, start, text_rows, Direct,
+    Gate, Overlapping,
+};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,13 +242,7 @@ async fn concurrent_clients_each_get_the_rows_of_their_own_inputs() {
                     .json()
                     .await
                     .unwrap();
-                let got: Vec<Value> = r["data"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d["embedding"].clone())
-                    .collect();
-                (rows(&Value::Array(got)), want)
+                (data_rows(&r), want)
             });
         }
     }
@@ -281,6 +279,53 @@ async fn concurrent_clients_each_get_the_rows_of_their_own_inputs() {
         metrics.contains("flashclip_requests_total{endpoint=\"/embed/text\",status=\"200\"} 16")
     );
     assert!(metrics.contains("flashclip_queue_depth 0"));
+}
+
+/// With a model that starts image batches and finishes them later (as the GPU backends do), the server keeps one
+/// batch in flight while it starts the next, and every client still gets the rows of its own images.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_answer_each_client_with_its_own_rows() {
+    const CLIENTS: u32 = 16;
+    let mut direct = Direct::new();
+    let mut cfg = config();
+    cfg.max_batch = 4;
+    cfg.max_wait = std::time::Duration::ZERO;
+    let gate = Arc::new(Gate::default());
+    let model = Overlapping::new(common::cpu_model(cfg.max_batch), gate.clone());
+    let most_in_flight = model.most_in_flight.clone();
+    let s = serve(cfg, Box::new(model)).await;
+    // Hold the model in its first start until every client is queued, so the next batches are waiting.
+    gate.close();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let imgs = [png(500 + i), png(600 + i)];
+        let want = direct.images(&imgs);
+        let (client, url) = (s.client.clone(), s.at("/v1/embeddings"));
+        let body = json!({"input": [
+            {"type": "image", "image": data_url(&imgs[0])},
+            {"type": "image", "image": data_url(&imgs[1])},
+        ]});
+        tasks.spawn(async move {
+            let r: Value = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (data_rows(&r), want)
+        });
+    }
+    gate.wait_entered(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    gate.open();
+    while let Some(done) = tasks.join_next().await {
+        let (got, want) = done.unwrap();
+        assert_rows_close(&got, &want);
+    }
+    assert_eq!(most_in_flight.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

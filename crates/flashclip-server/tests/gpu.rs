@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config, data_url, png, rows, serve, Direct};
+use common::{config, data_rows, data_url, png, serve, Direct};
 use flashclip::testing::gpu_or_skip;
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
@@ -48,7 +48,7 @@ async fn gpu_concurrent_image_clients_each_get_their_own_rows() {
                 .json()
                 .await
                 .expect("JSON answer");
-            (i, rows(&r), want)
+            (i, data_rows(&r), want)
         });
     }
     while let Some(done) = tasks.join_next().await {

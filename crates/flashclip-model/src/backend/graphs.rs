@@ -234,6 +234,11 @@ impl<T: Element> Readback<T> {
         let (slot, ticket) = match started.0 {
             Started::Done(rows) => return Ok(rows),
             Started::OnDevice { slot, ticket, .. } => (slot, ticket),
+            Started::External { .. } => {
+                return Err(ModelError::Input(
+                    "these images were started on another embedder".into(),
+                ))
+            }
         };
         let held = self.slots.get_mut(slot).and_then(Option::as_mut);
         let Some(held) = held.filter(|s| s.pending.is_some_and(|p| p.0 == ticket)) else {

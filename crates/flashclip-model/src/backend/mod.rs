@@ -80,8 +80,8 @@ pub trait Embedder: Send {
     fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
         match started.0 {
             Started::Done(rows) => Ok(rows),
-            Started::OnDevice { .. } => Err(ModelError::Input(
-                "images started on a GPU backend finished on another embedder".into(),
+            Started::OnDevice { .. } | Started::External { .. } => Err(ModelError::Input(
+                "images started on one embedder finished on another".into(),
             )),
         }
     }
@@ -114,6 +114,8 @@ pub struct StartedImages(pub(crate) Started);
 pub(crate) enum Started {
     /// Embedded at once (backends that do not overlap).
     Done(Array2<f32>),
+    /// Started by an embedder outside this crate, which knows it by `ticket` ([`StartedImages::pending`]).
+    External { ticket: u64, rows: usize },
     /// `rows` rows being copied back into readback slot `slot`, as the `ticket`th batch started there.
     OnDevice {
         slot: usize,
@@ -123,11 +125,25 @@ pub(crate) enum Started {
 }
 
 impl StartedImages {
+    /// For an [`Embedder`] implemented elsewhere that overlaps its batches: `rows` images it started and will
+    /// recognize by `ticket` in its [`Embedder::finish_images`] ([`StartedImages::ticket`]).
+    pub fn pending(ticket: u64, rows: usize) -> Self {
+        Self(Started::External { ticket, rows })
+    }
+
+    /// The ticket of [`StartedImages::pending`] images (`None` for this crate's backends' own).
+    pub fn ticket(&self) -> Option<u64> {
+        match self.0 {
+            Started::External { ticket, .. } => Some(ticket),
+            _ => None,
+        }
+    }
+
     /// How many images were started.
     pub fn len(&self) -> usize {
         match &self.0 {
             Started::Done(rows) => rows.nrows(),
-            Started::OnDevice { rows, .. } => *rows,
+            Started::OnDevice { rows, .. } | Started::External { rows, .. } => *rows,
         }
     }
 

@@ -10,10 +10,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use flashclip::DType;
-use flashclip_model::backend::{self, Device};
+use flashclip_model::backend::{self, Device, StartedImages, MAX_STARTED};
 use flashclip_model::preprocess::Preprocessor;
 use flashclip_model::tokenizer::ClipTokenizer;
-use flashclip_model::{AnyTokenizer, Checkpoint, Embedder, ModelConfig};
+use flashclip_model::{AnyTokenizer, Checkpoint, Embedder, ModelConfig, ModelError};
 use flashclip_server::{Model, Server, ServerConfig, ServerError};
 use ndarray::Array2;
 use tokio::sync::oneshot;
@@ -93,6 +93,13 @@ fn normalize(rows: Array2<f32>) -> Vec<Vec<f32>> {
             r.iter().map(|v| v / norm).collect()
         })
         .collect()
+}
+
+/// The rows of a `/v1/embeddings` answer (`data[i].embedding`).
+pub fn data_rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    let data = v["data"].as_array().expect("a data list");
+    let embeddings = data.iter().map(|d| d["embedding"].clone()).collect();
+    rows(&serde_json::Value::Array(embeddings))
 }
 
 /// A JSON list of embeddings (an answer's `embeddings`) as rows.
@@ -242,6 +249,59 @@ impl Embedder for Gated {
     fn embed_texts(&mut self, texts: &[Vec<u32>]) -> flashclip_model::Result<Array2<f32>> {
         self.gate.pass();
         self.inner.embed_texts(texts)
+    }
+}
+
+/// An [`Embedder`] that starts batches of images as a GPU backend does, seen from the server: `start_image_parts`
+/// (after the gate) computes the rows but holds them, at most [`MAX_STARTED`] batches, until `finish_images` takes
+/// them by ticket; `most_in_flight` records the most it held at once.
+pub struct Overlapping {
+    pub inner: Box<dyn Embedder>,
+    pub gate: Arc<Gate>,
+    pub most_in_flight: Arc<AtomicUsize>,
+    held: Vec<(u64, Array2<f32>)>,
+    tickets: u64,
+}
+
+impl Overlapping {
+    pub fn new(inner: Box<dyn Embedder>, gate: Arc<Gate>) -> Self {
+        Self {
+            inner,
+            gate,
+            most_in_flight: Arc::default(),
+            held: Vec::new(),
+            tickets: 0,
+        }
+    }
+}
+
+impl Embedder for Overlapping {
+    delegate_accessors!(inner);
+    fn embed_images(&mut self, pixels: &[f32]) -> flashclip_model::Result<Array2<f32>> {
+        self.inner.embed_images(pixels)
+    }
+    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> flashclip_model::Result<Array2<f32>> {
+        self.inner.embed_texts(texts)
+    }
+    fn start_image_parts(&mut self, parts: &[&[f32]]) -> flashclip_model::Result<StartedImages> {
+        if self.held.len() >= MAX_STARTED {
+            return Err(ModelError::Input("too many batches started".into()));
+        }
+        self.gate.pass();
+        let rows = self.inner.embed_image_parts(parts)?;
+        self.tickets += 1;
+        let started = StartedImages::pending(self.tickets, rows.nrows());
+        self.held.push((self.tickets, rows));
+        self.most_in_flight
+            .fetch_max(self.held.len(), Ordering::SeqCst);
+        Ok(started)
+    }
+    fn finish_images(&mut self, started: StartedImages) -> flashclip_model::Result<Array2<f32>> {
+        let held = started
+            .ticket()
+            .and_then(|t| self.held.iter().position(|(h, _)| *h == t))
+            .ok_or_else(|| ModelError::Input("finished images that were not started".into()))?;
+        Ok(self.held.remove(held).1)
     }
 }
 
