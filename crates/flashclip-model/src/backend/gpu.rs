@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use flashclip::{Element, Gpu};
-use ndarray::Array2;
 
-use super::graphs::{checked_images, Graphs, Readback, GRAPH_MAX_BATCH};
-use super::{check_batch, Embedder, LoadGpu, StartedImages};
+use super::graphs::{Graphs, Readback};
+use super::{Embedder, LoadGpu};
 use crate::checkpoint::Checkpoint;
 use crate::config::ClipConfig;
 use crate::error::Result;
@@ -78,53 +77,78 @@ impl<T: Element> GpuBackend<T> {
     }
 }
 
-impl<T: Element> Embedder for GpuBackend<T> {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
+/// The [`Embedder`] methods every GPU backend shares, for a struct generic over `T: Element` with the fields
+/// `model` (a `$model<T>`, or an `Arc` of one), `ws`, `graphs`, `readback`, `gpu`, `ordinal`, `config` and
+/// `max_batch`: small batches through CUDA graphs, images also started without waiting.
+macro_rules! gpu_embedder_methods {
+    ($model:ident) => {
+        fn config(&self) -> &$crate::family::ModelConfig {
+            &self.config
+        }
 
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+        fn max_batch(&self) -> usize {
+            self.max_batch
+        }
+
+        fn describe(&self) -> String {
+            let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
+            format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
+        }
+
+        fn embed_images(&mut self, pixels: &[f32]) -> $crate::error::Result<ndarray::Array2<f32>> {
+            self.embed_image_parts(&[pixels])
+        }
+
+        fn embed_image_parts(
+            &mut self,
+            parts: &[&[f32]],
+        ) -> $crate::error::Result<ndarray::Array2<f32>> {
+            let model: &$model<T> = std::borrow::Borrow::borrow(&self.model);
+            let n = $crate::backend::graphs::checked_images(model, parts, self.max_batch)?;
+            self.graphs
+                .embed_images(model, &self.gpu, &mut self.ws, parts, n)
+        }
+
+        fn start_image_parts(
+            &mut self,
+            parts: &[&[f32]],
+        ) -> $crate::error::Result<$crate::backend::StartedImages> {
+            let model: &$model<T> = std::borrow::Borrow::borrow(&self.model);
+            let n = $crate::backend::graphs::checked_images(model, parts, self.max_batch)?;
+            let (ws, readback) = (&mut self.ws, &mut self.readback);
+            self.graphs
+                .start_images(model, &self.gpu, ws, (parts, n), readback)
+        }
+
+        fn finish_images(
+            &mut self,
+            started: $crate::backend::StartedImages,
+        ) -> $crate::error::Result<ndarray::Array2<f32>> {
+            self.readback.finish(started)
+        }
+
+        fn embed_texts(
+            &mut self,
+            texts: &[Vec<u32>],
+        ) -> $crate::error::Result<ndarray::Array2<f32>> {
+            $crate::backend::check_batch("texts", texts.len(), self.max_batch)?;
+            let model: &$model<T> = std::borrow::Borrow::borrow(&self.model);
+            self.graphs
+                .embed_texts(model, &self.gpu, &mut self.ws, texts)
+        }
+
+        fn graph_max_batch(&self) -> usize {
+            $crate::backend::GRAPH_MAX_BATCH.min(self.max_batch)
+        }
+    };
+}
+pub(crate) use gpu_embedder_methods;
+
+impl<T: Element> Embedder for GpuBackend<T> {
+    gpu_embedder_methods!(ClipModel);
 
     fn logit_scale(&self) -> f32 {
         self.model.logit_scale()
-    }
-
-    fn describe(&self) -> String {
-        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
-        format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
-    }
-
-    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        self.embed_image_parts(&[pixels])
-    }
-
-    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let n = checked_images(&*self.model, parts, self.max_batch)?;
-        self.graphs
-            .embed_images(&*self.model, &self.gpu, &mut self.ws, parts, n)
-    }
-
-    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
-        let n = checked_images(&*self.model, parts, self.max_batch)?;
-        let (model, ws, readback) = (&*self.model, &mut self.ws, &mut self.readback);
-        self.graphs
-            .start_images(model, &self.gpu, ws, (parts, n), readback)
-    }
-
-    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
-        self.readback.finish(started)
-    }
-
-    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
-        check_batch("texts", texts.len(), self.max_batch)?;
-        self.graphs
-            .embed_texts(&*self.model, &self.gpu, &mut self.ws, texts)
-    }
-
-    fn graph_max_batch(&self) -> usize {
-        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 
     fn replica(&self) -> Result<Option<Box<dyn Embedder>>> {

@@ -17,6 +17,7 @@ use flashclip::DType;
 use ndarray::{Array2, ArrayView4};
 
 pub use cpu::{CpuBackend, CpuModel};
+pub(crate) use gpu::gpu_embedder_methods;
 pub use gpu::GpuBackend;
 use gpu::GpuFamily;
 pub use graphs::GRAPH_MAX_BATCH;

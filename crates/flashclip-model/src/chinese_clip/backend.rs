@@ -8,8 +8,8 @@ use super::config::ChineseClipConfig;
 use super::model::ChineseClipModel;
 use super::reference::ChineseClipReference;
 use super::weights::ChineseClipWeights;
-use crate::backend::graphs::{checked_images, Graphs, Readback, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, CpuModel, Embedder, LoadGpu, StartedImages, ZeroShot};
+use crate::backend::graphs::{Graphs, Readback};
+use crate::backend::{CpuModel, Embedder, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
@@ -102,52 +102,10 @@ impl<T: Element> ChineseClipGpu<T> {
 }
 
 impl<T: Element> Embedder for ChineseClipGpu<T> {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+    crate::backend::gpu_embedder_methods!(ChineseClipModel);
 
     fn logit_scale(&self) -> f32 {
         self.model.logit_scale()
-    }
-
-    fn describe(&self) -> String {
-        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
-        format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
-    }
-
-    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        self.embed_image_parts(&[pixels])
-    }
-
-    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let n = checked_images(&self.model, parts, self.max_batch)?;
-        self.graphs
-            .embed_images(&self.model, &self.gpu, &mut self.ws, parts, n)
-    }
-
-    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
-        let n = checked_images(&self.model, parts, self.max_batch)?;
-        let (model, ws, readback) = (&self.model, &mut self.ws, &mut self.readback);
-        self.graphs
-            .start_images(model, &self.gpu, ws, (parts, n), readback)
-    }
-
-    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
-        self.readback.finish(started)
-    }
-
-    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
-        check_batch("texts", texts.len(), self.max_batch)?;
-        self.graphs
-            .embed_texts(&self.model, &self.gpu, &mut self.ws, texts)
-    }
-
-    fn graph_max_batch(&self) -> usize {
-        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 }
 

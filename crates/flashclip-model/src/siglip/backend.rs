@@ -10,8 +10,8 @@ use super::config::SiglipConfig;
 use super::gpu::{SiglipGpuModel, SiglipWorkspace};
 use super::reference::{SiglipReference, TextAttention};
 use super::weights::SiglipWeights;
-use crate::backend::graphs::{checked_images, Graphs, Readback, GRAPH_MAX_BATCH};
-use crate::backend::{check_batch, CpuModel, Embedder, LoadGpu, StartedImages, ZeroShot};
+use crate::backend::graphs::{Graphs, Readback};
+use crate::backend::{CpuModel, Embedder, LoadGpu, ZeroShot};
 use crate::checkpoint::{Checkpoint, Host};
 use crate::error::Result;
 use crate::family::ModelConfig;
@@ -110,13 +110,7 @@ impl<T: Element> SiglipGpu<T> {
 }
 
 impl<T: Element> Embedder for SiglipGpu<T> {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn max_batch(&self) -> usize {
-        self.max_batch
-    }
+    crate::backend::gpu_embedder_methods!(SiglipGpuModel);
 
     fn logit_scale(&self) -> f32 {
         self.model.logit_scale_bias().0.exp()
@@ -128,42 +122,6 @@ impl<T: Element> Embedder for SiglipGpu<T> {
             scale: scale.exp(),
             bias,
         }
-    }
-
-    fn describe(&self) -> String {
-        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
-        format!("cuda:{} {} ({name})", self.ordinal, T::DTYPE)
-    }
-
-    fn embed_images(&mut self, pixels: &[f32]) -> Result<Array2<f32>> {
-        self.embed_image_parts(&[pixels])
-    }
-
-    fn embed_image_parts(&mut self, parts: &[&[f32]]) -> Result<Array2<f32>> {
-        let n = checked_images(&self.model, parts, self.max_batch)?;
-        self.graphs
-            .embed_images(&self.model, &self.gpu, &mut self.ws, parts, n)
-    }
-
-    fn start_image_parts(&mut self, parts: &[&[f32]]) -> Result<StartedImages> {
-        let n = checked_images(&self.model, parts, self.max_batch)?;
-        let (model, ws, readback) = (&self.model, &mut self.ws, &mut self.readback);
-        self.graphs
-            .start_images(model, &self.gpu, ws, (parts, n), readback)
-    }
-
-    fn finish_images(&mut self, started: StartedImages) -> Result<Array2<f32>> {
-        self.readback.finish(started)
-    }
-
-    fn embed_texts(&mut self, texts: &[Vec<u32>]) -> Result<Array2<f32>> {
-        check_batch("texts", texts.len(), self.max_batch)?;
-        self.graphs
-            .embed_texts(&self.model, &self.gpu, &mut self.ws, texts)
-    }
-
-    fn graph_max_batch(&self) -> usize {
-        GRAPH_MAX_BATCH.min(self.max_batch)
     }
 }
 
