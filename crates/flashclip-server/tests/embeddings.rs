@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::{
-    assert_rows_close, config, data_rows, data_url, png, rows, serve, start, text_rows, Direct,
+    assert_rows_close, config, data_url, image_rows, png, rows, serve, start, text_rows, Direct,
     Gate, Overlapping,
 };
 use serde_json::{json, Value};
@@ -228,22 +228,7 @@ async fn concurrent_clients_each_get_the_rows_of_their_own_inputs() {
             let imgs = [png(100 + i), png(200 + i)];
             let want = direct.images(&imgs);
             let url = s.at("/v1/embeddings");
-            let body = json!({"input": [
-                {"type": "image", "image": data_url(&imgs[0])},
-                {"type": "image", "image": data_url(&imgs[1])},
-            ]});
-            tasks.spawn(async move {
-                let r: Value = client
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                (data_rows(&r), want)
-            });
+            tasks.spawn(async move { (image_rows(&client, &url, &imgs).await, want) });
         }
     }
     let mut answered = 0;
@@ -301,22 +286,7 @@ async fn batches_in_flight_answer_each_client_with_its_own_rows() {
         let imgs = [png(500 + i), png(600 + i)];
         let want = direct.images(&imgs);
         let (client, url) = (s.client.clone(), s.at("/v1/embeddings"));
-        let body = json!({"input": [
-            {"type": "image", "image": data_url(&imgs[0])},
-            {"type": "image", "image": data_url(&imgs[1])},
-        ]});
-        tasks.spawn(async move {
-            let r: Value = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (data_rows(&r), want)
-        });
+        tasks.spawn(async move { (image_rows(&client, &url, &imgs).await, want) });
     }
     gate.wait_entered(1).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

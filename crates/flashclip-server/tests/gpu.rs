@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{config, data_rows, data_url, png, serve, Direct};
+use common::{config, image_rows, png, serve, Direct};
 use flashclip::testing::gpu_or_skip;
 use flashclip::DType;
 use flashclip_model::backend::{self, Device};
 use flashclip_model::Checkpoint;
-use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gpu_concurrent_image_clients_each_get_their_own_rows() {
@@ -34,22 +33,7 @@ async fn gpu_concurrent_image_clients_each_get_their_own_rows() {
         let imgs = [png(300 + i), png(400 + i)];
         let want = direct.images(&imgs);
         let (client, url) = (s.client.clone(), s.at("/v1/embeddings"));
-        let body = json!({"input": [
-            {"type": "image", "image": data_url(&imgs[0])},
-            {"type": "image", "image": data_url(&imgs[1])},
-        ]});
-        tasks.spawn(async move {
-            let r: Value = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("request sent")
-                .json()
-                .await
-                .expect("JSON answer");
-            (i, data_rows(&r), want)
-        });
+        tasks.spawn(async move { (i, image_rows(&client, &url, &imgs).await, want) });
     }
     while let Some(done) = tasks.join_next().await {
         let (i, got, want) = done.expect("client task");

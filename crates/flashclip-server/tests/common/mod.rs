@@ -135,6 +135,24 @@ pub async fn text_rows<S: serde::Serialize>(
     rows(&r["embeddings"])
 }
 
+/// POSTs encoded images to `url` (`/v1/embeddings`) as data URLs and returns the answer's rows.
+pub async fn image_rows(client: &reqwest::Client, url: &str, images: &[Vec<u8>]) -> Vec<Vec<f32>> {
+    let input: Vec<serde_json::Value> = images
+        .iter()
+        .map(|b| serde_json::json!({"type": "image", "image": data_url(b)}))
+        .collect();
+    let r: serde_json::Value = client
+        .post(url)
+        .json(&serde_json::json!({ "input": input }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("a JSON answer");
+    data_rows(&r)
+}
+
 /// Asserts two sets of rows agree within `1e-5`.
 pub fn assert_rows_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "row count");
