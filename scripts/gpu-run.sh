@@ -214,7 +214,8 @@ phase_parity() {
 }
 
 phase_embed() {
-  # A seeded random ViT-B-32 and one corrupt file (reported and skipped); embeddings checked against HF fp32.
+  # A seeded random ViT-B-32 and one corrupt file (reported and skipped); embeddings checked against HF fp32. Batches
+  # of 2 images, so that each model thread has a batch in flight while it starts the next.
   local d img fixtures=crates/flashclip-model/tests/fixtures/openai
   d=$(mktemp -d)/ViT-B-32
   mkdir -p "$d"
@@ -222,9 +223,10 @@ phase_embed() {
   printf 'not an image' >"$d/corrupt.jpg"
   {
     py 120 scripts/make_hf_fixture.py ViT-B-32 "$d" &&
-      timeout 60 "$cli" embed --model "$d" --images "$img" "$d/corrupt.jpg" \
+      timeout 60 "$cli" embed --model "$d" \
+        --images "$img" "$d/corrupt.jpg" "$img" "$root/$fixtures/franz-kafka.pil-decoded.webp" "$img" \
         --texts "a photo of a man" "a diagram" "a dog on a beach at sunset" --out "$out/embed" --overwrite \
-        --out-dtype float32 &&
+        --out-dtype float32 --batch 2 &&
       py 120 scripts/check_embed.py --model "$d" --ours "$out/embed" --tokenizer "$fixtures/tokenizer.json" &&
       timeout 60 "$cli" zero-shot --model "$d" --image "$img" --labels "a photo of a man,a photo of a cat,a diagram"
   } >"$out/embed.log" 2>&1 || fail "FAIL embed (see embed.log)"
