@@ -324,6 +324,51 @@ fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| CliError::io("cannot write", path, e))
 }
 
+/// For the benches of the other families (Chinese-CLIP, SigLIP): uploads `$inputs` (pixels, token ids) to `$ws` once,
+/// times `$timing.1` forwards of `$model` after `$timing.0` untimed ones, launch by launch or (`$graph`) as one replay
+/// of the forward
+/// captured into a CUDA graph, warns on non-finite embeddings, and evaluates to the device microseconds per forward.
+/// A macro because the families' models share these methods by name, not through a trait the CLI can name.
+macro_rules! time_uploaded_forward {
+    ($gpu:expr, $model:expr, $ws:expr, $inputs:expr, $graph:expr, $timing:expr) => {{
+        let (gpu, model, ws) = ($gpu, $model, $ws);
+        let ((pixels, texts), (warmup, iters)) = ($inputs, $timing);
+        let images = model.upload_image_parts(gpu, ws, &[pixels])?;
+        let uploaded = model.upload_texts(gpu, ws, texts, None)?;
+        let samples = if $graph {
+            let shape = flashclip_model::GraphShape {
+                images,
+                texts: uploaded.batch,
+                text_len: uploaded.len,
+            };
+            let forward = model.capture_forward(gpu, ws, shape)?;
+            flashclip::bench::time_samples_us(gpu, warmup, iters, 1, || {
+                forward.launch().map_err($crate::bench::as_gpu_error)
+            })?
+        } else {
+            flashclip::bench::time_samples_us(gpu, warmup, iters, 1, || {
+                model
+                    .run_vision(gpu, ws, images)
+                    .map_err($crate::bench::as_gpu_error)?;
+                model
+                    .run_uploaded_texts(gpu, ws)
+                    .map(|_| ())
+                    .map_err($crate::bench::as_gpu_error)
+            })?
+        };
+        let image = model.read_image_embeds(gpu, ws, images)?;
+        let text = model.read_text_embeds(gpu, ws, texts.len())?;
+        if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
+            eprintln!(
+                "warning: {} forward produced non-finite embeddings",
+                T::DTYPE
+            );
+        }
+        samples
+    }};
+}
+pub(crate) use time_uploaded_forward;
+
 /// Refuses `--embedder` for the families whose bench times only the forward.
 fn clip_only(args: &BenchArgs) -> Result<()> {
     if args.embedder {

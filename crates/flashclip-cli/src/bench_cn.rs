@@ -2,14 +2,14 @@
 //! timed run, in fp32 (materialized attention), fp16 and bf16 (the chosen flash attention), launch by launch and
 //! (fp16) as a CUDA graph.
 
-use flashclip::bench::{time_samples_us, Summary};
+use flashclip::bench::Summary;
 use flashclip::{Element, Gpu};
 use flashclip_model::chinese_clip::{ChineseClipConfig, ChineseClipModel, ChineseClipWeights};
 use flashclip_model::flops::{count, FlopsInput};
-use flashclip_model::{AttentionImpl, Checkpoint, GraphShape};
+use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
+use crate::bench::{emit_rungs, rung_row, time_uploaded_forward, BenchArgs};
 use crate::error::{CliError, Result};
 use crate::random;
 
@@ -42,38 +42,15 @@ fn time_forward<T: Element>(
         }
     };
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
-    let images = model.upload_image_parts(gpu, &mut ws, &[pixels])?;
-    let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
-    let samples = if graph {
-        let shape = GraphShape {
-            images,
-            texts: uploaded.batch,
-            text_len: uploaded.len,
-        };
-        let forward = model.capture_forward(gpu, &mut ws, shape)?;
-        time_samples_us(gpu, warmup, iters, 1, || {
-            forward.launch().map_err(as_gpu_error)
-        })?
-    } else {
-        time_samples_us(gpu, warmup, iters, 1, || {
-            model
-                .run_vision(gpu, &mut ws, images)
-                .map_err(as_gpu_error)?;
-            model
-                .run_uploaded_texts(gpu, &mut ws)
-                .map(|_| ())
-                .map_err(as_gpu_error)
-        })?
-    };
-    let image = model.read_image_embeds(gpu, &ws, images)?;
-    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
-    if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
-        eprintln!(
-            "warning: {} forward produced non-finite embeddings",
-            T::DTYPE
-        );
-    }
-    Ok(samples)
+    let timing = (warmup, iters);
+    Ok(time_uploaded_forward!(
+        gpu,
+        &model,
+        &mut ws,
+        (pixels, texts),
+        graph,
+        timing
+    ))
 }
 
 /// Times the forward in each dtype and prints the table.

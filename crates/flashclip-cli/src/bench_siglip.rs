@@ -3,13 +3,13 @@
 //! graph, on inputs uploaded once; texts at SigLIP's full padded context.
 //! `cargo bench -p flashclip-model --bench siglip` has the batch sweep against Hugging Face.
 
-use flashclip::bench::{time_samples_us, Summary};
+use flashclip::bench::Summary;
 use flashclip::{Element, Gpu};
 use flashclip_model::siglip::{SiglipConfig, SiglipGpuModel};
-use flashclip_model::{AttentionImpl, Checkpoint, GraphShape};
+use flashclip_model::{AttentionImpl, Checkpoint};
 use half::{bf16, f16};
 
-use crate::bench::{as_gpu_error, emit_rungs, rung_row, BenchArgs};
+use crate::bench::{emit_rungs, rung_row, time_uploaded_forward, BenchArgs};
 use crate::error::Result;
 use crate::random::{self, SplitMix};
 
@@ -37,38 +37,15 @@ fn time_forward<T: Element>(
         )?,
     };
     let mut ws = model.workspace(gpu, texts.len(), texts.len())?;
-    let images = model.upload_image_parts(gpu, &mut ws, &[pixels])?;
-    let uploaded = model.upload_texts(gpu, &mut ws, texts, None)?;
-    let samples = if graph {
-        let shape = GraphShape {
-            images,
-            texts: uploaded.batch,
-            text_len: uploaded.len,
-        };
-        let forward = model.capture_forward(gpu, &mut ws, shape)?;
-        time_samples_us(gpu, warmup, iters, 1, || {
-            forward.launch().map_err(as_gpu_error)
-        })?
-    } else {
-        time_samples_us(gpu, warmup, iters, 1, || {
-            model
-                .run_vision(gpu, &mut ws, images)
-                .map_err(as_gpu_error)?;
-            model
-                .run_uploaded_texts(gpu, &mut ws)
-                .map(|_| ())
-                .map_err(as_gpu_error)
-        })?
-    };
-    let image = model.read_image_embeds(gpu, &ws, images)?;
-    let text = model.read_text_embeds(gpu, &ws, texts.len())?;
-    if image.iter().chain(text.iter()).any(|x| !x.is_finite()) {
-        eprintln!(
-            "warning: {} forward produced non-finite embeddings",
-            T::DTYPE
-        );
-    }
-    Ok(samples)
+    let timing = (warmup, iters);
+    Ok(time_uploaded_forward!(
+        gpu,
+        &model,
+        &mut ws,
+        (pixels, texts),
+        graph,
+        timing
+    ))
 }
 
 /// Times the forward in fp16 and bf16 and prints the table.
