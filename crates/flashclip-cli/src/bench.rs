@@ -428,7 +428,8 @@ fn time_embedder(
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "model only, one batch in flight: {model_name} fp16 start_image_parts / finish_images of {b} images, {}          batches in {secs:.3} s: {:.1} images/s",
+        "model only, one batch in flight: {model_name} fp16 start_image_parts / finish_images of {b} images, \
+         {} batches in {secs:.3} s: {:.1} images/s",
         args.iters,
         (b * args.iters as usize) as f64 / secs
     );

@@ -3,6 +3,7 @@
 //! by one takes longer than the GPU takes to run them. A replay is bitwise the direct forward of the same shape.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flashclip::{Element, Gpu, Tensor};
 use ndarray::Array2;
@@ -157,9 +158,11 @@ pub(crate) struct Readback<T: Element> {
     slots: [Option<Slot<T>>; MAX_STARTED],
     /// The slot the next start takes.
     next: usize,
-    /// Numbers each start, so a finish can tell its batch from a later one in the same slot.
-    tickets: u64,
 }
+
+/// Numbers every start in the process, so a finish can tell its batch from a later one in the same slot, or from
+/// one another backend started.
+static TICKETS: AtomicU64 = AtomicU64::new(0);
 
 struct Slot<T: Element> {
     staging: Staging<T>,
@@ -172,7 +175,6 @@ impl<T: Element> Default for Readback<T> {
         Self {
             slots: std::array::from_fn(|_| None),
             next: 0,
-            tickets: 0,
         }
     }
 }
@@ -219,12 +221,12 @@ impl<T: Element> Readback<T> {
         let stream = gpu.stream();
         let copied = stream.memcpy_dtoh(&src.slice(..len), &mut host[..len]);
         staging.staging.enqueued(stream, copied)?;
-        self.tickets += 1;
-        staging.pending = Some((self.tickets, n, width));
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        staging.pending = Some((ticket, n, width));
         self.next = (slot + 1) % MAX_STARTED;
         Ok(StartedImages(Started::OnDevice {
             slot,
-            ticket: self.tickets,
+            ticket,
             rows: n,
         }))
     }

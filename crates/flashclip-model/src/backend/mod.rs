@@ -117,7 +117,7 @@ pub(crate) enum Started {
     Done(Array2<f32>),
     /// Started by an embedder outside this crate, which knows it by `ticket` ([`StartedImages::pending`]).
     External { ticket: u64, rows: usize },
-    /// `rows` rows being copied back into readback slot `slot`, as the `ticket`th batch started there.
+    /// `rows` rows being copied back into readback slot `slot`, by the start numbered `ticket` (unique in the process).
     OnDevice {
         slot: usize,
         ticket: u64,
