@@ -117,21 +117,23 @@ pub fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// POSTs `body` as JSON to `url` and returns the JSON answer.
+async fn post_for_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let sent = client.post(url).json(&body).send().await.expect("send");
+    sent.json().await.expect("a JSON answer")
+}
+
 /// POSTs `texts` to `/embed/text` at `url` (the endpoint's full address) and returns the embeddings' rows.
 pub async fn text_rows<S: serde::Serialize>(
     client: &reqwest::Client,
     url: &str,
     texts: &[S],
 ) -> Vec<Vec<f32>> {
-    let r: serde_json::Value = client
-        .post(url)
-        .json(&serde_json::json!({ "texts": texts }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("a JSON answer");
+    let r = post_for_json(client, url, serde_json::json!({ "texts": texts })).await;
     rows(&r["embeddings"])
 }
 
@@ -141,16 +143,7 @@ pub async fn image_rows(client: &reqwest::Client, url: &str, images: &[Vec<u8>])
         .iter()
         .map(|b| serde_json::json!({"type": "image", "image": data_url(b)}))
         .collect();
-    let r: serde_json::Value = client
-        .post(url)
-        .json(&serde_json::json!({ "input": input }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("a JSON answer");
-    data_rows(&r)
+    data_rows(&post_for_json(client, url, serde_json::json!({ "input": input })).await)
 }
 
 /// Asserts two sets of rows agree within `1e-5`.
